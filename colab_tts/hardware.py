@@ -1,0 +1,381 @@
+"""What GPU is this, what can it run, and which dtype should it use.
+
+The catalog holds the GPUs people really get (a free Colab T4, 8 GB consumer cards, the bigger
+Colab and cloud cards). Figures come from ../shared/facts.md; each entry names its source.
+A custom ``GpuSpec(...)`` works anywhere a catalog name does.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ._checks import choose, positive
+
+GIB = 1024**3
+
+FACTS = "shared/facts.md GPU table (NVIDIA datasheets)"
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU model. ``memory_gib`` is what torch reports as total memory, not the box size."""
+
+    name: str
+    compute_capability: tuple[int, int]
+    memory_gib: float
+    bandwidth_gbs: float
+    fp16_tflops: float
+    source: str = ""
+    torch_names: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TypeError("GpuSpec.name must be a non-empty string, e.g. 'Tesla T4'")
+        cc = self.compute_capability
+        if (
+            not isinstance(cc, (tuple, list))
+            or len(cc) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in cc)
+        ):
+            raise TypeError(f"GpuSpec.compute_capability must be a (major, minor) tuple like (7, 5), got {cc!r}")
+        object.__setattr__(self, "compute_capability", tuple(cc))
+        positive(self.memory_gib, "GpuSpec.memory_gib")
+        positive(self.bandwidth_gbs, "GpuSpec.bandwidth_gbs")
+        positive(self.fp16_tflops, "GpuSpec.fp16_tflops")
+
+    @property
+    def bf16(self) -> bool:
+        """bfloat16 in hardware needs Ampere (CC 8.0) or newer; decide by CC, not by torch."""
+        return self.compute_capability >= (8, 0)
+
+    @property
+    def cc(self) -> str:
+        return f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory_gib * GIB)
+
+    def __str__(self) -> str:
+        return f"{self.name} (CC {self.cc}, {self.memory_gib:.2f} GiB, {self.bandwidth_gbs:g} GB/s)"
+
+
+def _gpu(name, cc, gib, bw, tflops, torch_names=(), source=FACTS):
+    return GpuSpec(name, cc, gib, bw, tflops, source, tuple(torch_names))
+
+
+GPUS: dict[str, GpuSpec] = {
+    "T4": _gpu("Tesla T4", (7, 5), 14.74, 320, 65, ["Tesla T4"], FACTS + "; 14.74 GiB: vLLM logs on Colab"),
+    "L4": _gpu("NVIDIA L4", (8, 9), 22.03, 300, 121, ["NVIDIA L4"],
+               FACTS + "; 22.03 GiB: github.com/ArcInstitute/evo2/issues/190"),
+    "A100-40GB": _gpu("NVIDIA A100-SXM4-40GB", (8, 0), 39.50, 1555, 312,
+                      ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB"],
+                      FACTS + "; 39.50 GiB: github.com/TianheWu/CoSeR/issues/10"),
+    "A100-80GB": _gpu("NVIDIA A100-SXM4-80GB", (8, 0), 79.15, 2039, 312,
+                      ["NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"],
+                      FACTS + "; 81051 MiB = 79.15 GiB: github.com/ultralytics/ultralytics/issues/22877"),
+    "H100-80GB": _gpu("NVIDIA H100 80GB HBM3", (9, 0), 79.11, 3350, 989, ["NVIDIA H100 80GB HBM3"],
+                      FACTS + "; 79.11 GiB: github.com/vllm-project/vllm/issues/27508"),
+    "V100-16GB": _gpu("Tesla V100-SXM2-16GB", (7, 0), 15.78, 900, 125, ["Tesla V100-SXM2-16GB"],
+                      FACTS + "; 15.78 GiB: github.com/kchengiva/Shift-GCN/issues/34"),
+    "A10G": _gpu("NVIDIA A10G", (8, 6), 22.06, 600, 70, ["NVIDIA A10G"],
+                 FACTS + "; 22587 MB = 22.06 GiB: torchcodec CUDA decoding tutorial (older drivers: 22.49)"),
+    "RTX-3060-12GB": _gpu("NVIDIA GeForce RTX 3060", (8, 6), 11.76, 360, 25, ["NVIDIA GeForce RTX 3060"],
+                          FACTS + "; 11.76 GiB: github.com/TencentARC/PhotoMaker/issues/47"),
+    "RTX-3070": _gpu("NVIDIA GeForce RTX 3070", (8, 6), 7.78, 448, 41, ["NVIDIA GeForce RTX 3070"],
+                     FACTS + "; 7.78 GiB: github.com/akshitac8/OW-DETR/issues/46"),
+    "RTX-3090": _gpu("NVIDIA GeForce RTX 3090", (8, 6), 23.58, 936, 71, ["NVIDIA GeForce RTX 3090"],
+                     FACTS + "; 23.58 GiB: vLLM logs"),
+    "RTX-4060": _gpu("NVIDIA GeForce RTX 4060", (8, 9), 7.75, 272, 30, ["NVIDIA GeForce RTX 4060"],
+                     FACTS + "; 7.75 GiB: github.com/ESRSchao/EdgeRegNet/issues/2 (other logs: 7.62)"),
+    "RTX-4070": _gpu("NVIDIA GeForce RTX 4070", (8, 9), 11.72, 504, 58, ["NVIDIA GeForce RTX 4070"],
+                     FACTS + "; 12002 MiB = 11.72 GiB: an Ultralytics start-up log (less certain)"),
+    "RTX-4090": _gpu("NVIDIA GeForce RTX 4090", (8, 9), 23.64, 1008, 165, ["NVIDIA GeForce RTX 4090"],
+                     FACTS + "; 23.64 GiB: github.com/ali-vilab/VGen/issues/104"),
+}
+
+
+def _norm(name: str) -> str:
+    # Older drivers drop the "NVIDIA " prefix ("GeForce RTX 3090"): match with or without it.
+    return re.sub(r"^nvidia-", "", re.sub(r"[\s_]+", "-", name.strip().lower()))
+
+
+def _lookup() -> dict[str, str]:
+    table = {}
+    for key, spec in GPUS.items():
+        for alias in (key, spec.name, *spec.torch_names):
+            table[_norm(alias)] = key
+    return table
+
+
+def get_gpu(gpu) -> GpuSpec:
+    """A catalog GPU by key ("T4", case-insensitive) or by the name torch reports ("Tesla T4").
+
+    A ``GpuSpec`` is returned unchanged, so every function taking a GPU takes a custom one too.
+    """
+    if isinstance(gpu, GpuSpec):
+        return gpu
+    if not isinstance(gpu, str):
+        raise TypeError(f"gpu must be a catalog name such as 'T4' or a GpuSpec, got {type(gpu).__name__}")
+    key = _lookup().get(_norm(gpu))
+    if key is None:
+        choose(gpu, GPUS, "GPU")  # raises, listing the catalog and the closest name
+    return GPUS[key]
+
+
+# --- dtypes ------------------------------------------------------------------------------------
+
+DTYPES = ("float32", "float16", "bfloat16")
+_DTYPE_ALIASES = {
+    "float32": "float32", "fp32": "float32", "float": "float32", "torch.float32": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16", "torch.float16": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
+}
+
+# The errors people meet when bf16 reaches a Turing GPU, quoted for the notebooks.
+BF16_ERRORS = {
+    "vLLM": (
+        "ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
+        "Your Tesla T4 GPU has compute capability 7.5. You can use float16 instead by explicitly "
+        "setting the `dtype` flag in CLI, for example: --dtype=half.",
+        "vllm/platforms/cuda.py (vLLM 0.32.0), shared/facts.md",
+    ),
+    "MetaVoice-1B": (
+        "RuntimeError: Current CUDA Device does not support bfloat16. Please switch dtype to float16.",
+        "metavoiceio/metavoice-src on a Colab T4, shared/facts.md",
+    ),
+}
+
+
+def dtype_name(dtype) -> str:
+    """Canonical name ("float16", ...) of a dtype given as a string alias or a torch.dtype."""
+    if dtype is not None and type(dtype).__name__ == "dtype" and type(dtype).__module__ == "torch":
+        dtype = str(dtype)
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a string such as 'float16' or a torch dtype, got {type(dtype).__name__}")
+    key = dtype.strip().lower()
+    if key not in _DTYPE_ALIASES:
+        choose(key, DTYPES + ("auto",), "dtype")
+    return _DTYPE_ALIASES[key]
+
+
+def torch_dtype(dtype):
+    """The torch.dtype for a dtype name or alias."""
+    import torch
+
+    return getattr(torch, dtype_name(dtype))
+
+
+def _maybe_gpu(gpu) -> GpuSpec | None:
+    if gpu is None or (isinstance(gpu, str) and gpu.strip().lower() == "cpu"):
+        return None
+    return get_gpu(gpu)
+
+
+def _fp16_broken(spec: GpuSpec) -> bool:
+    # GTX 16xx cards are Turing (CC 7.5) without tensor cores; their fp16 overflows to inf in practice.
+    return bool(re.search(r"gtx\s*16\d\d", spec.name.lower()))
+
+
+def pick_dtype(gpu) -> str:
+    """The dtype to run a model in: bf16 from Ampere on, fp16 on Volta/Turing, else fp32.
+
+    ``gpu`` is a GpuSpec, a catalog or torch name, or None / "cpu" for the CPU.
+    """
+    spec = _maybe_gpu(gpu)
+    if spec is None or _fp16_broken(spec) or spec.compute_capability < (7, 0):
+        return "float32"
+    return "bfloat16" if spec.bf16 else "float16"
+
+
+class DtypeChoice(NamedTuple):
+    dtype: str
+    reason: str
+
+
+def resolve_dtype(requested, gpu, strict: bool = False) -> DtypeChoice:
+    """The dtype to use for ``requested`` on ``gpu`` and why.
+
+    bfloat16 on a GPU below compute capability 8.0 (a T4) becomes float16, with the reason;
+    with ``strict=True`` it raises ValueError naming the fix instead.
+    """
+    spec = _maybe_gpu(gpu)
+    where = "the CPU" if spec is None else f"{spec.name} (CC {spec.cc})"
+    if isinstance(requested, str) and requested.strip().lower() == "auto":
+        best = pick_dtype(spec)
+        return DtypeChoice(best, f"auto: {best} is the best-supported dtype on {where}")
+    name = dtype_name(requested)
+    if name == "bfloat16" and spec is not None and not spec.bf16:
+        msg = (
+            f"bfloat16 needs compute capability >= 8.0 (Ampere); {where} has no bfloat16. "
+            "Use dtype='float16' (same memory, same speed on this GPU) or dtype='auto'."
+        )
+        if strict:
+            raise ValueError(msg)
+        return DtypeChoice("float16", msg.split(". Use")[0] + ": using float16 instead.")
+    if name == "float16" and spec is not None and _fp16_broken(spec):
+        msg = f"{spec.name} produces inf/NaN in float16. Use dtype='float32'."
+        if strict:
+            raise ValueError(msg)
+        return DtypeChoice("float32", msg.split(". Use")[0] + ": using float32 instead.")
+    if spec is None and name != "float32":
+        return DtypeChoice(name, f"{name} as requested; on the CPU it saves memory but is rarely faster")
+    return DtypeChoice(name, f"{name} as requested; supported on {where}")
+
+
+def decode_ceiling_tokens_per_s(weight_bytes, gpu, kv_bytes_per_token: float = 0) -> float:
+    """Batch-1 decode roofline: every token reads all weights (plus its KV cache) once.
+
+    tokens/s <= bandwidth / bytes read per token. Real engines reach 60-82% of it on big models.
+    """
+    positive(weight_bytes, "weight_bytes")
+    positive(kv_bytes_per_token, "kv_bytes_per_token", allow_zero=True)
+    spec = get_gpu(gpu)
+    return spec.bandwidth_gbs * 1e9 / (weight_bytes + kv_bytes_per_token)
+
+
+# --- the device in use -------------------------------------------------------------------------
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+@dataclass
+class DeviceReport:
+    """What `detect()` found. ``gpu`` is the catalog spec (or the simulated one) when known."""
+
+    has_gpu: bool
+    gpu_name: str | None
+    compute_capability: tuple[int, int] | None
+    total_gib: float | None
+    free_gib: float | None
+    bf16: bool | None
+    torch_version: str | None
+    cuda_version: str | None
+    in_colab: bool
+    simulated: bool = False
+    gpu: GpuSpec | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dtype(self) -> str:
+        return pick_dtype(self.gpu) if self.gpu is not None else ("float32" if not self.has_gpu else "float16")
+
+    def lines(self) -> list[str]:
+        rows = []
+        if self.has_gpu or self.simulated:
+            tag = " (simulated: no GPU here)" if self.simulated else ""
+            rows.append(f"GPU:                {self.gpu_name}{tag}")
+            rows.append(f"Compute capability: {self.compute_capability[0]}.{self.compute_capability[1]}")
+            free = "n/a" if self.free_gib is None else f"{self.free_gib:.2f} GiB"
+            rows.append(f"Memory:             {self.total_gib:.2f} GiB total, {free} free")
+            rows.append(f"bfloat16:           {'yes' if self.bf16 else 'no (use float16)'}")
+            rows.append(f"Use dtype:          {self.dtype}")
+        else:
+            rows.append("GPU:                none")
+        rows.append(f"torch:              {self.torch_version or 'not installed'}")
+        rows.append(f"CUDA:               {self.cuda_version or 'none'}")
+        rows.append(f"Colab:              {'yes' if self.in_colab else 'no'}")
+        rows += [f"Note: {n}" for n in self.notes]
+        return rows
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+NO_GPU_ADVICE = (
+    "No CUDA GPU is visible. On Colab choose Runtime > Change runtime type > T4 GPU, then rerun; "
+    "everything here still runs on the CPU, slowly, and the GPU figures are simulated."
+)
+
+
+def detect(simulate=None) -> DeviceReport:
+    """Report the device in use. With no GPU, ``simulate`` (e.g. "T4") fills in a catalog GPU."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    colab = in_colab()
+    tv = getattr(torch, "__version__", None)
+    cuda = getattr(getattr(torch, "version", None), "cuda", None)
+    if torch is not None and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        free, total = torch.cuda.mem_get_info(0)
+        cc = (props.major, props.minor)
+        try:
+            spec = get_gpu(props.name)
+        except ValueError:
+            spec = None
+        notes = [] if spec else [f"{props.name} is not in the catalog; figures come from the device itself"]
+        if spec is None:
+            spec = GpuSpec(props.name, cc, total / GIB, 1.0, 1.0, "detected (bandwidth unknown)")
+        return DeviceReport(True, props.name, cc, total / GIB, free / GIB, cc >= (8, 0), tv, cuda, colab,
+                            gpu=spec, notes=notes)
+    notes = [NO_GPU_ADVICE, f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"]
+    if simulate is None:
+        return DeviceReport(False, None, None, None, None, None, tv, cuda, colab, notes=notes)
+    spec = get_gpu(simulate)
+    return DeviceReport(False, spec.name, spec.compute_capability, spec.memory_gib, None, spec.bf16, tv, cuda,
+                        colab, simulated=True, gpu=spec, notes=notes)
+
+
+def recommendations(gpu) -> list[str]:
+    """Plain advice for running this project's models on ``gpu``."""
+    spec = get_gpu(gpu)
+    dtype = pick_dtype(spec)
+    out = [f"Load models in {dtype}" + ("" if spec.bf16 else " (no bfloat16 on this GPU: pass dtype='float16')")]
+    if spec.compute_capability < (8, 0):
+        out.append("FlashAttention-2 needs CC 8.0; PyTorch SDPA uses its memory-efficient kernel here")
+    if spec.memory_gib < 16:
+        out.append("Orpheus 3B in fp16 needs ~6.2 GiB of weights: size vLLM's KV cache with colab_tts.kv_cache")
+    if spec.memory_gib < 10:
+        out.append("8 GB class: offload idle stages and cut diffusion steps (notebook 03)")
+    return out
+
+
+def catalog_rows() -> list[dict]:
+    """The catalog as table rows (key, name, CC, memory, bandwidth, fp16 TFLOPS, bf16, dtype)."""
+    return [
+        {"key": k, "name": g.name, "cc": g.cc, "memory_gib": g.memory_gib, "bandwidth_gbs": g.bandwidth_gbs,
+         "fp16_tflops": g.fp16_tflops, "bf16": g.bf16, "dtype": pick_dtype(g)}
+        for k, g in GPUS.items()
+    ]
+
+
+# --- a first "does it fit" look: weights only (the full planner is colab_tts.kv_cache) ------------
+
+COVERED_MODELS = {
+    "Orpheus 3B (LLM)": (3.30e9, "shared/facts.md: Llama-3.2-3B shape, ~3.30 B params"),
+    "MetaVoice-1B (GPT)": (1.2e9, "shared/facts.md: 1.2 B causal GPT (run-time use seen ~20 GB)"),
+    "GPT-SoVITS GPT stage": (77e6, "shared/facts.md: ~77 M params"),
+    "SNAC 24 kHz codec": (19.8e6, "shared/facts.md: 19.8 M params"),
+}
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def weights_fit_rows(dtype: str = "float16", gpus=None, models=None) -> list[dict]:
+    """Weight size of each covered model in ``dtype`` against each GPU's memory (weights only)."""
+    dtype = dtype_name(dtype)
+    models = COVERED_MODELS if models is None else models
+    specs = [get_gpu(g) for g in (gpus if gpus is not None else GPUS)]
+    rows = []
+    for model, (params, _source) in models.items():
+        gib = params * DTYPE_BYTES[dtype] / GIB
+        row = {"model": model, f"{dtype} GiB": gib}
+        for spec in specs:
+            row[_short(spec)] = f"{gib / spec.memory_gib:.0%}"
+        rows.append(row)
+    return rows
+
+
+def _short(spec: GpuSpec) -> str:
+    for key, g in GPUS.items():
+        if g == spec:
+            return key
+    return spec.name
