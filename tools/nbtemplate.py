@@ -115,12 +115,7 @@ def _strip_unchecked(nb) -> None:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        if CHECK in cell.source:
-            cell.execution_count = None
-            for out in cell.outputs:
-                if "execution_count" in out:
-                    out["execution_count"] = None
-        else:
+        if CHECK not in cell.source:  # checked cells keep their count: nbval skips "unrun" cells
             cell.outputs, cell.execution_count = [], None
 
 

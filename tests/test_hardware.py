@@ -1,0 +1,131 @@
+import math
+
+import pytest
+
+from colab_tts import hardware
+from colab_tts.hardware import GPUS, GpuSpec, get_gpu, pick_dtype, resolve_dtype
+
+FACTS_GPUS = ["T4", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "V100-16GB", "A10G", "RTX-3060-12GB",
+              "RTX-3070", "RTX-3090", "RTX-4060", "RTX-4070", "RTX-4090"]
+
+
+def test_catalog_holds_every_gpu_in_facts_with_a_source():
+    assert set(FACTS_GPUS) <= set(GPUS)
+    for key, spec in GPUS.items():
+        assert spec.source, key
+        # torch reports less than the nominal size, never more than the box says
+        assert 0 < spec.memory_gib < 81
+
+
+def test_bf16_follows_compute_capability_only():
+    assert not GPUS["T4"].bf16 and not GPUS["V100-16GB"].bf16
+    assert GPUS["A100-40GB"].bf16 and GPUS["L4"].bf16 and GPUS["H100-80GB"].bf16
+    assert GpuSpec("x", (8, 0), 1, 1, 1).bf16 and not GpuSpec("x", (7, 5), 1, 1, 1).bf16
+
+
+@pytest.mark.parametrize("name,key", [
+    ("t4", "T4"), ("Tesla T4", "T4"), ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+    ("NVIDIA GeForce RTX 3070", "RTX-3070"), ("NVIDIA L4", "L4"), ("GeForce RTX 3090", "RTX-3090"),
+    ("rtx-4090", "RTX-4090"), ("a100-80gb", "A100-80GB"),
+])
+def test_get_gpu_accepts_keys_and_torch_names(name, key):
+    assert get_gpu(name) is GPUS[key]
+
+
+def test_get_gpu_unknown_name_lists_the_catalog():
+    with pytest.raises(ValueError) as err:
+        get_gpu("Tesla T5")
+    assert "T4" in str(err.value) and "RTX-4090" in str(err.value)
+    with pytest.raises(TypeError):
+        get_gpu(42)
+
+
+def test_custom_gpu_works_wherever_a_catalog_gpu_does():
+    mine = GpuSpec("My Turing card", (7, 5), 5.8, 192, 20, "my datasheet")
+    assert get_gpu(mine) is mine
+    assert pick_dtype(mine) == "float16"
+    assert resolve_dtype("bf16", mine).dtype == "float16"
+    assert hardware.decode_ceiling_tokens_per_s(192e6, mine) == pytest.approx(1000)
+    assert hardware.recommendations(mine)
+    assert "My Turing card" in hardware.weights_fit_rows(gpus=[mine])[0]
+
+
+@pytest.mark.parametrize("bad", [
+    dict(compute_capability=(7,)), dict(compute_capability="7.5"), dict(memory_gib=0), dict(bandwidth_gbs=-1),
+    dict(name=""),
+])
+def test_gpuspec_rejects_nonsense(bad):
+    args = dict(name="x", compute_capability=(7, 5), memory_gib=1, bandwidth_gbs=1, fp16_tflops=1) | bad
+    with pytest.raises((ValueError, TypeError)):
+        GpuSpec(**args)
+
+
+@pytest.mark.parametrize("gpu,expected", [
+    ("T4", "float16"), ("V100-16GB", "float16"), ("L4", "bfloat16"), ("A100-40GB", "bfloat16"),
+    (None, "float32"), ("cpu", "float32"),
+    (GpuSpec("NVIDIA GeForce GTX 1660 Ti", (7, 5), 5.8, 288, 11), "float32"),
+    (GpuSpec("Tesla P4", (6, 1), 7.4, 192, 5), "float32"),
+])
+def test_pick_dtype(gpu, expected):
+    assert pick_dtype(gpu) == expected
+
+
+def test_resolve_dtype_bf16_on_t4_becomes_fp16_with_reason():
+    choice = resolve_dtype("bfloat16", "T4")
+    assert choice.dtype == "float16"
+    assert "8.0" in choice.reason and "T4" in choice.reason
+    with pytest.raises(ValueError, match="float16"):
+        resolve_dtype("bfloat16", "T4", strict=True)
+
+
+def test_resolve_dtype_keeps_supported_requests_and_aliases():
+    assert resolve_dtype("bf16", "A100-40GB").dtype == "bfloat16"
+    assert resolve_dtype("half", "T4").dtype == "float16"
+    assert resolve_dtype("auto", "T4").dtype == "float16"
+    assert resolve_dtype("auto", None).dtype == "float32"
+    torch = pytest.importorskip("torch")
+    assert resolve_dtype(torch.bfloat16, "L4").dtype == "bfloat16"
+    assert hardware.torch_dtype("fp16") is torch.float16
+
+
+@pytest.mark.parametrize("bad,exc", [("float8", ValueError), ("", ValueError), (3, TypeError)])
+def test_resolve_dtype_rejects_nonsense(bad, exc):
+    with pytest.raises(exc):
+        resolve_dtype(bad, "T4")
+
+
+def test_decode_ceiling_is_bandwidth_over_bytes():
+    # Orpheus 3B in fp16 reads ~6.6 GB per token; a T4 moves 320 GB/s.
+    assert hardware.decode_ceiling_tokens_per_s(6.6e9, "T4") == pytest.approx(320 / 6.6)
+    with_kv = hardware.decode_ceiling_tokens_per_s(6.6e9, "T4", kv_bytes_per_token=0.4e9)
+    assert with_kv == pytest.approx(320 / 7.0)
+    with pytest.raises(ValueError):
+        hardware.decode_ceiling_tokens_per_s(0, "T4")
+
+
+def test_detect_without_gpu_simulates_and_advises():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a real GPU is present")
+    plain = hardware.detect()
+    assert not plain.has_gpu and plain.gpu is None
+    assert "Runtime" in str(plain)  # tells what Colab runtime to pick
+    sim = hardware.detect(simulate="T4")
+    assert sim.simulated and sim.gpu is GPUS["T4"] and sim.bf16 is False
+    assert sim.dtype == "float16" and "simulated" in str(sim)
+    assert math.isclose(sim.total_gib, 14.74)
+
+
+def test_in_colab_reads_the_environment(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    assert not hardware.in_colab()
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20261101")
+    assert hardware.in_colab()
+
+
+def test_weights_fit_rows_scale_with_dtype():
+    fp16 = {r["model"]: r for r in hardware.weights_fit_rows("float16", gpus=["T4"])}
+    fp32 = {r["model"]: r for r in hardware.weights_fit_rows("fp32", gpus=["T4"])}
+    orpheus = "Orpheus 3B (LLM)"
+    assert fp32[orpheus]["float32 GiB"] == pytest.approx(2 * fp16[orpheus]["float16 GiB"])
+    assert fp16[orpheus]["float16 GiB"] == pytest.approx(3.30e9 * 2 / 2**30)
