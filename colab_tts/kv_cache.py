@@ -1,0 +1,418 @@
+"""How big vLLM's KV cache will be, predicted before vLLM starts.
+
+vLLM gives the KV cache what is left of ``total memory x gpu_memory_utilization`` after the
+weights, the activation peak of one profile forward pass, memory outside torch (CUDA context,
+cuBLAS, NCCL) and, from v0.21, an estimate of CUDA-graph memory. The cache is cut into pages of
+``2 x block_size x kv_heads x head_dim x dtype bytes`` per layer (shared/facts.md;
+vllm/v1/core/kv_cache_utils.py ``get_num_blocks``). ``plan_vllm`` redoes that sum.
+
+The KV arithmetic (``kv_bytes_per_token``, ``kv_blocks``) is exact: tests compare it with real
+vLLM. The GPU-side terms are a physical model whose few constants were fitted to published vLLM
+logs (tests/data/vllm_logs.json; see ``GpuOverheads``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ._checks import fraction, positive
+from .hardware import DTYPE_BYTES, GIB, GPUS, GpuSpec, dtype_name, get_gpu, resolve_dtype
+from .models import ModelSpec
+
+BLOCK_SIZE = 16
+# Orpheus: SNAC 24 kHz frames of 2048 samples, 7 LLM tokens per frame (shared/facts.md).
+ORPHEUS_TOKENS_PER_SECOND = 24000 / 2048 * 7
+LATEST_VLLM = "0.32.0"
+_KV_DTYPES = {"auto": None, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2, "float32": 4,
+              "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+
+
+# --- the exact part: bytes and blocks ------------------------------------------------------------
+
+def _spec(model) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, str):
+        return ModelSpec.known(model)
+    if isinstance(model, dict):
+        return ModelSpec.from_config(model)
+    raise TypeError(f"model must be a ModelSpec, a known name such as 'orpheus-3b' or a config dict, "
+                    f"got {type(model).__name__}")
+
+
+def _kv_dtype_bytes(kv_dtype) -> int:
+    key = dtype_name(kv_dtype) if not isinstance(kv_dtype, str) else kv_dtype.strip().lower()
+    if key not in _KV_DTYPES or _KV_DTYPES[key] is None:
+        raise ValueError(f"Unknown kv_dtype {kv_dtype!r}: use one of float16, bfloat16, float32, fp8")
+    return _KV_DTYPES[key]
+
+
+def kv_heads_per_rank(spec: ModelSpec, tensor_parallel_size: int = 1) -> int:
+    """KV heads each GPU holds: split when TP divides them, replicated when TP is a multiple of them."""
+    positive(tensor_parallel_size, "tensor_parallel_size", integer=True)
+    tp, kv = tensor_parallel_size, spec.num_kv_heads
+    if spec.num_attention_heads % tp or (kv % tp if tp <= kv else tp % kv):
+        ok = [d for d in range(1, 2 * kv + 1) if spec.num_attention_heads % d == 0 and (kv % d == 0 or d % kv == 0)]
+        raise ValueError(f"tensor_parallel_size={tp} does not divide {spec.name}'s {kv} KV heads "
+                         f"({spec.num_attention_heads} attention heads): use one of {ok}")
+    return max(1, kv // tp)
+
+
+def kv_bytes_per_token(spec, kv_dtype="float16", tensor_parallel_size: int = 1) -> int:
+    """KV-cache bytes one token takes on one GPU: 2 (K and V) x layers x kv_heads x head_dim x bytes."""
+    spec = _spec(spec)
+    heads = kv_heads_per_rank(spec, tensor_parallel_size)
+    return 2 * spec.num_layers * heads * spec.head_dim * _kv_dtype_bytes(kv_dtype)
+
+
+def page_bytes(spec, kv_dtype="float16", tensor_parallel_size: int = 1, block_size: int = BLOCK_SIZE) -> int:
+    """One block of one layer, as vLLM allocates it: 2 x block_size x kv_heads x head_dim x bytes."""
+    spec = _spec(spec)
+    positive(block_size, "block_size", integer=True)
+    heads = kv_heads_per_rank(spec, tensor_parallel_size)
+    return 2 * block_size * heads * spec.head_dim * _kv_dtype_bytes(kv_dtype)
+
+
+def kv_blocks(available_bytes, spec, kv_dtype="float16", tensor_parallel_size: int = 1,
+              block_size: int = BLOCK_SIZE) -> int:
+    """Blocks vLLM makes from ``available_bytes``: available // page // layers (tokens = blocks x block_size)."""
+    positive(available_bytes, "available_bytes", allow_zero=True)
+    spec = _spec(spec)
+    return int(available_bytes // page_bytes(spec, kv_dtype, tensor_parallel_size, block_size) // spec.num_layers)
+
+
+def max_model_len_for_audio(seconds, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND, prompt_tokens: int = 128) -> int:
+    """max_model_len for ``seconds`` of audio: prompt + seconds x tokens/s, rounded up to a 16-token block.
+
+    Orpheus makes 82.03 tokens per second of audio (7 tokens per 2048-sample SNAC frame at 24 kHz);
+    128 prompt tokens cover the special tokens, the voice name and about 80 words of text.
+    """
+    positive(seconds, "seconds")
+    positive(tokens_per_second, "tokens_per_second")
+    positive(prompt_tokens, "prompt_tokens", integer=True, allow_zero=True)
+    tokens = prompt_tokens + math.ceil(seconds * tokens_per_second)
+    return -(-tokens // BLOCK_SIZE) * BLOCK_SIZE
+
+
+def audio_seconds_for_tokens(tokens: int, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND, prompt_tokens: int = 128):
+    """The inverse: seconds of audio one request of ``tokens`` can hold."""
+    return max(0.0, (tokens - prompt_tokens) / tokens_per_second)
+
+
+# --- the fitted part: what the GPU spends besides weights and KV ---------------------------------
+
+@dataclass(frozen=True)
+class GpuOverheads:
+    """Constants of the GPU-side model, each a physical quantity (fitted: see tests/data/vllm_logs.json).
+
+    - ``act_units``: live activation tensors per batched token in the profile forward, in units of
+      (hidden + intermediate/TP) x dtype bytes. The MLP holds its input, the residual and the
+      hidden state (3 x hidden) next to gate_up (2 x intermediate) and its product (1 x
+      intermediate): 3 units. The V0 log in vllm#10517 (Llama-3.1-8B, 3090) gives 3.0 from
+      the slope of peak memory against max_model_len.
+    - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in the dummy sampler pass
+      (logits, sorted values, int64 sort indices = 2, softmax, cumsum, ...).
+    - ``non_torch_gib``: CUDA context, cuBLAS workspaces (vLLM logs "non_torch_memory").
+    - ``nccl_gib``: extra non-torch memory per GPU with tensor parallelism (NCCL, custom all-reduce).
+    - ``cudagraph_gib_per_layer``: CUDA-graph pool estimate vLLM >= 0.21 subtracts, per layer.
+    """
+
+    act_units: float = 3.0
+    sampler_copies: float = 6.0
+    non_torch_gib: float = 0.35
+    nccl_gib: float = 0.5
+    cudagraph_gib_per_layer: float = 0.012
+
+
+DEFAULT_OVERHEADS = GpuOverheads()
+
+
+def _version(v) -> tuple[int, int, int]:
+    if v is None:
+        v = LATEST_VLLM
+    if isinstance(v, tuple):
+        return tuple(v) + (0,) * (3 - len(v))
+    if not isinstance(v, str):
+        raise TypeError(f"vllm_version must be a string such as '0.8.3', got {type(v).__name__}")
+    parts = []
+    for p in v.strip().lstrip("v").split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    if not parts:
+        raise ValueError(f"vllm_version {v!r} is not a version: use e.g. '0.8.3' or '0.11.0'")
+    return tuple(parts) + (0,) * (3 - len(parts))
+
+
+@dataclass
+class VllmPlan:
+    """What vLLM will do with ``model`` on ``gpu``: the memory budget, the KV cache it gets, and why."""
+
+    model: ModelSpec
+    gpu: GpuSpec
+    dtype: str
+    kv_cache_dtype: str
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    profile_tokens: int
+    tensor_parallel_size: int
+    enforce_eager: bool
+    vllm_version: str
+    v0: bool
+    budget_gib: float
+    weights_gib: float
+    activation_gib: float
+    non_torch_gib: float
+    cudagraph_gib: float
+    kv_cache_gib: float
+    num_blocks: int
+    block_size: int
+    kv_bytes_per_token: int
+    engine_settings: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def max_concurrency(self) -> float:
+        """How many requests of max_model_len tokens fit in the KV cache at once."""
+        return self.kv_cache_tokens / self.max_model_len
+
+    @property
+    def fits(self) -> bool:
+        return self.num_blocks > 0 and self.kv_cache_tokens >= self.max_model_len
+
+    @property
+    def unreserved_gib(self) -> float:
+        return self.gpu.memory_gib - self.budget_gib
+
+    def largest_max_model_len(self) -> int:
+        """The largest max_model_len vLLM accepts with these settings."""
+        return _largest_fitting_len(self)
+
+    def message(self) -> str:
+        """One line: fits, or what to change."""
+        if self.fits:
+            return (f"fits: {self.kv_cache_tokens:,} KV tokens, {self.max_concurrency:.2f} requests of "
+                    f"{self.max_model_len:,} tokens at once")
+        best = self.largest_max_model_len()
+        return (f"max_model_len={self.max_model_len:,} does not fit: the KV cache holds {self.kv_cache_tokens:,} "
+                f"tokens on {self.gpu.name} at gpu_memory_utilization={self.gpu_memory_utilization}. "
+                f"Use max_model_len <= {best:,} (or raise gpu_memory_utilization, or use a bigger GPU).")
+
+    def engine_kwargs(self) -> dict:
+        """Arguments for ``vllm.LLM(**kwargs)`` / ``AsyncEngineArgs(**kwargs)`` (model id not included)."""
+        return dict(self.engine_settings)
+
+    def breakdown(self) -> list[dict]:
+        """The budget as rows (part, GiB) for a table or a stacked bar."""
+        return [
+            {"part": "weights", "GiB": self.weights_gib},
+            {"part": "activations (profile run)", "GiB": self.activation_gib},
+            {"part": "non-torch (CUDA context, NCCL)", "GiB": self.non_torch_gib},
+            {"part": "CUDA graphs (estimate)", "GiB": self.cudagraph_gib},
+            {"part": "KV cache", "GiB": self.kv_cache_gib},
+            {"part": f"unreserved (1 - gmu = {1 - self.gpu_memory_utilization:.2f})", "GiB": self.unreserved_gib},
+        ]
+
+    def explain(self) -> str:
+        """A readable breakdown of the sum vLLM does."""
+        g, m = self.gpu, self.model
+        lines = [
+            f"{m.name} on {g.name} ({g.memory_gib:.2f} GiB), vLLM {self.vllm_version} "
+            f"({'V0' if self.v0 else 'V1'} engine), TP={self.tensor_parallel_size}",
+            f"  budget = {g.memory_gib:.2f} GiB x gpu_memory_utilization {self.gpu_memory_utilization} "
+            f"= {self.budget_gib:.2f} GiB",
+            f"  - weights ({self.dtype})                     {self.weights_gib:7.2f} GiB",
+            f"  - activations ({self.profile_tokens:,}-token profile run) {self.activation_gib:7.2f} GiB",
+            f"  - non-torch memory                    {self.non_torch_gib:7.2f} GiB",
+            f"  - CUDA graphs                         {self.cudagraph_gib:7.2f} GiB",
+            f"  = KV cache                            {self.kv_cache_gib:7.2f} GiB",
+            f"  KV per token: 2 x {m.num_layers} layers x {kv_heads_per_rank(m, self.tensor_parallel_size)} "
+            f"kv heads x {m.head_dim} x {_kv_dtype_bytes(self.kv_cache_dtype)} B = "
+            f"{self.kv_bytes_per_token / 1024:g} KiB",
+            f"  blocks = {self.num_blocks:,} of {self.block_size} tokens = {self.kv_cache_tokens:,} tokens",
+            f"  max_model_len {self.max_model_len:,} -> {self.max_concurrency:.2f} requests at once",
+        ]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines.append("  " + self.message())
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"VllmPlan({self.model.name} on {self.gpu.name}, {self.dtype}, gmu={self.gpu_memory_utilization}, "
+                f"max_model_len={self.max_model_len:,}: weights {self.weights_gib:.2f} GiB, KV {self.kv_cache_gib:.2f} "
+                f"GiB = {self.kv_cache_tokens:,} tokens, fits={self.fits})")
+
+    __str__ = explain
+
+
+def _resolve_model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype) -> tuple[str, list[str]]:
+    warnings = []
+    if isinstance(dtype, str) and dtype.strip().lower() == "auto":
+        wanted = spec.config.get("torch_dtype") or spec.config.get("dtype") or "float16"
+        wanted = dtype_name(wanted)
+        if wanted == "float32":  # vLLM runs fp32 checkpoints in half precision unless asked
+            wanted = "bfloat16" if gpu.bf16 else "float16"
+    else:
+        wanted = dtype_name(dtype)
+    choice = resolve_dtype(wanted, gpu)
+    if choice.dtype != wanted:
+        warnings.append(choice.reason)
+    return choice.dtype, warnings
+
+
+def _defaults(gpu: GpuSpec, version, max_model_len: int, server: bool) -> tuple[int, int, bool]:
+    """vLLM's default (max_num_batched_tokens, max_num_seqs, chunked prefill) for this version and GPU."""
+    if version < (0, 10, 0):  # V0: chunked prefill only by default for long-context models
+        if max_model_len > 32768:
+            return (2048 if version >= (0, 8, 0) else 512), 256, True
+        return max(max_model_len, 2048), 256, False
+    big = gpu.memory_gib >= 70 and "a100" not in gpu.name.lower()
+    tokens = (8192 if server else 16384) if big else (2048 if server else 8192)
+    return tokens, (1024 if big else 256), True
+
+
+def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
+    bytes_ = DTYPE_BYTES[dtype]
+    padded_vocab = -(-spec.vocab_size // 64) * 64  # vLLM pads embeddings to a multiple of 64
+    params = spec.num_params + (padded_vocab - spec.vocab_size) * spec.hidden_size * (
+        1 if spec.tie_word_embeddings else 2)
+    rope_cache = spec.max_position_embeddings * spec.head_dim * bytes_  # cos/sin table, a torch buffer
+    return params * bytes_ / tp + rope_cache
+
+
+def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_seqs, max_num_batched_tokens,
+          tensor_parallel_size, enforce_eager, kv_cache_dtype, vllm_version, server, overheads) -> VllmPlan:
+    tp = tensor_parallel_size
+    version = _version(vllm_version)
+    v0 = version < (0, 10, 0)
+    resolved, warnings = _resolve_model_dtype(spec, gpu, dtype)
+    kv_dtype = resolved if kv_cache_dtype == "auto" else kv_cache_dtype
+    if _kv_dtype_bytes(kv_dtype) == 1 and gpu.compute_capability < (8, 9):
+        raise ValueError(f"An fp8 KV cache needs compute capability >= 8.9; {gpu.name} is {gpu.cc}. "
+                         "Use kv_cache_dtype='auto'.")
+    default_tokens, default_seqs, chunked = _defaults(gpu, version, max_model_len, server)
+    seqs = max_num_seqs if max_num_seqs is not None else default_seqs
+    tokens = max_num_batched_tokens if max_num_batched_tokens is not None else default_tokens
+    if not chunked and tokens < max_model_len:
+        tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
+    dbytes = DTYPE_BYTES[resolved]
+    o = overheads
+    weights = _weights_bytes(spec, resolved, tp)
+    forward = tokens * dbytes * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
+    sampler = o.sampler_copies * min(seqs, tokens) * spec.vocab_size * 4
+    activation = max(forward, sampler)
+    non_torch = (o.non_torch_gib + (o.nccl_gib if tp > 1 else 0.0)) * GIB
+    graphs = 0.0
+    if not enforce_eager and version >= (0, 21, 0):
+        graphs = o.cudagraph_gib_per_layer * spec.num_layers * GIB
+    budget = gpu.memory_gib * GIB * gpu_memory_utilization
+    available = budget - weights - activation - non_torch - graphs
+    if weights + non_torch > budget:
+        short = (weights + non_torch - budget) / GIB
+        fit = [k for k, g in GPUS.items()
+               if g.memory_gib * gpu_memory_utilization * GIB > weights + activation + non_torch + graphs]
+        raise ValueError(
+            f"{spec.name} does not fit on {gpu.name} at all: its {resolved} weights ({weights / GIB:.2f} GiB) "
+            f"plus runtime exceed the {budget / GIB:.2f} GiB budget by {short:.2f} GiB. "
+            f"Use a GPU with more memory ({', '.join(fit) or 'none in the catalog'}), tensor parallelism, "
+            f"or a quantized checkpoint.")
+    if not enforce_eager and version < (0, 21, 0):
+        warnings.append("CUDA graphs are captured after the KV cache is sized and come out of the "
+                        f"(1 - gpu_memory_utilization) = {(1 - gpu_memory_utilization) * gpu.memory_gib:.2f} GiB slice")
+    blocks = kv_blocks(max(0.0, available), spec, kv_dtype, tp, BLOCK_SIZE)
+    settings = {
+        "dtype": resolved,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len,
+        "max_num_seqs": seqs,
+        "tensor_parallel_size": tp,
+        "enforce_eager": enforce_eager,
+    }
+    if max_num_batched_tokens is not None:
+        settings["max_num_batched_tokens"] = max_num_batched_tokens
+    if kv_cache_dtype != "auto":
+        settings["kv_cache_dtype"] = kv_cache_dtype
+    return VllmPlan(
+        model=spec, gpu=gpu, dtype=resolved, kv_cache_dtype=kv_dtype,
+        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=seqs,
+        max_num_batched_tokens=tokens, profile_tokens=tokens, tensor_parallel_size=tp,
+        enforce_eager=enforce_eager, vllm_version=".".join(map(str, version)), v0=v0,
+        budget_gib=budget / GIB, weights_gib=weights / GIB, activation_gib=activation / GIB,
+        non_torch_gib=non_torch / GIB, cudagraph_gib=graphs / GIB,
+        kv_cache_gib=blocks * page_bytes(spec, kv_dtype, tp) * spec.num_layers / GIB,
+        num_blocks=blocks, block_size=BLOCK_SIZE, kv_bytes_per_token=kv_bytes_per_token(spec, kv_dtype, tp),
+        engine_settings=settings, warnings=warnings,
+    )
+
+
+def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model_len=None, max_num_seqs=None,
+              max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
+              vllm_version=None, strict=False, server=False, overheads: GpuOverheads = DEFAULT_OVERHEADS
+              ) -> VllmPlan:
+    """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
+
+    ``vllm_version`` picks the engine's behaviour (None = the latest, < 0.10 = the V0 engine);
+    ``server=True`` uses the OpenAI server's batch defaults instead of ``vllm.LLM``'s. With
+    ``strict=True`` a max_model_len that does not fit raises ValueError naming the largest that does.
+    """
+    spec = _spec(model)
+    gpu = get_gpu(gpu)
+    gmu = fraction(gpu_memory_utilization, "gpu_memory_utilization")
+    if max_model_len is None:
+        max_model_len = spec.max_position_embeddings
+    positive(max_model_len, "max_model_len", integer=True)
+    if max_num_seqs is not None:
+        positive(max_num_seqs, "max_num_seqs", integer=True)
+    if max_num_batched_tokens is not None:
+        positive(max_num_batched_tokens, "max_num_batched_tokens", integer=True)
+    kv_heads_per_rank(spec, tensor_parallel_size)
+    if not isinstance(kv_cache_dtype, str):
+        raise TypeError("kv_cache_dtype must be a string such as 'auto' or 'fp8'")
+    kv_cache_dtype = kv_cache_dtype.strip().lower()
+    if kv_cache_dtype != "auto":
+        _kv_dtype_bytes(kv_cache_dtype)
+    plan = _plan(spec, gpu, gpu_memory_utilization=gmu, dtype=dtype, max_model_len=max_model_len,
+                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                 tensor_parallel_size=tensor_parallel_size, enforce_eager=bool(enforce_eager),
+                 kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, server=bool(server),
+                 overheads=overheads)
+    plan._inputs = dict(model=spec, gpu=gpu, gpu_memory_utilization=gmu, dtype=dtype,
+                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                        tensor_parallel_size=tensor_parallel_size, enforce_eager=bool(enforce_eager),
+                        kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, server=bool(server),
+                        overheads=overheads)
+    if not plan.fits:
+        warn = plan.message()
+        if strict:
+            raise ValueError(warn)
+        plan.warnings.append(warn)
+    return plan
+
+
+def _largest_fitting_len(plan: VllmPlan) -> int:
+    """Largest L with capacity(L) >= L. In V0 the profile run grows with L, so search, don't just read it off."""
+    inputs = plan._inputs
+    spec, gpu = inputs.pop("model"), inputs.pop("gpu")
+    try:
+        def capacity(length):
+            try:
+                return _plan(spec, gpu, max_model_len=length, **inputs).kv_cache_tokens
+            except ValueError:
+                return 0
+        lo, hi = 0, max(plan.max_model_len, capacity(1))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if capacity(mid) >= mid:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+    finally:
+        inputs.update(model=spec, gpu=gpu)

@@ -1,0 +1,157 @@
+"""The shape of a decoder model: what its weights and its KV cache cost.
+
+``ModelSpec.from_config`` reads a Hugging Face config (Llama, Qwen2, Mistral, Phi-3, GPT-2 keys);
+``ModelSpec.known(name)`` returns the bundled configs of the models this project covers
+(``colab_tts/data/models.json``, each with its source). Parameter counts follow the architecture
+exactly (tests compare them with a transformers model built on the meta device).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from ._checks import choose
+from .hardware import DTYPE_BYTES, GIB, dtype_name
+
+# Config keys per field, first match wins (Llama/Qwen2/Mistral/Phi-3 names, then GPT-2 names).
+_KEYS = {
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "vocab_size": ("vocab_size",),
+}
+_GPT2_TYPES = {"gpt2", "gpt_bigcode"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's shape. ``num_params`` counts every weight once (tied = once)."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    num_params: int
+    architecture: str = "llama"
+    source: str = field(default="", compare=False)
+    config: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def weight_bytes(self, dtype="float16") -> int:
+        """Bytes of the weights in ``dtype`` (float32 / float16 / bfloat16)."""
+        name = dtype_name(dtype)
+        return self.num_params * DTYPE_BYTES[name]
+
+    def weight_gib(self, dtype="float16") -> float:
+        return self.weight_bytes(dtype) / GIB
+
+    @property
+    def grouped_query(self) -> bool:
+        return self.num_kv_heads < self.num_attention_heads
+
+    def with_(self, **changes) -> "ModelSpec":
+        """A copy with some fields changed (num_params is recounted from the new shape)."""
+        cfg = dict(self.config)
+        spec = replace(self, **changes)
+        if cfg and "num_params" not in changes:
+            spec = replace(spec, num_params=_count_params(spec, cfg))
+        return spec
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config, name: str | None = None, source: str = "") -> "ModelSpec":
+        """A spec from a Hugging Face config dict, a config object or a path to config.json."""
+        if isinstance(config, (str, Path)):
+            path = Path(config)
+            if path.is_dir():
+                path = path / "config.json"
+            if not path.is_file():
+                raise ValueError(f"No config.json at {str(path)!r}: pass a config dict or the path of a model folder")
+            config = json.loads(path.read_text())
+            name = name or path.parent.name
+        elif hasattr(config, "to_dict") and not isinstance(config, dict):
+            config = config.to_dict()
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, a transformers config or a path, got {type(config).__name__}")
+        cfg = dict(config)
+        arch = "gpt2" if cfg.get("model_type") in _GPT2_TYPES or "n_embd" in cfg else "llama"
+        got = {f: _need(cfg, f) for f in _KEYS}
+        heads = got["num_attention_heads"]
+        kv = cfg.get("num_key_value_heads") or heads
+        head_dim = cfg.get("head_dim") or got["hidden_size"] // heads
+        if arch == "gpt2":
+            inter = cfg.get("n_inner") or 4 * got["hidden_size"]
+            max_pos = cfg.get("n_positions") or cfg.get("max_position_embeddings")
+            tie = cfg.get("tie_word_embeddings", True)
+        else:
+            inter = cfg.get("intermediate_size")
+            if inter is None:
+                raise ValueError("config has no 'intermediate_size' (the MLP width): add it to the config")
+            max_pos = cfg.get("max_position_embeddings")
+            tie = cfg.get("tie_word_embeddings", False)
+        if max_pos is None:
+            raise ValueError("config has no 'max_position_embeddings' (or 'n_positions'): add it to the config")
+        if heads % kv:
+            raise ValueError(f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv})")
+        spec = cls(
+            name=name or cfg.get("_name_or_path") or cfg.get("model_type") or "model",
+            num_layers=got["num_layers"], hidden_size=got["hidden_size"], num_attention_heads=heads,
+            num_kv_heads=kv, head_dim=head_dim, intermediate_size=inter, vocab_size=got["vocab_size"],
+            max_position_embeddings=max_pos, tie_word_embeddings=bool(tie), num_params=0,
+            architecture=arch, source=source, config=cfg,
+        )
+        return replace(spec, num_params=cfg.get("num_params_override") or _count_params(spec, cfg))
+
+    @classmethod
+    def known(cls, name: str) -> "ModelSpec":
+        """A bundled config: orpheus-3b, llama-3.2-3b, gpt-sovits-v2-t2s, indextts2-gpt, metavoice-1b, ..."""
+        table = known_models()
+        key = choose(name, table, "model")
+        entry = table[key]
+        return cls.from_config(entry["config"], name=key, source=entry["source"])
+
+
+def known_models() -> dict[str, dict]:
+    """The bundled model configs: {name: {"source": ..., "hub_id": ..., "config": {...}}}."""
+    text = resources.files("colab_tts").joinpath("data/models.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def _need(cfg: dict, what: str) -> int:
+    for key in _KEYS[what]:
+        if cfg.get(key) is not None:
+            return int(cfg[key])
+    raise ValueError(f"config has no {_KEYS[what][0]!r} ({what}); add it to the config")
+
+
+def _count_params(spec: ModelSpec, cfg: dict) -> int:
+    """Every weight of the architecture, as transformers builds it (tied embeddings once)."""
+    h, i, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
+    q, kv = spec.num_attention_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    if spec.architecture == "gpt2":
+        attn = h * 3 * h + 3 * h + h * h + h  # c_attn and c_proj, with biases
+        mlp = h * i + i + i * h + h
+        norms = 2 * 2 * h  # two LayerNorms (weight + bias)
+        per_layer = attn + mlp + norms
+        total = spec.num_layers * per_layer + v * h + spec.max_position_embeddings * h + 2 * h
+        return total + (0 if spec.tie_word_embeddings else v * h)
+    model_type = cfg.get("model_type", "llama")
+    qkv_bias = bool(cfg.get("attention_bias", False)) or model_type == "qwen2"
+    attn = h * q + 2 * h * kv + q * h
+    if qkv_bias:
+        attn += q + 2 * kv
+    if cfg.get("attention_bias", False) and model_type != "qwen2":
+        attn += h  # o_proj bias (Llama's attention_bias covers all four projections)
+    mlp = 3 * h * i + (2 * i + h if cfg.get("mlp_bias", False) else 0)
+    per_layer = attn + mlp + 2 * h  # two RMSNorms
+    total = spec.num_layers * per_layer + v * h + h
+    return total + (0 if spec.tie_word_embeddings else v * h)
