@@ -104,25 +104,35 @@ def audio_seconds_for_tokens(tokens: int, tokens_per_second=ORPHEUS_TOKENS_PER_S
 
 @dataclass(frozen=True)
 class GpuOverheads:
-    """Constants of the GPU-side model, each a physical quantity (fitted: see tests/data/vllm_logs.json).
+    """The GPU-side constants, each a physical quantity, fitted to published logs.
 
     - ``act_units``: live activation tensors per batched token in the profile forward, in units of
-      (hidden + intermediate/TP) x dtype bytes. The MLP holds its input, the residual and the
-      hidden state (3 x hidden) next to gate_up (2 x intermediate) and its product (1 x
-      intermediate): 3 units. The V0 log in vllm#10517 (Llama-3.1-8B, 3090) gives 3.0 from
-      the slope of peak memory against max_model_len.
+      (hidden + intermediate / TP) x dtype bytes. The MLP holds its input, the residual and the
+      hidden state (3 x hidden) beside gate_up (2 x intermediate) and its product (1 x intermediate):
+      3. Measured: the slope of peak memory against max_model_len in vllm#10517 (Llama-3.1-8B,
+      3090, V0: 0.92 GiB per 9000 tokens) gives 3.0.
     - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in the dummy sampler pass
-      (logits, sorted values, int64 sort indices = 2, softmax, cumsum, ...).
-    - ``non_torch_gib``: CUDA context, cuBLAS workspaces (vLLM logs "non_torch_memory").
-    - ``nccl_gib``: extra non-torch memory per GPU with tensor parallelism (NCCL, custom all-reduce).
-    - ``cudagraph_gib_per_layer``: CUDA-graph pool estimate vLLM >= 0.21 subtracts, per layer.
+      (logits, sorted values + int64 indices, softmax, cumsum, probs, logprobs, ...). Orpheus#109
+      (1.44 GiB at 256 x 156,940) gives 9.6, vllm#10511 (1.26 GiB at 256 x 128,256) 10.3: 10.
+    - ``non_torch_gib``: CUDA context, cuBLAS/NCCL buffers outside torch's allocator. Logs print
+      -0.12 to 0.35 GiB on consumer and L40S cards (1.79 on an H100). With the two constants
+      above held at their measured values, 0.10 minimises the worst error over the cases in
+      tests/data/vllm_logs.json (``python benchmarks/kv_planner.py --fit`` redoes the search).
+      Fitting the sampler too would lower the worst error (4% at 7-8 copies) by trading it
+      against this constant; we keep the value the logs measure instead.
+    - ``cudagraph_gib``: the CUDA-graph pool vLLM >= 0.21 estimates and subtracts. Published
+      estimates for dense and hybrid models: 0.09, 0.26, 0.36 and 0.58 GiB (club-3090#434,
+      vllm#30515, gpustack/runner#251, wtdcode/vllm-backport#34): 0.3.
+
+    The peak of the profile run is the larger of the forward pass and the sampler pass (the
+    forward's temporaries are freed before sampling): in vllm#10517 peak memory is proportional
+    to the profile length with no sampler offset.
     """
 
     act_units: float = 3.0
-    sampler_copies: float = 6.0
-    non_torch_gib: float = 0.35
-    nccl_gib: float = 0.5
-    cudagraph_gib_per_layer: float = 0.012
+    sampler_copies: float = 10.0
+    non_torch_gib: float = 0.10
+    cudagraph_gib: float = 0.3
 
 
 DEFAULT_OVERHEADS = GpuOverheads()
@@ -240,7 +250,7 @@ class VllmPlan:
             f"  blocks = {self.num_blocks:,} of {self.block_size} tokens = {self.kv_cache_tokens:,} tokens",
             f"  max_model_len {self.max_model_len:,} -> {self.max_concurrency:.2f} requests at once",
         ]
-        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [f"  warning: {w}" for w in self.warnings if w != self.message()]
         lines.append("  " + self.message())
         return "\n".join(lines)
 
@@ -308,21 +318,18 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
     forward = tokens * dbytes * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
     sampler = o.sampler_copies * min(seqs, tokens) * spec.vocab_size * 4
     activation = max(forward, sampler)
-    non_torch = (o.non_torch_gib + (o.nccl_gib if tp > 1 else 0.0)) * GIB
-    graphs = 0.0
-    if not enforce_eager and version >= (0, 21, 0):
-        graphs = o.cudagraph_gib_per_layer * spec.num_layers * GIB
+    non_torch = o.non_torch_gib * GIB
+    graphs = o.cudagraph_gib * GIB if not enforce_eager and version >= (0, 21, 0) else 0.0
     budget = gpu.memory_gib * GIB * gpu_memory_utilization
     available = budget - weights - activation - non_torch - graphs
-    if weights + non_torch > budget:
-        short = (weights + non_torch - budget) / GIB
-        fit = [k for k, g in GPUS.items()
-               if g.memory_gib * gpu_memory_utilization * GIB > weights + activation + non_torch + graphs]
+    if weights > budget:
+        need = weights + activation + non_torch + graphs + kv_bytes_per_token(spec, kv_dtype, tp) * max_model_len
+        fit = [k for k, g in GPUS.items() if g.memory_gib * gpu_memory_utilization * GIB >= need]
         raise ValueError(
             f"{spec.name} does not fit on {gpu.name} at all: its {resolved} weights ({weights / GIB:.2f} GiB) "
-            f"plus runtime exceed the {budget / GIB:.2f} GiB budget by {short:.2f} GiB. "
-            f"Use a GPU with more memory ({', '.join(fit) or 'none in the catalog'}), tensor parallelism, "
-            f"or a quantized checkpoint.")
+            f"exceed the {budget / GIB:.2f} GiB budget (gpu_memory_utilization={gpu_memory_utilization}) by "
+            f"{(weights - budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,}: "
+            f"{', '.join(fit) or 'none'}; or use tensor parallelism or a quantized checkpoint.")
     if not enforce_eager and version < (0, 21, 0):
         warnings.append("CUDA graphs are captured after the KV cache is sized and come out of the "
                         f"(1 - gpu_memory_utilization) = {(1 - gpu_memory_utilization) * gpu.memory_gib:.2f} GiB slice")
@@ -416,3 +423,32 @@ def _largest_fitting_len(plan: VllmPlan) -> int:
         return lo
     finally:
         inputs.update(model=spec, gpu=gpu)
+
+
+# --- checking the model against published logs -------------------------------------------------
+
+def plan_published_case(case: dict, models: dict | None = None, overheads: GpuOverheads = DEFAULT_OVERHEADS
+                        ) -> VllmPlan:
+    """Re-run one published log's settings (a case of tests/data/vllm_logs.json) through plan_vllm.
+
+    The GPU is the catalog entry with the memory the log printed; ``models`` maps extra model
+    names to {"config": {...}} (the file's own "models" table).
+    """
+    models = models or {}
+    name = case["model"]
+    spec = (ModelSpec.from_config(models[name]["config"], name=name) if name in models else ModelSpec.known(name))
+    try:
+        base = get_gpu(case["gpu"])
+        cc = base.compute_capability
+    except ValueError:
+        cc = tuple(case.get("compute_capability", (8, 0)))
+    gpu = GpuSpec(case["gpu"], tuple(case.get("compute_capability", cc)), case["gpu_memory_gib"], 1.0, 1.0,
+                  source=case.get("url", ""))
+    return plan_vllm(spec, gpu, vllm_version=case.get("vllm_version"), overheads=overheads, **case["settings"])
+
+
+def published_error(case: dict, plan: VllmPlan) -> float:
+    """Relative error of the plan against what the log reported (tokens, or KV GiB)."""
+    if "reported_tokens" in case:
+        return plan.kv_cache_tokens / case["reported_tokens"] - 1
+    return plan.kv_cache_gib / case["reported_kv_gib"] - 1

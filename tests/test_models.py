@@ -1,0 +1,109 @@
+"""ModelSpec: shapes from Hugging Face configs, exact parameter counts, bundled configs."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from colab_tts.models import ModelSpec, known_models
+
+SMALL = dict(num_hidden_layers=3, hidden_size=96, num_attention_heads=6, intermediate_size=160, vocab_size=301,
+             max_position_embeddings=256)
+
+
+def meta_param_count(config_dict: dict) -> int:
+    """Parameters of the transformers model built from this config on the meta device (tied counted once)."""
+    cfg = AutoConfig.for_model(**config_dict)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("config", [
+    dict(model_type="llama", num_key_value_heads=2, **SMALL),
+    dict(model_type="llama", num_key_value_heads=2, head_dim=24, attention_bias=True, mlp_bias=True, **SMALL),
+    dict(model_type="llama", tie_word_embeddings=True, **SMALL),
+    dict(model_type="qwen2", num_key_value_heads=3, **SMALL),
+    dict(model_type="mistral", num_key_value_heads=2, head_dim=32, **SMALL),
+    dict(model_type="phi3", num_key_value_heads=6, pad_token_id=0, eos_token_id=1, bos_token_id=1, **SMALL),
+    dict(model_type="gpt2", n_layer=3, n_embd=96, n_head=6, vocab_size=301, n_positions=128),
+    dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_inner=100, vocab_size=50, n_positions=32,
+         tie_word_embeddings=False),
+], ids=["llama-gqa", "llama-bias-headdim", "llama-tied", "qwen2", "mistral-headdim", "phi3", "gpt2", "gpt2-untied"])
+def test_num_params_matches_transformers(config):
+    spec = ModelSpec.from_config(config)
+    assert spec.num_params == meta_param_count(config)
+
+
+@pytest.mark.parametrize("name", ["orpheus-3b", "llama-3.2-3b", "indextts2-gpt", "metavoice-1b"])
+def test_bundled_configs_match_transformers(name):
+    entry = known_models()[name]
+    assert ModelSpec.known(name).num_params == meta_param_count(entry["config"])
+
+
+def test_orpheus_shape_and_weights():
+    spec = ModelSpec.known("orpheus-3b")
+    assert (spec.num_layers, spec.hidden_size, spec.num_attention_heads, spec.num_kv_heads, spec.head_dim) == (
+        28, 3072, 24, 8, 128)
+    assert spec.vocab_size == 156940 and spec.max_position_embeddings == 131072 and spec.tie_word_embeddings
+    assert spec.num_params == pytest.approx(3.30e9, rel=0.01)  # shared/facts.md
+    assert spec.weight_bytes("float16") == 2 * spec.num_params
+    assert spec.weight_bytes("fp32") == 4 * spec.num_params
+    assert "canopylabs/orpheus-3b-0.1-ft" in spec.source
+
+
+def test_every_known_model_has_a_source_and_loads():
+    table = known_models()
+    assert {"orpheus-3b", "llama-3.2-3b", "gpt-sovits-v2-t2s", "indextts2-gpt", "metavoice-1b"} <= set(table)
+    for name, entry in table.items():
+        assert entry["source"], name
+        spec = ModelSpec.known(name)
+        assert spec.num_params > 0 and spec.num_layers > 0
+
+
+def test_gpt_sovits_counts_its_real_modules():
+    spec = ModelSpec.known("gpt-sovits-v2-t2s")
+    assert spec.num_params == pytest.approx(77e6, rel=0.02)  # shared/facts.md: ~77 M
+    assert spec.head_dim == 32 and spec.num_kv_heads == 16
+
+
+def test_head_dim_and_kv_heads_defaults():
+    spec = ModelSpec.from_config(dict(model_type="llama", **SMALL))
+    assert spec.head_dim == 16 and spec.num_kv_heads == 6
+    spec = ModelSpec.from_config(dict(model_type="llama", head_dim=40, num_key_value_heads=3, **SMALL))
+    assert spec.head_dim == 40 and spec.num_kv_heads == 3
+
+
+def test_from_config_path(tmp_path):
+    cfg = dict(model_type="llama", num_key_value_heads=2, **SMALL)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert ModelSpec.from_config(tmp_path) == ModelSpec.from_config(tmp_path / "config.json")
+    assert ModelSpec.from_config(tmp_path).num_params == ModelSpec.from_config(cfg).num_params
+
+
+def test_from_transformers_config_object():
+    cfg = AutoConfig.for_model(model_type="llama", num_key_value_heads=2, **SMALL)
+    assert ModelSpec.from_config(cfg).num_kv_heads == 2
+
+
+@pytest.mark.parametrize("missing", ["num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size",
+                                     "intermediate_size", "max_position_embeddings"])
+def test_missing_field_names_it(missing):
+    cfg = dict(model_type="llama", **SMALL)
+    del cfg[missing]
+    with pytest.raises(ValueError, match=missing):
+        ModelSpec.from_config(cfg)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="No config.json"):
+        ModelSpec.from_config("/nonexistent/model")
+    with pytest.raises(TypeError, match="config must be"):
+        ModelSpec.from_config(42)
+    with pytest.raises(ValueError, match="Did you mean 'orpheus-3b'"):
+        ModelSpec.known("orpheus3b")
+    with pytest.raises(ValueError, match="multiple of num_key_value_heads"):
+        ModelSpec.from_config(dict(model_type="llama", num_key_value_heads=4, **SMALL))
+    with pytest.raises(ValueError, match="Unknown dtype"):
+        ModelSpec.known("orpheus-3b").weight_bytes("fp12")
