@@ -17,6 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
+from tqdm.auto import tqdm
 
 
 def failing_cell(nb) -> tuple[int, str]:
@@ -62,10 +63,11 @@ def main(argv: list[str]) -> int:
         print(f"no notebooks found in {src}")
         return 2
     results = []
-    for n, path in enumerate(paths, 1):
-        print(f"[{n}/{len(paths)}] running {path.name} ...", flush=True)
+    bar = tqdm(paths, desc="notebooks", unit="nb")
+    for path in bar:
+        bar.set_postfix_str(path.stem)
         result = run_one(path, out_dir)
-        print(f"        {'ok' if result['ok'] else 'FAILED'} in {result['seconds']:.0f} s", flush=True)
+        bar.write(f"{'ok    ' if result['ok'] else 'FAILED'} {path.name} in {result['seconds']:.0f} s")
         results.append(result)
     print(f"\nSummary (executed copies and HTML in {out_dir}/):")
     for r in results:
