@@ -21,3 +21,54 @@ def gpu_catalog(highlight="T4"):
     fig.suptitle(f"GPU catalog ({chosen.name} highlighted)" if chosen else "GPU catalog")
     fig.tight_layout()
     return fig
+
+
+def kv_budget(plans, labels=None):
+    """Stacked bars of where each GPU's memory goes under vLLM: weights, activations, ... KV, unreserved."""
+    import matplotlib.pyplot as plt
+
+    parts = [("weights", "weights_gib", "tab:blue"), ("activations", "activation_gib", "tab:orange"),
+             ("non-torch", "non_torch_gib", "tab:purple"), ("CUDA graphs", "cudagraph_gib", "tab:pink"),
+             ("KV cache", "kv_cache_gib", "tab:green"), ("unreserved (1 - gmu)", "unreserved_gib", "lightgray")]
+    labels = labels or [f"{p.gpu.name}\ngmu={p.gpu_memory_utilization}" for p in plans]
+    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(plans)), 4.5))
+    bottoms = [0.0] * len(plans)
+    for name, attr, color in parts:
+        values = [max(0.0, getattr(p, attr)) for p in plans]
+        ax.bar(labels, values, bottom=bottoms, color=color, label=name)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    for i, p in enumerate(plans):
+        ax.text(i, p.weights_gib + p.activation_gib + p.non_torch_gib + p.cudagraph_gib + p.kv_cache_gib / 2,
+                f"{p.kv_cache_tokens:,} tokens", ha="center", va="center", fontsize=9)
+    ax.set_ylabel("GiB")
+    ax.set_title(f"vLLM memory budget: {plans[0].model.name}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def kv_capacity_vs_gmu(model, gpus=("T4", "L4", "A100-40GB"), gmus=None, need_tokens=None, **plan_kwargs):
+    """KV-cache tokens vLLM gets against gpu_memory_utilization, one line per GPU."""
+    import matplotlib.pyplot as plt
+
+    from .kv_cache import plan_vllm
+
+    gmus = gmus or [round(0.5 + 0.025 * i, 3) for i in range(20)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in gpus:
+        tokens = []
+        for g in gmus:
+            try:
+                tokens.append(plan_vllm(model, key, gpu_memory_utilization=g, **plan_kwargs).kv_cache_tokens)
+            except ValueError:  # the weights alone do not fit at this utilization
+                tokens.append(0)
+        ax.plot(gmus, tokens, marker="o", ms=3, label=hardware.get_gpu(key).name)
+    if need_tokens:
+        ax.axhline(need_tokens, color="k", ls="--", lw=1, label=f"one request: {need_tokens:,} tokens")
+    ax.set_xlabel("gpu_memory_utilization")
+    ax.set_ylabel("KV cache (tokens)")
+    ax.set_yscale("symlog", linthresh=1e4)
+    ax.legend()
+    ax.set_title("KV capacity against gpu_memory_utilization")
+    fig.tight_layout()
+    return fig
