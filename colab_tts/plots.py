@@ -30,7 +30,7 @@ def kv_budget(plans, labels=None):
     parts = [("weights", "weights_gib", "tab:blue"), ("activations", "activation_gib", "tab:orange"),
              ("non-torch", "non_torch_gib", "tab:purple"), ("CUDA graphs", "cudagraph_gib", "tab:pink"),
              ("KV cache", "kv_cache_gib", "tab:green"), ("unreserved (1 - gmu)", "unreserved_gib", "lightgray")]
-    labels = labels or [f"{p.gpu.name}\ngmu={p.gpu_memory_utilization}" for p in plans]
+    labels = labels or [f"{p.gpu.name}, vLLM {p.vllm_version}\nmax_model_len={p.max_model_len:,}" for p in plans]
     fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(plans)), 4.5))
     bottoms = [0.0] * len(plans)
     for name, attr, color in parts:
@@ -67,7 +67,7 @@ def kv_capacity_vs_gmu(model, gpus=("T4", "L4", "A100-40GB"), gmus=None, need_to
         ax.axhline(need_tokens, color="k", ls="--", lw=1, label=f"one request: {need_tokens:,} tokens")
     ax.set_xlabel("gpu_memory_utilization")
     ax.set_ylabel("KV cache (tokens)")
-    ax.set_yscale("symlog", linthresh=1e4)
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax.set_title("KV capacity against gpu_memory_utilization")
     fig.tight_layout()
