@@ -31,7 +31,7 @@ def kv_budget(plans, labels=None):
              ("non-torch", "non_torch_gib", "tab:purple"), ("CUDA graphs", "cudagraph_gib", "tab:pink"),
              ("KV cache", "kv_cache_gib", "tab:green"), ("unreserved (1 - gmu)", "unreserved_gib", "lightgray")]
     labels = labels or [f"{p.gpu.name}, vLLM {p.vllm_version}\nmax_model_len={p.max_model_len:,}" for p in plans]
-    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(plans)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 3.2 * len(plans)), 4.5))
     bottoms = [0.0] * len(plans)
     for name, attr, color in parts:
         values = [max(0.0, getattr(p, attr)) for p in plans]
@@ -41,6 +41,7 @@ def kv_budget(plans, labels=None):
         ax.text(i, p.weights_gib + p.activation_gib + p.non_torch_gib + p.cudagraph_gib + p.kv_cache_gib / 2,
                 f"{p.kv_cache_tokens:,} tokens", ha="center", va="center", fontsize=9)
     ax.set_ylabel("GiB")
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_title(f"vLLM memory budget: {plans[0].model.name}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
