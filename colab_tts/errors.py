@@ -1,0 +1,53 @@
+"""Out-of-memory on the GPU turned into advice instead of a traceback.
+
+``with oom_advice("synthesis", ["lower max_model_len to 4096", ...]):`` re-raises a CUDA
+out-of-memory error (torch.cuda.OutOfMemoryError, or a RuntimeError saying "out of memory") as one
+``OutOfMemoryAdvice`` that says what ran out and what to change. Other errors pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+
+
+class OutOfMemoryAdvice(MemoryError):
+    """The GPU ran out of memory; the message lists what to change, most effective first."""
+
+    def __init__(self, stage: str, advice: Iterable[str]):
+        self.stage, self.advice = stage, list(advice)
+        tips = "".join(f"\n  - {a}" for a in self.advice) or "\n  - free memory held by other objects"
+        super().__init__(f"{stage} ran out of GPU memory. Try:{tips}")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+@contextmanager
+def oom_advice(stage: str, advice: Iterable[str] | Callable[[], Iterable[str]]):
+    """Turn an out-of-memory error inside the block into ``OutOfMemoryAdvice``.
+
+    ``advice`` may be a callable, so that the planner is only asked when memory really ran out.
+    """
+    try:
+        yield
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        tips = advice() if callable(advice) else advice
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+        raise OutOfMemoryAdvice(stage, tips) from None

@@ -1,0 +1,203 @@
+"""Clickable panels for the notebooks: type text, move sliders, press Synthesize, listen.
+
+``SynthesisPanel`` drives anything with a ``synthesize(text, **knobs) -> Speech`` method (Orpheus in
+notebook 01, the flow stage in notebook 03 through ``SynthesisPanel.for_flow``); ``MemoryGauge``
+shows GPU memory used against the plan. Errors land in the panel as one line, never a traceback.
+Everything is plain ipywidgets (7.7 on Colab, 8.x elsewhere), so the panels are tested by setting
+values and calling ``button.click()``.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from . import hardware
+from ._checks import positive
+from .errors import OutOfMemoryAdvice
+
+GIB = hardware.GIB
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One slider: keyword name, default, range and step."""
+
+    name: str
+    value: float
+    min: float
+    max: float
+    step: float
+    integer: bool = False
+
+
+ORPHEUS_KNOBS = (
+    Knob("temperature", 0.6, 0.1, 1.5, 0.05),
+    Knob("top_p", 0.8, 0.1, 1.0, 0.05),
+    Knob("repetition_penalty", 1.3, 1.0, 2.0, 0.05),
+)
+FLOW_KNOBS = (Knob("steps", 25, 1, 100, 1, integer=True),)
+
+
+def enable_colab_widgets() -> bool:
+    """Turn on Colab's custom widget manager (needed for ipywidgets there); no-op elsewhere."""
+    if not hardware.in_colab():
+        return False
+    try:
+        from google.colab import output  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    output.enable_custom_widget_manager()
+    return True
+
+
+def _widgets():
+    import ipywidgets
+
+    return ipywidgets
+
+
+class SynthesisPanel:
+    """Text box, voice dropdown, knob sliders, Synthesize button, progress, player and timing."""
+
+    def __init__(self, tts, *, voices=None, knobs=ORPHEUS_KNOBS, text="Hello from a T4 in float16.",
+                 gauge: "MemoryGauge | None" = None, title="Synthesize"):
+        if not callable(getattr(tts, "synthesize", None)):
+            raise TypeError("tts must have a synthesize(text, **knobs) method, e.g. an OrpheusTTS")
+        w = _widgets()
+        enable_colab_widgets()
+        self.tts, self.gauge, self.knobs = tts, gauge, tuple(knobs)
+        voices = list(voices if voices is not None else getattr(tts, "voices", ()) or ())
+        self.text = w.Textarea(value=text, description="Text", layout=w.Layout(width="95%", height="80px"))
+        self.voice = w.Dropdown(options=voices, value=voices[0], description="Voice") if voices else None
+        self.sliders = {
+            k.name: (w.IntSlider if k.integer else w.FloatSlider)(
+                value=k.value, min=k.min, max=k.max, step=k.step, description=k.name.replace("_", " "),
+                style={"description_width": "initial"})
+            for k in self.knobs
+        }
+        self.button = w.Button(description=title, button_style="primary", icon="play")
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout=w.Layout(width="50%"))
+        self.status = w.HTML(value="")
+        self.output = w.Output()
+        self.speech = None
+        self.error: str | None = None
+        self.button.on_click(lambda _button: self.run())
+        controls = [self.text] + ([self.voice] if self.voice else []) + list(self.sliders.values())
+        parts = controls + [w.HBox([self.button, self.progress]), self.status, self.output]
+        if gauge is not None:
+            parts.append(gauge.widget)
+        self.widget = w.VBox(parts)
+
+    @classmethod
+    def for_flow(cls, pipeline, **kwargs) -> "SynthesisPanel":
+        """The flow-matching variant (notebook 03): a steps slider instead of sampling knobs."""
+        kwargs.setdefault("knobs", FLOW_KNOBS)
+        kwargs.setdefault("voices", ())
+        return cls(pipeline, **kwargs)
+
+    def values(self) -> dict:
+        """The keyword arguments the button passes to ``synthesize``."""
+        out = {name: s.value for name, s in self.sliders.items()}
+        if self.voice is not None:
+            out["voice"] = self.voice.value
+        return out
+
+    def run(self):
+        """What the button does; returns the Speech, or None when the panel shows an error."""
+        self.error, self.speech = None, None
+        self.button.disabled = True
+        self.progress.bar_style, self.progress.value = "info", 0.1
+        self.status.value = "<i>synthesizing…</i>"
+        try:
+            speech = self.tts.synthesize(self.text.value, **self.values())
+        except (ValueError, TypeError, OutOfMemoryAdvice) as err:
+            self.error = str(err)
+            self.progress.bar_style, self.progress.value = "danger", 1.0
+            self.status.value = f"<span style='color:#b00'>⚠ {html.escape(self.error)}</span>"
+            return None
+        finally:
+            self.button.disabled = False
+            if self.gauge is not None:
+                self.gauge.refresh()
+        self.speech = speech
+        self.progress.bar_style, self.progress.value = "success", 1.0
+        self.status.value = html.escape(timing_line(speech))
+        self.output.clear_output()
+        self.output.append_display_data(speech.play())
+        return speech
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def timing_line(speech) -> str:
+    """'3.41 s of audio in 5.20 s (RTF 1.52), 280 tokens at 61.2 tokens/s' from a Speech."""
+    parts = [f"{speech.duration:.2f} s of audio"]
+    if speech.timings.total_s > 0:
+        parts[0] += f" in {speech.timings.total_s:.2f} s (RTF {speech.rtf:.2f})"
+    if speech.tokens_per_s:
+        parts.append(f"{speech.num_tokens} tokens at {speech.tokens_per_s:.1f} tokens/s")
+    return ", ".join(parts)
+
+
+class MemoryGauge:
+    """A bar of GPU memory: used now against the planned total and the card's size.
+
+    On CUDA ``refresh()`` reads the device; with no GPU it shows the figure it is given (for
+    example a plan's total), labelled as simulated.
+    """
+
+    def __init__(self, gpu=None, planned_gib: float | None = None):
+        w = _widgets()
+        self.gpu = hardware.get_gpu(gpu) if gpu is not None else None
+        self.planned_gib = planned_gib
+        total = self.total_gib
+        self.bar = w.FloatProgress(value=0.0, min=0.0, max=total, description="GPU memory",
+                                   style={"description_width": "initial"})
+        self.label = w.HTML()
+        self.widget = w.HBox([self.bar, self.label])
+        self.used_gib = 0.0
+        self.refresh(0.0 if not _cuda() else None)
+
+    @property
+    def total_gib(self) -> float:
+        if _cuda():
+            import torch
+
+            return torch.cuda.mem_get_info()[1] / GIB
+        return self.gpu.memory_gib if self.gpu is not None else 16.0
+
+    def refresh(self, used_gib: float | None = None) -> float:
+        """Update the bar; with no argument, read the GPU (keeps the last figure without one)."""
+        if used_gib is None and _cuda():
+            import torch
+
+            free, total = torch.cuda.mem_get_info()
+            used_gib = (total - free) / GIB
+        if used_gib is not None:
+            positive(used_gib, "used_gib", allow_zero=True)
+            self.used_gib = float(used_gib)
+        total = self.total_gib
+        self.bar.value = min(self.used_gib, total)
+        self.bar.bar_style = "danger" if self.used_gib > 0.95 * total else (
+            "warning" if self.planned_gib and self.used_gib > self.planned_gib else "success")
+        planned = f", planned {self.planned_gib:.2f}" if self.planned_gib is not None else ""
+        where = "" if _cuda() else " (no GPU here: figures given, not read)"
+        self.label.value = f"{self.used_gib:.2f} GiB used{planned} of {total:.2f} GiB{where}"
+        return self.used_gib
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.cuda.is_available()

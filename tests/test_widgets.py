@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from colab_tts.audio import Speech, Timings
+from colab_tts.errors import OutOfMemoryAdvice
+from colab_tts.widgets import FLOW_KNOBS, MemoryGauge, SynthesisPanel, timing_line
+
+
+class EchoTTS:
+    """Records what the panel asked for; answers with one second of a tone per word."""
+
+    voices = ("tara", "leo")
+
+    def __init__(self):
+        self.calls = []
+
+    def synthesize(self, text, **knobs):
+        self.calls.append((text, knobs))
+        if not text.strip():
+            raise ValueError("text is empty: type something to say")
+        if knobs.get("steps", 0) > 90:
+            raise OutOfMemoryAdvice("the flow stage", ["use fewer steps"])
+        n = 8000 * len(text.split())
+        return Speech(np.sin(np.arange(n) / 10).astype(np.float32), 8000, num_tokens=7 * len(text.split()),
+                      timings=Timings(generate_s=0.5, decode_s=0.25), text=text)
+
+
+def test_button_synthesizes_with_the_panel_values_and_shows_player_and_timing():
+    tts = EchoTTS()
+    panel = SynthesisPanel(tts)
+    panel.text.value = "three short words"
+    panel.voice.value = "leo"
+    panel.sliders["temperature"].value = 0.9
+    panel.button.click()
+    text, knobs = tts.calls[-1]
+    assert text == "three short words"
+    assert knobs == {"temperature": 0.9, "top_p": 0.8, "repetition_penalty": 1.3, "voice": "leo"}
+    assert panel.error is None and panel.speech.duration == pytest.approx(3.0)
+    assert panel.progress.bar_style == "success" and not panel.button.disabled
+    assert "RTF 0.25" in panel.status.value and "tokens/s" in panel.status.value
+    assert any("audio/wav" in o["data"].get("text/html", "") for o in panel.output.outputs)
+
+
+def test_errors_show_in_the_panel_not_as_a_traceback():
+    panel = SynthesisPanel(EchoTTS())
+    panel.text.value = "   "
+    assert panel.button.click() is None
+    assert panel.speech is None and "text is empty" in panel.error
+    assert panel.progress.bar_style == "danger" and "text is empty" in panel.status.value
+    assert not panel.button.disabled
+
+
+def test_flow_variant_has_a_steps_slider_and_turns_oom_into_advice():
+    tts = EchoTTS()
+    panel = SynthesisPanel.for_flow(tts)
+    assert panel.voice is None and list(panel.sliders) == [k.name for k in FLOW_KNOBS]
+    panel.sliders["steps"].value = 10
+    panel.button.click()
+    assert tts.calls[-1][1] == {"steps": 10}
+    panel.sliders["steps"].value = 95
+    panel.button.click()
+    assert "ran out of GPU memory" in panel.error and "fewer steps" in panel.error
+
+
+def test_panel_needs_something_that_synthesizes():
+    with pytest.raises(TypeError, match="synthesize"):
+        SynthesisPanel(object())
+
+
+def test_memory_gauge_shows_used_against_plan_and_refreshes_after_a_run():
+    gauge = MemoryGauge("T4", planned_gib=13.2)
+    assert gauge.bar.max == pytest.approx(14.74)
+    gauge.refresh(7.5)
+    assert gauge.bar.value == 7.5 and gauge.bar.bar_style == "success" and "13.20" in gauge.label.value
+    gauge.refresh(13.9)
+    assert gauge.bar.bar_style == "warning"
+    gauge.refresh(14.5)
+    assert gauge.bar.bar_style == "danger"
+    with pytest.raises(ValueError):
+        gauge.refresh(-1)
+    panel = SynthesisPanel(EchoTTS(), gauge=gauge)
+    panel.button.click()
+    assert gauge.widget in panel.widget.children and gauge.used_gib == 14.5  # no GPU: keeps the last figure
+
+
+def test_timing_line():
+    speech = Speech(np.zeros(16000, np.float32), 16000, num_tokens=82, timings=Timings(generate_s=2.0))
+    assert timing_line(speech) == "1.00 s of audio in 2.00 s (RTF 2.00), 82 tokens at 41.0 tokens/s"
