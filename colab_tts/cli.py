@@ -1,4 +1,9 @@
-"""Command line: ``python -m colab_tts doctor [--gpu T4]``.
+"""Command line: ``python -m colab_tts doctor | plan | synth``.
+
+    python -m colab_tts doctor --gpu T4
+    python -m colab_tts plan --model orpheus-3b --gpu T4 --seconds 30
+    python -m colab_tts plan --model metavoice-1b --gpu all
+    python -m colab_tts synth "Hello there." -o hello.wav --offline
 
 Each sub-command is a function taking the parsed arguments; `main` turns a ValueError/TypeError
 into one line on stderr and exit code 2 instead of a traceback.
@@ -22,6 +27,69 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def vllm_command_line(model_id: str, engine_kwargs: dict) -> str:
+    """`vllm serve MODEL --flag value ...` for engine kwargs (booleans become bare flags)."""
+    parts = ["vllm serve", model_id]
+    for key, value in engine_kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif value is not False and value is not None:
+            parts += [flag, str(value)]
+    return " ".join(parts)
+
+
+def cmd_plan(args) -> int:
+    from . import kv_cache
+    from .display import Table
+    from .models import ModelSpec, known_models
+
+    spec = ModelSpec.from_config(args.model) if args.model.endswith(".json") else ModelSpec.known(args.model)
+    hub_id = known_models().get(spec.name, {}).get("hub_id", args.model)
+    max_len = args.max_model_len or kv_cache.max_model_len_for_audio(args.seconds, args.tokens_per_second)
+    options = dict(gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype, max_model_len=max_len,
+                   tensor_parallel_size=args.tensor_parallel_size, vllm_version=args.vllm_version)
+    if args.gpu.lower() != "all":
+        plan = kv_cache.plan_vllm(spec, args.gpu, **options)
+        print(plan.explain())
+        print("\nvLLM engine arguments:", plan.engine_kwargs())
+        print("Command line:", vllm_command_line(hub_id, plan.engine_kwargs()))
+        return 0 if plan.fits else 1
+    rows = []
+    for key in hardware.GPUS:
+        try:
+            plan = kv_cache.plan_vllm(spec, key, **options)
+        except ValueError:  # weights alone exceed the budget
+            weights = spec.weight_gib(hardware.resolve_dtype(args.dtype, key).dtype)
+            rows.append({"gpu": key, "fits": False, "weights GiB": weights, "KV tokens": 0,
+                         "largest max_model_len": 0, "note": "weights exceed the budget"})
+            continue
+        rows.append({"gpu": key, "fits": plan.fits, "weights GiB": plan.weights_gib,
+                     "KV tokens": plan.kv_cache_tokens, "largest max_model_len": plan.largest_max_model_len(),
+                     "note": plan.dtype})
+    print(Table(rows, title=f"{spec.name}, max_model_len={max_len:,} ({args.seconds:g} s of audio at "
+                            f"{args.tokens_per_second:.2f} tokens/s), gpu_memory_utilization="
+                            f"{args.gpu_memory_utilization}"))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .orpheus import OrpheusTTS
+
+    if args.offline:
+        tts = OrpheusTTS.offline_demo(backend=args.backend)
+        print("offline demo: random weights, so the audio is noise; the pipeline is the real one")
+    else:
+        tts = OrpheusTTS.from_pretrained(backend=args.backend, max_audio_seconds=args.seconds)
+    with tts:
+        speech = tts.synthesize(args.text, voice=args.voice, seed=args.seed)
+        path = speech.save(args.output)
+    from .widgets import timing_line
+
+    print(f"wrote {path}: {timing_line(speech)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m colab_tts", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -31,6 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--gpu", default=None, metavar="NAME",
                         help=f"GPU to simulate when none is present; one of: {', '.join(hardware.GPUS)}")
     doctor.set_defaults(func=cmd_doctor)
+
+    from .kv_cache import ORPHEUS_TOKENS_PER_SECOND
+
+    plan = sub.add_parser("plan", help="predict vLLM's memory budget and KV cache for a model on a GPU",
+                          description="Predict what vLLM will do: weights, activations, KV cache, the largest "
+                                      "max_model_len, and the engine arguments as a vLLM command line.")
+    plan.add_argument("--model", default="orpheus-3b",
+                      help="a bundled model (orpheus-3b, llama-3.2-3b, metavoice-1b, indextts2-gpt, "
+                           "gpt-sovits-v2-t2s) or a path to a config.json")
+    plan.add_argument("--gpu", default="T4", help="a catalog GPU, or 'all' for a fit table across the catalog")
+    plan.add_argument("--seconds", type=float, default=30.0, help="longest audio one request must hold (30)")
+    plan.add_argument("--tokens-per-second", type=float, default=ORPHEUS_TOKENS_PER_SECOND,
+                      help="model tokens per second of audio (Orpheus: 82.03)")
+    plan.add_argument("--max-model-len", type=int, default=None, help="instead of --seconds")
+    plan.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
+    plan.add_argument("--tensor-parallel-size", type=int, default=1)
+    plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: latest)")
+    plan.set_defaults(func=cmd_plan)
+
+    synth = sub.add_parser("synth", help="speak a text with Orpheus and write a sound file",
+                           description="Synthesize TEXT with Orpheus-TTS. --offline runs the same pipeline with "
+                                       "random weights and no downloads (the audio is noise).")
+    synth.add_argument("text")
+    synth.add_argument("-o", "--output", default="speech.wav", help="output file (.wav, .flac)")
+    synth.add_argument("--voice", default="tara")
+    synth.add_argument("--offline", action="store_true", help="no downloads: a tiny random model")
+    synth.add_argument("--backend", default="transformers", choices=["vllm", "transformers"])
+    synth.add_argument("--seconds", type=float, default=30.0, help="longest audio to plan for")
+    synth.add_argument("--seed", type=int, default=None)
+    synth.set_defaults(func=cmd_synth)
     return parser
 
 
