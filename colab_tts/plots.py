@@ -73,3 +73,24 @@ def kv_capacity_vs_gmu(model, gpus=("T4", "L4", "A100-40GB"), gmus=None, need_to
     ax.set_title("KV capacity against gpu_memory_utilization")
     fig.tight_layout()
     return fig
+
+
+def weights_fit(dtype="float16", gpus=("T4", "RTX-3070", "RTX-4060", "L4", "A100-40GB")):
+    """Weights-only size of each covered model against each GPU's memory (notebook 00's summary)."""
+    import matplotlib.pyplot as plt
+
+    dtype = hardware.dtype_name(dtype)
+    specs = [hardware.get_gpu(g) for g in gpus]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    names = list(hardware.COVERED_MODELS)
+    sizes = [params * hardware.DTYPE_BYTES[dtype] / hardware.GIB for params, _ in hardware.COVERED_MODELS.values()]
+    ax.barh(names, sizes, color="tab:blue", label=f"weights in {dtype}")
+    for spec, style in zip(specs, ["-", "--", ":", "-.", (0, (1, 3))]):
+        ax.axvline(spec.memory_gib, color="tab:orange" if not spec.bf16 else "tab:gray", ls=style,
+                   label=f"{spec.name} ({spec.memory_gib:.2f} GiB)")
+    ax.invert_yaxis()
+    ax.set_xlabel("GiB")
+    ax.set_title("Weights alone against GPU memory (activations and KV cache come on top)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

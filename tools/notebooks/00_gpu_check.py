@@ -100,6 +100,10 @@ nb.code("""
 # NBVAL_CHECK_OUTPUT
 print(Table(hardware.weights_fit_rows("float16", gpus=["T4", "RTX-3070", "RTX-4060", "L4", "A100-40GB"])))
 """)
+nb.code("""
+fig = plots.weights_fit("float16")
+save_figure(fig, "weights_fit");
+""")
 nb.md("""
 What it means: every model here fits a T4 *by weights*. MetaVoice-1B still ran out of memory on a T4
 (about 20 GB seen at run time, shared/facts.md): weights are the start of the budget, not the whole of it.
