@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import hardware
 from ._checks import choose, fraction, positive
-from .t2s import T2SModel, prefix_mask
+from .t2s import T2SConfig, T2SModel, prefix_mask
 
 CACHES = ("concat", "static", "none")
 
@@ -55,6 +55,8 @@ class Sampling:
 
 
 GREEDY = Sampling(greedy=True)
+# Random weights never decide to stop: block EOS so every row runs to its cap (benchmarks, tests).
+FIXED_LENGTH = Sampling(greedy=True, min_new_tokens=10**6)
 
 
 def sample(logits, seen, s: Sampling, eos_id: int | None = None, block_eos: bool = False, generator=None):
@@ -151,10 +153,29 @@ class StaticCache:
         self.write_pos.fill_(self.length)
 
     def keep(self, rows):
-        # Compact surviving rows to the front of the same buffers: no reallocation.
+        # Compact surviving rows to the front of the same buffers: no reallocation, and only the
+        # positions written so far are copied.
+        n = self.length
         for buf in self.k + self.v:
-            buf[: len(rows)] = buf[: self.batch].index_select(0, rows)
+            buf[: len(rows), :, :n] = buf[: self.batch, :, :n].index_select(0, rows)
         self.batch = len(rows)
+
+    def row(self, i: int, start: int) -> "_RowWriter":
+        """A cache for prefilling row ``i`` alone from position ``start`` (no padding computed)."""
+        return _RowWriter(self, i, start)
+
+
+class _RowWriter:
+    """Writes one row's prefill K/V into a StaticCache at its left-padded offset."""
+
+    def __init__(self, cache: StaticCache, i: int, start: int):
+        self.cache, self.i, self.start = cache, i, start
+
+    def update(self, layer, k, v):
+        end = self.start + k.shape[2]
+        self.cache.k[layer][self.i, :, self.start:end] = k[0]
+        self.cache.v[layer][self.i, :, self.start:end] = v[0]
+        return k, v
 
 
 class NoCache:
@@ -240,10 +261,23 @@ class T2SRunner:
         return self.prefix.shape[0]
 
     def start(self):
-        mask = prefix_mask(self.text_lens, self.audio_lens, self.total)
-        logits = self.model.prefill(self.prefix, self.cache, mask)
+        if self.kind == "static" and self.padded:
+            logits = self._prefill_rows()
+        else:
+            mask = prefix_mask(self.text_lens, self.audio_lens, self.total)
+            logits = self.model.prefill(self.prefix, self.cache, mask)
         self.cache.advance(self.total)
         return logits
+
+    def _prefill_rows(self):
+        # The prefill is compute-bound: run each row on its own, unpadded, straight into its cache row,
+        # so that no work goes into padding. Decode steps then run the whole batch together.
+        logits = []
+        for i, (t, a) in enumerate(zip(self.text_lens.tolist(), self.audio_lens.tolist())):
+            start = self.total - t - a
+            mask = prefix_mask(self.text_lens[i:i + 1], self.audio_lens[i:i + 1], t + a)
+            logits.append(self.model.prefill(self.prefix[i:i + 1, start:], self.cache.row(i, start), mask))
+        return torch.cat(logits)
 
     def step(self, tokens):
         positions = self.audio_lens + self.fed
@@ -458,6 +492,66 @@ def decode_segments(model: T2SModel, segments, prompt, sampling: Sampling = Samp
     return Generation(tokens, eos, seconds, steps, row_steps, prefill)
 
 
+# --- measuring ----------------------------------------------------------------------------------------------
+
+def time_decode(model: T2SModel, segments, prompt, cache: str = "static", n_tokens: int = 32,
+                warmup: int = 2, **runner_kwargs) -> Generation:
+    """Greedy decode of ``segments`` as one batch, every row to ``n_tokens`` (EOS blocked), timed.
+
+    ``warmup`` steps run first on an identical runner so that first-call costs are not timed.
+    """
+    def run(steps):
+        runner = T2SRunner(model, segments, prompt, cache, max_new_tokens=n_tokens, **runner_kwargs)
+        return generate(runner, FIXED_LENGTH, model.config.eos_id, steps)
+
+    if warmup:
+        run(warmup)
+    return run(n_tokens)
+
+
+def speed_row(technique: str, g: Generation, baseline: Generation | None = None, decode_only: bool = True) -> dict:
+    """One row of a results table: tokens/s, speed-up over ``baseline``, real-time factor."""
+    rate = (lambda x: x.decode_tokens_per_s) if decode_only else (lambda x: x.tokens_per_s)
+    row = {"technique": technique, "tokens": g.n_tokens, "tokens/s": rate(g)}
+    row["speed-up"] = rate(g) / rate(baseline) if baseline is not None else 1.0
+    row["RTF"] = g.audio_rate / rate(g) if decode_only else g.real_time_factor
+    return row
+
+
+def time_sampling(settings: dict, vocab: int = 1025, batch: int = 1, repeats: int = 200, seed: int = 0) -> list[dict]:
+    """Microseconds per ``sample`` call for each named ``Sampling`` on random (batch, vocab) logits."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, vocab, generator=g)
+    seen = torch.rand(batch, vocab, generator=g) < 0.05
+    rows = []
+    for name, s in settings.items():
+        sample(logits, seen, s, vocab - 1, False, g)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            sample(logits, seen, s, vocab - 1, False, g)
+        rows.append({"sampling": name, "us per token": (time.perf_counter() - t0) / repeats * 1e6})
+    return rows
+
+
+def roofline_rows(gpus, dtype: str = "float16", config: T2SConfig | None = None, context: int = 500) -> list[dict]:
+    """Batch-1 decode ceiling of the GPT stage on each GPU: bandwidth / bytes read per token.
+
+    Bytes per token = the weights in ``dtype`` plus the K/V of ``context`` cached positions.
+    """
+    config = T2SConfig() if config is None else config
+    with torch.device("meta"):  # sizes only: no weights are allocated
+        model = T2SModel(config).to(hardware.torch_dtype(dtype))
+    weights = weight_bytes_per_token(model, dtype)
+    kv = context * model.kv_bytes_per_position()
+    rows = []
+    for name in gpus:
+        gpu = hardware.get_gpu(name)
+        ceiling = hardware.decode_ceiling_tokens_per_s(weights, gpu, kv)
+        rows.append({"GPU": gpu.name, "GB/s": gpu.bandwidth_gbs, "MB per token": (weights + kv) / 1e6,
+                     "ceiling tokens/s": ceiling, "x real time": ceiling / config.tokens_per_second})
+    return rows
+
+
 # --- weights: dtype and int8 ------------------------------------------------------------------------------
 
 def prepare_model(model: T2SModel, dtype="float32", device=None, gpu=None) -> tuple[T2SModel, str]:
@@ -495,6 +589,6 @@ def compiled_step(model: T2SModel):
 
 
 def weight_bytes_per_token(model: T2SModel, dtype: str) -> int:
-    """Bytes of weights one decode step reads in ``dtype`` (the roofline's numerator)."""
-    size = {"int8": 1, **hardware.DTYPE_BYTES}[hardware.dtype_name(dtype) if dtype != "int8" else "int8"]
+    """Bytes of weights one decode step reads in ``dtype`` (the roofline's numerator; int8: 1 byte)."""
+    size = 1 if dtype == "int8" else hardware.DTYPE_BYTES[hardware.dtype_name(dtype)]
     return model.decode_param_count() * size
