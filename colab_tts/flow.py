@@ -169,6 +169,14 @@ class VocoderConfig:
     resblock_dilations: tuple[int, ...] = (1, 3, 5)
     sample_rate: int = 22050
 
+    def __post_init__(self):
+        positive(self.channels, "VocoderConfig.channels", integer=True)
+        if len(self.upsample_rates) != len(self.upsample_kernels):
+            raise ValueError("VocoderConfig.upsample_rates and upsample_kernels need one entry per stage each")
+        if self.channels % 2 ** len(self.upsample_rates):
+            raise ValueError(f"VocoderConfig.channels ({self.channels}) must be divisible by "
+                             f"{2 ** len(self.upsample_rates)}: each of the {len(self.upsample_rates)} stages halves it")
+
     @property
     def hop(self) -> int:
         return math.prod(self.upsample_rates)
@@ -183,7 +191,7 @@ class VocoderConfig:
 # Ours is the HiFi-GAN generator on that layout (LeakyReLU instead of anti-aliased Snake): the same
 # convolutions, so the same weight bytes and activation sizes within a few percent.
 BIGVGAN_V2_22K = VocoderConfig()
-SMALL_VOCODER = VocoderConfig(channels=128)
+SMALL_VOCODER = VocoderConfig(channels=64, resblock_kernels=(3,))  # CI size: the same stages, narrower
 
 
 class ResBlock(nn.Module):
@@ -337,11 +345,12 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(fn, device=None):
-    """(result, seconds, peak MiB) of ``fn()``. On the CPU the peak comes from a second, tracked run:
-    the storage counter slows small ops down, so it must not be inside the timed run."""
+def measure(fn, device=None, separate_timing: bool = True):
+    """(result, seconds, peak MiB) of ``fn()``. On the CPU the peak comes from a separate, tracked run
+    (the storage counter slows small ops down); ``separate_timing=False`` times the tracked run itself,
+    which is fine where each op is large (the real-size model) and halves the time spent."""
     device = accelerator() if device is None else torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" or not separate_timing:
         _sync(device)
         start = time.perf_counter()
         with track_peak(device) as mem:
@@ -394,7 +403,8 @@ class Sweep:
 
 def sweep(dit: DiT, vocoder: Vocoder, *, steps=(25,), precisions=("float32",), offload=(False,),
           target_frames=(64,), prompt_frames: int = 32, cfg_rate: float = 0.7, reference_steps: int = 200,
-          references: dict | None = None, device=None, progress: bool = True, seed: int = 0) -> Sweep:
+          references: dict | None = None, device=None, progress: bool = True, seed: int = 0,
+          separate_timing: bool = True) -> Sweep:
     """Run the whole s2mel stage (sampler + vocoder) over a grid; one row per configuration.
 
     Columns: steps, precision, offload, frames (target mel frames: the chunk length), audio_s,
@@ -412,12 +422,30 @@ def sweep(dit: DiT, vocoder: Vocoder, *, steps=(25,), precisions=("float32",), o
         if precision not in models:
             models[precision] = (dit, vocoder) if precision == "float32" else (
                 to_precision(dit, precision), to_precision(vocoder, precision))
+            synthesize(*models[precision], inputs, 1, cfg_rate, False, device)  # warm-up: first calls are slow
         d, v = models[precision]
-        (mel, wav), seconds, peak = measure(lambda: synthesize(d, v, inputs, n_steps, cfg_rate, off, device), device)
+        (mel, wav), seconds, peak = measure(lambda: synthesize(d, v, inputs, n_steps, cfg_rate, off, device), device,
+                                            separate_timing)
         rows.append({"steps": n_steps, "precision": precision, "offload": off, "frames": frames,
                      "audio_s": wav.shape[-1] / vocoder.config.sample_rate, "latency_s": seconds,
                      "peak_mib": peak, "error": relative_error(mel, ref)})
     return Sweep(rows, dit.config, vocoder.config, str(device))
+
+
+def seed_sweep(dit: DiT, vocoder: Vocoder, steps=(10, 25, 50), at_steps: int = 25,
+               precisions=("float16", "bfloat16"), **kwargs) -> Sweep:
+    """The seed's table: fp32 over ``steps``, then at ``at_steps`` the half precisions and offload on.
+
+    One 200-step reference per input serves every row. ``kwargs`` go to ``sweep``.
+    """
+    kwargs.setdefault("references", {})
+    result = sweep(dit, vocoder, steps=steps, **kwargs)
+    more = sweep(dit, vocoder, steps=(at_steps,), precisions=tuple(dict.fromkeys(("float32", *precisions))),
+                 offload=(False, True),
+                 **kwargs)
+    seen = {(r["steps"], r["precision"], r["offload"], r["frames"]) for r in result.rows}
+    result.rows += [r for r in more.rows if (r["steps"], r["precision"], r["offload"], r["frames"]) not in seen]
+    return result
 
 
 def trajectory_peaks(dit: DiT, steps=(10, 25, 50), target_frames: int = 64, prompt_frames: int = 32,
@@ -467,7 +495,8 @@ def speech_seconds(text: str, tokens_per_s: float) -> float:
 
 
 def chunk_sweep(dit: DiT, vocoder: Vocoder, texts: dict, max_tokens=(40, 120, None), *, steps: int = 10,
-                tokens_per_s: float = 4.0, prompt_frames: int = 32, device=None, progress: bool = True) -> list[dict]:
+                tokens_per_s: float = 4.0, prompt_frames: int = 32, device=None, progress: bool = True,
+                separate_timing: bool = True) -> list[dict]:
     """Peak memory and time to synthesise long texts split into chunks of at most ``max_tokens``.
 
     Each chunk's length in mel frames is its token count / ``tokens_per_s`` seconds of speech at the
@@ -486,7 +515,7 @@ def chunk_sweep(dit: DiT, vocoder: Vocoder, texts: dict, max_tokens=(40, 120, No
             for n in frames:
                 inputs = make_inputs(dit.config, n, prompt_frames)
                 _, s, p = measure(lambda: synthesize(dit, vocoder, inputs, steps, offload=False, device=device),
-                                  device)
+                                  device, separate_timing)
                 peak, seconds = max(peak, p), seconds + s
             rows.append({"text": name, "max_tokens": limit or "no split", "chunks": len(chunks),
                          "longest_s": max(frames) / fps, "total_s": sum(frames) / fps,
@@ -651,7 +680,9 @@ def recommend_8gb(gpu, measured: Sweep, activations: dict | None = None, *, emot
     extra = 0.0
     if resident <= budget:
         offload, peak = False, resident
-        reasons.append(f"everything resident: ~{resident:.2f} GiB fits {budget:.2f} GiB: no offload, no extra time")
+        reasons.append(f"everything resident: ~{resident:.2f} GiB fits {budget:.2f} GiB: no offload, no extra time "
+                       f"(the resident total is IndexTTS-2's measured figure for a short utterance; long ones need "
+                       f"more: chunk the text)")
     else:
         offload, peak = True, offloaded
         moved = sum(weights.values())
