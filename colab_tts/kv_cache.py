@@ -24,6 +24,9 @@ BLOCK_SIZE = 16
 # Orpheus: SNAC 24 kHz frames of 2048 samples, 7 LLM tokens per frame (shared/facts.md).
 ORPHEUS_TOKENS_PER_SECOND = 24000 / 2048 * 7
 LATEST_VLLM = "0.32.0"
+# vLLM's kv_cache_dtype names (vllm/config/cache.py CacheDType), with our aliases
+_VLLM_KV_DTYPES = {"auto": "auto", "float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
+                   "bf16": "bfloat16", "fp8": "fp8", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
 _KV_DTYPES = {"auto": None, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2, "float32": 4,
               "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
@@ -80,6 +83,19 @@ def kv_blocks(available_bytes, spec, kv_dtype="float16", tensor_parallel_size: i
     positive(available_bytes, "available_bytes", allow_zero=True)
     spec = _spec(spec)
     return int(available_bytes // page_bytes(spec, kv_dtype, tensor_parallel_size, block_size) // spec.num_layers)
+
+
+def logged_kv_tokens(num_blocks: int, max_model_len: int, block_size: int = BLOCK_SIZE) -> int:
+    """The "KV cache size: N tokens" vLLM V1 prints: requests that fit x max_model_len.
+
+    A request holds whole blocks (ceil(max_model_len / block_size)), so N equals num_blocks x
+    block_size only when max_model_len is a multiple of the block size (vllm/v1/core/kv_cache_utils.py
+    ``get_kv_cache_capacity``).
+    """
+    positive(num_blocks, "num_blocks", integer=True, allow_zero=True)
+    positive(max_model_len, "max_model_len", integer=True)
+    per_request = -(-max_model_len // block_size)
+    return int(num_blocks / per_request * max_model_len)
 
 
 def max_model_len_for_audio(seconds, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND, prompt_tokens: int = 128) -> int:
@@ -382,9 +398,9 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model
     kv_heads_per_rank(spec, tensor_parallel_size)
     if not isinstance(kv_cache_dtype, str):
         raise TypeError("kv_cache_dtype must be a string such as 'auto' or 'fp8'")
-    kv_cache_dtype = kv_cache_dtype.strip().lower()
-    if kv_cache_dtype != "auto":
-        _kv_dtype_bytes(kv_cache_dtype)
+    kv_cache_dtype = _VLLM_KV_DTYPES.get(kv_cache_dtype.strip().lower())
+    if kv_cache_dtype is None:
+        raise ValueError(f"Unknown kv_dtype for vLLM: use one of {', '.join(sorted(set(_VLLM_KV_DTYPES.values())))}")
     plan = _plan(spec, gpu, gpu_memory_utilization=gmu, dtype=dtype, max_model_len=max_model_len,
                  max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                  tensor_parallel_size=tensor_parallel_size, enforce_eager=bool(enforce_eager),
@@ -401,6 +417,20 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model
             raise ValueError(warn)
         plan.warnings.append(warn)
     return plan
+
+
+def lowest_gmu_for(model, gpu, step: float = 0.01, **plan_kwargs) -> float | None:
+    """The lowest gpu_memory_utilization (on a ``step`` grid) at which the plan fits; None if even 1.0 does not."""
+    positive(step, "step")
+    n = int(round(1 / step))
+    for i in range(1, n + 1):
+        gmu = round(i * step, 4)
+        try:
+            if plan_vllm(model, gpu, gpu_memory_utilization=gmu, **plan_kwargs).fits:
+                return gmu
+        except ValueError:  # the weights alone exceed this budget
+            continue
+    return None
 
 
 def _largest_fitting_len(plan: VllmPlan) -> int:
@@ -452,3 +482,73 @@ def published_error(case: dict, plan: VllmPlan) -> float:
     if "reported_tokens" in case:
         return plan.kv_cache_tokens / case["reported_tokens"] - 1
     return plan.kv_cache_gib / case["reported_kv_gib"] - 1
+
+
+# --- does a whole TTS system fit: weights + KV for one request + the rest -----------------------
+
+@dataclass(frozen=True)
+class Deployment:
+    """One TTS system as this project runs it: its decoder, how fast it makes tokens, what else it loads.
+
+    ``measured_total_gib``, where a run-time measurement exists, replaces the sum: the other stages
+    are then what the measurement leaves after the decoder's weights and KV cache.
+    """
+
+    label: str
+    model: str
+    tokens_per_second: float | None  # None: budget the decoder's whole context
+    other_gib: float
+    source: str
+    measured_total_gib: float | None = None
+    prompt_tokens: int = 128
+
+
+def _gb(gigabytes: float) -> float:
+    return gigabytes * 1e9 / GIB
+
+
+DEPLOYMENTS = (
+    Deployment("Orpheus 3B + SNAC", "orpheus-3b", ORPHEUS_TOKENS_PER_SECOND, 19.8e6 * 2 / GIB,
+               "SNAC 24 kHz decoder, 19.8 M params in fp16 (shared/facts.md)"),
+    Deployment("GPT-SoVITS v2 (GPT stage)", "gpt-sovits-v2-t2s", 25.0, 0.0,
+               "GPT stage only; 25 semantic tokens per second (shared/facts.md)"),
+    Deployment("IndexTTS-2 (whole pipeline)", "indextts2-gpt", 50.0, 0.0,
+               "5.48 GB measured in half precision without the emotion model on an RTX 4090 (shared/facts.md)",
+               measured_total_gib=_gb(5.48)),
+    Deployment("MetaVoice-1B (whole pipeline)", "metavoice-1b", None, 0.0,
+               "~20 GB seen at run time on an RTX 4090 (shared/facts.md; its README later asks 12 GB)",
+               measured_total_gib=_gb(20.0)),
+)
+
+
+def fit_rows(seconds: float = 30, dtype: str = "float16", gpus=None, deployments=DEPLOYMENTS,
+             overheads: GpuOverheads = DEFAULT_OVERHEADS) -> list[dict]:
+    """For each covered system: decoder weights + KV for one request of ``seconds`` + runtime + other stages.
+
+    Runtime = the prefill activations of one prompt, one sampler pass and the non-torch constant
+    (plan_vllm's physical model with a batch of one). Each GPU column shows the share of its memory
+    the total takes, or OOM; "fits on" lists the GPUs with room.
+    """
+    positive(seconds, "seconds")
+    dtype = dtype_name(dtype)
+    specs = {k: get_gpu(k) for k in (list(GPUS) if gpus is None else list(gpus))}
+    rows = []
+    for d in deployments:
+        spec = ModelSpec.known(d.model)
+        tokens = (spec.max_position_embeddings if d.tokens_per_second is None
+                  else min(spec.max_position_embeddings,
+                           max_model_len_for_audio(seconds, d.tokens_per_second, d.prompt_tokens)))
+        weights = spec.weight_bytes(dtype) / GIB
+        kv = kv_bytes_per_token(spec, dtype) * tokens / GIB
+        dbytes = DTYPE_BYTES[dtype]
+        runtime = (d.prompt_tokens * dbytes * overheads.act_units * (spec.hidden_size + spec.intermediate_size)
+                   + overheads.sampler_copies * spec.vocab_size * 4) / GIB + overheads.non_torch_gib
+        other = d.other_gib if d.measured_total_gib is None else max(0.0, d.measured_total_gib - weights - kv)
+        total = weights + kv + runtime + other
+        row = {"system": d.label, "tokens": tokens, "weights GiB": weights, "KV GiB": kv,
+               "runtime GiB": runtime, "other GiB": other, "total GiB": total}
+        for key, gpu in specs.items():
+            row[key] = f"{total / gpu.memory_gib:.0%}" if total <= gpu.memory_gib else "OOM"
+        row["fits on"] = ", ".join(k for k, g in specs.items() if total <= g.memory_gib) or "none"
+        rows.append(row)
+    return rows

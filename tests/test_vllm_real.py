@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from colab_tts.hardware import GIB
-from colab_tts.kv_cache import kv_blocks, kv_bytes_per_token, plan_vllm
+from colab_tts.kv_cache import kv_blocks, kv_bytes_per_token, logged_kv_tokens, plan_vllm
 from colab_tts.models import ModelSpec
 
 pytest.importorskip("vllm")
@@ -29,7 +29,7 @@ SHAPES = {
                         head_dim=80, **BASE),
 }
 PLAN_SHAPE = "grouped-query"
-PLAN_KWARGS = dict(max_model_len=256, enforce_eager=True, max_num_seqs=8)
+PLAN_KWARGS = dict(max_model_len=300, enforce_eager=True, max_num_seqs=8)  # not a multiple of the block
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -55,6 +55,7 @@ SCRIPT = textwrap.dedent("""
         result = llm.generate([TokensPrompt(prompt_token_ids=[1, 5, 9])],
                               SamplingParams(max_tokens=4, ignore_eos=True, detokenize=False))
         out["plan"] = dict(kwargs=plan.engine_kwargs(), blocks=kv.num_blocks, block_size=kv.block_size,
+                           logged=kv.logged_tokens,
                            generated=list(result[0].outputs[0].token_ids),
                            dtype=str(llm.llm_engine.vllm_config.model_config.dtype))
         kv_probe.stop_engine(llm)
@@ -102,3 +103,5 @@ def test_plan_engine_kwargs_start_a_real_engine(engines):
     # the CPU engine keeps the plan's dtype (or says which it chose); its KV follows the same page formula
     kv_dtype = "float32" if "float32" in got["dtype"] else "float16"
     assert got["blocks"] == kv_blocks(KV_SPACE_GIB * GIB, plan.model, kv_dtype, block_size=got["block_size"])
+    # the logged count is requests-that-fit x max_model_len, not blocks x block_size, here
+    assert got["logged"] == logged_kv_tokens(got["blocks"], 300, got["block_size"]) != got["blocks"] * got["block_size"]
