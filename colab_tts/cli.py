@@ -70,7 +70,18 @@ def cmd_plan(args) -> int:
     print(Table(rows, title=f"{spec.name}, max_model_len={max_len:,} ({args.seconds:g} s of audio at "
                             f"{args.tokens_per_second:.2f} tokens/s), gpu_memory_utilization="
                             f"{args.gpu_memory_utilization}"))
+    for row in kv_cache.fit_rows(args.seconds):
+        if row["system"] in _systems_of(spec.name):
+            print(f"\nWhole pipeline, {row['system']}: {row['total GiB']:.2f} GiB for one {args.seconds:g} s "
+                  f"request (weights {row['weights GiB']:.2f} + KV {row['KV GiB']:.2f} + runtime "
+                  f"{row['runtime GiB']:.2f} + other stages {row['other GiB']:.2f}); fits on: {row['fits on']}")
     return 0
+
+
+def _systems_of(model_name: str) -> set[str]:
+    from .kv_cache import DEPLOYMENTS
+
+    return {d.label for d in DEPLOYMENTS if d.model == model_name}
 
 
 def cmd_synth(args) -> int:

@@ -19,3 +19,35 @@ def test_doctor_unknown_gpu_is_one_clear_line(capsys):
 def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "colab_tts", "doctor", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--gpu" in done.stdout
+
+
+def test_plan_prints_the_breakdown_and_a_ready_vllm_command(capsys):
+    assert main(["plan", "--model", "orpheus-3b", "--gpu", "T4", "--seconds", "30"]) == 0
+    out = capsys.readouterr().out
+    from colab_tts.kv_cache import max_model_len_for_audio
+
+    assert "KV cache" in out and "112 KiB" in out
+    assert (f"vllm serve canopylabs/orpheus-3b-0.1-ft --dtype float16 --gpu-memory-utilization 0.9 "
+            f"--max-model-len {max_model_len_for_audio(30)}") in out
+
+
+def test_plan_exit_code_says_when_it_does_not_fit(capsys):
+    assert main(["plan", "--gpu", "T4", "--max-model-len", "131072"]) == 1
+    assert "does not fit" in capsys.readouterr().out
+
+
+def test_plan_all_prints_the_catalog_and_the_whole_pipeline(capsys):
+    assert main(["plan", "--model", "metavoice-1b", "--gpu", "all"]) == 0
+    out = capsys.readouterr().out
+    from colab_tts.hardware import GPUS
+
+    assert all(key in out for key in GPUS)
+    fits_on = out.split("fits on:")[-1]
+    assert "MetaVoice" in out and "A100-40GB" in fits_on and "T4" not in fits_on
+
+
+def test_plan_bad_input_is_one_line(capsys):
+    assert main(["plan", "--gpu", "T4", "--gpu-memory-utilization", "1.5"]) == 2
+    assert "gpu_memory_utilization" in capsys.readouterr().err
+    assert main(["plan", "--model", "orpheus-4b"]) == 2
+    assert "Unknown model" in capsys.readouterr().err
