@@ -171,9 +171,9 @@ The engine runs inside this kernel (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set by `
 process, so it works in Jupyter and under nbval without an `if __name__ == "__main__"` guard.
 """)
 nb.code("""
+import tempfile
 import torch
 from colab_tts import kv_probe
-from colab_tts.display import output_dir
 
 on_gpu = torch.cuda.is_available()
 if RUN_VLLM and on_gpu:
@@ -183,7 +183,9 @@ if RUN_VLLM and on_gpu:
     llm, engine = kv_probe.start_engine("canopylabs/orpheus-3b-0.1-ft", **plan.engine_kwargs())
     expected = plan.num_blocks
 elif RUN_VLLM:
-    tiny = kv_probe.save_random_model(output_dir() / "tiny-orpheus-layout", kv_probe.tiny_config(orpheus))
+    # Orpheus's KV layout (28 layers, 24 query / 8 KV heads of 128) around a 48-wide body: a few MB of weights
+    tiny = kv_probe.save_random_model(tempfile.mkdtemp() + "/tiny-orpheus-layout",
+                                      kv_probe.tiny_config(orpheus, hidden_size=48, intermediate_size=64))
     # enforce_eager: skip torch.compile on the CPU, which costs minutes and GiBs and does not change the KV cache
     kwargs = dict(chosen.engine_kwargs(), enforce_eager=True)
     llm, engine = kv_probe.start_engine(tiny, KV_SPACE_GIB, skip_tokenizer_init=True, **kwargs)
