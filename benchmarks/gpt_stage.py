@@ -41,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core box two threads spin against other jobs)")
     ap.add_argument("--batch-1-tokens", type=int, default=24)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each long-text path; the fastest is kept")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the decode step")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -63,15 +64,20 @@ def main(argv=None):
     for model in models.values():  # warm-up: allocator, kernels, quantized paths
         decode_segments(model, segments[:2], prompt, FIXED_LENGTH, "static", 2, [3, 3])
 
-    print(f"\nLong text: {len(PHONEMES)} segments, {sum(caps)} tokens = {sum(caps) / 25:.1f} s of audio", flush=True)
-    upstream = decode_segments(fp32, segments, prompt, FIXED_LENGTH, "concat", batch_size=1, max_new_tokens=caps)
-    rows = [speed_row("upstream: 1 at a time, concat, float32", upstream, upstream, decode_only=False)]
+    print(f"\nLong text: {len(PHONEMES)} segments, {sum(caps)} tokens = {sum(caps) / 25:.1f} s of audio; "
+          f"each path {args.repeats}x, interleaved, fastest kept (other jobs share this CPU)", flush=True)
+    paths = {"upstream: 1 at a time, concat, float32": (fp32, "concat", 1)}
+    paths.update({f"buckets of 8, static, {name}": (model, "static", 8) for name, model in models.items()})
     runs = {}
-    for name, model in models.items():
-        runs[name] = decode_segments(model, segments, prompt, FIXED_LENGTH, "static", 8, caps)
-        rows.append(speed_row(f"buckets of 8, static, {name}", runs[name], upstream, decode_only=False))
+    for _ in range(args.repeats):
+        for label, (model, cache, batch) in paths.items():
+            g = decode_segments(model, segments, prompt, FIXED_LENGTH, cache, batch, caps)
+            if label not in runs or g.seconds < runs[label].seconds:
+                runs[label] = g
+    upstream = runs["upstream: 1 at a time, concat, float32"]
+    rows = [speed_row(label, g, upstream, decode_only=False) for label, g in runs.items()]
     print(Table(rows))
-    same = runs["float32"].tokens == upstream.tokens
+    same = runs["buckets of 8, static, float32"].tokens == upstream.tokens
     print(f"greedy tokens identical, upstream vs batched static float32: {'yes' if same else 'NO'}")
     best = max(rows[1:], key=lambda r: r["speed-up"])
     verdict = "MET" if best["speed-up"] >= TARGET_SPEEDUP else "NOT met"
@@ -106,8 +112,8 @@ def main(argv=None):
     print("slower than upstream at batch 1: " + ("; ".join(slower) if slower else "none")
           + ". Recompute is slower by design: it redoes the whole sequence every step.")
 
-    if device == "cuda":
-        gpu = hardware.detect().gpu
+    gpu = hardware.detect().gpu if device == "cuda" else None
+    if gpu is not None and "bandwidth unknown" not in gpu.source:
         for r, dtype in ((b1[1], "float32"), (b1[3], half)):
             ceiling = hardware.decode_ceiling_tokens_per_s(weight_bytes_per_token(base, dtype), gpu)
             print(f"roofline {gpu.name}: {r['technique']}: {r['tokens/s']:.0f} tokens/s = "

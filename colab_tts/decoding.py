@@ -129,6 +129,9 @@ class StaticCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.batch, self.max_len, self.length, self.fixed_shape = batch, max_len, 0, fixed_shape
         self.write_pos = torch.zeros(1, dtype=torch.long, device=device)
+        if fixed_shape:  # CUDA graphs may only mutate tensors at fixed addresses (as HF's StaticCache does)
+            for t in self.k + self.v + [self.write_pos]:
+                torch._dynamo.mark_static_address(t)
 
     @classmethod
     def for_model(cls, model: T2SModel, batch: int, max_len: int, fixed_shape: bool = False):
@@ -217,7 +220,9 @@ def random_prompt(config, length: int = 50, seed: int = 0) -> torch.Tensor:
 
 
 class T2SRunner:
-    """A left-padded batch of segments (each with the reference prompt) on a T2SModel.
+    """A left-padded batch of segments (each followed by the reference prompt) on a T2SModel.
+
+    As upstream, each segment's phonemes should start with the reference text's phonemes.
 
     ``cache`` is "concat", "static" or "none"; ``fixed_shape`` (static only) keeps every step the
     same shape for torch.compile; ``step_fn`` replaces ``model.decode_step`` (e.g. its compiled form).
