@@ -1,0 +1,385 @@
+"""Orpheus audio tokens -> SNAC codes -> 24 kHz samples, fast, whole or streamed.
+
+Orpheus writes speech as frames of 7 tokens; each token id carries a SNAC code and its slot
+(shared/facts.md): ``code = id - 128266 - 4096 * (position mod 7)``, and a frame's 7 codes go to
+the 3 SNAC layers as 1/2/4 (layer0 <- f0; layer1 <- f1, f4; layer2 <- f2, f3, f5, f6).
+One frame is 2048 samples at 24 kHz, so 82.03 tokens make one second of audio.
+
+Why this is faster than the official decoder (which decodes the last 4 frames every frame and keeps
+one): every frame is decoded about once, in chunks of ``chunk_frames`` with ``context_frames`` of
+context on each side (the decoder's receptive field is ~2.5 frames), weight norm is folded into
+plain weights once, and chunks are small enough that their activations stay in the CPU caches.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import positive
+
+AUDIO_TOKEN_OFFSET = 128266  # first audio token id (<custom_token_10>)
+TOKENS_PER_FRAME = 7
+CODES_PER_SLOT = 4096
+SAMPLE_RATE = 24000
+SAMPLES_PER_FRAME = 2048
+TOKENS_PER_SECOND = TOKENS_PER_FRAME * SAMPLE_RATE / SAMPLES_PER_FRAME  # 82.03
+# slot -> (layer, index within the frame's codes of that layer)
+LAYER_OF_SLOT = (0, 1, 2, 2, 1, 2, 2)
+
+SNAC_HUB_ID = "hubertsiuzdak/snac_24khz"
+SNAC_24KHZ_CONFIG = dict(  # shared/facts.md (hubertsiuzdak/snac_24khz config.json)
+    sampling_rate=24000, encoder_dim=48, encoder_rates=[2, 4, 8, 8], decoder_dim=1024,
+    decoder_rates=[8, 8, 4, 2], attn_window_size=None, codebook_size=4096, codebook_dim=8,
+    vq_strides=[4, 2, 1],
+)
+
+# Measured by benchmarks/snac_decode.py on this machine (see its output): best trade-off.
+DEFAULT_CHUNK_FRAMES = 16
+DEFAULT_CONTEXT_FRAMES = 3
+
+
+# --- tokens <-> codes ---------------------------------------------------------------------------
+
+@dataclass
+class SnacCodes:
+    """The three SNAC code tensors (shapes (1, F), (1, 2F), (1, 4F)) and what was dropped on the way.
+
+    Iterates as the three tensors, so ``snac.decode(list(codes))`` works. ``invalid_frames`` counts
+    frames dropped because a code fell outside 0..4095 (a token in the wrong slot);
+    ``dropped_tokens`` the trailing tokens of a partial frame.
+    """
+
+    layers: tuple
+    invalid_frames: int = 0
+    dropped_tokens: int = 0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.layers[0].shape[-1])
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_frames * SAMPLES_PER_FRAME
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+
+def _as_ids(token_ids) -> np.ndarray:
+    if isinstance(token_ids, (str, bytes)):
+        raise TypeError("token_ids must be a sequence of integer token ids, not text")
+    try:
+        import torch
+
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    ids = np.asarray(list(token_ids) if not isinstance(token_ids, np.ndarray) else token_ids)
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"token_ids must be integers, got dtype {ids.dtype}")
+    return ids.reshape(-1).astype(np.int64)
+
+
+def tokens_to_frames(token_ids, *, warn: bool = True) -> tuple[np.ndarray, int, int]:
+    """Audio token ids -> (F, 7) int64 codes, plus (invalid_frames, dropped_tokens). Vectorized.
+
+    Non-audio ids (text, special tokens) are skipped; positions count audio tokens only, as in the
+    official decoder. A trailing partial frame is dropped; frames with a code outside 0..4095 are
+    dropped and counted (with a warning), never an error.
+    """
+    ids = _as_ids(token_ids)
+    audio = ids[ids >= AUDIO_TOKEN_OFFSET]
+    usable = len(audio) // TOKENS_PER_FRAME * TOKENS_PER_FRAME
+    frames = audio[:usable].reshape(-1, TOKENS_PER_FRAME) - AUDIO_TOKEN_OFFSET
+    frames = frames - CODES_PER_SLOT * np.arange(TOKENS_PER_FRAME)
+    ok = ((frames >= 0) & (frames < CODES_PER_SLOT)).all(axis=1)
+    invalid = int((~ok).sum())
+    if invalid and warn:
+        warnings.warn(f"{invalid} of {len(frames)} audio frames had codes outside 0..4095 "
+                      "(tokens in the wrong slot) and were skipped", RuntimeWarning, stacklevel=3)
+    return frames[ok], invalid, len(audio) - usable
+
+
+def frames_to_codes(frames):
+    """(F, 7) codes -> [(1, F), (1, 2F), (1, 4F)] int64 tensors in SNAC's layer order."""
+    import torch
+
+    f = torch.as_tensor(np.asarray(frames), dtype=torch.long).reshape(-1, TOKENS_PER_FRAME)
+    return (f[:, 0].reshape(1, -1), f[:, [1, 4]].reshape(1, -1), f[:, [2, 3, 5, 6]].reshape(1, -1))
+
+
+def audio_tokens_to_codes(token_ids) -> SnacCodes:
+    """Orpheus token ids -> the three SNAC code tensors (a :class:`SnacCodes`)."""
+    frames, invalid, dropped = tokens_to_frames(token_ids)
+    return SnacCodes(frames_to_codes(frames), invalid, dropped)
+
+
+def codes_to_audio_tokens(codes) -> list[int]:
+    """The inverse of :func:`audio_tokens_to_codes`: three code tensors -> audio token ids."""
+    c0, c1, c2 = (np.asarray(getattr(c, "cpu", lambda: c)()).reshape(-1) for c in codes)
+    n = len(c0)
+    if len(c1) != 2 * n or len(c2) != 4 * n:
+        raise ValueError(f"SNAC layers must hold F, 2F and 4F codes; got {len(c0)}, {len(c1)}, {len(c2)}")
+    for c in (c0, c1, c2):
+        if len(c) and (c.min() < 0 or c.max() >= CODES_PER_SLOT):
+            raise ValueError("SNAC codes must lie in 0..4095")
+    frames = np.empty((n, TOKENS_PER_FRAME), dtype=np.int64)
+    frames[:, 0] = c0
+    frames[:, [1, 4]] = c1.reshape(n, 2)
+    frames[:, [2, 3, 5, 6]] = c2.reshape(n, 4)
+    ids = frames + AUDIO_TOKEN_OFFSET + CODES_PER_SLOT * np.arange(TOKENS_PER_FRAME)
+    return ids.reshape(-1).tolist()
+
+
+# --- the codec ----------------------------------------------------------------------------------
+
+def fold_weight_norm(model):
+    """Replace every weight-norm parametrization by its computed weight (in place) and return model.
+
+    SNAC wraps each conv in ``weight_norm``, which recomputes ``g * v / |v|`` on every call; at
+    inference the weight never changes, so compute it once.
+    """
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
+
+
+def build_snac(pretrained: bool = True, *, device=None, noise: bool = True, fold: bool = True, seed: int = 0):
+    """The SNAC 24 kHz codec in eval mode.
+
+    ``pretrained=True`` loads hubertsiuzdak/snac_24khz from the hub (Colab). ``pretrained=False`` builds
+    the same architecture from its config with random weights (seeded), for offline use: audio is noise.
+    ``noise=False`` leaves out SNAC's NoiseBlocks (deterministic output, for comparisons);
+    ``fold`` folds weight norm (see :func:`fold_weight_norm`).
+    """
+    import torch
+    from snac import SNAC
+
+    if pretrained:
+        model = SNAC.from_pretrained(SNAC_HUB_ID)
+        if not noise:
+            model = _without_noise(model)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = SNAC(**SNAC_24KHZ_CONFIG, noise=noise)
+    model = model.eval().requires_grad_(False)
+    if fold:
+        fold_weight_norm(model)
+    return model.to(device or _default_device())
+
+
+def _without_noise(model):
+    from snac.layers import NoiseBlock
+    import torch
+
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Sequential):
+            for i, child in enumerate(module):
+                if isinstance(child, NoiseBlock):
+                    module[i] = torch.nn.Identity()
+    return model
+
+
+def _default_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _param(snac):
+    return next(snac.parameters())
+
+
+def decode_frames(frames, snac, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+                  context_frames: int = DEFAULT_CONTEXT_FRAMES, dtype=None) -> np.ndarray:
+    """(F, 7) codes -> float32 samples, decoding chunks of ``chunk_frames`` with context on each side.
+
+    Each chunk decodes ``context_frames`` extra frames left and right and keeps its middle, so every
+    frame sees (almost) the same neighbours as in one call over the whole utterance.
+    ``dtype`` (e.g. torch.float16 on a GPU) runs the decoder in reduced precision.
+    """
+    import torch
+
+    positive(chunk_frames, "chunk_frames", integer=True)
+    positive(context_frames, "context_frames", integer=True, allow_zero=True)
+    frames = np.asarray(frames).reshape(-1, TOKENS_PER_FRAME)
+    n = len(frames)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    p = _param(snac)
+    latent_per_frame = SAMPLES_PER_FRAME // int(np.prod(SNAC_24KHZ_CONFIG["decoder_rates"]))
+    with torch.inference_mode():
+        codes = [c.to(p.device) for c in frames_to_codes(frames)]
+        z = snac.quantizer.from_codes(codes)  # (1, C, 4F): per position, no boundary effects
+        if dtype is not None:
+            z = z.to(dtype)
+        out = []
+        for start in range(0, n, chunk_frames):
+            stop = min(start + chunk_frames, n)
+            lo, hi = max(0, start - context_frames), min(n, stop + context_frames)
+            y = snac.decoder(z[..., lo * latent_per_frame: hi * latent_per_frame])
+            keep = y[0, 0, (start - lo) * SAMPLES_PER_FRAME: (stop - lo) * SAMPLES_PER_FRAME]
+            out.append(keep.float().cpu())
+        return torch.cat(out).numpy()
+
+
+def decode_audio(token_ids, snac, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+                 context_frames: int = DEFAULT_CONTEXT_FRAMES, dtype=None) -> np.ndarray:
+    """Orpheus token ids -> float32 samples at 24 kHz for the whole utterance.
+
+    Non-audio ids are skipped. With SNAC's noise switched off (or the same seed) the result matches
+    one ``snac.decode`` call over all codes to within ~1e-6 at the default 3 frames of context
+    (tests/test_orpheus_decode.py); the benchmark measures the speed.
+    """
+    frames, _, _ = tokens_to_frames(token_ids)
+    return decode_frames(frames, snac, chunk_frames=chunk_frames, context_frames=context_frames, dtype=dtype)
+
+
+def decode_one_call(token_ids, snac) -> np.ndarray:
+    """Reference: one ``snac.decode`` over every code of the utterance."""
+    import torch
+
+    frames, _, _ = tokens_to_frames(token_ids)
+    if len(frames) == 0:
+        return np.zeros(0, dtype=np.float32)
+    p = _param(snac)
+    with torch.inference_mode():
+        audio = snac.decode([c.to(p.device) for c in frames_to_codes(frames)])
+    return audio[0, 0].float().cpu().numpy()
+
+
+def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, group_frames: int = 1,
+                 lookahead_frames: int = 1, context_frames: int = DEFAULT_CONTEXT_FRAMES,
+                 dtype=None) -> Iterator[np.ndarray]:
+    """Yield float32 audio chunks while tokens arrive.
+
+    The first chunk comes once ``first_frames`` (at most 4) frames are in; after that a chunk every
+    ``group_frames`` frames. A frame is emitted only when ``lookahead_frames`` later frames exist, and
+    is decoded with ``context_frames`` earlier ones, so each emitted frame sees nearly the neighbours
+    it has in :func:`decode_audio`: the stream differs from it only where the missing lookahead
+    (~1 frame of the decoder's ~2.5-frame receptive field) would have reached (measured in the tests
+    and the benchmark; with ``lookahead_frames >= context_frames`` it is equal to float rounding).
+    When the tokens end, the rest is flushed with the true end, so the total length is the same.
+    """
+    import torch
+
+    positive(first_frames, "first_frames", integer=True)
+    if first_frames > 4:
+        raise ValueError("first_frames must be at most 4 (the first audio should come after <= 4 frames)")
+    positive(group_frames, "group_frames", integer=True)
+    positive(lookahead_frames, "lookahead_frames", integer=True, allow_zero=True)
+    lookahead = min(lookahead_frames, first_frames - 1)
+    p = _param(snac)
+    latent_per_frame = SAMPLES_PER_FRAME // int(np.prod(SNAC_24KHZ_CONFIG["decoder_rates"]))
+
+    def decode(frames, lo, start, stop, hi):
+        with torch.inference_mode():
+            codes = [c.to(p.device) for c in frames_to_codes(frames[lo:hi])]
+            z = snac.quantizer.from_codes(codes)
+            y = snac.decoder(z if dtype is None else z.to(dtype))
+        return y[0, 0, (start - lo) * SAMPLES_PER_FRAME: (stop - lo) * SAMPLES_PER_FRAME].float().cpu().numpy()
+
+    pending: list[int] = []
+    frames: list[np.ndarray] = []
+    emitted = 0
+    skipped = 0
+    for token in token_iter:
+        token = int(token)
+        if token < AUDIO_TOKEN_OFFSET:
+            continue
+        pending.append(token)
+        if len(pending) < TOKENS_PER_FRAME:
+            continue
+        f, invalid, _ = tokens_to_frames(pending, warn=False)
+        skipped += invalid
+        pending.clear()
+        frames.extend(f)
+        ready = len(frames) - lookahead
+        due = first_frames - lookahead if emitted == 0 else emitted + group_frames
+        if len(frames) >= first_frames and ready >= due:
+            arr = np.stack(frames)
+            lo = max(0, emitted - context_frames)
+            yield decode(arr, lo, emitted, ready, len(arr))
+            emitted = ready
+    if skipped:
+        warnings.warn(f"{skipped} streamed frames had codes outside 0..4095 and were skipped", RuntimeWarning)
+    if emitted < len(frames):
+        arr = np.stack(frames)
+        yield decode(arr, max(0, emitted - context_frames), emitted, len(arr), len(arr))
+
+
+# --- the official decoder, re-implemented faithfully (for the benchmark and the tests) ------------
+
+def official_code(token_id: int, count: int) -> int:
+    """canopyai/Orpheus-TTS decoder.py ``turn_token_into_id`` on an id: id - 128266 - 4096 * (count % 7)."""
+    return int(token_id) - AUDIO_TOKEN_OFFSET - (count % 7) * CODES_PER_SLOT
+
+
+def _official_convert_to_audio(multiframe, snac):
+    import torch
+
+    device = _param(snac).device
+    if len(multiframe) < 7:
+        return None
+    codes_0 = torch.tensor([], device=device, dtype=torch.int32)
+    codes_1 = torch.tensor([], device=device, dtype=torch.int32)
+    codes_2 = torch.tensor([], device=device, dtype=torch.int32)
+    num_frames = len(multiframe) // 7
+    frame = multiframe[: num_frames * 7]
+    for j in range(num_frames):  # per-token tensors and torch.cat, as the original does
+        i = 7 * j
+        t = lambda k: torch.tensor([frame[k]], device=device, dtype=torch.int32)  # noqa: E731
+        codes_0 = torch.cat([codes_0, t(i)])
+        codes_1 = torch.cat([codes_1, t(i + 1), t(i + 4)])
+        codes_2 = torch.cat([codes_2, t(i + 2), t(i + 3), t(i + 5), t(i + 6)])
+    codes = [codes_0.unsqueeze(0), codes_1.unsqueeze(0), codes_2.unsqueeze(0)]
+    if any(torch.any(c < 0) or torch.any(c > 4096) for c in codes):
+        return None
+    with torch.inference_mode():
+        audio_hat = snac.decode(codes)
+    audio_np = audio_hat[:, :, 2048:4096].detach().cpu().numpy()
+    return (audio_np * 32767).astype(np.int16).tobytes()
+
+
+def official_stream(token_ids: Iterable[int], snac) -> Iterator[bytes]:
+    """The official streaming decoder: every 7 tokens (from the 28th on), decode the last 28 and keep
+    samples 2048:4096 as int16 bytes. Quirks kept: a code of 0 is skipped (``if token > 0``), the
+    first frame and the last two are never emitted."""
+    buffer: list[int] = []
+    count = 0
+    for token_id in token_ids:
+        if token_id < AUDIO_TOKEN_OFFSET:
+            continue
+        token = official_code(token_id, count)
+        if token > 0:
+            buffer.append(token)
+            count += 1
+            if count % 7 == 0 and count > 27:
+                audio = _official_convert_to_audio(buffer[-28:], snac)
+                if audio is not None:
+                    yield audio
+
+
+def official_decode(token_ids, snac) -> np.ndarray:
+    """All of :func:`official_stream` joined, as float32 (int16 / 32767)."""
+    pcm = b"".join(official_stream(token_ids, snac))
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32767
