@@ -1,6 +1,6 @@
 """The shape of a decoder model: what its weights and its KV cache cost.
 
-``ModelSpec.from_config`` reads a Hugging Face config (Llama, Qwen2, Mistral, Phi-3, GPT-2 keys);
+``ModelSpec.from_config`` reads a Hugging Face config (Llama, Qwen2/3, Mistral, Phi-3, GPT-2 keys);
 ``ModelSpec.known(name)`` returns the bundled configs of the models this project covers
 (``colab_tts/data/models.json``, each with its source). Parameter counts follow the architecture
 exactly (tests compare them with a transformers model built on the meta device).
@@ -153,5 +153,7 @@ def _count_params(spec: ModelSpec, cfg: dict) -> int:
         attn += h  # o_proj bias (Llama's attention_bias covers all four projections)
     mlp = 3 * h * i + (2 * i + h if cfg.get("mlp_bias", False) else 0)
     per_layer = attn + mlp + 2 * h  # two RMSNorms
+    if model_type == "qwen3":
+        per_layer += 2 * spec.head_dim  # Qwen3's q_norm and k_norm
     total = spec.num_layers * per_layer + v * h + h
     return total + (0 if spec.tie_word_embeddings else v * h)

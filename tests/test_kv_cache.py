@@ -71,6 +71,8 @@ def test_published_logs_cover_what_the_issue_asks():
     assert len(cases) >= 6 and all(c["url"].startswith("https://github.com/") and c["quote"] for c in cases)
     assert any(c["gpu"] == "T4" for c in cases) and len({c["gpu"] for c in cases}) >= 4
     assert any(c["settings"].get("tensor_parallel_size", 1) > 1 for c in cases)
+    engines = {plan_published_case(c, LOGS["models"]).v0 for c in cases}
+    assert engines == {True, False}  # V0 and V1 engines both represented
 
 
 def test_weights_match_vllms_load_log():

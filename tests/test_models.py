@@ -25,12 +25,13 @@ def meta_param_count(config_dict: dict) -> int:
     dict(model_type="llama", num_key_value_heads=2, head_dim=24, attention_bias=True, mlp_bias=True, **SMALL),
     dict(model_type="llama", tie_word_embeddings=True, **SMALL),
     dict(model_type="qwen2", num_key_value_heads=3, **SMALL),
+    dict(model_type="qwen3", num_key_value_heads=3, head_dim=32, **SMALL),
     dict(model_type="mistral", num_key_value_heads=2, head_dim=32, **SMALL),
     dict(model_type="phi3", num_key_value_heads=6, pad_token_id=0, eos_token_id=1, bos_token_id=1, **SMALL),
     dict(model_type="gpt2", n_layer=3, n_embd=96, n_head=6, vocab_size=301, n_positions=128),
     dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_inner=100, vocab_size=50, n_positions=32,
          tie_word_embeddings=False),
-], ids=["llama-gqa", "llama-bias-headdim", "llama-tied", "qwen2", "mistral-headdim", "phi3", "gpt2", "gpt2-untied"])
+], ids=["llama-gqa", "llama-bias-headdim", "llama-tied", "qwen2", "qwen3", "mistral-headdim", "phi3", "gpt2", "gpt2-untied"])
 def test_num_params_matches_transformers(config):
     spec = ModelSpec.from_config(config)
     assert spec.num_params == meta_param_count(config)
