@@ -50,8 +50,8 @@ def main():
 
     # The storage counter's own cost, measured: the real-size runs are then timed while tracked.
     if device.type == "cpu":
-        plain = flow.measure(lambda: flow.synthesize(dit, vocoder, inputs, 4, device=device), device)[1]
-        tracked = flow.measure(lambda: flow.synthesize(dit, vocoder, inputs, 4, device=device), device, False)[1]
+        plain = flow.measure_pipeline(dit, vocoder, inputs, 4, device=device)[2]
+        tracked = flow.measure_pipeline(dit, vocoder, inputs, 4, device=device, separate_timing=False)[2]
         print(f"tracking overhead: tracked/plain time = {tracked / plain:.3f} (4 steps + vocoder)")
 
     mid = 25 if 25 in args.steps else args.steps[len(args.steps) // 2]

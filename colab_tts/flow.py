@@ -317,25 +317,24 @@ def sample(dit: DiT, inputs: FlowInputs, steps: int = 25, cfg_rate: float = 0.7,
 @torch.no_grad()
 def synthesize(dit: DiT, vocoder: Vocoder, inputs: FlowInputs, steps: int = 25, cfg_rate: float = 0.7,
                offload: bool = False, device=None):
-    """Sampler then vocoder on ``device``; with ``offload`` one stage at a time is on the device.
+    """Sampler then vocoder on ``device``; returns (mel, waveform).
 
-    Without offload both stages are put on the device first (as a resident pipeline keeps them).
-    Returns (mel, waveform); both stages go back to host memory at the end.
+    Without ``offload`` both stages are put on the device and stay there (a resident pipeline: call
+    ``memory.to_host`` to free them). With ``offload`` one stage at a time is on the device and both
+    are back in host memory at the end, so every call pays for the copies.
     """
     device = accelerator() if device is None else torch.device(device)
-    hooks = model_offload([dit, vocoder], device) if offload else None
-    try:
-        if not offload:
-            to_accelerator(dit, device)
-            to_accelerator(vocoder, device)
+    if not offload:
+        to_accelerator(dit, device)
+        to_accelerator(vocoder, device)
         mel = sample(dit, inputs.to(device), steps, cfg_rate)
-        wav = vocoder(mel)
+        return mel, vocoder(mel)
+    hooks = model_offload([dit, vocoder], device)
+    try:
+        mel = sample(dit, inputs.to(device), steps, cfg_rate)
+        return mel, vocoder(mel)
     finally:
-        if hooks:
-            hooks.remove()
-        to_host(dit)
-        to_host(vocoder)
-    return mel, wav
+        hooks.remove()
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -362,6 +361,29 @@ def measure(fn, device=None, separate_timing: bool = True):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start, mem.peak_mib
+
+
+def measure_pipeline(dit: DiT, vocoder: Vocoder, inputs: FlowInputs, steps: int, cfg_rate: float = 0.7,
+                     offload: bool = False, device=None, separate_timing: bool = True):
+    """(mel, waveform, seconds, peak MiB) of one ``synthesize`` call, the weights on the device included.
+
+    Resident (no offload): the stages are on the device before the timed call, as they are for every
+    utterance after the first; their bytes are added to the measured peak. Offload: they start in
+    host memory and each call copies them in, which the peak and the time both include.
+    """
+    device = accelerator() if device is None else torch.device(device)
+    resident_mib = 0.0
+    if not offload:
+        to_accelerator(dit, device)
+        to_accelerator(vocoder, device)
+        resident_mib = (module_bytes(dit) + module_bytes(vocoder)) / MIB
+    try:
+        (mel, wav), seconds, peak = measure(lambda: synthesize(dit, vocoder, inputs, steps, cfg_rate, offload, device),
+                                            device, separate_timing)
+    finally:
+        to_host(dit)
+        to_host(vocoder)
+    return mel, wav, seconds, peak + resident_mib
 
 
 def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
@@ -422,10 +444,9 @@ def sweep(dit: DiT, vocoder: Vocoder, *, steps=(25,), precisions=("float32",), o
         if precision not in models:
             models[precision] = (dit, vocoder) if precision == "float32" else (
                 to_precision(dit, precision), to_precision(vocoder, precision))
-            synthesize(*models[precision], inputs, 1, cfg_rate, False, device)  # warm-up: first calls are slow
+            synthesize(*models[precision], inputs, 1, cfg_rate, True, device)  # warm-up: first calls are slow
         d, v = models[precision]
-        (mel, wav), seconds, peak = measure(lambda: synthesize(d, v, inputs, n_steps, cfg_rate, off, device), device,
-                                            separate_timing)
+        mel, wav, seconds, peak = measure_pipeline(d, v, inputs, n_steps, cfg_rate, off, device, separate_timing)
         rows.append({"steps": n_steps, "precision": precision, "offload": off, "frames": frames,
                      "audio_s": wav.shape[-1] / vocoder.config.sample_rate, "latency_s": seconds,
                      "peak_mib": peak, "error": relative_error(mel, ref)})
@@ -514,8 +535,7 @@ def chunk_sweep(dit: DiT, vocoder: Vocoder, texts: dict, max_tokens=(40, 120, No
             peak, seconds = 0.0, 0.0
             for n in frames:
                 inputs = make_inputs(dit.config, n, prompt_frames)
-                _, s, p = measure(lambda: synthesize(dit, vocoder, inputs, steps, offload=False, device=device),
-                                  device, separate_timing)
+                *_, s, p = measure_pipeline(dit, vocoder, inputs, steps, device=device, separate_timing=separate_timing)
                 peak, seconds = max(peak, p), seconds + s
             rows.append({"text": name, "max_tokens": limit or "no split", "chunks": len(chunks),
                          "longest_s": max(frames) / fps, "total_s": sum(frames) / fps,

@@ -59,41 +59,41 @@ class PeakMemory:
 class _StorageCounter(TorchDispatchMode):
     """Counts bytes of live tensor storages created by ops inside the mode.
 
-    Each new storage is counted once (views share it) and uncounted when it is freed (a weakref
-    finalizer on the storage). Scratch space a kernel allocates and frees internally is not seen.
+    Each new storage is counted once (views, in-place and out= ops are skipped from their schema's
+    alias annotations) and uncounted when it is freed (a weakref callback on the storage). Scratch
+    space a kernel allocates and frees internally is not seen.
     """
 
     def __init__(self):
         super().__init__()
-        self.live: dict[int, int] = {}
+        self.live: dict[int, tuple] = {}  # storage id -> (bytes, weakref whose callback uncounts it)
+        self._fresh: dict = {}
         self.current = 0
         self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {_key(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-                key = _key(t)
-                if key in self.live or key not in inputs:  # a view of an older tensor is not new memory
+        fresh = self._fresh.get(func)
+        if fresh is None:  # views, in-place and out= ops return memory that already existed
+            fresh = self._fresh[func] = not any(r.alias_info for r in func._schema.returns)
+        if fresh:
+            for t in (out,) if isinstance(out, torch.Tensor) else tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
                     self._see(t.untyped_storage())
         return out
 
     def _see(self, storage) -> None:
-        key, size = storage._cdata, storage.nbytes()
-        old = self.live.get(key)
-        if old is None:
-            weakref.finalize(storage, self._free, key)
-        self.live[key] = size  # a resize_ in place changes the size of a storage we know
-        self.current += size - (old or 0)
+        key = storage._cdata
+        if key in self.live:  # an op may return a tensor it was given (e.g. a no-op .contiguous())
+            return
+        size = storage.nbytes()
+        self.live[key] = (size, weakref.ref(storage, lambda _, key=key: self._free(key)))
+        self.current += size
         self.peak = max(self.peak, self.current)
 
     def _free(self, key) -> None:
-        self.current -= self.live.pop(key, 0)
-
-
-def _key(t: torch.Tensor) -> int:
-    return t.untyped_storage()._cdata
+        size, _ = self.live.pop(key, (0, None))
+        self.current -= size
 
 
 @contextmanager
@@ -101,7 +101,8 @@ def track_peak(device=None):
     """Measure the peak tensor memory allocated inside the block, in bytes above the level at entry.
 
     ``with track_peak() as mem: ...`` then ``mem.peak_bytes`` / ``mem.peak_mib``. ``device`` defaults
-    to the accelerator (cuda if present, else cpu); the API is the same on both.
+    to the accelerator (cuda if present, else cpu); the API is the same on both. On CUDA it resets
+    torch's peak statistics, so do not nest it there.
     """
     device = _device(device)
     result = PeakMemory(device)

@@ -3,7 +3,7 @@ import torch
 
 from colab_tts import flow
 from colab_tts.hardware import GpuSpec
-from colab_tts.memory import is_on_accelerator, track_peak
+from colab_tts.memory import is_on_accelerator, module_bytes, to_host, track_peak
 
 TINY = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
 TINY_VOC = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
@@ -105,6 +105,8 @@ def test_offload_lowers_peak_and_gives_the_same_audio(models):
     inputs = flow.make_inputs(TINY, 8, 4)
     with track_peak("cpu") as resident:
         mel_a, wav_a = flow.synthesize(dit, voc, inputs, steps=2, offload=False, device="cpu")
+    assert is_on_accelerator(dit, "cpu") and is_on_accelerator(voc, "cpu")  # resident: they stay
+    to_host(dit), to_host(voc)
     with track_peak("cpu") as offloaded:
         mel_b, wav_b = flow.synthesize(dit, voc, inputs, steps=2, offload=True, device="cpu")
     torch.testing.assert_close(wav_a, wav_b)
@@ -119,7 +121,7 @@ def measured(models):
                       target_frames=(8,), prompt_frames=4, progress=False, device="cpu")
 
 
-def test_sweep_rows(measured):
+def test_sweep_rows(measured, models):
     rows = measured.rows
     assert len(rows) == 8
     assert set(rows[0]) == {"steps", "precision", "offload", "frames", "audio_s", "latency_s", "peak_mib", "error"}
@@ -127,6 +129,9 @@ def test_sweep_rows(measured):
     assert fp32[(8, False)]["error"] < fp32[(2, False)]["error"]
     assert fp32[(2, False)]["peak_mib"] == pytest.approx(fp32[(8, False)]["peak_mib"], rel=0.05)
     assert fp32[(2, True)]["peak_mib"] < fp32[(2, False)]["peak_mib"]
+    dit, voc = models
+    weights_mib = (module_bytes(dit) + module_bytes(voc)) / 2**20
+    assert fp32[(2, False)]["peak_mib"] > weights_mib  # the resident weights are part of the peak
     steps_mem, steps_time = flow.claim_steps(measured)
     assert steps_mem.startswith("REFUTED")
     assert flow.claim_offload(measured, 8).startswith("CONFIRMED")

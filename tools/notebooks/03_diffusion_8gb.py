@@ -76,7 +76,7 @@ these two models alone; section 7 puts them beside IndexTTS-2's other stages.
 
 `seed_sweep` runs the whole stage (sampler + vocoder) for each step count in fp32, then at 25 steps in half
 precision and with offloading. Peak memory is measured by `track_peak` (CUDA's peak statistics on a GPU,
-live tensor storage on the CPU) and includes putting the weights on the device. The error is the relative
+live tensor storage on the CPU) and includes the weights on the device. The error is the relative
 RMS distance to a 200-step fp32 solution, computed once per input and reused by every row.
 
 Expect latency to grow linearly with steps, peak memory to stay flat (each Euler step allocates its
@@ -147,7 +147,7 @@ It is a training tool.
 
 With `offload=True` the stages run one at a time (`memory.model_offload`, like IndexTTS-2's low-VRAM mode
 and diffusers' `enable_model_cpu_offload`): the DiT is on the device while the sampler runs, then the vocoder
-replaces it. Without a GPU the "device" is emulated in host memory — moving a module there copies its weights
+replaces it. A resident pipeline copies its weights to the device once; an offloading one on every call. Without a GPU the "device" is emulated in host memory — moving a module there copies its weights
 as a host-to-device copy would — so the peak counts the same bytes. Expect a lower peak (the larger stage
 instead of both). On the CPU the "copy" is a memcpy of a few MiB, so the latency ratio here is mostly noise;
 on a GPU it is a PCIe transfer.
@@ -211,10 +211,11 @@ for gpu in (GPU_8GB, "T4", hardware.GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)
     print(flow.recommend_8gb(gpu, measured, act), end="\\n\\n")
 """)
 nb.md("""
-What it costs in time: on the 8 GB card nothing — half precision and chunking need no extra work, and 25
-steps is IndexTTS-2's default. Cutting to fewer steps would save the share of s2mel time printed above, at the
-error printed beside it; it does not help memory. Offloading, where it is needed, costs the printed seconds
-per utterance to copy the stages over PCIe.
+What it costs in time: where everything stays resident, no copies (the `+0.00 s` above); half precision is
+no slower on a GPU, and chunking adds only each chunk's prompt frames (section 6). 25 steps is IndexTTS-2's
+default: fewer steps would save the share of s2mel time printed above, at the error printed beside it, and
+do nothing for memory. Where offloading is needed, it costs the printed seconds per utterance to copy the
+stages over PCIe.
 
 A summary of what was measured:
 """)
