@@ -200,6 +200,7 @@ class VllmPlan:
     kv_bytes_per_token: int
     engine_settings: dict
     warnings: list[str] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict, repr=False)  # plan_vllm's arguments, to re-plan other lengths
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -278,7 +279,7 @@ class VllmPlan:
     __str__ = explain
 
 
-def _resolve_model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype) -> tuple[str, list[str]]:
+def _resolve_model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype, version=(0, 32, 0)) -> tuple[str, list[str]]:
     warnings = []
     if isinstance(dtype, str) and dtype.strip().lower() == "auto":
         wanted = spec.config.get("torch_dtype") or spec.config.get("dtype") or "float16"
@@ -290,6 +291,9 @@ def _resolve_model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype) -> tuple[str, lis
     choice = resolve_dtype(wanted, gpu)
     if choice.dtype != wanted:
         warnings.append(choice.reason)
+        if version < (0, 9, 0):  # shared/facts.md: the automatic fp16 fallback arrived around v0.9
+            warnings.append(f"vLLM {'.'.join(map(str, version))} raises on bfloat16 here instead of falling back: "
+                            "pass dtype='float16' (engine_kwargs() does)")
     return choice.dtype, warnings
 
 
@@ -318,7 +322,7 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
     tp = tensor_parallel_size
     version = _version(vllm_version)
     v0 = version < (0, 10, 0)
-    resolved, warnings = _resolve_model_dtype(spec, gpu, dtype)
+    resolved, warnings = _resolve_model_dtype(spec, gpu, dtype, version)
     kv_dtype = resolved if kv_cache_dtype == "auto" else kv_cache_dtype
     if _kv_dtype_bytes(kv_dtype) == 1 and gpu.compute_capability < (8, 9):
         raise ValueError(f"An fp8 KV cache needs compute capability >= 8.9; {gpu.name} is {gpu.cc}. "
@@ -381,7 +385,9 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model
               ) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
-    ``vllm_version`` picks the engine's behaviour (None = the latest, < 0.10 = the V0 engine);
+    ``vllm_version`` picks the engine's behaviour (None = the latest, < 0.10 = the V0 engine).
+    With tensor parallelism every rank holds 1/TP of the weights and KV heads; vLLM takes the
+    smallest block count over ranks, and the ranks here are identical, so that is every rank's.
     ``server=True`` uses the OpenAI server's batch defaults instead of ``vllm.LLM``'s. With
     ``strict=True`` a max_model_len that does not fit raises ValueError naming the largest that does.
     """
@@ -406,11 +412,10 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model
                  tensor_parallel_size=tensor_parallel_size, enforce_eager=bool(enforce_eager),
                  kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, server=bool(server),
                  overheads=overheads)
-    plan._inputs = dict(model=spec, gpu=gpu, gpu_memory_utilization=gmu, dtype=dtype,
-                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                        tensor_parallel_size=tensor_parallel_size, enforce_eager=bool(enforce_eager),
-                        kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, server=bool(server),
-                        overheads=overheads)
+    plan.inputs = dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
+                       max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
+                       enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version,
+                       server=bool(server), overheads=overheads)
     if not plan.fits:
         warn = plan.message()
         if strict:
@@ -435,24 +440,20 @@ def lowest_gmu_for(model, gpu, step: float = 0.01, **plan_kwargs) -> float | Non
 
 def _largest_fitting_len(plan: VllmPlan) -> int:
     """Largest L with capacity(L) >= L. In V0 the profile run grows with L, so search, don't just read it off."""
-    inputs = plan._inputs
-    spec, gpu = inputs.pop("model"), inputs.pop("gpu")
-    try:
-        def capacity(length):
-            try:
-                return _plan(spec, gpu, max_model_len=length, **inputs).kv_cache_tokens
-            except ValueError:
-                return 0
-        lo, hi = 0, max(plan.max_model_len, capacity(1))
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if capacity(mid) >= mid:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-    finally:
-        inputs.update(model=spec, gpu=gpu)
+    def capacity(length: int) -> int:
+        try:
+            return _plan(plan.model, plan.gpu, max_model_len=length, **plan.inputs).kv_cache_tokens
+        except ValueError:
+            return 0
+
+    lo, hi = 0, max(plan.max_model_len, capacity(1))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if capacity(mid) >= mid:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 # --- checking the model against published logs -------------------------------------------------
