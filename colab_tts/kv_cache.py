@@ -134,8 +134,9 @@ class GpuOverheads:
       -0.12 to 0.35 GiB on consumer and L40S cards (1.79 on an H100). With the two constants
       above held at their measured values, 0.10 minimises the worst error over the cases in
       tests/data/vllm_logs.json (``python benchmarks/kv_planner.py --fit`` redoes the search).
-      Fitting the sampler too would lower the worst error (4% at 7-8 copies) by trading it
-      against this constant; we keep the value the logs measure instead.
+      Fitting the sampler too would lower the worst error to 3%, but by trading the two against
+      each other (6 copies, 0.44 GiB), values the logs that print the components contradict;
+      we keep the measured sampler instead.
     - ``cudagraph_gib``: the CUDA-graph pool vLLM >= 0.21 estimates and subtracts. Published
       estimates for dense and hybrid models: 0.09, 0.26, 0.36 and 0.58 GiB (club-3090#434,
       vllm#30515, gpustack/runner#251, wtdcode/vllm-backport#34): 0.3.
