@@ -306,6 +306,7 @@ class T2SRunner:
         for name in ("prefix", "text_lens", "audio_lens", "valid", "generated"):
             setattr(self, name, getattr(self, name).index_select(0, rows))
         self.cache.keep(rows)
+        self.padded = int((self.text_lens + self.audio_lens).min()) != self.total  # any padding left to mask?
 
 
 class HFRunner:
@@ -581,6 +582,15 @@ def prepare_model(model: T2SModel, dtype="float32", device=None, gpu=None) -> tu
         gpu = hardware.detect().gpu
     choice = hardware.resolve_dtype(dtype, gpu if device.type == "cuda" else None)
     return model.to(device=device, dtype=hardware.torch_dtype(choice.dtype)), choice.reason
+
+
+def cpu_low_precision() -> dict:
+    """What this CPU offers for lower precision, as PyTorch's oneDNN backend sees it."""
+    mkldnn = torch.ops.mkldnn
+    return {"instruction set": torch.backends.cpu.get_cpu_capability(),
+            "native bfloat16 (AVX512-BF16/AMX)": bool(mkldnn._is_mkldnn_bf16_supported()),
+            "native float16 (AVX512-FP16/AMX)": bool(mkldnn._is_mkldnn_fp16_supported()),
+            "int8 dynamic quantization engine": torch.backends.quantized.engine}
 
 
 def compiled_step(model: T2SModel):

@@ -121,6 +121,8 @@ AMX) and mainly once several rows share each weight read; PyTorch's *dynamic int
 Linear layers reads a quarter of the bytes and often helps most on a CPU. Both are lossy: tokens may drift.
 """)
 nb.code("""
+if device == "cpu":
+    print(decoding.cpu_low_precision())
 variants = ["auto"] if device == "cuda" else ["bfloat16", "float16", "int8"]
 lowp = {}
 for dtype in variants:
@@ -247,7 +249,9 @@ Table(long_rows)
 """)
 nb.md("""
 What it means: the speed-up column is the whole long text, prefill included, against the upstream way on
-the same machine in the same run. `benchmarks/gpt_stage.py` runs the same comparison at the real size.
+the same machine in the same run. At the scaled-down size used in CI, per-step Python overhead weighs
+more than at the real size, so the ratios differ; `benchmarks/gpt_stage.py` runs the same comparison at
+the real size (24 layers, hidden 512), where batching and int8 weigh more.
 
 ## 11. Summary chart
 """)
