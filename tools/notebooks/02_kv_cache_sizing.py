@@ -60,8 +60,8 @@ any weights. vLLM refuses to start when one request of `max_model_len` tokens ca
 vLLM gives itself `gpu_memory_utilization` (0.9) of the GPU's memory, loads the weights, runs one profile
 forward pass to find the activation peak, subtracts memory used outside PyTorch, and cuts what is left into
 16-token blocks (shared/facts.md). `plan_vllm` redoes that sum. Seed 000 ran vLLM 0.8, whose T4 path is the
-V0 engine; with `max_model_len` above 32K it profiles 2,048 tokens plus a sampler pass over 256 × 156,940
-logits. Expect a capacity near 52,400 tokens and a verdict that 131,072 does not fit.
+V0 engine; with `max_model_len` above 32K it turns on chunked prefill and profiles 2,048 tokens (the
+Orpheus-TTS#115 log prints both) plus a sampler pass over 256 × 156,940 logits. Expect a capacity near 52,400 tokens and a verdict that 131,072 does not fit.
 """)
 nb.code("""
 # NBVAL_CHECK_OUTPUT
@@ -90,7 +90,8 @@ is far shorter.
 Orpheus emits 7 tokens per 2,048-sample SNAC frame at 24 kHz: 82.03 tokens per second of audio
 (shared/facts.md), plus the prompt. `max_model_len_for_audio` turns seconds into a `max_model_len` rounded
 up to a 16-token block; the plan then shows how many such requests the cache holds at once. This uses the
-current vLLM (V1 engine), which profiles a fixed 8,192-token batch whatever `max_model_len` is.
+current vLLM (V1 engine), which profiles a fixed 8,192-token batch for `vllm.LLM` whatever `max_model_len`
+is (`get_batch_defaults` in vllm/engine/arg_utils.py).
 """)
 nb.code("""
 # NBVAL_CHECK_OUTPUT
