@@ -14,6 +14,7 @@ logs (tests/data/vllm_logs.json; see ``GpuOverheads``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from ._checks import fraction, positive
@@ -164,10 +165,10 @@ def _version(v) -> tuple[int, int, int]:
         raise TypeError(f"vllm_version must be a string such as '0.8.3', got {type(v).__name__}")
     parts = []
     for p in v.strip().lstrip("v").split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
+        digits = re.match(r"\d+", p)  # "1rc2" -> 1, "0+cu128" -> 0
         if not digits:
             break
-        parts.append(int(digits))
+        parts.append(int(digits.group()))
     if not parts:
         raise ValueError(f"vllm_version {v!r} is not a version: use e.g. '0.8.3' or '0.11.0'")
     return tuple(parts) + (0,) * (3 - len(parts))

@@ -210,3 +210,12 @@ def test_lowest_gmu_is_the_edge_of_fitting():
     except ValueError:
         pass  # the weights alone do not fit there: also not fitting
     assert kv_cache.lowest_gmu_for("llama-3.2-3b", "RTX-4060", dtype="float32", max_model_len=2048) is None
+
+
+def test_version_strings():
+    assert kv_cache._version("0.11.1rc2.dev5+g1234") == (0, 11, 1)
+    assert kv_cache._version("v0.8.2") == (0, 8, 2) and kv_cache._version("0.10") == (0, 10, 0)
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.9.2").v0
+    assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1.post1").v0
+    with pytest.raises(ValueError, match="not a version"):
+        plan_vllm("orpheus-3b", "T4", vllm_version="latest")
