@@ -1,0 +1,77 @@
+"""One clear error everywhere: bad input to the public API ends in one ValueError/TypeError that
+names the fix, raised from colab_tts itself (not from deep inside torch, numpy or vLLM)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from colab_tts import hardware, kv_cache, models, text
+from colab_tts.display import Table, save_figure
+
+
+def _missing_field_config(tmp_path):
+    cfg = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+           "max_position_embeddings": 256}  # no vocab_size
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+CASES = [
+    # (call, exception, words the message must contain)
+    ("unknown gpu", lambda tmp: hardware.get_gpu("Tesla T5"), ValueError, ["Unknown GPU", "T4"]),
+    ("gpu of wrong type", lambda tmp: hardware.get_gpu(7.5), TypeError, ["catalog name"]),
+    ("empty gpu name", lambda tmp: hardware.get_gpu(""), ValueError, ["Known"]),
+    ("nonsense dtype", lambda tmp: hardware.resolve_dtype("float8", "T4"), ValueError, ["dtype", "float16"]),
+    ("dtype of wrong type", lambda tmp: hardware.resolve_dtype(16, "T4"), TypeError, ["dtype"]),
+    ("bf16 forced on a T4", lambda tmp: hardware.resolve_dtype("bf16", "T4", strict=True), ValueError,
+     ["compute capability", "float16"]),
+    ("roofline of nothing", lambda tmp: hardware.decode_ceiling_tokens_per_s(0, "T4"), ValueError,
+     ["weight_bytes"]),
+    ("unknown model", lambda tmp: models.ModelSpec.known("orpheus-4b"), ValueError, ["Unknown model",
+                                                                                     "orpheus-3b"]),
+    ("config path that does not exist", lambda tmp: models.ModelSpec.from_config(tmp / "nope"), ValueError,
+     ["config.json"]),
+    ("config missing a field", lambda tmp: models.ModelSpec.from_config(_missing_field_config(tmp)),
+     ValueError, ["vocab_size"]),
+    ("config of wrong type", lambda tmp: models.ModelSpec.from_config(42), TypeError, ["config"]),
+    ("gmu above 1", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=1.2),
+     ValueError, ["gpu_memory_utilization"]),
+    ("gmu of zero", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0),
+     ValueError, ["gpu_memory_utilization"]),
+    ("negative max_model_len", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", max_model_len=-5),
+     ValueError, ["max_model_len"]),
+    ("max_model_len as text", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", max_model_len="4096"),
+     TypeError, ["max_model_len"]),
+    ("tp that does not divide kv heads", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4",
+                                                                         tensor_parallel_size=3),
+     ValueError, ["tensor_parallel_size"]),
+    ("weights over budget", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "RTX-4060", dtype="float32"),
+     ValueError, ["does not fit", "GiB"]),
+    ("context that does not fit, strict", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4",
+                                                                          max_model_len=131072, strict=True),
+     ValueError, ["max_model_len"]),
+    ("negative audio length", lambda tmp: kv_cache.max_model_len_for_audio(-1), ValueError, ["seconds"]),
+    ("model of wrong type", lambda tmp: kv_cache.kv_bytes_per_token(3.5), TypeError, ["model"]),
+    ("split bytes", lambda tmp: text.split_text(b"hello"), TypeError, ["decode"]),
+    ("split with zero budget", lambda tmp: text.split_text("hello", max_tokens=0), ValueError, ["max_tokens"]),
+    ("join nothing at a bad rate", lambda tmp: text.join_audio([np.zeros(4)], sample_rate=0), ValueError,
+     ["sample_rate"]),
+    ("join text instead of audio", lambda tmp: text.join_audio(["abc"], 16000), TypeError, ["chunk"]),
+    ("save figure without a name", lambda tmp: save_figure(None, ""), ValueError, ["name"]),
+]
+
+
+@pytest.mark.parametrize("call,exc,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_clear_error(call, exc, words, tmp_path):
+    with pytest.raises(exc) as info:
+        call(tmp_path)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    # raised by colab_tts itself: the innermost frame is ours, not torch/numpy/vLLM
+    assert "colab_tts" in info.traceback[-1].path.as_posix(), info.traceback[-1].path
+
+
+def test_table_of_nothing_is_empty_not_an_error():
+    assert str(Table([])).strip() == ""
