@@ -299,9 +299,9 @@ def _resolve_model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype, version=(0, 32, 0
     return choice.dtype, warnings
 
 
-def _defaults(gpu: GpuSpec, version, max_model_len: int, server: bool) -> tuple[int, int, bool]:
+def _defaults(gpu: GpuSpec, version, v0: bool, max_model_len: int, server: bool) -> tuple[int, int, bool]:
     """vLLM's default (max_num_batched_tokens, max_num_seqs, chunked prefill) for this version and GPU."""
-    if version < (0, 10, 0):  # V0: chunked prefill only by default for long-context models
+    if v0:  # chunked prefill only by default for long-context models
         if max_model_len > 32768:
             return (2048 if version >= (0, 8, 0) else 512), 256, True
         return max(max_model_len, 2048), 256, False
@@ -323,13 +323,15 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
           tensor_parallel_size, enforce_eager, kv_cache_dtype, vllm_version, server, overheads) -> VllmPlan:
     tp = tensor_parallel_size
     version = _version(vllm_version)
-    v0 = version < (0, 10, 0)
+    # Below 0.10 the published logs run V0 even on Ampere (Orpheus-TTS#115: "Initializing a V0 LLM engine
+    # (v0.8.3)" on an RTX 4070 Ti); GPUs below CC 8.0 stayed on V0 until 0.10.2 (shared/facts.md).
+    v0 = version < ((0, 10, 2) if gpu.compute_capability < (8, 0) else (0, 10, 0))
     resolved, warnings = _resolve_model_dtype(spec, gpu, dtype, version)
     kv_dtype = resolved if kv_cache_dtype == "auto" else kv_cache_dtype
     if _kv_dtype_bytes(kv_dtype) == 1 and gpu.compute_capability < (8, 9):
         raise ValueError(f"An fp8 KV cache needs compute capability >= 8.9; {gpu.name} is {gpu.cc}. "
                          "Use kv_cache_dtype='auto'.")
-    default_tokens, default_seqs, chunked = _defaults(gpu, version, max_model_len, server)
+    default_tokens, default_seqs, chunked = _defaults(gpu, version, v0, max_model_len, server)
     seqs = max_num_seqs if max_num_seqs is not None else default_seqs
     tokens = max_num_batched_tokens if max_num_batched_tokens is not None else default_tokens
     if not chunked and tokens < max_model_len:

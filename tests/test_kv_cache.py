@@ -216,6 +216,8 @@ def test_version_strings():
     assert kv_cache._version("0.11.1rc2.dev5+g1234") == (0, 11, 1)
     assert kv_cache._version("v0.8.2") == (0, 8, 2) and kv_cache._version("0.10") == (0, 10, 0)
     assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.9.2").v0
-    assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1.post1").v0
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1.post1").v0  # T4: V0 until 0.10.2
+    assert not plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.10.1.post1").v0
+    assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.2").v0
     with pytest.raises(ValueError, match="not a version"):
         plan_vllm("orpheus-3b", "T4", vllm_version="latest")
