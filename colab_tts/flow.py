@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -417,7 +417,6 @@ class Sweep:
     dit_config: DiTConfig
     vocoder_config: VocoderConfig
     device: str
-    extra: dict = field(default_factory=dict)
 
     def table(self, title: str | None = None) -> Table:
         return Table(self.rows, title=title, digits=3)
@@ -586,16 +585,19 @@ INDEXTTS2_WEIGHTS_FP32 = {
     "s2mel DiT": (param_count(INDEXTTS2_DIT) * 4, "this module's DiT at hidden 512, depth 13 (shared/facts.md)"),
     "vocoder (BigVGAN v2 22 kHz)": (param_count(BIGVGAN_V2_22K) * 4, "this module's vocoder on BigVGAN v2's layout"),
 }
-EMOTION_FP16 = (6.54 - 5.48) * GB  # shared/facts.md: half + emotion 6.54 GB, half without 5.48 GB (4090)
-# Measured totals (shared/facts.md, RTX 4090, short utterance): everything resident.
-INDEXTTS2_TOTAL_GB = {("float16", True): 6.54, ("float16", False): 5.48, ("float32", True): 8.15}
+EMOTION_GB = 6.54 - 5.48  # shared/facts.md: half + emotion 6.54 GB, half without 5.48 GB (RTX 4090)
+# IndexTTS-2's measured totals, everything resident, short utterance (shared/facts.md, RTX 4090). Its
+# use_fp16 halves the GPT only: 8.15 - 6.54 = 1.61 GB, half of gpt.pth's 3.3 GB within 3%. fp32 without
+# the emotion model is not in facts.md: 8.15 minus the emotion model's 1.06 GB.
+INDEXTTS2_TOTAL_GB = {("float16", True): 6.54, ("float16", False): 5.48, ("float32", True): 8.15,
+                      ("float32", False): 8.15 - EMOTION_GB}
 
 
 @dataclass
 class Recipe:
     gpu: str
     budget_gib: float
-    dtype: str  # GPT, semantic encoder and vocoder
+    gpt_dtype: str  # IndexTTS-2's use_fp16 switch (the other stages stay in fp32, as there)
     s2mel_dtype: str
     steps: int
     max_text_tokens: int
@@ -606,13 +608,13 @@ class Recipe:
 
     def rows(self) -> list[dict]:
         return [{"setting": k, "value": getattr(self, k)} for k in
-                ("gpu", "budget_gib", "dtype", "s2mel_dtype", "steps", "max_text_tokens", "offload", "peak_gib",
+                ("gpu", "budget_gib", "gpt_dtype", "s2mel_dtype", "steps", "max_text_tokens", "offload", "peak_gib",
                  "extra_s_per_utterance")]
 
     def __str__(self) -> str:
-        head = (f"{self.gpu}: {self.dtype} (s2mel {self.s2mel_dtype}), {self.steps} steps, chunks of "
+        head = (f"{self.gpu}: GPT in {self.gpt_dtype}, s2mel in {self.s2mel_dtype}, {self.steps} steps, chunks of "
                 f"{self.max_text_tokens} tokens, offload {'on' if self.offload else 'off'}; "
-                f"peak ~{self.peak_gib:.2f} GiB of {self.budget_gib:.2f} usable; "
+                f"peak ~{self.peak_gib:.2f} GiB of {self.budget_gib:.2f} planned; "
                 f"+{self.extra_s_per_utterance:.2f} s per utterance")
         return "\n".join([head] + [f"- {r}" for r in self.reasons])
 
@@ -622,101 +624,100 @@ def _rows(sweep_result, **match):
 
 
 def recommend_8gb(gpu, measured: Sweep, activations: dict | None = None, *, emotion: bool = True,
-                  headroom: float = 0.9, max_text_tokens: int = 120, speech_s: float = 10.0,
+                  headroom: float = 0.9, max_text_tokens: int = 120, tokens_per_s: float = 4.0,
                   error_tolerance: float = 0.01) -> Recipe:
     """An IndexTTS-2 configuration for ``gpu`` derived from ``measured`` (a ``sweep`` result), with reasons.
 
-    Weights are the real stage sizes (``INDEXTTS2_WEIGHTS_FP32``); activations are the measured
-    per-second figures (``stage_activations``) scaled from the measured widths to the real ones,
-    for a chunk of ``speech_s`` seconds. ``headroom`` is the share of the GPU's memory we plan to
-    use (the rest: CUDA context, allocator fragmentation). Half precision is used where the measured
-    error it adds stays below ``error_tolerance``.
+    Memory: IndexTTS-2's measured resident totals (shared/facts.md) plus the activations of one chunk of
+    ``max_text_tokens`` tokens (``tokens_per_s`` of speech a second), measured per second of audio by
+    ``stage_activations`` and scaled from the measured widths to the real ones. Offloaded peak: the
+    largest real stage (``INDEXTTS2_WEIGHTS_FP32``) plus what the totals hold beyond the weights, plus
+    the chunk's activations. ``headroom``: the share of the card to plan for (the rest: CUDA context,
+    fragmentation). Half precision is chosen where the measured error it adds stays below
+    ``error_tolerance``.
     """
     spec = hardware.get_gpu(gpu)
-    positive(speech_s, "speech_s")
     budget = spec.memory_gib * fraction(headroom, "headroom")
+    positive(max_text_tokens, "max_text_tokens", integer=True)
+    positive(tokens_per_s, "tokens_per_s")
     reasons = []
-    half = hardware.pick_dtype(spec)
     steps_rows = sorted(_rows(measured, precision="float32", offload=False), key=lambda r: r["steps"])
     if not steps_rows:
         raise ValueError("measured must hold fp32 rows without offload: run sweep(..., precisions=('float32', ...))")
     frames = steps_rows[0]["frames"]
     by_steps = {r["steps"]: r for r in steps_rows if r["frames"] == frames}
-    steps = 25 if 25 in by_steps else min(by_steps, key=lambda s: abs(s - 25))
+    steps = min(by_steps, key=lambda s: abs(s - 25))  # IndexTTS-2's 25, or the nearest measured
     base = by_steps[steps]
 
-    # precision: measured error added by half precision at the same step count
+    half = hardware.pick_dtype(spec)
     half_rows = _rows(measured, precision=half, steps=steps, offload=False, frames=frames)
-    dtype = "float32"
-    if half != "float32" and half_rows:
+    gpt_dtype = "float32"
+    if half == "float32":
+        reasons.append(f"fp32: {spec.name} has no usable half precision")
+    elif not half_rows:
+        reasons.append(f"{half} not measured: staying in fp32")
+    else:
         added = half_rows[0]["error"] - base["error"]
         if added <= error_tolerance:
-            dtype = half
-            reasons.append(f"{half}: measured error {half_rows[0]['error']:.4f} vs {base['error']:.4f} in fp32 at "
-                           f"{steps} steps (+{added:.4f}); halves the weights")
+            gpt_dtype = half
+            reasons.append(f"GPT in {half} (use_fp16=True): measured error {half_rows[0]['error']:.4f} vs "
+                           f"{base['error']:.4f} in fp32 at {steps} steps; saves 1.61 GB (shared/facts.md)")
         else:
-            reasons.append(f"fp32: {half} added {added:.4f} to the error (tolerance {error_tolerance})")
-    elif half == "float32":
-        reasons.append(f"fp32: {spec.name} has no usable half precision")
-    else:
-        reasons.append(f"{half} not measured: staying in fp32")
-    if spec.compute_capability < (8, 0) and dtype == "float16":
-        reasons.append(f"{spec.name} is CC {spec.cc}: float16, not bfloat16 (no bf16 below CC 8.0)")
+            reasons.append(f"fp32: {half} added {added:.4f} to the measured error (tolerance {error_tolerance})")
+        if half == "float16" and not spec.bf16:
+            reasons.append(f"{spec.name} is CC {spec.cc}: float16, not bfloat16")
+    reasons.append(f"s2mel DiT kept in fp32 as IndexTTS-2 does: {INDEXTTS2_WEIGHTS_FP32['s2mel DiT'][0] / MIB:.0f} "
+                   f"MiB of weights")
 
     weights = {k: v for k, (v, _) in INDEXTTS2_WEIGHTS_FP32.items()}
-    s2mel_dtype = "float32"
-    for k in weights:
-        if k != "s2mel DiT" and dtype != "float32":
-            weights[k] /= 2
+    if gpt_dtype != "float32":
+        weights["GPT (UnifiedVoice)"] /= 2
     if emotion:
-        weights["emotion model (Qwen 0.6B)"] = EMOTION_FP16 * (1 if dtype != "float32" else 2)
-    reasons.append(f"s2mel DiT kept in fp32 as IndexTTS-2 does: {weights['s2mel DiT'] / MIB:.0f} MiB of weights")
+        weights["emotion model"] = EMOTION_GB * GB
+    total = INDEXTTS2_TOTAL_GB[("float32" if gpt_dtype == "float32" else "float16", emotion)] * GB
+    rest = max(0.0, total - sum(weights.values()))
+    reasons.append(f"the stage weights add up to {sum(weights.values()) / GB:.2f} GB of IndexTTS-2's measured "
+                   f"{total / GB:.2f} GB; the other {rest / GB:.2f} GB (activations, CUDA context) stays in every plan")
 
-    # activations, scaled to the real widths, for one chunk
-    act_gib = 0.0
+    chunk_s = max_text_tokens / tokens_per_s
+    act = 0.0
     if activations:
         dit_scale = INDEXTTS2_DIT.hidden / measured.dit_config.hidden
         voc_scale = BIGVGAN_V2_22K.channels / measured.vocoder_config.channels
-        act_gib = max(activations["dit"] * dit_scale, activations["vocoder"] * voc_scale) * speech_s * MIB / hardware.GIB
-        reasons.append(f"activations for a {speech_s:g} s chunk: {act_gib * 1024:.0f} MiB, scaled from the measured "
-                       f"{activations['dit']:.2f} (DiT) / {activations['vocoder']:.2f} (vocoder) MiB per s at "
-                       f"{dit_scale:g}x / {voc_scale:g}x width")
+        act = max(activations["dit"] * dit_scale, activations["vocoder"] * voc_scale) * chunk_s * MIB
+        reasons.append(f"a {max_text_tokens}-token chunk (~{chunk_s:g} s of speech) adds {act / MIB:.0f} MiB of s2mel "
+                       f"activations: measured {activations['dit']:.2f} (DiT) / {activations['vocoder']:.2f} "
+                       f"(vocoder) MiB per s, scaled x{dit_scale:g} / x{voc_scale:g} to the real widths")
 
-    # memory: resident against one stage at a time
-    total_key = (dtype if dtype != "bfloat16" else "float16", emotion)
-    weights_gib = sum(weights.values()) / hardware.GIB
-    resident = max(INDEXTTS2_TOTAL_GB.get(total_key, 0) * GB / hardware.GIB, weights_gib + act_gib)
-    overhead = max(0.0, resident - weights_gib - act_gib)
-    largest = max(weights, key=weights.get)
-    offloaded = weights[largest] / hardware.GIB + act_gib + overhead
-    peak_rows = [r["peak_mib"] for r in steps_rows if r["frames"] == frames]
-    reasons.append(f"steps do not buy memory: measured peak {min(peak_rows):.1f}-{max(peak_rows):.1f} MiB over "
-                   f"{min(by_steps)}-{max(by_steps)} steps; keeping {steps} steps (error {base['error']:.4f})")
+    peaks = [r["peak_mib"] for r in steps_rows if r["frames"] == frames]
+    reasons.append(f"steps do not buy memory: measured peak {min(peaks):.2f}-{max(peaks):.2f} MiB over "
+                   f"{min(by_steps)}-{max(by_steps)} steps; keeping {steps} (error {base['error']:.4f})")
     fewest = min(by_steps)
     if fewest != steps:
         saved = 1 - by_steps[fewest]["latency_s"] / base["latency_s"]
         reasons.append(f"{fewest} steps would save {saved:.0%} of the s2mel time at error "
                        f"{by_steps[fewest]['error']:.4f}")
+
+    resident = (total + act) / hardware.GIB
+    largest = max(weights, key=weights.get)
+    offloaded = (weights[largest] + rest + act) / hardware.GIB
     extra = 0.0
     if resident <= budget:
         offload, peak = False, resident
-        reasons.append(f"everything resident: ~{resident:.2f} GiB fits {budget:.2f} GiB: no offload, no extra time "
-                       f"(the resident total is IndexTTS-2's measured figure for a short utterance; long ones need "
-                       f"more: chunk the text)")
+        reasons.append(f"everything resident: ~{resident:.2f} GiB fits the {budget:.2f} GiB planned: no offload, "
+                       f"no extra time")
     else:
         offload, peak = True, offloaded
         moved = sum(weights.values())
         extra = 2 * moved / (PCIE3_X16_GBS * GB)
-        off = _rows(measured, precision="float32", offload=True, steps=steps, frames=frames)
-        measured_cost = f"; measured here: x{off[0]['latency_s'] / base['latency_s']:.2f} latency" if off else ""
         reasons.append(f"resident needs ~{resident:.2f} GiB > {budget:.2f} GiB: one stage at a time, peak "
                        f"~{offloaded:.2f} GiB (largest stage: {largest}); costs ~{extra:.2f} s per utterance to "
-                       f"move {moved / GB:.1f} GB in and out over PCIe 3.0 x16{measured_cost}")
+                       f"copy {moved / GB:.1f} GB in and out at PCIe 3.0 x16's {PCIE3_X16_GBS:.2f} GB/s")
         if offloaded > budget:
-            reasons.append(f"even one stage at a time needs ~{offloaded:.2f} GiB: does not fit {spec.name}")
-    reasons.append(f"text in chunks of {max_text_tokens} tokens (IndexTTS-2's default): peak memory follows the "
+            reasons.append(f"even one stage at a time needs ~{offloaded:.2f} GiB: {spec.name} is too small")
+    reasons.append(f"text in chunks of {max_text_tokens} tokens (IndexTTS-2's default): the peak follows the "
                    f"longest chunk, not the text")
-    return Recipe(spec.name, round(budget, 2), dtype, s2mel_dtype, steps, max_text_tokens, offload,
+    return Recipe(spec.name, round(budget, 2), gpt_dtype, "float32", steps, max_text_tokens, offload,
                   round(peak, 2), round(extra, 2), reasons)
 
 

@@ -143,11 +143,14 @@ def test_recommend_8gb(measured, models):
     act = flow.stage_activations(dit, voc, target_frames=8, prompt_frames=4, steps=2, device="cpu")
     assert act["dit"] > 0 and act["vocoder"] > 0
     t4 = flow.recommend_8gb("T4", measured, act)
-    assert t4.dtype in ("float16", "float32") and t4.s2mel_dtype == "float32" and t4.reasons
+    assert t4.gpt_dtype in ("float16", "float32") and t4.s2mel_dtype == "float32" and t4.reasons
     small = GpuSpec("6 GB card", (8, 6), 5.8, 360, 25)
-    recipe = flow.recommend_8gb(small, measured, act)
+    recipe = flow.recommend_8gb(small, measured)  # weights and IndexTTS-2's totals only
     assert recipe.offload and recipe.extra_s_per_utterance > 0 and recipe.peak_gib < 5.8
     assert any("PCIe" in r for r in recipe.reasons)
+    with_act = flow.recommend_8gb(small, measured, {"dit": 1.0, "vocoder": 0.0})  # 1 MiB/s at the measured width
+    grown = (with_act.peak_gib - recipe.peak_gib) * 1024  # MiB for a 120-token chunk at 4 tokens/s: 30 s
+    assert grown == pytest.approx(30 * 512 / 32, abs=11)  # peak_gib is rounded to 0.01 GiB
     roomy = flow.recommend_8gb("A100-80GB", measured, act)
     assert not roomy.offload and roomy.extra_s_per_utterance == 0
     with pytest.raises(ValueError, match="headroom"):
