@@ -26,7 +26,12 @@ KV_LINE = re.compile(r"(GPU|CPU) KV cache size: ([\d,]+) tokens")
 
 def tiny_config(spec: ModelSpec, hidden_size: int = 128, intermediate_size: int = 256, vocab_size: int = 1024,
                 num_layers: int | None = None, max_position_embeddings: int = 4096) -> dict:
-    """A Llama config with ``spec``'s KV layout (layers, heads, KV heads, head_dim) and little else."""
+    """A Llama config with ``spec``'s KV layout (layers, heads, KV heads, head_dim) and little else.
+
+    ``hidden_size`` is rounded up to a multiple of the head count (transformers requires it).
+    """
+    heads = spec.num_attention_heads
+    hidden_size = -(-hidden_size // heads) * heads
     return {
         "model_type": "llama", "architectures": ["LlamaForCausalLM"],
         "num_hidden_layers": num_layers or spec.num_layers, "hidden_size": hidden_size,
