@@ -40,7 +40,7 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core box two threads spin against other jobs)")
-    ap.add_argument("--batch-1-tokens", type=int, default=24)
+    ap.add_argument("--batch-1-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each long-text path; the fastest is kept")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the decode step")
     args = ap.parse_args(argv)
@@ -86,18 +86,21 @@ def main(argv=None):
 
     n = args.batch_1_tokens
     seg = [segments[3]]
-    print(f"\nBatch 1, one segment of {PHONEMES[3]} phonemes, {n} tokens (decode loop only)", flush=True)
-    ref = time_decode(fp32, seg, prompt, "concat", n)
-    b1 = [speed_row("concat (upstream), float32", ref, ref),
-          speed_row("static, float32", time_decode(fp32, seg, prompt, "static", n), ref)]
-    recompute = time_decode(fp32, seg, prompt, "none", max(4, n // 4))
-    b1.append(speed_row("none (recompute), float32", recompute, ref))
-    for name, model in models.items():
-        if name != "float32":
-            b1.append(speed_row(f"static, {name}", time_decode(model, seg, prompt, "static", n), ref))
+    print(f"\nBatch 1, one segment of {PHONEMES[3]} phonemes, {n} tokens (decode loop only, "
+          f"fastest of {args.repeats})", flush=True)
+    variants = {"concat (upstream), float32": (fp32, "concat", n), "static, float32": (fp32, "static", n),
+                "none (recompute), float32": (fp32, "none", max(4, n // 4))}
+    variants.update({f"static, {name}": (model, "static", n) for name, model in models.items() if name != "float32"})
     if device == "cpu":
-        fp16 = prepare_model(_copy(base), "float16", "cpu")[0]
-        b1.append(speed_row("static, float16", time_decode(fp16, seg, prompt, "static", n), ref))
+        variants["static, float16"] = (prepare_model(_copy(base), "float16", "cpu")[0], "static", n)
+    b1_runs = {}
+    for _ in range(args.repeats):
+        for label, (model, cache, tokens) in variants.items():
+            g = time_decode(model, seg, prompt, cache, tokens)
+            if label not in b1_runs or g.decode_tokens_per_s > b1_runs[label].decode_tokens_per_s:
+                b1_runs[label] = g
+    ref = b1_runs["concat (upstream), float32"]
+    b1 = [speed_row(label, g, ref) for label, g in b1_runs.items()]
     if args.compile:
         step = compiled_step(fp32)
         t0 = time.perf_counter()
@@ -108,17 +111,32 @@ def main(argv=None):
         row["technique"] += f" (first run incl. compile: {warm:.0f} s)"
         b1.append(row)
     print(Table(b1))
-    slower = [r["technique"] for r in b1[1:] if r["speed-up"] < 1 and "recompute" not in r["technique"]]
-    print("slower than upstream at batch 1: " + ("; ".join(slower) if slower else "none")
-          + ". Recompute is slower by design: it redoes the whole sequence every step.")
+    for r in b1[1:]:
+        if r["speed-up"] < 1:
+            print(f"slower than upstream at batch 1: {r['technique']}: {_why_slower(r['technique'], device)}")
 
     gpu = hardware.detect().gpu if device == "cuda" else None
     if gpu is not None and "bandwidth unknown" not in gpu.source:
-        for r, dtype in ((b1[1], "float32"), (b1[3], half)):
+        for r, dtype in ((b1[1], "float32"), (b1[3], half)):  # static float32, static half
             ceiling = hardware.decode_ceiling_tokens_per_s(weight_bytes_per_token(base, dtype), gpu)
             print(f"roofline {gpu.name}: {r['technique']}: {r['tokens/s']:.0f} tokens/s = "
                   f"{r['tokens/s'] / ceiling:.1%} of the {ceiling:.0f} tokens/s bandwidth ceiling")
     return best["speed-up"]
+
+
+def _why_slower(technique: str, device: str) -> str:
+    if "recompute" in technique:
+        return "by design: it redoes the whole sequence every step (what a KV cache saves)"
+    if "compile" in technique and device == "cpu":
+        return "the CPU has no kernel launches to save; compiled code is not faster than oneDNN's kernels here"
+    if "int8" in technique:
+        return ("dynamic int8 quantizes every activation on the fly, a fixed cost per Linear layer that pays off "
+                "only when the layers are large")
+    if device == "cpu" and ("float16" in technique or "bfloat16" in technique):
+        return ("at batch 1 each weight serves one row; the CPU's bf16/fp16 kernels pay off once several rows "
+                "share each weight read (long-text table)")
+    return ("same arithmetic as the upstream step, which weight reads dominate at batch 1: a gap that does not "
+            "persist across runs is noise from other jobs on this CPU")
 
 
 def _copy(base: T2SModel) -> T2SModel:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from colab_tts import decoding
 from colab_tts.decoding import (
     CACHES, GREEDY, HFRunner, Sampling, T2SRunner, decode_segments, generate, length_buckets, prepare_model,
     random_prompt, random_segments, sample,
@@ -183,3 +184,11 @@ def test_same_loop_drives_a_hugging_face_causal_lm(cache):
         with torch.inference_mode():
             ref = lm.generate(torch.tensor([p]), max_new_tokens=10, do_sample=False, pad_token_id=0)
         assert tokens == ref[0, len(p):].tolist()
+
+
+def test_roofline_of_the_real_gpt_stage_on_a_t4():
+    (t4,) = decoding.roofline_rows(["T4"], "float16", context=0)
+    assert 150 < t4["MB per token"] < 156  # ~77 M parameters in fp16 (issue: ~154 MB per token)
+    assert t4["ceiling tokens/s"] == pytest.approx(320e9 / (t4["MB per token"] * 1e6))
+    (with_kv,) = decoding.roofline_rows(["T4"], "float16", context=500)
+    assert with_kv["ceiling tokens/s"] < t4["ceiling tokens/s"]  # the cache is read too
