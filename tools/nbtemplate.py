@@ -111,6 +111,7 @@ class Notebook:
 
 
 def _strip_unchecked(nb) -> None:
+    nb.metadata.pop("widgets", None)  # progress-bar widget state changes every run
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
