@@ -148,8 +148,9 @@ It is a training tool.
 With `offload=True` the stages run one at a time (`memory.model_offload`, like IndexTTS-2's low-VRAM mode
 and diffusers' `enable_model_cpu_offload`): the DiT is on the device while the sampler runs, then the vocoder
 replaces it. A resident pipeline copies its weights to the device once; an offloading one on every call. Without a GPU the "device" is emulated in host memory — moving a module there copies its weights
-as a host-to-device copy would — so the peak counts the same bytes. Expect a lower peak (the larger stage
-instead of both). On the CPU the "copy" is a memcpy of a few MiB, so the latency ratio here is mostly noise;
+as a host-to-device copy would — so the peak counts the same bytes. Expect the peak to drop by the weights of
+the stage that is idle: little at this reduced width, where the vocoder is tiny, and the smaller of the two
+stages at real size (section 1: 362 of 790 MiB in fp32). On the CPU the "copy" is a memcpy of a few MiB, so the latency ratio here is mostly noise;
 on a GPU it is a PCIe transfer.
 """)
 nb.code("""
@@ -198,12 +199,14 @@ What it means: chunking bounds memory by the longest chunk instead of the whole 
 
 ## 7. The 8 GB recipe
 
-`recommend_8gb` combines the measurements above with the real stage sizes: IndexTTS-2's GPT (gpt.pth,
-3.3 GB in fp32), the w2v-BERT 2.0 semantic encoder (580 M parameters), the DiT and vocoder at real size, the
-emotion model, and IndexTTS-2's measured totals (shared/facts.md: 6.54 GB in half precision with the emotion
-model, 8.15 GB in fp32, on a 4090). Activations are the measured per-second figures scaled to the real widths.
-It plans for 90% of the card (the rest: CUDA context and fragmentation). Expect half precision and no
-offload on an 8 GB card, and offloading — with its cost in seconds — on a 6 GB one.
+`recommend_8gb` combines the measurements above with IndexTTS-2's real sizes. Resident memory is
+IndexTTS-2's own measured total (shared/facts.md, RTX 4090: 6.54 GB with the GPT in half precision and the
+emotion model, 8.15 GB all in fp32) plus the activations of one 120-token chunk, measured here per second of
+audio and scaled to the real widths. When that does not fit, stages run one at a time: the peak is then the
+largest stage (the GPT's gpt.pth is 3.3 GB in fp32, the w2v-BERT 2.0 encoder has 580 M parameters, the DiT and
+vocoder are counted above) plus what the measured total holds beyond the weights. It plans for 90% of the card
+(the rest: CUDA context and fragmentation). Expect the GPT in half precision and no offload on an 8 GB card,
+and offloading — with its cost in seconds — on a 6 GB one.
 """)
 nb.code("""
 act = flow.stage_activations(dit, vocoder, FRAMES, PROMPT_FRAMES, steps=2, device=device)
