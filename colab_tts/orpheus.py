@@ -14,6 +14,7 @@ The fixes that make it run on a Colab T4 (shared/facts.md):
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 import time
@@ -121,9 +122,10 @@ class _VllmBackend:
         from vllm.inputs import TokensPrompt
 
         ids = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             rid = self._request_id()
-            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), self._params(sampling))
+            seeded = dict(sampling, seed=sampling["seed"] + i) if "seed" in sampling else sampling
+            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), self._params(seeded))
             ids.append(rid)
         return ids
 
@@ -209,10 +211,11 @@ class _TransformersBackend:
 
     def generate(self, prompts, sampling) -> list[_Generation]:
         out = []
-        for prompt in prompts:  # one at a time: batching is what vLLM is for
+        for i, prompt in enumerate(prompts):  # one at a time: batching is what vLLM is for
             t0 = time.perf_counter()
             tokens, first = [], None
-            for t in self.stream(prompt, sampling):
+            seeded = dict(sampling, seed=sampling["seed"] + i) if "seed" in sampling else sampling
+            for t in self.stream(prompt, seeded):
                 first = first if first is not None else time.perf_counter() - t0
                 tokens.append(t)
             out.append(_Generation(tokens, first, time.perf_counter() - t0))
@@ -253,8 +256,9 @@ class OrpheusTTS:
     """Text -> speech with Orpheus: an LLM backend (vLLM or transformers), a tokenizer and SNAC."""
 
     def __init__(self, backend, tokenizer, snac, *, max_model_len: int, dtype: str, engine_kwargs=None,
-                 plan=None, model_id: str = MODEL_ID, voices=VOICES, notes=()):
+                 plan=None, model_id: str = MODEL_ID, voices=VOICES, notes=(), max_audio_seconds: float = 30):
         self.backend = backend
+        self.max_audio_seconds = max_audio_seconds
         self.tokenizer = tokenizer
         self.snac = snac
         self.max_model_len = max_model_len
@@ -309,7 +313,8 @@ class OrpheusTTS:
             engine = _TransformersBackend(model_id, chosen)
         snac = snac if snac is not None else build_snac(pretrained=True)
         return cls(engine, tokenizer, snac, max_model_len=kwargs["max_model_len"], dtype=chosen,
-                   engine_kwargs=kwargs, plan=plan, model_id=model_id, notes=notes)
+                   engine_kwargs=kwargs, plan=plan, model_id=model_id, notes=notes,
+                   max_audio_seconds=max_audio_seconds)
 
     @classmethod
     def offline_demo(cls, backend: str = "vllm", max_audio_seconds: float = 4, *, path=None, seed: int = 0,
@@ -348,8 +353,8 @@ class OrpheusTTS:
         if repetition_penalty < 1.1:
             raise ValueError(f"repetition_penalty must be >= 1.1 for stable Orpheus output, got {repetition_penalty!r}")
         room = self.max_model_len - prompt_len
-        if max_tokens is None:
-            max_tokens = room
+        if max_tokens is None:  # the longest audio asked for at load time, in whole frames
+            max_tokens = min(room, math.ceil(self.max_audio_seconds * TOKENS_PER_SECOND / 7) * 7)
         positive(max_tokens, "max_tokens", integer=True)
         if max_tokens > room:
             raise ValueError(f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) exceed max_model_len "

@@ -30,7 +30,7 @@ DEMO_CONFIG = dict(
 # Planted rule strengths (see the module docstring): logit of the next slot ~ SLOT_GAIN * sqrt(hidden),
 # end of speech chosen after roughly one frame in END_EVERY_FRAMES at temperature 0.6.
 _SLOT_GAIN = 3.0
-_END_EVERY_FRAMES = 40
+_END_EVERY_FRAMES = 12
 
 
 def _token_names() -> list[str]:
