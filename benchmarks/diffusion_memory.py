@@ -4,7 +4,7 @@ Real size by default (IndexTTS-2's DiT: hidden 512, 8 heads, depth 13; a vocoder
 layout), on short mels so that a shared 2-core CPU finishes in a few minutes; on a GPU the same
 script runs on CUDA. ``--size small`` is the notebook's CI size.
 
-    .venv/bin/python benchmarks/diffusion_memory.py [--size real|small] [--frames 32] [--threads 1]
+    .venv/bin/python benchmarks/diffusion_memory.py [--size real|small] [--frames 16] [--threads 1]
 """
 
 import argparse
@@ -27,8 +27,8 @@ TEXTS = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=["real", "small"], default="real")
-    ap.add_argument("--frames", type=int, default=32, help="target mel frames (86 per second of audio)")
-    ap.add_argument("--prompt-frames", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=16, help="target mel frames (86 per second of audio)")
+    ap.add_argument("--prompt-frames", type=int, default=8)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
     ap.add_argument("--reference-steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1 is steadier on a shared CPU)")

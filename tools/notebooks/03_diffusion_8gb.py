@@ -237,7 +237,8 @@ nb.md("""
   float16.
 - **Gradient checkpointing** (section 4): refuted at inference (no change under no_grad); the saving is real
   only with grad.
-- **Offloading** (section 5): confirmed — lower peak, paid in time.
+- **Offloading** (section 5): confirmed — the peak drops by the idle stage's weights. On a GPU every call pays
+  the PCIe copies (section 7 prices them); on the CPU the "copy" is a memcpy lost in the timing noise.
 - **Chunking** (section 6): confirmed on a long Chinese and a long English text — the peak follows the longest
   chunk.
 - **The 8 GB recipe** (section 7): printed above with its reasons and its cost in time. On the CPU the
