@@ -425,3 +425,49 @@ class OrpheusTTS:
         return (f"OrpheusTTS({self.model_id!r}, backend={self.backend.name}, dtype={self.dtype}, "
                 f"max_model_len={self.max_model_len})")
 
+
+
+# --- the speed lesson: a roofline for batch-1 and batched decoding -----------------------------------
+
+def speed_ceiling_rows(gpu="T4", bits=(16, 8, 4), batches=(1, 2, 4, 8, 16), context_tokens: int = 538,
+                       model="orpheus-3b") -> list[dict]:
+    """Upper bounds on Orpheus's generated tokens/s on ``gpu``: every decode step reads all weights once
+    (in ``bits``-bit form) plus each sequence's KV cache of ``context_tokens`` (default: the prompt plus
+    half of a 10 s utterance), and can do no more than the GPU's fp16 FLOPs allow. Per request and in total."""
+    from .hardware import decode_ceiling_tokens_per_s, get_gpu
+    from .kv_cache import kv_bytes_per_token
+    from .models import ModelSpec
+
+    spec = ModelSpec.known(model) if isinstance(model, str) else model
+    gpu = get_gpu(gpu)
+    kv_read = kv_bytes_per_token(spec, "float16") * context_tokens
+    compute = gpu.fp16_tflops * 1e12 / (2 * spec.num_params)
+    rows = []
+    for b in bits:
+        weights = spec.num_params * b / 8
+        for batch in batches:
+            total = min(batch * decode_ceiling_tokens_per_s(weights, gpu, batch * kv_read), compute)
+            rows.append({"weights": f"{b}-bit", "weight GB": weights / 1e9, "batch": batch,
+                         "tokens/s total": total, "tokens/s per request": total / batch,
+                         "x real time per request": total / batch / TOKENS_PER_SECOND})
+    return rows
+
+
+def plot_speed_ceiling(rows, measured: float | None = None, title: str = ""):
+    """Per-request tokens/s ceiling against batch size, one line per weight format, real time marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for fmt in dict.fromkeys(r["weights"] for r in rows):
+        sel = [r for r in rows if r["weights"] == fmt]
+        ax.plot([r["batch"] for r in sel], [r["tokens/s per request"] for r in sel], "o-", label=f"{fmt} weights")
+    ax.axhline(TOKENS_PER_SECOND, color="red", ls="--", label=f"real time ({TOKENS_PER_SECOND:.2f} tokens/s)")
+    if measured:
+        ax.axhline(measured, color="black", ls=":", label=f"measured here ({measured:.1f} tokens/s)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("requests decoded together (batch)")
+    ax.set_ylabel("tokens/s per request (upper bound)")
+    ax.set_title(title or "Orpheus 3B decode ceiling")
+    ax.legend()
+    fig.tight_layout()
+    return fig
