@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -134,9 +134,10 @@ class StaticCache:
                 torch._dynamo.mark_static_address(t)
 
     @classmethod
-    def for_model(cls, model: T2SModel, batch: int, max_len: int, fixed_shape: bool = False):
+    def for_model(cls, model: T2SModel, batch: int, max_len: int, fixed_shape: bool = False, dtype=None):
         c = model.config
-        return cls(c.n_layer, batch, c.n_head, max_len, c.head_dim, model.dtype, model.device, fixed_shape)
+        dtype = model.dtype if dtype is None else hardware.torch_dtype(dtype)
+        return cls(c.n_layer, batch, c.n_head, max_len, c.head_dim, dtype, model.device, fixed_shape)
 
     def update(self, layer, k, v):
         if self.fixed_shape and k.shape[2] == 1:  # decode steps; the prefill below stays eager
@@ -162,23 +163,6 @@ class StaticCache:
         for buf in self.k + self.v:
             buf[: len(rows), :, :n] = buf[: self.batch, :, :n].index_select(0, rows)
         self.batch = len(rows)
-
-    def row(self, i: int, start: int) -> "_RowWriter":
-        """A cache for prefilling row ``i`` alone from position ``start`` (no padding computed)."""
-        return _RowWriter(self, i, start)
-
-
-class _RowWriter:
-    """Writes one row's prefill K/V into a StaticCache at its left-padded offset."""
-
-    def __init__(self, cache: StaticCache, i: int, start: int):
-        self.cache, self.i, self.start = cache, i, start
-
-    def update(self, layer, k, v):
-        end = self.start + k.shape[2]
-        self.cache.k[layer][self.i, :, self.start:end] = k[0]
-        self.cache.v[layer][self.i, :, self.start:end] = v[0]
-        return k, v
 
 
 class NoCache:
@@ -225,16 +209,18 @@ class T2SRunner:
     As upstream, each segment's phonemes should start with the reference text's phonemes.
 
     ``cache`` is "concat", "static" or "none"; ``fixed_shape`` (static only) keeps every step the
-    same shape for torch.compile; ``step_fn`` replaces ``model.decode_step`` (e.g. its compiled form).
+    same shape for torch.compile; ``step_fn`` replaces ``model.decode_step`` (e.g. its compiled form);
+    ``kv_dtype`` (static only) stores K/V, and runs attention, in another dtype than the weights
+    (e.g. bfloat16 beside int8 Linear layers on a CPU).
     """
 
     def __init__(self, model: T2SModel, segments, prompt, cache: str = "static", max_new_tokens: int = 1500,
-                 fixed_shape: bool = False, step_fn=None):
+                 fixed_shape: bool = False, step_fn=None, kv_dtype=None):
         cache = choose(cache, CACHES, "cache")
         if not segments:
             raise ValueError("segments is empty; pass at least one Segment")
-        if fixed_shape and cache != "static":
-            raise ValueError("fixed_shape needs cache='static'")
+        if (fixed_shape or kv_dtype is not None) and cache != "static":
+            raise ValueError("fixed_shape and kv_dtype need cache='static'")
         self.model, self.kind, self.fixed_shape = model, cache, fixed_shape
         self.step_fn = step_fn or model.decode_step
         device = model.device
@@ -258,7 +244,8 @@ class T2SRunner:
         self.can_drop = not fixed_shape  # dropping rows changes shapes: a compiled step would recompile
         n_layer = model.config.n_layer
         self.cache = {"concat": lambda: ConcatCache(n_layer),
-                      "static": lambda: StaticCache.for_model(model, len(rows), total + max_new_tokens, fixed_shape),
+                      "static": lambda: StaticCache.for_model(model, len(rows), total + max_new_tokens, fixed_shape,
+                                                              kv_dtype),
                       "none": NoCache}[cache]()
 
     @property
@@ -266,23 +253,10 @@ class T2SRunner:
         return self.prefix.shape[0]
 
     def start(self):
-        if self.kind == "static" and self.padded:
-            logits = self._prefill_rows()
-        else:
-            mask = prefix_mask(self.text_lens, self.audio_lens, self.total)
-            logits = self.model.prefill(self.prefix, self.cache, mask)
+        mask = prefix_mask(self.text_lens, self.audio_lens, self.total)
+        logits = self.model.prefill(self.prefix, self.cache, mask)
         self.cache.advance(self.total)
         return logits
-
-    def _prefill_rows(self):
-        # The prefill is compute-bound: run each row on its own, unpadded, straight into its cache row,
-        # so that no work goes into padding. Decode steps then run the whole batch together.
-        logits = []
-        for i, (t, a) in enumerate(zip(self.text_lens.tolist(), self.audio_lens.tolist())):
-            start = self.total - t - a
-            mask = prefix_mask(self.text_lens[i:i + 1], self.audio_lens[i:i + 1], t + a)
-            logits.append(self.model.prefill(self.prefix[i:i + 1, start:], self.cache.row(i, start), mask))
-        return torch.cat(logits)
 
     def step(self, tokens):
         positions = self.audio_lens + self.fed
@@ -468,8 +442,7 @@ def length_buckets(lengths, batch_size: int) -> list[list[int]]:
 
 
 def decode_segments(model: T2SModel, segments, prompt, sampling: Sampling = Sampling(), cache: str = "static",
-                    batch_size: int = 8, max_new_tokens=None, step_fn=None, fixed_shape: bool = False,
-                    progress: bool = False) -> Generation:
+                    batch_size: int = 8, max_new_tokens=None, progress: bool = False, **runner_kwargs) -> Generation:
     """Decode every segment of a long text: length buckets of ``batch_size``, one batch per bucket.
 
     ``batch_size=1, cache="concat"`` is the upstream way (one segment at a time). Tokens come back
@@ -488,8 +461,7 @@ def decode_segments(model: T2SModel, segments, prompt, sampling: Sampling = Samp
     seconds = steps = row_steps = prefill = 0
     for bucket in buckets:
         bucket_caps = [caps[i] for i in bucket]
-        runner = T2SRunner(model, [segments[i] for i in bucket], prompt, cache, max(bucket_caps),
-                           fixed_shape=fixed_shape, step_fn=step_fn)
+        runner = T2SRunner(model, [segments[i] for i in bucket], prompt, cache, max(bucket_caps), **runner_kwargs)
         g = generate(runner, sampling, model.config.eos_id, bucket_caps)
         for j, i in enumerate(bucket):
             tokens[i], eos[i] = g.tokens[j], g.hit_eos[j]

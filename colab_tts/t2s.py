@@ -137,7 +137,8 @@ class Block(nn.Module):
         b, t, h = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # The cache may hold another dtype than the weights (bf16 K/V beside int8 Linear layers).
+        y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(x.dtype)
         x = self.norm1(x + self.out(y.transpose(1, 2).reshape(b, t, h)))
         return self.norm2(x + self.ffn_down(F.relu(self.ffn_up(x))))
 

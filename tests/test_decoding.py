@@ -5,14 +5,13 @@ import torch
 
 from colab_tts import decoding
 from colab_tts.decoding import (
-    CACHES, GREEDY, HFRunner, Sampling, T2SRunner, decode_segments, generate, length_buckets, prepare_model,
-    random_prompt, random_segments, sample,
+    CACHES, FIXED_LENGTH, GREEDY, HFRunner, Sampling, T2SRunner, decode_segments, generate, length_buckets,
+    prepare_model, random_prompt, random_segments, sample,
 )
 from colab_tts.t2s import T2SConfig, T2SModel
 
 CONFIG = T2SConfig.small(n_layer=2, hidden_dim=64, n_head=4)
 LENGTHS = [7, 15, 3, 11]
-NO_EOS = Sampling(greedy=True, min_new_tokens=10**6)  # random weights: run every row to its cap
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def prompt():
 
 def _greedy(model, segs, prompt, cache, n=16, **kw):
     runner = T2SRunner(model, segs, prompt, cache, max_new_tokens=n, **kw)
-    return generate(runner, NO_EOS, CONFIG.eos_id, n).tokens
+    return generate(runner, FIXED_LENGTH, CONFIG.eos_id, n).tokens
 
 
 def test_greedy_tokens_identical_for_every_cache_variant(model, segments, prompt):
@@ -55,7 +54,7 @@ def test_segment_alone_equals_segment_in_a_left_padded_batch(model, segments, pr
 def test_finished_rows_leave_the_batch(model, segments, prompt):
     caps = [16, 3, 10, 5]  # the last row left (0) is a padded one: its mask must survive the drops
     runner = T2SRunner(model, segments, prompt, "static", max_new_tokens=16)
-    g = generate(runner, NO_EOS, CONFIG.eos_id, caps)
+    g = generate(runner, FIXED_LENGTH, CONFIG.eos_id, caps)
     assert [len(t) for t in g.tokens] == caps
     assert g.steps == 16 and g.row_steps == sum(caps)  # no work after a row's cap
     full = _greedy(model, segments, prompt, "static")
@@ -65,8 +64,8 @@ def test_finished_rows_leave_the_batch(model, segments, prompt):
 def test_buckets_group_similar_lengths_and_keep_the_order(model, segments, prompt):
     assert length_buckets([5, 40, 7, 38, 20], 2) == [[1, 3], [4, 2], [0]]
     caps = [6, 9, 4, 8]
-    upstream = decode_segments(model, segments, prompt, NO_EOS, "concat", batch_size=1, max_new_tokens=caps)
-    bucketed = decode_segments(model, segments, prompt, NO_EOS, "static", batch_size=3, max_new_tokens=caps)
+    upstream = decode_segments(model, segments, prompt, FIXED_LENGTH, "concat", batch_size=1, max_new_tokens=caps)
+    bucketed = decode_segments(model, segments, prompt, FIXED_LENGTH, "static", batch_size=3, max_new_tokens=caps)
     assert bucketed.tokens == upstream.tokens
     assert [len(t) for t in bucketed.tokens] == caps
 
@@ -101,9 +100,9 @@ def test_stops_at_eos_drops_the_row_and_masks_eos_early():
     script = [[1, 7, 2, 7], [3, 4, 5, 6, 1, 2, 3, 4, 5]]
     runner = ScriptedRunner(script)
     g = generate(runner, Sampling(greedy=True, repetition_penalty=1.0, min_new_tokens=2), eos, 9)
-    assert g.tokens[0][:2] == [1, script[0][1] if script[0][1] != eos else g.tokens[0][1]]
-    assert g.tokens[0][1] != eos  # EOS blocked during the first min_new_tokens steps
-    assert g.tokens[0] == g.tokens[0][:3] and len(g.tokens[0]) == 3 and g.hit_eos == [True, False]
+    # step 1 wants EOS but it is blocked (min_new_tokens=2): the next best (token 0) comes instead;
+    # step 3 draws EOS: the row ends with 3 tokens, EOS not included
+    assert g.tokens[0] == [1, 0, 2] and g.hit_eos == [True, False]
     assert g.tokens[1] == script[1]
     assert runner.kept == [1]  # row 0 left the batch
     lazy = generate(ScriptedRunner(script), Sampling(greedy=True, repetition_penalty=1.0, min_new_tokens=2), eos, 9,
@@ -146,8 +145,8 @@ def test_bad_inputs_name_the_fix(model, segments, prompt):
     with pytest.raises(ValueError, match="Known: concat, static, none"):
         T2SRunner(model, segments, prompt, "paged")
     with pytest.raises(ValueError, match="one per row"):
-        generate(T2SRunner(model, segments, prompt), NO_EOS, CONFIG.eos_id, [3, 4])
-    with pytest.raises(ValueError, match="fixed_shape needs"):
+        generate(T2SRunner(model, segments, prompt), FIXED_LENGTH, CONFIG.eos_id, [3, 4])
+    with pytest.raises(ValueError, match="fixed_shape and kv_dtype need"):
         T2SRunner(model, segments, prompt, "concat", fixed_shape=True)
 
 
@@ -192,3 +191,13 @@ def test_roofline_of_the_real_gpt_stage_on_a_t4():
     assert t4["ceiling tokens/s"] == pytest.approx(320e9 / (t4["MB per token"] * 1e6))
     (with_kv,) = decoding.roofline_rows(["T4"], "float16", context=500)
     assert with_kv["ceiling tokens/s"] < t4["ceiling tokens/s"]  # the cache is read too
+
+
+def test_bf16_kv_cache_beside_fp32_weights(model, segments, prompt):
+    ref = _greedy(model, segments, prompt, "static", n=6)
+    runner = T2SRunner(model, segments, prompt, "static", max_new_tokens=6, kv_dtype="bfloat16")
+    assert runner.cache.k[0].dtype == torch.bfloat16
+    tokens = generate(runner, FIXED_LENGTH, CONFIG.eos_id, 6).tokens
+    assert [t[0] for t in tokens] == [t[0] for t in ref]  # the prefill's choice survives bf16 K/V
+    with pytest.raises(ValueError, match="need cache='static'"):
+        T2SRunner(model, segments, prompt, "concat", kv_dtype="bfloat16")

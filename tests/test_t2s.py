@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from colab_tts.t2s import T2SConfig, T2SModel, load_gpt_sovits_checkpoint, prefix_mask, to_upstream_checkpoint, upstream_names
 from colab_tts.decoding import NoCache
+from colab_tts.t2s import (
+    T2SConfig, T2SModel, load_gpt_sovits_checkpoint, prefix_mask, to_upstream_checkpoint, upstream_names,
+)
 
 SMALL = T2SConfig.small(n_layer=2, hidden_dim=64, n_head=4)
 
@@ -13,7 +15,8 @@ SMALL = T2SConfig.small(n_layer=2, hidden_dim=64, n_head=4)
 def test_defaults_are_gpt_sovits_v2():
     c = T2SConfig()
     assert (c.n_layer, c.hidden_dim, c.n_head, c.head_dim, c.ffn_dim) == (24, 512, 16, 32, 2048)
-    assert (c.vocab_size, c.eos_id, c.phoneme_vocab_size, c.bert_dim, c.tokens_per_second) == (1025, 1024, 732, 1024, 25)
+    assert (c.vocab_size, c.eos_id, c.phoneme_vocab_size, c.bert_dim) == (1025, 1024, 732, 1024)
+    assert c.tokens_per_second == 25
     with torch.device("meta"):  # count without allocating or initialising 77 M weights
         model = T2SModel(c)
     total = sum(p.numel() for p in model.parameters())
