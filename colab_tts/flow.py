@@ -459,17 +459,21 @@ def sweep(dit: DiT, vocoder: Vocoder, *, steps=(25,), precisions=("float32",), o
 
 def seed_sweep(dit: DiT, vocoder: Vocoder, steps=(10, 25, 50), at_steps: int = 25,
                precisions=("float16", "bfloat16"), **kwargs) -> Sweep:
-    """The seed's table: fp32 over ``steps``, then at ``at_steps`` the half precisions and offload on.
+    """The seed's table: fp32 over ``steps`` (part "steps"), then at ``at_steps`` fp32, the half
+    precisions and offload on, measured one after another (part "variants").
 
-    One 200-step reference per input serves every row. ``kwargs`` go to ``sweep``.
+    On a shared machine the speed drifts over minutes, so each comparison uses rows measured side by
+    side: fp32 at ``at_steps`` is measured in both parts. One 200-step reference per input serves all.
+    ``kwargs`` go to ``sweep``.
     """
     kwargs.setdefault("references", {})
     result = sweep(dit, vocoder, steps=steps, **kwargs)
     more = sweep(dit, vocoder, steps=(at_steps,), precisions=tuple(dict.fromkeys(("float32", *precisions))),
-                 offload=(False, True),
-                 **kwargs)
-    seen = {(r["steps"], r["precision"], r["offload"], r["frames"]) for r in result.rows}
-    result.rows += [r for r in more.rows if (r["steps"], r["precision"], r["offload"], r["frames"]) not in seen]
+                 offload=(False, True), **kwargs)
+    for part, rows in (("steps", result.rows), ("variants", more.rows)):
+        for r in rows:
+            r["part"] = part
+    result.rows += more.rows
     return result
 
 
@@ -624,8 +628,10 @@ class Recipe:
         return "\n".join([head] + [f"- {r}" for r in self.reasons])
 
 
-def _rows(sweep_result, **match):
-    return [r for r in sweep_result.rows if all(r.get(k) == v for k, v in match.items())]
+def _rows(sweep_result, part: str | None = None, **match):
+    """Rows matching ``match``; with ``part``, only that part of a ``seed_sweep`` (plain sweeps have none)."""
+    return [r for r in sweep_result.rows if all(r.get(k) == v for k, v in match.items())
+            and (part is None or r.get("part", part) == part)]
 
 
 def recommend_8gb(gpu, measured: Sweep, activations: dict | None = None, *, emotion: bool = True,
@@ -646,7 +652,7 @@ def recommend_8gb(gpu, measured: Sweep, activations: dict | None = None, *, emot
     positive(max_text_tokens, "max_text_tokens", integer=True)
     positive(tokens_per_s, "tokens_per_s")
     reasons = []
-    steps_rows = sorted(_rows(measured, precision="float32", offload=False), key=lambda r: r["steps"])
+    steps_rows = sorted(_rows(measured, "steps", precision="float32", offload=False), key=lambda r: r["steps"])
     if not steps_rows:
         raise ValueError("measured must hold fp32 rows without offload: run sweep(..., precisions=('float32', ...))")
     frames = steps_rows[0]["frames"]
@@ -732,7 +738,7 @@ def plot_steps(result: Sweep, precision: str = "float32"):
     """Latency, peak memory and error against steps: the seed's table, measured."""
     import matplotlib.pyplot as plt
 
-    rows = sorted(_rows(result, precision=precision, offload=False), key=lambda r: r["steps"])
+    rows = sorted(_rows(result, "steps", precision=precision, offload=False), key=lambda r: r["steps"])
     steps = [r["steps"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, label in zip(axes, ("latency_s", "peak_mib", "error"),
@@ -770,7 +776,7 @@ def _verdict(holds: bool, claim: str, evidence: str) -> str:
 
 def claim_steps(result: Sweep, precision: str = "float32") -> list[str]:
     """'Cutting steps cuts peak memory (7.9 GB at 100 -> 4.9 GB at 20)' and 'cutting steps cuts time'."""
-    rows = sorted(_rows(result, precision=precision, offload=False), key=lambda r: r["steps"])
+    rows = sorted(_rows(result, "steps", precision=precision, offload=False), key=lambda r: r["steps"])
     lo, hi = rows[0], rows[-1]
     change = hi["peak_mib"] / lo["peak_mib"] - 1
     per_step = [(r["latency_s"] / r["steps"]) for r in rows]
@@ -786,8 +792,8 @@ def claim_steps(result: Sweep, precision: str = "float32") -> list[str]:
 
 def claim_precision(result: Sweep, half: str, steps: int) -> str:
     """'Use fp16/bf16': less memory at (almost) the same output."""
-    fp32 = _rows(result, precision="float32", offload=False, steps=steps)[0]
-    low = _rows(result, precision=half, offload=False, steps=steps)[0]
+    fp32 = _rows(result, "variants", precision="float32", offload=False, steps=steps)[0]
+    low = _rows(result, "variants", precision=half, offload=False, steps=steps)[0]
     ratio = low["peak_mib"] / fp32["peak_mib"]
     return _verdict(ratio < 0.75 and low["error"] < 2 * fp32["error"] + 0.01, f"{half} cuts memory at the same quality",
                     f"peak {low['peak_mib']:.2f} vs {fp32['peak_mib']:.2f} MiB (x{ratio:.2f}); error "
@@ -817,8 +823,8 @@ def claim_trajectory(rows: list[dict]) -> str:
 
 def claim_offload(result: Sweep, steps: int) -> str:
     """'Offload idle modules to the CPU': the peak drops by the idle stage's weights, paid in time."""
-    on = _rows(result, precision="float32", offload=True, steps=steps)[0]
-    off = _rows(result, precision="float32", offload=False, steps=steps)[0]
+    on = _rows(result, "variants", precision="float32", offload=True, steps=steps)[0]
+    off = _rows(result, "variants", precision="float32", offload=False, steps=steps)[0]
     idle, real = min(result.weights_mib().values()), result.weights_mib(real=True)
     saved = off["peak_mib"] - on["peak_mib"]
     return _verdict(saved >= 0.9 * idle, "offloading idle stages lowers peak memory (by the idle stage's weights)",

@@ -176,3 +176,17 @@ def test_bad_input():
         flow.DiT({"hidden": 512})
     with pytest.raises(ValueError, match="steps"):
         flow.sample(flow.DiT(TINY), flow.make_inputs(TINY, 4), steps=0)
+
+
+def test_seed_sweep_compares_neighbours(models):
+    dit, voc = models
+    result = flow.seed_sweep(dit, voc, steps=(2, 4), at_steps=4, precisions=("bfloat16",), target_frames=(8,),
+                             prompt_frames=4, progress=False, device="cpu")
+    parts = [(r["part"], r["steps"], r["precision"], r["offload"]) for r in result.rows]
+    assert parts == [("steps", 2, "float32", False), ("steps", 4, "float32", False),
+                     ("variants", 4, "float32", False), ("variants", 4, "float32", True),
+                     ("variants", 4, "bfloat16", False), ("variants", 4, "bfloat16", True)]
+    fp32_4 = [r for r in result.rows if r["steps"] == 4 and r["precision"] == "float32" and not r["offload"]]
+    assert fp32_4[0]["error"] == fp32_4[1]["error"]  # deterministic: the same solution measured twice
+    line = flow.claim_offload(result, 4)
+    assert f"{fp32_4[1]['latency_s']:.2f} s" in line  # the neighbour, not the step-scan row
