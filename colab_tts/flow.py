@@ -595,9 +595,10 @@ INDEXTTS2_WEIGHTS_FP32 = {
     "vocoder (BigVGAN v2 22 kHz)": (param_count(BIGVGAN_V2_22K) * 4, "this module's vocoder on BigVGAN v2's layout"),
 }
 EMOTION_GB = 6.54 - 5.48  # shared/facts.md: half + emotion 6.54 GB, half without 5.48 GB (RTX 4090)
-# IndexTTS-2's measured totals, everything resident, short utterance (shared/facts.md, RTX 4090). Its
-# use_fp16 halves the GPT only: 8.15 - 6.54 = 1.61 GB, half of gpt.pth's 3.3 GB within 3%. fp32 without
-# the emotion model is not in facts.md: 8.15 minus the emotion model's 1.06 GB.
+# IndexTTS-2's measured totals, everything resident, short utterance (shared/facts.md, RTX 4090).
+# fp32 -> half saves 8.15 - 6.54 = 1.61 GB, half of gpt.pth's 3.3 GB within 3%: we read use_fp16 as
+# halving the GPT only (inferred from these numbers, not from infer_v2.py). fp32 without the emotion
+# model is not in facts.md: 8.15 minus the emotion model's 1.06 GB.
 INDEXTTS2_TOTAL_GB = {("float16", True): 6.54, ("float16", False): 5.48, ("float32", True): 8.15,
                       ("float32", False): 8.15 - EMOTION_GB}
 
