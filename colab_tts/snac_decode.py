@@ -155,9 +155,15 @@ def fold_weight_norm(model):
     """
     from torch.nn.utils import parametrize
 
+    import torch
+
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            weight = module.weight
+            if not isinstance(weight, torch.nn.Parameter):  # without grad it comes back a plain tensor,
+                del module.weight  # which .to(device) would not move
+                module.weight = torch.nn.Parameter(weight, requires_grad=False)
     return model
 
 

@@ -30,7 +30,7 @@ def official_layers(token_ids):
     return c0, c1, c2
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 4095), min_size=7, max_size=7), max_size=20),
        st.lists(st.integers(0, 128265), max_size=10), st.integers(0, 6), st.randoms(use_true_random=False))
 def test_code_mapping_equals_the_official_formula(frames, junk, partial, rnd):
@@ -47,7 +47,7 @@ def test_code_mapping_equals_the_official_formula(frames, junk, partial, rnd):
     assert got.invalid_frames == 0
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 30), st.integers(0, 2**32 - 1))
 def test_codes_to_tokens_is_the_inverse(frames, seed):
     rng = np.random.default_rng(seed)
@@ -93,28 +93,25 @@ def random_ids(frames, seed=0):
     return codes_to_audio_tokens([torch.tensor(rng.integers(0, 4096, (1, frames * k))) for k in (1, 2, 4)])
 
 
-def test_random_snac_is_the_24khz_architecture(quiet_snac):
+def test_random_snac_is_the_24khz_architecture_and_folding_keeps_its_function(quiet_snac):
     assert quiet_snac.sampling_rate == sd.SAMPLE_RATE
     assert quiet_snac.vq_strides == [4, 2, 1] and quiet_snac.decoder_rates == [8, 8, 4, 2]
-    params = sum(p.numel() for p in sd.build_snac(pretrained=False, fold=False).parameters())
-    assert abs(params / 19.8e6 - 1) < 0.01  # shared/facts.md: 19.8 M params
-
-
-def test_folding_weight_norm_keeps_the_function():
     raw = sd.build_snac(pretrained=False, noise=False, fold=False)
-    folded = sd.build_snac(pretrained=False, noise=False)
+    params = sum(p.numel() for n, p in raw.named_parameters() if not n.endswith("original0"))  # g of g*v/|v|
+    assert abs(params / 19.8e6 - 1) < 0.02  # shared/facts.md: 19.8 M params, less 0.35 M of NoiseBlocks here
+    assert not any("parametrizations" in n for n, _ in quiet_snac.named_parameters())
+    assert sum(p.numel() for p in quiet_snac.parameters()) == params  # folded weights stay parameters (.to moves them)
     ids = random_ids(3)
-    assert not any("parametrizations" in n for n, _ in folded.named_parameters())
-    np.testing.assert_allclose(sd.decode_one_call(ids, folded), sd.decode_one_call(ids, raw), atol=1e-5)
+    np.testing.assert_allclose(sd.decode_one_call(ids, quiet_snac), sd.decode_one_call(ids, raw), atol=1e-5)
 
 
 def test_chunked_decode_matches_one_call(quiet_snac):
-    ids = random_ids(10)
+    ids = random_ids(7)
     ref = sd.decode_one_call(ids, quiet_snac)
-    out = sd.decode_audio(ids, quiet_snac, chunk_frames=4, context_frames=3)
-    assert out.dtype == np.float32 and out.shape == ref.shape == (10 * 2048,)
+    out = sd.decode_audio(ids, quiet_snac, chunk_frames=3, context_frames=3)
+    assert out.dtype == np.float32 and out.shape == ref.shape == (7 * 2048,)
     assert np.abs(out - ref).max() < 1e-5  # the tolerance decode_audio promises at 3 frames of context
-    no_context = sd.decode_audio(ids, quiet_snac, chunk_frames=4, context_frames=0)
+    no_context = sd.decode_audio(ids, quiet_snac, chunk_frames=3, context_frames=0)
     assert np.abs(no_context - ref).max() > 1e-3  # context is what makes it match
 
 
@@ -149,7 +146,7 @@ class Counting:
 
 
 def test_stream_starts_within_four_frames_and_matches_decode_audio(quiet_snac):
-    ids = random_ids(9, seed=1)
+    ids = random_ids(6, seed=1)
     source = Counting(ids)
     chunks, consumed_at = [], []
     for chunk in sd.stream_audio(source, quiet_snac):
@@ -157,7 +154,7 @@ def test_stream_starts_within_four_frames_and_matches_decode_audio(quiet_snac):
         consumed_at.append(source.consumed)
     assert consumed_at[0] <= 4 * 7  # first audio after at most 4 frames
     assert len(chunks[0]) > 0 and all(len(c) % 2048 == 0 for c in chunks)
-    assert len(chunks) >= 6  # per frame after the first
+    assert len(chunks) >= 3  # per frame after the first
     streamed = np.concatenate(chunks)
     whole = sd.decode_audio(ids, quiet_snac)
     assert streamed.shape == whole.shape
