@@ -87,6 +87,8 @@ def _systems_of(model_name: str) -> set[str]:
 def cmd_synth(args) -> int:
     from .orpheus import OrpheusTTS
 
+    if not args.text.strip():  # before loading a model
+        raise ValueError('text is empty: give the words to speak, e.g. synth "Hello there." -o hello.wav')
     if args.offline:
         tts = OrpheusTTS.offline_demo(backend=args.backend)
         print("offline demo: random weights, so the audio is noise; the pipeline is the real one")

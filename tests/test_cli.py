@@ -51,3 +51,15 @@ def test_plan_bad_input_is_one_line(capsys):
     assert "gpu_memory_utilization" in capsys.readouterr().err
     assert main(["plan", "--model", "orpheus-4b"]) == 2
     assert "Unknown model" in capsys.readouterr().err
+
+
+def test_synth_offline_writes_a_wav(tmp_path, capsys):
+    soundfile = __import__("soundfile")
+    out = tmp_path / "hello.wav"
+    assert main(["synth", "Hello there.", "-o", str(out), "--offline", "--seed", "1"]) == 0
+    samples, rate = soundfile.read(out)
+    assert rate == 24000 and len(samples) > 0
+    printed = capsys.readouterr().out
+    assert "noise" in printed and f"wrote {out}" in printed
+    assert main(["synth", "   ", "-o", str(tmp_path / "empty.wav"), "--offline"]) == 2
+    assert "text is empty" in capsys.readouterr().err and not (tmp_path / "empty.wav").exists()
