@@ -274,7 +274,9 @@ nb.md("""
 ## What we measured
 
 - The upstream decode loop (concat cache, float32) as the baseline, in tokens/s and real-time factor.
-- A static cache: the same tokens, a small gain at batch 1. No cache: much slower, and worse with length.
+- A static cache: the same tokens and, at batch 1, about the upstream loop's speed; what it buys is fixed
+  shapes (torch.compile, CUDA graphs) and in-place compaction of finished rows. No cache: much slower, and
+  worse with length.
 - Lower precision: resolved per device (float16 on a T4, bfloat16 from Ampere on); on a CPU, bf16 / fp16 /
   dynamic int8 each measured — read the table, it depends on the CPU's instructions.
 - torch.compile: measured on a GPU (CUDA graphs on a fixed-shape static cache); skipped on a CPU, where
