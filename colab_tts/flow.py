@@ -672,7 +672,8 @@ def recommend_8gb(gpu, measured: Sweep, activations: dict | None = None, *, emot
         added = half_rows[0]["error"] - base["error"]
         if added <= error_tolerance:
             gpt_dtype = half
-            reasons.append(f"GPT in {half} (use_fp16=True): measured error {half_rows[0]['error']:.4f} vs "
+            switch = "use_fp16=True" if half == "float16" else "use_fp16=True gives float16; bfloat16 is the same size"
+            reasons.append(f"GPT in {half} ({switch}): measured error {half_rows[0]['error']:.4f} vs "
                            f"{base['error']:.4f} in fp32 at {steps} steps; saves 1.61 GB (shared/facts.md)")
         else:
             reasons.append(f"fp32: {half} added {added:.4f} to the measured error (tolerance {error_tolerance})")
