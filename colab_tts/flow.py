@@ -759,7 +759,10 @@ def plot_bars(rows: list[dict], label_keys, value_keys, title: str):
     """One bar chart per value column, one bar per row (labelled by ``label_keys``)."""
     import matplotlib.pyplot as plt
 
-    labels = [" / ".join(str(r[k]) for k in label_keys) for r in rows]
+    def label(r):  # booleans read as "offload" / "no offload"
+        return ", ".join((k if r[k] else f"no {k}") if isinstance(r[k], bool) else str(r[k]) for k in label_keys)
+
+    labels = [label(r) for r in rows]
     fig, axes = plt.subplots(1, len(value_keys), figsize=(5 * len(value_keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], value_keys):
         ax.barh(labels, [r[key] for r in rows], color="tab:blue")
