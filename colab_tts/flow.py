@@ -850,3 +850,45 @@ def claim_chunks(rows: list[dict]) -> list[str]:
                             f"{whole['peak_mib']:.2f} MiB unsplit; time {best['latency_s']:.2f} vs "
                             f"{whole['latency_s']:.2f} s"))
     return out
+
+
+# --- the flow stage as a clickable synthesizer (notebook 03's steps panel) ----------------------
+
+FLOW_OOM_ADVICE = (
+    "offload idle stages: FlowTTS(..., offload=True) keeps only the running stage on the GPU",
+    "half precision weights: flow.to_precision(module, 'float16') halves their memory",
+    "shorter chunks: split the text with colab_tts.text.split_text(text, max_tokens=60) and join the parts",
+    "fewer steps save time only: the measured peak does not depend on them",
+)
+
+
+class FlowTTS:
+    """Text -> mel -> waveform through the flow stage alone: ``synthesize(text, steps=25) -> Speech``.
+
+    Offline there is no GPT stage or reference audio, so the conditioning is random, sized from the
+    text at ``tokens_per_s`` (an assumed speaking rate): the audio is noise; time and memory are real.
+    A CUDA out-of-memory becomes ``OutOfMemoryAdvice`` listing what helps (``FLOW_OOM_ADVICE``).
+    """
+
+    def __init__(self, dit: DiT, vocoder: Vocoder, *, tokens_per_s: float = 4.0, prompt_frames: int = 32,
+                 cfg_rate: float = 0.7, offload: bool = False, device=None, seed: int = 0):
+        self.dit, self.vocoder = dit, vocoder
+        self.tokens_per_s = positive(tokens_per_s, "tokens_per_s")
+        self.prompt_frames = positive(prompt_frames, "prompt_frames", integer=True, allow_zero=True)
+        self.cfg_rate, self.offload, self.device, self.seed = cfg_rate, offload, device, seed
+
+    def synthesize(self, text: str, steps: int = 25):
+        from .audio import Speech, Timings
+        from .errors import oom_advice
+
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty: type a sentence to synthesize")
+        positive(steps, "steps", integer=True)
+        frames = max(1, math.ceil(speech_seconds(text, self.tokens_per_s) * self.vocoder.config.frames_per_s))
+        inputs = make_inputs(self.dit.config, frames, self.prompt_frames, self.seed)
+        start = time.perf_counter()
+        with oom_advice(f"the flow stage ({steps} steps, {frames} mel frames)", FLOW_OOM_ADVICE):
+            _mel, wav = synthesize(self.dit, self.vocoder, inputs, steps, self.cfg_rate, self.offload, self.device)
+        wav = wav.float().reshape(-1).cpu()
+        return Speech(wav / max(1e-6, float(wav.abs().max())), self.vocoder.config.sample_rate,
+                      timings=Timings(generate_s=time.perf_counter() - start), text=text)

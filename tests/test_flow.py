@@ -190,3 +190,23 @@ def test_seed_sweep_compares_neighbours(models):
     assert fp32_4[0]["error"] == fp32_4[1]["error"]  # deterministic: the same solution measured twice
     line = flow.claim_offload(result, 4)
     assert f"{fp32_4[1]['latency_s']:.2f} s" in line  # the neighbour, not the step-scan row
+
+
+def test_flow_tts_speaks_text_and_turns_oom_into_advice(monkeypatch):
+    from colab_tts.errors import OutOfMemoryAdvice
+
+    torch.manual_seed(0)
+    tts = flow.FlowTTS(flow.DiT(flow.SMALL_DIT).eval(), flow.Vocoder(flow.SMALL_VOCODER).eval(),
+                       prompt_frames=4, device="cpu")
+    short, long = tts.synthesize("Hi there.", steps=2), tts.synthesize("Hi there, how are you today?", steps=2)
+    assert short.sample_rate == flow.SMALL_VOCODER.sample_rate and long.duration > short.duration > 0
+    assert float(abs(torch.as_tensor(long.samples)).max()) <= 1.0 and long.timings.generate_s > 0
+    with pytest.raises(ValueError, match="empty"):
+        tts.synthesize("  ")
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+
+    monkeypatch.setattr(flow, "synthesize", oom)
+    with pytest.raises(OutOfMemoryAdvice, match="offload"):
+        tts.synthesize("Hi there.", steps=2)
