@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from . import hardware
 from ._checks import choose, fraction, positive
 from .display import Table
+from .errors import oom_advice
 from .memory import MIB, accelerator, model_offload, module_bytes, to_accelerator, to_host, track_peak
 from .text import count_tokens, split_text
 
@@ -450,7 +451,10 @@ def sweep(dit: DiT, vocoder: Vocoder, *, steps=(25,), precisions=("float32",), o
                 to_precision(dit, precision), to_precision(vocoder, precision))
             synthesize(*models[precision], inputs, 1, cfg_rate, True, device)  # warm-up: first calls are slow
         d, v = models[precision]
-        mel, wav, seconds, peak = measure_pipeline(d, v, inputs, n_steps, cfg_rate, off, device, separate_timing)
+        with oom_advice(f"the sweep at {n_steps} steps, {precision}, offload={off}, {frames} frames",
+                        FLOW_OOM_ADVICE):
+            mel, wav, seconds, peak = measure_pipeline(d, v, inputs, n_steps, cfg_rate, off, device,
+                                                       separate_timing)
         rows.append({"steps": n_steps, "precision": precision, "offload": off, "frames": frames,
                      "audio_s": wav.shape[-1] / vocoder.config.sample_rate, "latency_s": seconds,
                      "peak_mib": peak, "error": relative_error(mel, ref)})
@@ -879,7 +883,6 @@ class FlowTTS:
 
     def synthesize(self, text: str, steps: int = 25):
         from .audio import Speech, Timings
-        from .errors import oom_advice
 
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty: type a sentence to synthesize")

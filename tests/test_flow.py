@@ -210,3 +210,18 @@ def test_flow_tts_speaks_text_and_turns_oom_into_advice(monkeypatch):
     monkeypatch.setattr(flow, "synthesize", oom)
     with pytest.raises(OutOfMemoryAdvice, match="offload"):
         tts.synthesize("Hi there.", steps=2)
+
+
+def test_sweep_turns_oom_into_advice(monkeypatch):
+    from colab_tts.errors import OutOfMemoryAdvice
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(flow, "measure_pipeline", oom)
+    monkeypatch.setattr(flow, "reference_mel", lambda *a, **k: None)
+    monkeypatch.setattr(flow, "synthesize", lambda *a, **k: None)
+    dit, voc = flow.DiT(flow.SMALL_DIT).eval(), flow.Vocoder(flow.SMALL_VOCODER).eval()
+    with pytest.raises(OutOfMemoryAdvice, match="25 steps") as err:
+        flow.sweep(dit, voc, steps=(25,), target_frames=(4,), prompt_frames=2, device="cpu", progress=False)
+    assert "offload" in str(err.value)
