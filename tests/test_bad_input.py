@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from colab_tts import hardware, kv_cache, models, text
+from colab_tts import decoding, flow, hardware, kv_cache, memory, models, t2s, text
 from colab_tts.display import Table, save_figure
 
 
@@ -58,6 +58,24 @@ CASES = [
     ("join nothing at a bad rate", lambda tmp: text.join_audio([np.zeros(4)], sample_rate=0), ValueError,
      ["sample_rate"]),
     ("join text instead of audio", lambda tmp: text.join_audio(["abc"], 16000), TypeError, ["chunk"]),
+    ("sampling with top_p above 1", lambda tmp: decoding.Sampling(top_p=1.5), ValueError, ["top_p"]),
+    ("sampling with zero temperature", lambda tmp: decoding.Sampling(temperature=0), ValueError,
+     ["temperature"]),
+    ("sampling with fractional top_k", lambda tmp: decoding.Sampling(top_k=2.5), TypeError, ["top_k"]),
+    ("checkpoint path that does not exist", lambda tmp: t2s.load_gpt_sovits_checkpoint(tmp / "s1.ckpt"),
+     ValueError, ["does not exist"]),
+    ("checkpoint that is not a dict", lambda tmp: t2s.load_gpt_sovits_checkpoint({"state_dict": {}}),
+     ValueError, ["'config' and 'weight'"]),
+    ("t2s model from a dict", lambda tmp: t2s.T2SModel({"n_layer": 2}), TypeError, ["T2SConfig"]),
+    ("t2s heads that do not divide", lambda tmp: t2s.T2SConfig(hidden_dim=100, n_head=16), ValueError,
+     ["multiple of n_head"]),
+    ("peak on an unknown device", lambda tmp: memory.track_peak("tpu").__enter__(), ValueError, ["device"]),
+    ("offload something that is not a module", lambda tmp: memory.to_host("dit"), TypeError, ["Module"]),
+    ("dit from a dict", lambda tmp: flow.DiT({"hidden": 512}), TypeError, ["DiTConfig"]),
+    ("flow inputs of no length", lambda tmp: flow.make_inputs(flow.SMALL_DIT, 0), ValueError,
+     ["target_frames"]),
+    ("8 GB recipe for an unknown card", lambda tmp: flow.recommend_8gb("RTX 9090", None), ValueError,
+     ["Unknown GPU"]),
     ("save figure without a name", lambda tmp: save_figure(None, ""), ValueError, ["name"]),
 ]
 
