@@ -274,7 +274,7 @@ def decode_one_call(token_ids, snac) -> np.ndarray:
 
 
 def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, group_frames: int = 1,
-                 lookahead_frames: int = 1, context_frames: int = DEFAULT_CONTEXT_FRAMES,
+                 lookahead_frames: int = 1, context_frames: int = 2,
                  dtype=None) -> Iterator[np.ndarray]:
     """Yield float32 audio chunks while tokens arrive.
 
@@ -283,7 +283,8 @@ def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, grou
     is decoded with ``context_frames`` earlier ones, so each emitted frame sees nearly the neighbours
     it has in :func:`decode_audio`: the stream differs from it only where the missing lookahead
     (~1 frame of the decoder's ~2.5-frame receptive field) would have reached (measured in the tests
-    and the benchmark; with ``lookahead_frames >= context_frames`` it is equal to float rounding).
+    and the benchmark; with 3 frames each side it is equal to float rounding). Per frame it decodes
+    context + 1 + lookahead = 4 frames by default, as much as the official decoder, but emits every frame.
     When the tokens end, the rest is flushed with the true end, so the total length is the same.
     """
     import torch

@@ -160,7 +160,7 @@ def test_stream_starts_within_four_frames_and_matches_decode_audio(quiet_snac):
     assert streamed.shape == whole.shape
     diff = np.abs(streamed - whole).max()
     assert 0 < diff < 0.05 * np.abs(whole).max()  # 1 frame of lookahead: close, not equal
-    exact = np.concatenate(list(sd.stream_audio(ids, quiet_snac, first_frames=4, lookahead_frames=3)))
+    exact = np.concatenate(list(sd.stream_audio(ids, quiet_snac, lookahead_frames=3, context_frames=3)))
     assert np.abs(exact - whole).max() < 1e-5  # full receptive field: equal to float rounding
 
 
