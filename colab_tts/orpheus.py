@@ -149,12 +149,16 @@ class _VllmBackend:
 
     def stream(self, prompt, sampling) -> Iterator[int]:
         (rid,) = self._submit([prompt], sampling)
-        seen = 0
-        for out in self._steps():
-            if out.request_id == rid:
-                tokens = out.outputs[0].token_ids
-                yield from tokens[seen:]
-                seen = len(tokens)
+        seen, finished = 0, False
+        try:
+            for out in self._steps():
+                if out.request_id == rid:
+                    tokens = out.outputs[0].token_ids
+                    yield from tokens[seen:]
+                    seen, finished = len(tokens), out.finished
+        finally:
+            if not finished and self.engine is not None:  # the caller stopped early: free the request
+                self.engine.abort_request([rid])
 
     def close(self):
         from .kv_probe import stop_engine

@@ -108,5 +108,9 @@ def test_demo_through_real_vllm():
             assert 0 < s.num_tokens <= 35 and len(s.samples) == (s.num_tokens // 7) * 2048
         chunks = list(tts.stream("Hello.", max_tokens=35, seed=0))
         assert sum(map(len, chunks)) <= 5 * 2048
+        early = tts.stream("Hello.", max_tokens=35, seed=0)
+        assert len(next(early)) == len(chunks[0])  # same seed, same tokens (SNAC's noise makes the samples differ)
+        early.close()  # a listener that stops early must not leave its request running
+        assert not tts.backend.engine.has_unfinished_requests()
     finally:
         tts.close()
