@@ -97,9 +97,9 @@ def main(argv=None):
 
 
 def explore(ids, snac, ref, rounds):
-    variants = {f"chunk {chunk}, context 3": dict(chunk_frames=chunk, context_frames=3) for chunk in (8, 16, 32)}
-    variants["chunk 16, context 2"] = dict(chunk_frames=16, context_frames=2)
-    variants["chunk 16, context 3, bfloat16"] = dict(chunk_frames=16, context_frames=3, dtype=torch.bfloat16)
+    variants = {f"chunk {chunk}, context 3": dict(chunk_frames=chunk, context_frames=3) for chunk in (8, 16, 32, 64)}
+    variants["chunk 32, context 2"] = dict(chunk_frames=32, context_frames=2)
+    variants["chunk 32, context 3, bfloat16"] = dict(chunk_frames=32, context_frames=3, dtype=torch.bfloat16)
     bf16 = sd.build_snac(pretrained=False, noise=False).to(torch.bfloat16)
     fns = {k: (lambda kw=kw: sd.decode_audio(ids, bf16 if "dtype" in kw else snac, **kw)) for k, kw in variants.items()}
     times = best_times(fns, rounds)
