@@ -26,6 +26,7 @@ import numpy as np
 
 from ._checks import choose, positive
 from .audio import Speech, Timings
+from .errors import oom_advice
 from .snac_decode import (  # noqa: F401  (the token layout and the codec, re-exported here)
     AUDIO_TOKEN_OFFSET, CODES_PER_SLOT, SAMPLE_RATE, SAMPLES_PER_FRAME, TOKENS_PER_FRAME, TOKENS_PER_SECOND,
     SnacCodes, audio_tokens_to_codes, build_snac, codes_to_audio_tokens, decode_audio, stream_audio,
@@ -405,14 +406,35 @@ class OrpheusTTS:
                                  "synthesize() splits it; or load with a larger max_audio_seconds")
         longest = max(len(p) for p in prompts)
         sampling = self._sampling(longest, temperature, top_p, repetition_penalty, max_tokens, seed)
-        gens = self.backend.generate(prompts, sampling)
         speeches = []
-        for text, gen in zip(texts, gens):
-            t0 = time.perf_counter()
-            samples = decode_audio(gen.token_ids, self.snac)
-            timings = Timings(gen.generate_s, time.perf_counter() - t0, gen.first_token_s)
-            speeches.append(Speech(samples, SAMPLE_RATE, len(gen.token_ids), timings, text))
+        with oom_advice(f"Orpheus synthesis of {len(texts)} text(s)", lambda: self.oom_tips(len(texts))):
+            gens = self.backend.generate(prompts, sampling)
+            for text, gen in zip(texts, gens):
+                t0 = time.perf_counter()
+                samples = decode_audio(gen.token_ids, self.snac)
+                timings = Timings(gen.generate_s, time.perf_counter() - t0, gen.first_token_s)
+                speeches.append(Speech(samples, SAMPLE_RATE, len(gen.token_ids), timings, text))
         return speeches
+
+    def oom_tips(self, batch: int = 1) -> list[str]:
+        """What to change when the GPU runs out of memory, from the plan this engine was started with."""
+        from .kv_cache import audio_seconds_for_tokens, max_model_len_for_audio
+
+        tips = []
+        if batch > 1:
+            tips.append(f"synthesize fewer texts at once (this batch held {batch})")
+        shorter = max(1.0, self.max_audio_seconds / 2)
+        now = audio_seconds_for_tokens(self.max_model_len, prompt_tokens=PROMPT_TOKENS)
+        tips.append(f"plan for shorter audio: max_audio_seconds={shorter:g} gives max_model_len="
+                    f"{max_model_len_for_audio(shorter, prompt_tokens=PROMPT_TOKENS):,} instead of "
+                    f"{self.max_model_len:,} ({now:.0f} s)")
+        if self.plan is not None:
+            gmu = round(self.plan.gpu_memory_utilization - 0.1, 2)
+            left = (1 - gmu) * self.plan.gpu.memory_gib
+            tips.append(f"lower gpu_memory_utilization to {gmu} so SNAC decoding and other tensors keep "
+                        f"{left:.2f} GiB outside vLLM's share (the KV cache shrinks; plan_vllm says by how much)")
+        tips.append("split long text into sentences (synthesize() does this when it is too long for the context)")
+        return tips
 
     def stream(self, text: str, voice: str = "tara", temperature: float = 0.6, top_p: float = 0.8,
                repetition_penalty: float = 1.3, max_tokens: int | None = None, seed: int | None = None,

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from colab_tts import orpheus
 from colab_tts.kv_cache import max_model_len_for_audio
@@ -114,3 +115,23 @@ def test_demo_through_real_vllm():
         assert not tts.backend.engine.has_unfinished_requests()
     finally:
         tts.close()
+
+
+def test_out_of_memory_during_synthesis_becomes_advice(demo, monkeypatch):
+    from colab_tts.errors import OutOfMemoryAdvice
+
+    def oom(prompts, sampling):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.20 GiB")
+
+    monkeypatch.setattr(demo.backend, "generate", oom)
+    with pytest.raises(OutOfMemoryAdvice) as err:
+        demo.synthesize_batch(["One.", "Two."])
+    message = str(err.value)
+    assert "fewer texts at once" in message and "max_audio_seconds=" in message
+    assert f"instead of {demo.max_model_len:,}" in message
+
+
+def test_orpheus_rate_is_the_same_in_the_planner_and_the_codec():
+    from colab_tts import kv_cache, snac_decode
+
+    assert kv_cache.ORPHEUS_TOKENS_PER_SECOND == snac_decode.TOKENS_PER_SECOND
