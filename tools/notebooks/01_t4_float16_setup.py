@@ -174,6 +174,26 @@ memory bandwidth. 8-bit weights halve the bytes per token and lift the ceiling a
 quarters them. Batching does not speed up one request, but several requests share each read of the
 weights, so the total throughput grows almost linearly until the KV reads and the compute limit catch up.
 """)
+nb.md("""
+## 7. Try it: the synthesis panel
+
+The same `synthesize` call behind a panel: type a text, pick a voice, move the sampling sliders, press
+**Synthesize**. The panel shows a progress bar while it runs, then the player and the timing (tokens/s and
+real-time factor); a bad input (an empty text, a repetition penalty below 1.1) shows as one line in the panel.
+The gauge compares GPU memory in use with the plan (offline it shows the plan's total for the simulated GPU).
+""")
+nb.code("""
+from colab_tts.widgets import MemoryGauge, SynthesisPanel, timing_line
+
+planned = (tts.plan or plan).budget_gib  # offline: the T4 plan from section 2
+gauge = MemoryGauge(gpu, planned_gib=planned)
+if not ON_GPU:
+    gauge.refresh(planned)  # no GPU to read: show what the plan reserves
+panel = SynthesisPanel(tts, text=TEXT, gauge=gauge)
+panel.button.click()  # what pressing the button does
+print("panel says:", panel.error or timing_line(panel.speech))
+panel
+""")
 nb.code("""
 tts.close()  # frees the engine's memory
 """)

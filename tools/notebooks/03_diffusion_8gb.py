@@ -239,13 +239,14 @@ noise; on a GPU an out-of-memory error shows up in the panel as advice (offload,
 chunks) instead of a traceback.
 """)
 nb.code("""
-from colab_tts.widgets import MemoryGauge, SynthesisPanel
+from colab_tts.widgets import MemoryGauge, SynthesisPanel, timing_line
 
 gauge = MemoryGauge(GPU_8GB)
 panel = SynthesisPanel.for_flow(flow.FlowTTS(dit, vocoder, prompt_frames=PROMPT_FRAMES, device=device),
                                 text="A short sentence for the flow stage.", gauge=gauge)
 panel.sliders["steps"].value = STEPS[0]
 panel.button.click()  # what pressing the button does
+print("panel says:", panel.error or timing_line(panel.speech))
 panel
 """)
 nb.md("""
