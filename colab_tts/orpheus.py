@@ -329,6 +329,7 @@ class OrpheusTTS:
         The pipeline is real; the audio is noise."""
         from .orpheus_demo import save_demo_model
 
+        backend = choose(backend, BACKENDS, "backend")  # before building anything
         model_dir = save_demo_model(path, seed=seed)
         overrides = dict(enforce_eager=True, max_num_seqs=8, kv_space_gib=1) if backend == "vllm" else {}
         overrides.update(engine_overrides)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from colab_tts import decoding, flow, hardware, kv_cache, memory, models, t2s, text
+from colab_tts import audio, decoding, flow, hardware, kv_cache, memory, models, orpheus, snac_decode, t2s, text
 from colab_tts.display import Table, save_figure
 
 
@@ -76,6 +76,21 @@ CASES = [
      ["target_frames"]),
     ("8 GB recipe for an unknown card", lambda tmp: flow.recommend_8gb("RTX 9090", None), ValueError,
      ["Unknown GPU"]),
+    ("orpheus backend that does not exist", lambda tmp: orpheus.OrpheusTTS.offline_demo("onnx"), ValueError,
+     ["backend", "vllm"]),
+    ("orpheus with no audio", lambda tmp: orpheus.engine_kwargs_for("T4", max_audio_seconds=0), ValueError,
+     ["max_audio_seconds"]),
+    ("orpheus empty text", lambda tmp: orpheus.format_prompt("  ", "tara", None), ValueError, ["empty"]),
+    ("orpheus text of wrong type", lambda tmp: orpheus.format_prompt(None, "tara", None), TypeError, ["string"]),
+    ("audio tokens as text", lambda tmp: snac_decode.audio_tokens_to_codes("128266 128267"), TypeError,
+     ["token ids"]),
+    ("audio tokens as floats", lambda tmp: snac_decode.audio_tokens_to_codes([1.5, 2.5]), TypeError,
+     ["integers"]),
+    ("speech in stereo", lambda tmp: audio.Speech(np.zeros((2, 100)), 24000), ValueError, ["mono"]),
+    ("speech at zero Hz", lambda tmp: audio.Speech(np.zeros(100), 0), ValueError, ["sample_rate"]),
+    ("save speech without a suffix", lambda tmp: audio.Speech(np.zeros(100), 24000).save(tmp / "out"),
+     ValueError, [".wav"]),
+    ("concat of nothing", lambda tmp: audio.Speech.concat([]), TypeError, ["Speech"]),
     ("save figure without a name", lambda tmp: save_figure(None, ""), ValueError, ["name"]),
 ]
 
