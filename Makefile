@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/python tools/run_notebooks.py notebooks build/notebooks
 
 test: $(STAMP)
-	COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval $(BIN)/python -m pytest tests notebooks $(NBVAL)
+	COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval $(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=10
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not vllm and not slow"
