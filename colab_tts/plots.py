@@ -94,3 +94,23 @@ def weights_fit(dtype="float16", gpus=("T4", "RTX-3070", "RTX-4060", "L4", "A100
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def fit_heatmap(rows, title="Share of GPU memory one request takes (OOM: does not fit)"):
+    """kv_cache.fit_rows as a grid: systems x GPUs, coloured by the share of memory, OOM marked."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    gpus = [k for k in rows[0] if k in hardware.GPUS]
+    systems = [r["system"] for r in rows]
+    share = np.array([[r["total GiB"] / hardware.GPUS[g].memory_gib for g in gpus] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.1 * len(gpus) + 3, 0.6 * len(rows) + 1.6))
+    image = ax.imshow(np.minimum(share, 1.2), cmap="RdYlGn_r", vmin=0, vmax=1.2, aspect="auto")
+    for i, j in np.ndindex(share.shape):
+        ax.text(j, i, "OOM" if share[i, j] > 1 else f"{share[i, j]:.0%}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(gpus)), gpus, rotation=45, ha="right")
+    ax.set_yticks(range(len(systems)), systems)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="total / GPU memory")
+    fig.tight_layout()
+    return fig

@@ -224,6 +224,14 @@ if RUN_VLLM:
     kv_probe.stop_engine(llm)
 """)
 nb.md("""
+A summary of the fit table across the whole catalog: the share of each GPU's memory one request of
+`AUDIO_SECONDS` takes, red where it does not fit.
+""")
+nb.code("""
+fig = plots.fit_heatmap(kv_cache.fit_rows(AUDIO_SECONDS, "float16"))
+save_figure(fig, "fit_heatmap");
+""")
+nb.md("""
 ## What we measured
 
 - Orpheus's KV cache: 112 KiB per token in float16, from its config; 131,072 tokens would need 14 GiB.
