@@ -256,13 +256,9 @@ the real size (24 layers, hidden 512), where batching and int8 weigh more.
 ## 11. Summary chart
 """)
 nb.code("""
-import matplotlib.pyplot as plt
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-ax1.barh([r["technique"] for r in results], [r["speed-up"] for r in results], color="tab:blue")
-ax1.axvline(1, color="gray", lw=1); ax1.invert_yaxis(); ax1.set_xlabel("batch 1: speed-up over the upstream loop")
-ax2.barh([r["technique"] for r in long_rows], [r["speed-up"] for r in long_rows], color="tab:orange")
-ax2.axvline(1, color="gray", lw=1); ax2.invert_yaxis(); ax2.set_xlabel("long text: speed-up over the upstream way")
-fig.tight_layout()
+from colab_tts import plots
+fig = plots.speedup_bars({"batch 1: speed-up over the upstream loop": results,
+                          "long text: speed-up over the upstream way": long_rows})
 save_figure(fig, "gpt_stage_speedups");
 """)
 nb.code("""
