@@ -332,7 +332,9 @@ def recommendations(gpu) -> list[str]:
     if spec.compute_capability < (8, 0):
         out.append("FlashAttention-2 needs CC 8.0; PyTorch SDPA uses its memory-efficient kernel here")
     if spec.memory_gib < 16:
-        out.append("Orpheus 3B in fp16 needs ~6.2 GiB of weights: size vLLM's KV cache with colab_tts.kv_cache")
+        orpheus_gib = COVERED_MODELS["Orpheus 3B (LLM)"][0] * DTYPE_BYTES[dtype if dtype != "float32" else "float16"] / GIB
+        out.append(f"Orpheus 3B in half precision needs {orpheus_gib:.1f} GiB of weights: "
+                   "size vLLM's KV cache with colab_tts.kv_cache")
     if spec.memory_gib < 10:
         out.append("8 GB class: offload idle stages and cut diffusion steps (notebook 03)")
     return out

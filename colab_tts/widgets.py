@@ -152,7 +152,8 @@ class MemoryGauge:
 
     def __init__(self, gpu=None, planned_gib: float | None = None):
         w = _widgets()
-        self.gpu = hardware.get_gpu(gpu) if gpu is not None else None
+        # With no GPU to read, show the catalog GPU asked for (a T4, Colab's free GPU, by default).
+        self.gpu = hardware.get_gpu(gpu if gpu is not None else "T4")
         self.planned_gib = planned_gib
         total = self.total_gib
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=total, description="GPU memory",
@@ -168,7 +169,7 @@ class MemoryGauge:
             import torch
 
             return torch.cuda.mem_get_info()[1] / GIB
-        return self.gpu.memory_gib if self.gpu is not None else 16.0
+        return self.gpu.memory_gib
 
     def refresh(self, used_gib: float | None = None) -> float:
         """Update the bar; with no argument, read the GPU (keeps the last figure without one)."""

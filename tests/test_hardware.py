@@ -129,3 +129,8 @@ def test_weights_fit_rows_scale_with_dtype():
     orpheus = "Orpheus 3B (LLM)"
     assert fp32[orpheus]["float32 GiB"] == pytest.approx(2 * fp16[orpheus]["float16 GiB"])
     assert fp16[orpheus]["float16 GiB"] == pytest.approx(3.30e9 * 2 / 2**30)
+
+
+def test_recommendations_compute_orpheus_weights():
+    line = next(l for l in hardware.recommendations("T4") if "Orpheus" in l)
+    assert f"{3.30e9 * 2 / 2**30:.1f} GiB" in line

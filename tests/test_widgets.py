@@ -86,3 +86,7 @@ def test_memory_gauge_shows_used_against_plan_and_refreshes_after_a_run():
 def test_timing_line():
     speech = Speech(np.zeros(16000, np.float32), 16000, num_tokens=82, timings=Timings(generate_s=2.0))
     assert timing_line(speech) == "1.00 s of audio in 2.00 s (RTF 2.00), 82 tokens at 41.0 tokens/s"
+
+
+def test_memory_gauge_without_a_gpu_name_shows_colabs_t4():
+    assert MemoryGauge().bar.max == pytest.approx(14.74)
