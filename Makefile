@@ -26,13 +26,14 @@ run: $(STAMP)
 	$(BIN)/python tools/run_notebooks.py notebooks build/notebooks
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval $(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=10
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not vllm and not slow"
 
 notebooks: $(STAMP)
-	$(BIN)/python tools/nbtemplate.py build
+	$(BIN)/python tools/nbtemplate.py build   # from notebooks/src/*.py: write, execute, keep checked outputs
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

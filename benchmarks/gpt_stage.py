@@ -21,8 +21,15 @@ import torch
 
 from colab_tts import hardware
 from colab_tts.decoding import (
-    FIXED_LENGTH, compiled_step, decode_segments, prepare_model, random_prompt, random_segments, speed_row,
-    time_decode, weight_bytes_per_token,
+    FIXED_LENGTH,
+    compiled_step,
+    decode_segments,
+    prepare_model,
+    random_prompt,
+    random_segments,
+    speed_row,
+    time_decode,
+    weight_bytes_per_token,
 )
 from colab_tts.display import Table
 from colab_tts.t2s import T2SConfig, T2SModel

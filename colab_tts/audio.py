@@ -112,7 +112,7 @@ class Speech:
         return fig
 
     @classmethod
-    def concat(cls, parts, silence_ms: float = 200, crossfade_ms: float = 0) -> "Speech":
+    def concat(cls, parts, silence_ms: float = 200, crossfade_ms: float = 0) -> Speech:
         """Join several Speech objects (same sample rate) with ``silence_ms`` of silence between them."""
         from .text import join_audio
 

@@ -291,7 +291,8 @@ class HFRunner:
     """
 
     def __init__(self, model, prompts, cache: str = "static", max_new_tokens: int = 256, pad_id: int = 0):
-        from transformers import DynamicCache, StaticCache as HFStaticCache
+        from transformers import DynamicCache
+        from transformers import StaticCache as HFStaticCache
 
         cache = choose(cache, ("static", "dynamic"), "cache")
         if not prompts or not all(len(p) for p in prompts):
@@ -544,6 +545,7 @@ def prepare_model(model: T2SModel, dtype="float32", device=None, gpu=None) -> tu
         if device.type != "cpu":
             raise ValueError("dtype='int8' (dynamic quantization) runs on the CPU only; on a GPU use 'auto'")
         import warnings
+
         from torch.ao.quantization import quantize_dynamic
 
         with warnings.catch_warnings():

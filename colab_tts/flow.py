@@ -134,7 +134,7 @@ class DiT(nn.Module):
         self.out = nn.Linear(c.hidden, c.mel_bins)
         self.gradient_checkpointing = False
 
-    def enable_gradient_checkpointing(self, on: bool = True) -> "DiT":
+    def enable_gradient_checkpointing(self, on: bool = True) -> DiT:
         """Recompute each block in backward instead of keeping its activations (saves memory only with grad)."""
         self.gradient_checkpointing = bool(on)
         return self
@@ -267,7 +267,7 @@ class FlowInputs:
     def target_frames(self) -> int:
         return self.noise.shape[-1] - self.prompt_frames
 
-    def to(self, device) -> "FlowInputs":
+    def to(self, device) -> FlowInputs:
         return FlowInputs(*(t.to(device) for t in (self.cond, self.prompt, self.style, self.noise)))
 
 

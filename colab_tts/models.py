@@ -57,7 +57,7 @@ class ModelSpec:
     def grouped_query(self) -> bool:
         return self.num_kv_heads < self.num_attention_heads
 
-    def with_(self, **changes) -> "ModelSpec":
+    def with_(self, **changes) -> ModelSpec:
         """A copy with some fields changed (num_params is recounted from the new shape)."""
         cfg = dict(self.config)
         spec = replace(self, **changes)
@@ -68,7 +68,7 @@ class ModelSpec:
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config, name: str | None = None, source: str = "") -> "ModelSpec":
+    def from_config(cls, config, name: str | None = None, source: str = "") -> ModelSpec:
         """A spec from a Hugging Face config dict, a config object or a path to config.json."""
         if isinstance(config, (str, Path)):
             path = Path(config)
@@ -112,7 +112,7 @@ class ModelSpec:
         return replace(spec, num_params=cfg.get("num_params_override") or _count_params(spec, cfg))
 
     @classmethod
-    def known(cls, name: str) -> "ModelSpec":
+    def known(cls, name: str) -> ModelSpec:
         """A bundled config: orpheus-3b, llama-3.2-3b, gpt-sovits-v2-t2s, indextts2-gpt, metavoice-1b, ..."""
         table = known_models()
         key = choose(name, table, "model")

@@ -28,8 +28,18 @@ from ._checks import choose, positive
 from .audio import Speech, Timings
 from .errors import oom_advice
 from .snac_decode import (  # noqa: F401  (the token layout and the codec, re-exported here)
-    AUDIO_TOKEN_OFFSET, CODES_PER_SLOT, SAMPLE_RATE, SAMPLES_PER_FRAME, TOKENS_PER_FRAME, TOKENS_PER_SECOND,
-    SnacCodes, audio_tokens_to_codes, build_snac, codes_to_audio_tokens, decode_audio, stream_audio,
+    AUDIO_TOKEN_OFFSET,
+    CODES_PER_SLOT,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    TOKENS_PER_FRAME,
+    TOKENS_PER_SECOND,
+    SnacCodes,
+    audio_tokens_to_codes,
+    build_snac,
+    codes_to_audio_tokens,
+    decode_audio,
+    stream_audio,
 )
 
 MODEL_ID = "canopylabs/orpheus-3b-0.1-ft"
@@ -279,7 +289,7 @@ class OrpheusTTS:
     @classmethod
     def from_pretrained(cls, model_id: str = MODEL_ID, backend: str = "vllm", gpu=None, max_audio_seconds: float = 30,
                         *, dtype="auto", strict: bool = False, gpu_memory_utilization: float = 0.9, snac=None,
-                        tokenizer=None, **engine_overrides) -> "OrpheusTTS":
+                        tokenizer=None, **engine_overrides) -> OrpheusTTS:
         """Load Orpheus for this machine.
 
         ``gpu`` defaults to the detected GPU (a catalog name or GpuSpec also works; None on a CPU).
@@ -323,7 +333,7 @@ class OrpheusTTS:
 
     @classmethod
     def offline_demo(cls, backend: str = "vllm", max_audio_seconds: float = 4, *, path=None, seed: int = 0,
-                     **engine_overrides) -> "OrpheusTTS":
+                     **engine_overrides) -> OrpheusTTS:
         """The same code path with no downloads: a tiny random Llama with Orpheus's vocabulary and special
         ids (colab_tts.orpheus_demo), a locally built tokenizer and SNAC 24 kHz with random weights.
         The pipeline is real; the audio is noise."""

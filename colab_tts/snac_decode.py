@@ -132,7 +132,7 @@ def audio_tokens_to_codes(token_ids) -> SnacCodes:
 
 def codes_to_audio_tokens(codes) -> list[int]:
     """The inverse of :func:`audio_tokens_to_codes`: three code tensors -> audio token ids."""
-    c0, c1, c2 = (np.asarray(getattr(c, "cpu", lambda: c)()).reshape(-1) for c in codes)
+    c0, c1, c2 = (np.asarray(c.cpu() if hasattr(c, "cpu") else c).reshape(-1) for c in codes)
     n = len(c0)
     if len(c1) != 2 * n or len(c2) != 4 * n:
         raise ValueError(f"SNAC layers must hold F, 2F and 4F codes; got {len(c0)}, {len(c1)}, {len(c2)}")
@@ -155,9 +155,8 @@ def fold_weight_norm(model):
     SNAC wraps each conv in ``weight_norm``, which recomputes ``g * v / |v|`` on every call; at
     inference the weight never changes, so compute it once.
     """
-    from torch.nn.utils import parametrize
-
     import torch
+    from torch.nn.utils import parametrize
 
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
@@ -222,8 +221,8 @@ def build_snac(pretrained: bool = True, *, device=None, noise: bool = True, fold
 
 
 def _without_noise(model):
-    from snac.layers import NoiseBlock
     import torch
+    from snac.layers import NoiseBlock
 
     model = copy.deepcopy(model)
     for module in model.modules():
@@ -323,7 +322,7 @@ def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, grou
     positive(lookahead_frames, "lookahead_frames", integer=True, allow_zero=True)
     lookahead = min(lookahead_frames, first_frames - 1)
     p = _param(snac)
-    latent_per_frame = SAMPLES_PER_FRAME // int(np.prod(SNAC_24KHZ_CONFIG["decoder_rates"]))
+    SAMPLES_PER_FRAME // int(np.prod(SNAC_24KHZ_CONFIG["decoder_rates"]))
 
     def decode(frames, lo, start, stop, hi):
         with torch.inference_mode():
@@ -355,7 +354,7 @@ def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, grou
             yield decode(arr, lo, emitted, ready, len(arr))
             emitted = ready
     if skipped:
-        warnings.warn(f"{skipped} streamed frames had codes outside 0..4095 and were skipped", RuntimeWarning)
+        warnings.warn(f"{skipped} streamed frames had codes outside 0..4095 and were skipped", RuntimeWarning, stacklevel=2)
     if emitted < len(frames):
         arr = np.stack(frames)
         yield decode(arr, max(0, emitted - context_frames), emitted, len(arr), len(arr))

@@ -76,12 +76,12 @@ class T2SConfig:
         return self.hidden_dim // self.n_head
 
     @classmethod
-    def small(cls, n_layer: int = 4, hidden_dim: int = 128, n_head: int = 4) -> "T2SConfig":
+    def small(cls, n_layer: int = 4, hidden_dim: int = 128, n_head: int = 4) -> T2SConfig:
         """A scaled-down config with the real vocabularies, for tests and quick notebook runs."""
         return cls(n_layer=n_layer, hidden_dim=hidden_dim, n_head=n_head, ffn_dim=4 * hidden_dim)
 
     @classmethod
-    def from_upstream(cls, config: dict) -> "T2SConfig":
+    def from_upstream(cls, config: dict) -> T2SConfig:
         """Read an upstream s1 config (the checkpoint's ``"config"`` dict, or its ``"model"`` part)."""
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict (the checkpoint's 'config'), got {type(config).__name__}")

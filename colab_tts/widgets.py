@@ -61,7 +61,7 @@ class SynthesisPanel:
     """Text box, voice dropdown, knob sliders, Synthesize button, progress, player and timing."""
 
     def __init__(self, tts, *, voices=None, knobs=ORPHEUS_KNOBS, text="Hello from a T4 in float16.",
-                 gauge: "MemoryGauge | None" = None, title="Synthesize"):
+                 gauge: MemoryGauge | None = None, title="Synthesize"):
         if not callable(getattr(tts, "synthesize", None)):
             raise TypeError("tts must have a synthesize(text, **knobs) method, e.g. an OrpheusTTS")
         w = _widgets()
@@ -90,7 +90,7 @@ class SynthesisPanel:
         self.widget = w.VBox(parts)
 
     @classmethod
-    def for_flow(cls, pipeline, **kwargs) -> "SynthesisPanel":
+    def for_flow(cls, pipeline, **kwargs) -> SynthesisPanel:
         """The flow-matching variant (notebook 03): a steps slider instead of sampling knobs."""
         kwargs.setdefault("knobs", FLOW_KNOBS)
         kwargs.setdefault("voices", ())

@@ -5,8 +5,19 @@ import torch
 
 from colab_tts import decoding
 from colab_tts.decoding import (
-    CACHES, FIXED_LENGTH, GREEDY, HFRunner, Sampling, T2SRunner, decode_segments, generate, length_buckets,
-    prepare_model, random_prompt, random_segments, sample,
+    CACHES,
+    FIXED_LENGTH,
+    GREEDY,
+    HFRunner,
+    Sampling,
+    T2SRunner,
+    decode_segments,
+    generate,
+    length_buckets,
+    prepare_model,
+    random_prompt,
+    random_segments,
+    sample,
 )
 from colab_tts.t2s import T2SConfig, T2SModel
 

@@ -132,5 +132,5 @@ def test_weights_fit_rows_scale_with_dtype():
 
 
 def test_recommendations_compute_orpheus_weights():
-    line = next(l for l in hardware.recommendations("T4") if "Orpheus" in l)
+    line = next(x for x in hardware.recommendations("T4") if "Orpheus" in x)
     assert f"{3.30e9 * 2 / 2**30:.1f} GiB" in line

@@ -11,8 +11,15 @@ from hypothesis import strategies as st
 
 from colab_tts import kv_cache
 from colab_tts.hardware import GIB
-from colab_tts.kv_cache import (ORPHEUS_TOKENS_PER_SECOND, kv_blocks, kv_bytes_per_token, max_model_len_for_audio,
-                                plan_published_case, plan_vllm, published_error)
+from colab_tts.kv_cache import (
+    ORPHEUS_TOKENS_PER_SECOND,
+    kv_blocks,
+    kv_bytes_per_token,
+    max_model_len_for_audio,
+    plan_published_case,
+    plan_vllm,
+    published_error,
+)
 from colab_tts.models import ModelSpec
 
 LOGS = json.loads((Path(__file__).parent / "data" / "vllm_logs.json").read_text())

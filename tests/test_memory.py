@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from colab_tts.memory import (
-    MIB, is_on_accelerator, model_offload, module_bytes, offload_hook, on_accelerator, to_accelerator, to_host,
+    MIB,
+    is_on_accelerator,
+    model_offload,
+    module_bytes,
+    offload_hook,
+    on_accelerator,
+    to_accelerator,
+    to_host,
     track_peak,
 )
 

@@ -1,4 +1,4 @@
-"""Every notebook follows the one template (tools/nbtemplate.py)."""
+"""Every notebook follows the one template (tools/nbtemplate.py) and matches its source in notebooks/src/."""
 
 import json
 import os
@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,73 @@ class TestTemplate:
         heads = [text(c) for c in cells(path) if c["cell_type"] == "markdown" and text(c).startswith("## ")]
         assert heads[-1].startswith(nbtemplate.MEASURED_HEADING)
 
-    def test_has_a_builder_and_a_readme_row(self, path):
-        assert (ROOT / "tools" / "notebooks" / f"{path.stem}.py").exists()
+    def test_has_a_source_and_a_readme_row(self, path):
+        assert (nbtemplate.SOURCES / f"{path.stem}.py").exists()
         assert nbtemplate.colab_url(path.name) in (ROOT / "README.md").read_text()
+
+    def test_matches_its_source_exactly_apart_from_outputs(self, path):
+        """The drift gate: rebuild from notebooks/src/ (no execution) and compare. Fix: `make notebooks`."""
+        built = nbtemplate.notebook_from_source(nbtemplate.SOURCES / f"{path.stem}.py")
+        committed = nbformat.read(path, as_version=4)
+        assert nbtemplate.without_outputs(committed) == nbtemplate.without_outputs(built), (
+            f"{path.name} is out of step with notebooks/src/{path.stem}.py: run `make notebooks`")
+
+
+def _source(tmp_path, text):
+    path = tmp_path / "99_demo.py"
+    path.write_text(text)
+    return path
+
+
+GOOD = """# %% [markdown]
+# # 99 · Demo
+#
+# Intro line.
+
+# %% [markdown]
+# ## What you will learn
+#
+# - one thing
+
+# %% tags=["parameters"]
+X = 1
+
+# %%
+print(X)
+
+# %% [markdown]
+# ## What we measured
+#
+# Nothing.
+"""
+
+
+def test_build_injects_badge_and_install_cell(tmp_path):
+    nb = nbtemplate.notebook_from_source(_source(tmp_path, GOOD))
+    assert nb.cells[0].source.startswith("# 99 · Demo\n\n" + nbtemplate.badge("99_demo.ipynb"))
+    assert nb.cells[0].source.endswith("Intro line.")
+    assert nb.cells[2].source.startswith(nbtemplate.INSTALL_MARK)
+    assert nb.cells[3].metadata["tags"] == ["parameters"] and nb.cells[3].source == "X = 1"
+    assert nb.cells[4].source == "print(X)"
+
+
+def test_header_adds_packages_to_the_install_cell(tmp_path):
+    header = "# ---\n# jupyter:\n#   colab_tts:\n#     install: [somepkg]\n# ---\n\n"
+    nb = nbtemplate.notebook_from_source(_source(tmp_path, header + GOOD))
+    assert '"somepkg"' in nb.cells[2].source
+
+
+@pytest.mark.parametrize("broken, fix", [
+    (GOOD.replace("## What we measured", "## Something else"), "What we measured"),
+    (GOOD.replace(' tags=["parameters"]', ""), "parameters"),
+    (GOOD.replace("# ## What you will learn", "# ## Learn"), "What you will learn"),
+    (GOOD.replace("# # 99 · Demo", "# 99 · Demo"), "title"),
+])
+def test_a_source_that_breaks_the_template_names_the_fix(tmp_path, broken, fix):
+    with pytest.raises(nbtemplate.SourceError, match=fix):
+        nbtemplate.notebook_from_source(_source(tmp_path, broken))
+
+
+def test_every_source_has_a_notebook():
+    built = {p.stem for p in NOTEBOOKS}
+    assert {s.stem for s in nbtemplate.sources([])} == built

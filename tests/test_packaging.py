@@ -14,11 +14,11 @@ COLAB_PREINSTALLED = {"torch", "transformers", "ipywidgets", "numpy", "matplotli
 
 
 def requirements(lines):
-    return {r.name.lower(): r for r in (Requirement(l) for l in lines)}
+    return {r.name.lower(): r for r in (Requirement(x) for x in lines)}
 
 
 def requirement_lines(path):
-    return [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    return [x.strip() for x in path.read_text().splitlines() if x.strip() and not x.startswith("#")]
 
 
 def test_project_metadata():

@@ -6,7 +6,12 @@ from torch import nn
 
 from colab_tts.decoding import NoCache
 from colab_tts.t2s import (
-    T2SConfig, T2SModel, load_gpt_sovits_checkpoint, prefix_mask, to_upstream_checkpoint, upstream_names,
+    T2SConfig,
+    T2SModel,
+    load_gpt_sovits_checkpoint,
+    prefix_mask,
+    to_upstream_checkpoint,
+    upstream_names,
 )
 
 SMALL = T2SConfig.small(n_layer=2, hidden_dim=64, n_head=4)

@@ -1,40 +1,48 @@
-"""The one notebook template, and the builder that writes notebooks/ from tools/notebooks/*.py.
+"""The one notebook template: builds notebooks/*.ipynb from the sources in notebooks/src/*.py.
 
-Each notebook is written by a short builder script (tools/notebooks/NN_name.py) so that the
-template parts - title, Open-in-Colab badge, "What you will learn", the Colab-only install cell,
-the one `parameters` cell, the closing "What we measured" - are the same everywhere:
+Each source is a jupytext "percent" script (https://jupytext.readthedocs.io/en/latest/formats-scripts.html),
+linted with the rest of the code. Cells start with `# %%` (code) or `# %% [markdown]` (prose, each line
+commented); the one `parameters` cell is `# %% tags=["parameters"]`. An optional header sets what the
+Colab install cell adds:
 
-    from nbtemplate import Notebook
-    nb = Notebook("00_gpu_check.ipynb", "Which GPU did I get?", learn=["...", "..."])
-    nb.parameters('SIMULATE_GPU = "T4"')
-    nb.md("## A section ...")
-    nb.code("report = detect(SIMULATE_GPU)\\nprint(report)")
-    nb.md("## What we measured ...")
-    nb.write()
+    # ---
+    # jupyter:
+    #   colab_tts:
+    #     install: [vllm]
+    # ---
 
-`python tools/nbtemplate.py build [NAME ...]` runs the builders, then executes each notebook once
-and keeps the outputs of cells marked `# NBVAL_CHECK_OUTPUT` only (nbval compares those in CI).
+The source holds the lesson; the build injects the template parts so they are the same everywhere:
+the Open-in-Colab badge under the title (from the one repository URL in pyproject.toml) and the
+Colab-only install cell after "What you will learn". The build checks the rest of the template: a
+`# ` title first, "What you will learn" second, exactly one `parameters` cell, "What we measured" last.
+
+    python tools/nbtemplate.py build [NAME ...]   # write, execute once, keep checked outputs
+    python tools/nbtemplate.py write [NAME ...]   # write only; unchanged checked cells keep their outputs
+
+Executing keeps the outputs of cells marked `# NBVAL_CHECK_OUTPUT` only (nbval compares those in CI).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import runpy
 import sys
 import tempfile
 import tomllib
 from pathlib import Path
 
 import nbformat
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-BUILDERS = Path(__file__).resolve().parent / "notebooks"
+SOURCES = NOTEBOOKS / "src"
 CHECK = "NBVAL_CHECK_OUTPUT"
 LEARN_HEADING = "## What you will learn"
 MEASURED_HEADING = "## What we measured"
 INSTALL_MARK = "# Colab only:"
+_CELL = re.compile(r"^# %%(?P<rest>.*)$")
 
 
 def repository_url() -> str:
@@ -52,12 +60,12 @@ def badge(filename: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(filename)})"
 
 
-def install_source(colab_pip: tuple[str, ...] = ()) -> str:
+def install_source(install: tuple[str, ...] = ()) -> str:
     """First code cell: install on Colab only (never torch), do nothing anywhere else."""
-    extra = "".join(f'"{p}", ' for p in colab_pip)
+    extra = "".join(f'"{p}", ' for p in install)
     note = (
-        f"\n# {', '.join(colab_pip)} pins its own torch, so it goes in here, before anything is imported."
-        if colab_pip else ""
+        f"\n# {', '.join(install)} pins its own torch, so it goes in here, before anything is imported."
+        if install else ""
     )
     return (
         f"{INSTALL_MARK} install what the runtime lacks (Colab's own torch is kept). Elsewhere: nothing.{note}\n"
@@ -69,49 +77,110 @@ def install_source(colab_pip: tuple[str, ...] = ()) -> str:
     )
 
 
-class Notebook:
-    def __init__(self, filename: str, title: str, learn: list[str], intro: str = "",
-                 colab_pip: tuple[str, ...] = ()):
-        self.filename = filename
-        self.nb = nbformat.v4.new_notebook()
-        self.nb.metadata.update({
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-            "colab": {"provenance": [], "gpuType": "T4"},
-            "accelerator": "GPU",
-        })
-        head = f"# {title}\n\n{badge(filename)}"
-        if intro:
-            head += f"\n\n{intro.strip()}"
-        self.md(head)
-        self.md(LEARN_HEADING + "\n\n" + "\n".join(f"- {item}" for item in learn))
-        self.code(install_source(tuple(colab_pip)))
+class SourceError(ValueError):
+    """A notebook source breaks the template; the message names the file and the fix."""
 
-    def md(self, text: str) -> "Notebook":
-        self.nb.cells.append(nbformat.v4.new_markdown_cell(text.strip()))
-        return self
 
-    def code(self, source: str) -> "Notebook":
-        self.nb.cells.append(nbformat.v4.new_code_cell(source.strip()))
-        return self
+def _header(lines: list[str]) -> tuple[dict, list[str]]:
+    if not lines or lines[0].strip() != "# ---":
+        return {}, lines
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == "# ---"), None)
+    if end is None:
+        raise SourceError("the '# ---' header is not closed by a second '# ---' line")
+    meta = yaml.safe_load("\n".join(line[2:] for line in lines[1:end])) or {}
+    return meta, lines[end + 1:]
 
-    def parameters(self, source: str) -> "Notebook":
-        cell = nbformat.v4.new_code_cell("# Parameters: change these, or let papermill set them.\n"
-                                         + source.strip())
-        cell.metadata["tags"] = ["parameters"]
-        self.nb.cells.append(cell)
-        return self
 
-    def write(self) -> Path:
-        for i, cell in enumerate(self.nb.cells):
-            cell["id"] = f"c{i:02d}"  # stable ids keep diffs small
-        path = NOTEBOOKS / self.filename
-        nbformat.write(self.nb, path)
-        return path
+def _uncomment(line: str) -> str:
+    if line.startswith("# "):
+        return line[2:]
+    if line.rstrip() in ("#", ""):
+        return ""
+    raise SourceError(f"markdown lines start with '# ': {line!r}")
+
+
+def parse(path: Path) -> tuple[dict, list]:
+    """Read a percent source into (header metadata, cells) with nbformat cells."""
+    meta, lines = _header(path.read_text().splitlines())
+    cells, kind, tags, body = [], None, [], []
+
+    def flush():
+        if kind is None:
+            if any(line.strip() for line in body):
+                raise SourceError(f"{path.name}: text before the first '# %%' cell marker")
+            return
+        text = "\n".join(_uncomment(x) for x in body) if kind == "markdown" else "\n".join(body)
+        cell = (nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell)(text.strip())
+        if tags:
+            cell.metadata["tags"] = tags
+        cells.append(cell)
+
+    for line in lines:
+        m = _CELL.match(line)
+        if not m:
+            body.append(line)
+            continue
+        flush()
+        rest = m.group("rest").strip()
+        kind = "markdown" if rest.startswith("[markdown]") else "code"
+        rest = rest.removeprefix("[markdown]").strip()
+        tags = json.loads(rest.split("=", 1)[1]) if rest.startswith("tags=") else []
+        body = []
+    flush()
+    return meta, cells
+
+
+def _check(name: str, cells: list) -> None:
+    def problem(msg):
+        raise SourceError(f"notebooks/src/{name}.py: {msg}")
+
+    md = [c for c in cells if c.cell_type == "markdown"]
+    if not cells or cells[0].cell_type != "markdown" or not cells[0].source.startswith("# "):
+        problem("the first cell must be markdown starting with the '# ' title")
+    if len(md) < 2 or not md[1].source.startswith(LEARN_HEADING):
+        problem(f"the second markdown cell must start with {LEARN_HEADING!r}")
+    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    if len(params) != 1 or params[0].cell_type != "code":
+        problem('exactly one code cell must be tagged parameters: # %% tags=["parameters"]')
+    heads = [c.source for c in md if c.source.startswith("## ")]
+    if not heads[-1].startswith(MEASURED_HEADING):
+        problem(f"the last '## ' section must be {MEASURED_HEADING!r}")
+
+
+def notebook_from_source(path: Path):
+    """The notebook (no outputs) that a source builds: the template around the lesson."""
+    meta, cells = parse(path)
+    _check(path.stem, cells)
+    install = tuple((meta.get("jupyter", {}).get("colab_tts", {}) or {}).get("install", []))
+    title, _, intro = cells[0].source.partition("\n")
+    cells[0].source = f"{title}\n\n{badge(path.stem + '.ipynb')}" + (f"\n\n{intro.strip()}" if intro.strip() else "")
+    learn = next(i for i, c in enumerate(cells) if c.source.startswith(LEARN_HEADING))
+    cells.insert(learn + 1, nbformat.v4.new_code_cell(install_source(install).strip()))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.update({
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": [], "gpuType": "T4"},
+        "accelerator": "GPU",
+    })
+    for i, cell in enumerate(cells):
+        cell["id"] = f"c{i:02d}"  # stable ids keep diffs small
+    nb.cells = cells
+    return nb
+
+
+def without_outputs(nb):
+    """What the drift test compares: cell types, sources, tags and ids, and the notebook metadata."""
+    return {
+        # the kernel fills in language_info (its version, lexer) when it runs: not part of the source
+        "metadata": {k: v for k, v in nb.metadata.items() if k not in ("widgets", "language_info")},
+        "cells": [(c.get("id"), c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells],
+    }
 
 
 def _strip_unchecked(nb) -> None:
     nb.metadata.pop("widgets", None)  # progress-bar widget state changes every run
+    nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
@@ -135,20 +204,42 @@ def store_checked_outputs(path: Path, timeout: int = 1800) -> None:
     nbformat.write(nb, path)
 
 
-def build(names: list[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    builders = sorted(BUILDERS.glob("[0-9]*.py"))
+def sources(names: list[str]) -> list[Path]:
+    found = sorted(SOURCES.glob("[0-9]*.py"))
     if names:
-        builders = [b for b in builders if any(n in b.stem for n in names)]
-        if not builders:
-            raise SystemExit(f"no builder matches {names}; have: {[b.stem for b in BUILDERS.glob('*.py')]}")
-    for builder in builders:
-        print(f"building {builder.stem} ...", flush=True)
-        runpy.run_path(str(builder), run_name="__main__")
-        store_checked_outputs(NOTEBOOKS / f"{builder.stem}.ipynb")
+        found = [s for s in found if any(n in s.stem for n in names)]
+        if not found:
+            raise SystemExit(f"no source matches {names}; have: {[s.stem for s in SOURCES.glob('*.py')]}")
+    return found
+
+
+def _keep_checked_outputs(nb, path: Path) -> None:
+    """Carry over the stored outputs of checked cells whose id and source did not change."""
+    if not path.exists():
+        return
+    old = {c.get("id"): c for c in nbformat.read(path, as_version=4).cells}
+    for cell in nb.cells:
+        prev = old.get(cell.get("id"))
+        if cell.cell_type == "code" and CHECK in cell.source and prev is not None and prev.source == cell.source:
+            cell.outputs, cell.execution_count = prev.outputs, prev.execution_count
+
+
+def build(names: list[str], execute: bool = True) -> None:
+    for source in sources(names):
+        print(f"building {source.stem} ...", flush=True)
+        path = NOTEBOOKS / f"{source.stem}.ipynb"
+        nb = notebook_from_source(source)
+        if not execute:
+            _keep_checked_outputs(nb, path)
+        nbformat.write(nb, path)
+        if execute:
+            store_checked_outputs(path)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] != "build":
-        raise SystemExit("usage: python tools/nbtemplate.py build [NAME ...]")
-    build(sys.argv[2:])
+    if len(sys.argv) < 2 or sys.argv[1] not in ("build", "write"):
+        raise SystemExit("usage: python tools/nbtemplate.py build|write [NAME ...]")
+    try:
+        build(sys.argv[2:], execute=sys.argv[1] == "build")
+    except SourceError as e:
+        raise SystemExit(str(e)) from None
