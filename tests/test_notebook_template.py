@@ -144,3 +144,99 @@ def test_a_source_that_breaks_the_template_names_the_fix(tmp_path, broken, fix):
 def test_every_source_has_a_notebook():
     built = {p.stem for p in NOTEBOOKS}
     assert {s.stem for s in nbtemplate.sources([])} == built
+
+
+# --- the install cell on a pretend Colab: the exact commands it would run, captured instead of run ---
+
+FAKE_COLAB = r'''
+import atexit, importlib.metadata, json, os, subprocess, sys, types
+SCENARIO = os.environ["FAKE_COLAB"]
+CALLS = []
+VERSIONS = {"torch": "2.11.0+cu128", "vllm": None}
+_version = importlib.metadata.version
+def version(name):
+    if name in VERSIONS:
+        if VERSIONS[name] is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return VERSIONS[name]
+    return _version(name)
+importlib.metadata.version = version
+def run(cmd, **kwargs):
+    CALLS.append([str(c) for c in cmd])
+    if cmd[0] == "nvidia-smi":
+        if SCENARIO == "cpu":
+            raise FileNotFoundError("nvidia-smi")
+        return subprocess.CompletedProcess(cmd, 0, "Tesla T4, 7.5, 570.124.06\n", "")
+    if cmd[1:4] == ["-m", "pip", "install"]:
+        if any(str(c).startswith("vllm==") for c in cmd):
+            VERSIONS["vllm"] = str(cmd[5]).split("==")[1]
+            if SCENARIO == "replaced":
+                VERSIONS["torch"] = "2.13.0"
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    if cmd[1] == "-c":
+        lost = SCENARIO == "lost_gpu"
+        out = {"torch": "2.13.0+cu130" if lost else "2.11.0+cu128", "torch_cuda": "13.0" if lost else "12.8",
+               "driver_cuda": "12.8", "available": not lost, "device": None if lost else "Tesla T4",
+               "torch_error": "driver too old (found version 12080)" if lost else "",
+               "vllm": None if lost else VERSIONS["vllm"]}
+        return subprocess.CompletedProcess(cmd, 0, "COLAB_TTS_CHECK " + json.dumps(out), "")
+    raise AssertionError(cmd)
+subprocess.run = run
+os.kill = lambda pid, sig: CALLS.append(["os.kill", str(sig)])
+if SCENARIO == "replaced":
+    sys.modules["torch"] = types.ModuleType("torch")  # the kernel had imported torch before the cell
+atexit.register(lambda: print("CALLS " + json.dumps(CALLS)))
+'''
+
+
+def run_install_cell(notebook: str, scenario: str, tmp_path):
+    path = ROOT / "notebooks" / notebook
+    src = text(next(c for c in cells(path) if c["cell_type"] == "code"))
+    env = {k: v for k, v in os.environ.items() if k != "COLAB_TTS_BACKEND"} | {"COLAB_RELEASE_TAG": "release-colab_20260819", "FAKE_COLAB": scenario, "PYTHONPATH": str(ROOT),
+            "COLAB_TTS_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", FAKE_COLAB + src], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    calls = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("CALLS "))[6:])
+    return calls, done.stdout
+
+
+def base_install():
+    repo = nbtemplate.repository_url()
+    return [sys.executable, "-m", "pip", "install", "-q", "-r", f"{repo}/raw/main/requirements-colab.txt",
+            f"git+{repo}"]
+
+
+VLLM_INSTALL = [sys.executable, "-m", "pip", "install", "-q", "vllm==0.25.1+cu129", "--extra-index-url",
+                "https://wheels.vllm.ai/0.25.1/cu129"]
+SMI = ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]
+
+
+def test_install_cell_without_vllm_runs_one_pip_command(tmp_path):
+    calls, _ = run_install_cell("00_gpu_check.ipynb", "t4", tmp_path)
+    assert calls == [base_install()]
+
+
+def test_install_cell_on_a_colab_t4_installs_vllm_cu129_then_checks_the_gpu(tmp_path):
+    calls, out = run_install_cell("01_t4_float16_setup.ipynb", "t4", tmp_path)
+    assert calls[:3] == [base_install(), SMI, VLLM_INSTALL]
+    assert calls[3][:2] == [sys.executable, "-c"] and len(calls) == 4
+    assert "sees Tesla T4" in out and "TRITON_ATTN" in out
+
+
+def test_install_cell_on_a_cpu_runtime_installs_no_cuda_vllm(tmp_path):
+    calls, out = run_install_cell("01_t4_float16_setup.ipynb", "cpu", tmp_path)
+    assert calls == [base_install(), SMI]
+    assert "No GPU" in out and "transformers" in out
+
+
+def test_install_cell_when_torch_lost_the_gpu_says_so_and_falls_back(tmp_path):
+    calls, out = run_install_cell("02_kv_cache_sizing.ipynb", "lost_gpu", tmp_path)
+    assert calls[:3] == [base_install(), SMI, VLLM_INSTALL] and ["os.kill", "9"] not in calls
+    assert "does NOT see the GPU" in out and "found version 12080" in out and "transformers" in out
+
+
+def test_install_cell_restarts_when_torch_was_replaced_after_import(tmp_path):
+    calls, out = run_install_cell("01_t4_float16_setup.ipynb", "replaced", tmp_path)
+    assert calls == [base_install(), SMI, VLLM_INSTALL, ["os.kill", "9"]]
+    assert "restarting now" in out

@@ -4,13 +4,26 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from colab_tts import colab
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-# What a Colab runtime already ships (shared/facts.md: torch, transformers, ipywidgets; plus its
-# scientific stack). Never reinstall torch there.
-COLAB_PREINSTALLED = {"torch", "transformers", "ipywidgets", "numpy", "matplotlib", "ipython"}
+# Colab's GPU image as published in googlecolab/backend-info (the commit is on the file's first line).
+COLAB_GPU = DATA / "colab_packages_gpu_2026-08-19.txt"
+COLAB_CPU = DATA / "colab_packages_cpu_2026-08-19.txt"
+COLAB_COMMIT = "a72407924822ea377410b69f0a290150bcb5c9c2"
+# Colab's Python and platform, for requirement markers
+COLAB_ENV = default_environment() | {"python_version": "3.13", "python_full_version": "3.13.15", "sys_platform": "linux",
+                                     "platform_system": "Linux", "platform_machine": "x86_64", "extra": ""}
+# What the notebooks must never replace on Colab (a matched CUDA set, or pinned by google-colab).
+COLAB_KEEP = {"torch", "torchvision", "torchaudio", "transformers", "numpy", "ipython", "traitlets", "ipywidgets"}
 
 
 def requirements(lines):
@@ -29,11 +42,88 @@ def test_project_metadata():
     assert len(project["urls"]) == 1, "one repository URL: the notebook badges are built from it"
 
 
+def colab_packages(path) -> dict[str, str]:
+    """name -> version from a `pip freeze` file (lines `name==version`; URL installs are skipped)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            found[canonicalize_name(name)] = version.strip()
+    return found
+
+
+def excluded(reqs, installed: dict[str, str]) -> list[str]:
+    """The requirements (for Colab's platform) that reject the version Colab has installed, as
+    "requirement (Colab has version)"."""
+    return [f"{req} (Colab has {have})" for req, have in rejecting(reqs, installed)]
+
+
+def rejecting(reqs, installed: dict[str, str]) -> list[tuple[Requirement, str]]:
+    bad = []
+    for req in reqs:
+        req = Requirement(req) if isinstance(req, str) else req
+        if req.marker is not None and not req.marker.evaluate(COLAB_ENV):
+            continue
+        have = installed.get(canonicalize_name(req.name))
+        if have is not None and not req.specifier.contains(Version(have), prereleases=True):
+            bad.append((req, have))
+    return bad
+
+
+def test_the_colab_package_lists_are_dated_copies_with_their_commit():
+    for path in (COLAB_GPU, COLAB_CPU):
+        head = path.read_text().splitlines()[0]
+        assert "googlecolab/backend-info" in head and COLAB_COMMIT in head and "2026-08-19" in head
+    gpu = colab_packages(COLAB_GPU)
+    assert gpu["torch"] == "2.11.0+cu128" and gpu["ipython"] == "7.34.0" and gpu["traitlets"] == "5.7.1"
+    assert "vllm" not in gpu and "snac" not in gpu
+
+
+@pytest.mark.parametrize("listing", [COLAB_GPU, COLAB_CPU], ids=["gpu", "cpu"])
+def test_no_requirement_excludes_what_colab_ships(listing):
+    """pip would replace anything these reject: IPython >= 8 once broke google-colab's pinned 7.34."""
+    installed = colab_packages(listing)
+    deps = PYPROJECT["project"]["dependencies"]
+    assert not excluded(deps, installed), "pyproject.toml [project] dependencies"
+    assert not excluded(requirement_lines(ROOT / "requirements-colab.txt"), installed), "requirements-colab.txt"
+
+
+def test_the_check_catches_a_requirement_above_colabs_version():
+    installed = colab_packages(COLAB_GPU)
+    assert excluded(["ipython>=8", "torch>=2.12", "tqdm>=4.66"], installed) == [
+        "ipython>=8 (Colab has 7.34.0)", "torch>=2.12 (Colab has 2.11.0+cu128)"]
+    assert not excluded(["torch==2.11.0", "numpy<3; python_version < '3.12'", "numpy<2; python_version < '3.12'"],
+                        installed)
+
+
+def vllm_requires() -> list[Requirement]:
+    path = DATA / f"vllm_{colab.VLLM_VERSION}_requires.txt"
+    assert path.exists(), f"record the Requires-Dist of the pinned vLLM {colab.VLLM_VERSION} in {path.name}"
+    return [Requirement(x) for x in requirement_lines(path)]
+
+
+def test_pinned_vllm_keeps_colabs_torch_and_everything_google_colab_pins():
+    """The pinned vLLM's own requirements accept Colab's torch 2.11.0+cu128 (PEP 440 ignores the local
+    label of an installed version when the pin has none), so pip keeps it and the kernel needs no restart."""
+    installed = colab_packages(COLAB_GPU)
+    reqs = [r for r in vllm_requires() if canonicalize_name(r.name) in COLAB_KEEP]
+    assert {canonicalize_name(r.name) for r in reqs} >= {"torch", "torchvision", "torchaudio", "transformers"}
+    assert not excluded(reqs, installed)
+
+
+def test_what_the_pinned_vllm_changes_on_colab_is_known():
+    """Packages Colab ships that the vLLM install upgrades or downgrades (none of them in COLAB_KEEP)."""
+    changed = {canonicalize_name(req.name) for req, _ in rejecting(vllm_requires(), colab_packages(COLAB_GPU))}
+    assert changed == {"fastapi", "lark", "setuptools", "numba", "torchcodec", "nvtx"}
+    assert not changed & COLAB_KEEP
+
+
 def test_requirements_colab_is_what_colab_lacks_with_pyproject_specifiers():
     deps = requirements(PYPROJECT["project"]["dependencies"])
     colab = requirements(requirement_lines(ROOT / "requirements-colab.txt"))
     assert "torch" not in colab, "never reinstall torch on Colab"
-    assert set(deps) - COLAB_PREINSTALLED <= set(colab), "a dependency Colab lacks is missing"
+    shipped = set(colab_packages(COLAB_GPU))
+    assert set(deps) - shipped <= set(colab), "a dependency Colab lacks is missing"
     for name, req in colab.items():
         assert name in deps, f"{name} is in requirements-colab.txt but not in pyproject"
         assert req.specifier == deps[name].specifier, f"{name}: {req.specifier} != {deps[name].specifier}"

@@ -61,19 +61,27 @@ def badge(filename: str) -> str:
 
 
 def install_source(install: tuple[str, ...] = ()) -> str:
-    """First code cell: install on Colab only (never torch), do nothing anywhere else."""
-    extra = "".join(f'"{p}", ' for p in install)
-    note = (
-        f"\n# {', '.join(install)} pins its own torch, so it goes in here, before anything is imported."
-        if install else ""
-    )
+    """First code cell: on Colab install only what the runtime lacks (nothing it ships); elsewhere nothing.
+
+    ``vllm`` in ``install`` adds ``colab_tts.colab.setup_vllm()``: vLLM's CUDA 12.9 build, which keeps
+    Colab's torch, a check that torch still sees the GPU, a restart if torch was replaced, and the
+    transformers backend when vLLM cannot run (CPU runtime, failed check). Other names go to pip.
+    """
+    extra = "".join(f'"{p}", ' for p in install if p != "vllm")
+    vllm = "vllm" in install
+    note = ("\n# vLLM: its CUDA 12.9 build keeps Colab's torch; setup_vllm() checks the GPU after the install,"
+            "\n# restarts the runtime if torch had to change, and falls back to transformers if vLLM cannot run."
+            if vllm else "")
+    setup = "    from colab_tts.colab import setup_vllm\n    setup_vllm()\n" if vllm else ""
     return (
-        f"{INSTALL_MARK} install what the runtime lacks (Colab's own torch is kept). Elsewhere: nothing.{note}\n"
+        f"{INSTALL_MARK} install what the runtime lacks; everything Colab ships (torch, IPython, numpy) is kept. "
+        f"Elsewhere: nothing.{note}\n"
         "import os, subprocess, sys\n"
         'if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:\n'
         f'    REPO = "{repository_url()}"\n'
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", '
         f'{extra}"-r", f"{{REPO}}/raw/main/requirements-colab.txt", f"git+{{REPO}}"], check=True)\n'
+        f"{setup}"
     )
 
 
