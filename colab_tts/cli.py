@@ -1,18 +1,22 @@
-"""Command line: ``python -m colab_tts doctor | plan | synth``.
+"""Command line: ``python -m colab_tts doctor | plan | synth | selftest``.
 
     python -m colab_tts doctor --gpu T4
+    python -m colab_tts selftest
     python -m colab_tts plan --model orpheus-3b --gpu T4 --seconds 30
     python -m colab_tts plan --model metavoice-1b --gpu all
     python -m colab_tts synth "Hello there." -o hello.wav --offline
 
-Each sub-command is a function taking the parsed arguments; `main` turns a ValueError/TypeError
-into one line on stderr and exit code 2 instead of a traceback.
+Each sub-command is a function taking the parsed arguments; `main` turns our own bad-input errors
+(a ValueError raised by this package's checks: unknown GPU, a fraction above 1, empty text) into one
+line on stderr and exit code 2. Anything else - a TypeError, or an error from inside torch or vLLM - is
+a bug or a real failure and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import hardware
 
@@ -103,6 +107,12 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_selftest(args) -> int:
+    from .selftest import main as selftest_main
+
+    return selftest_main(only=args.only, fraction_gib=args.emulate_gib)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m colab_tts", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -143,7 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seconds", type=float, default=30.0, help="longest audio to plan for")
     synth.add_argument("--seed", type=int, default=None)
     synth.set_defaults(func=cmd_synth)
+
+    selftest = sub.add_parser("selftest", help="run every CUDA path once and print a pass/fail table (< 5 min)",
+                              description="Check the CUDA paths this project relies on: the bfloat16 refusal "
+                                          "below CC 8.0, fp16 Orpheus through vLLM and transformers, SNAC, "
+                                          "track_peak, offload hooks, CUDA-graph decode, an 8 GB allocator cap. "
+                                          "Without CUDA the CUDA checks are listed as skipped and it exits 0.")
+    selftest.add_argument("--only", nargs="*", default=None, metavar="CHECK", help="run only these checks")
+    selftest.add_argument("--emulate-gib", type=float, default=8.0,
+                          help="memory cap for the allocator check, GiB (8: an 8 GB card)")
+    selftest.set_defaults(func=cmd_selftest)
     return parser
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def is_bad_input(err: BaseException) -> bool:
+    """A ValueError raised by this package's own code (its argument checks), not by torch, vLLM or a bug's
+    TypeError: where the traceback ends decides."""
+    if not isinstance(err, ValueError):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
 
 
 def main(argv=None) -> int:
@@ -151,7 +185,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
+    except ValueError as err:
+        if not is_bad_input(err):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

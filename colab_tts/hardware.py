@@ -1,24 +1,24 @@
 """What GPU is this, what can it run, and which dtype should it use.
 
 The catalog holds the GPUs people really get (a free Colab T4, 8 GB consumer cards, the bigger
-Colab and cloud cards). Figures come from ../shared/facts.md; each entry names its source.
-A custom ``GpuSpec(...)`` works anywhere a catalog name does.
+Colab and cloud cards). Its figures live in ``colab_tts/data/cited/gpus.json``, each with its public
+source (datasheets for bandwidth and TFLOPS, NVIDIA's CUDA GPU list for compute capability, published
+logs for the memory torch reports). A custom ``GpuSpec(...)`` works anywhere a catalog name does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ._checks import choose, positive
-
-GIB = 1024**3
-
-FACTS = "shared/facts.md GPU table (NVIDIA datasheets)"
+from .cited import DATA, cited
+from .colab import in_colab  # noqa: F401  - re-exported: colab_tts.hardware.in_colab stays importable
+from .units import GIB
 
 
 @dataclass(frozen=True)
@@ -65,39 +65,27 @@ class GpuSpec:
         return f"{self.name} (CC {self.cc}, {self.memory_gib:.2f} GiB, {self.bandwidth_gbs:g} GB/s)"
 
 
-def _gpu(name, cc, gib, bw, tflops, torch_names=(), source=FACTS):
-    return GpuSpec(name, cc, gib, bw, tflops, source, tuple(torch_names))
+FIGURES = ("compute_capability", "memory_gib", "bandwidth_gbs", "fp16_tflops")
 
 
-GPUS: dict[str, GpuSpec] = {
-    "T4": _gpu("Tesla T4", (7, 5), 14.74, 320, 65, ["Tesla T4"], FACTS + "; 14.74 GiB: vLLM logs on Colab"),
-    "L4": _gpu("NVIDIA L4", (8, 9), 22.03, 300, 121, ["NVIDIA L4"],
-               FACTS + "; 22.03 GiB: github.com/ArcInstitute/evo2/issues/190"),
-    "A100-40GB": _gpu("NVIDIA A100-SXM4-40GB", (8, 0), 39.50, 1555, 312,
-                      ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB"],
-                      FACTS + "; 39.50 GiB: github.com/TianheWu/CoSeR/issues/10"),
-    "A100-80GB": _gpu("NVIDIA A100-SXM4-80GB", (8, 0), 79.15, 2039, 312,
-                      ["NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"],
-                      FACTS + "; 81051 MiB = 79.15 GiB: github.com/ultralytics/ultralytics/issues/22877"),
-    "H100-80GB": _gpu("NVIDIA H100 80GB HBM3", (9, 0), 79.11, 3350, 989, ["NVIDIA H100 80GB HBM3"],
-                      FACTS + "; 79.11 GiB: github.com/vllm-project/vllm/issues/27508"),
-    "V100-16GB": _gpu("Tesla V100-SXM2-16GB", (7, 0), 15.78, 900, 125, ["Tesla V100-SXM2-16GB"],
-                      FACTS + "; 15.78 GiB: github.com/kchengiva/Shift-GCN/issues/34"),
-    "A10G": _gpu("NVIDIA A10G", (8, 6), 22.06, 600, 70, ["NVIDIA A10G"],
-                 FACTS + "; 22587 MB = 22.06 GiB: torchcodec CUDA decoding tutorial (older drivers: 22.49)"),
-    "RTX-3060-12GB": _gpu("NVIDIA GeForce RTX 3060", (8, 6), 11.76, 360, 25, ["NVIDIA GeForce RTX 3060"],
-                          FACTS + "; 11.76 GiB: github.com/TencentARC/PhotoMaker/issues/47"),
-    "RTX-3070": _gpu("NVIDIA GeForce RTX 3070", (8, 6), 7.78, 448, 41, ["NVIDIA GeForce RTX 3070"],
-                     FACTS + "; 7.78 GiB: github.com/akshitac8/OW-DETR/issues/46"),
-    "RTX-3090": _gpu("NVIDIA GeForce RTX 3090", (8, 6), 23.58, 936, 71, ["NVIDIA GeForce RTX 3090"],
-                     FACTS + "; 23.58 GiB: vLLM logs"),
-    "RTX-4060": _gpu("NVIDIA GeForce RTX 4060", (8, 9), 7.75, 272, 30, ["NVIDIA GeForce RTX 4060"],
-                     FACTS + "; 7.75 GiB: github.com/ESRSchao/EdgeRegNet/issues/2 (other logs: 7.62)"),
-    "RTX-4070": _gpu("NVIDIA GeForce RTX 4070", (8, 9), 11.72, 504, 58, ["NVIDIA GeForce RTX 4070"],
-                     FACTS + "; 12002 MiB = 11.72 GiB: an Ultralytics start-up log (less certain)"),
-    "RTX-4090": _gpu("NVIDIA GeForce RTX 4090", (8, 9), 23.64, 1008, 165, ["NVIDIA GeForce RTX 4090"],
-                     FACTS + "; 23.64 GiB: github.com/ali-vilab/VGen/issues/104"),
-}
+def _load_catalog() -> dict[str, GpuSpec]:
+    catalog = json.loads((DATA / "gpus.json").read_text())["_catalog"]
+    gpus = {}
+    for key, names in catalog.items():
+        figures = {f: cited(f"gpus.{key}.{f}") for f in FIGURES}
+        sources = "; ".join(f"{f}: {c.source}" for f, c in figures.items())
+        gpus[key] = GpuSpec(names["name"], tuple(figures["compute_capability"].value), figures["memory_gib"].value,
+                            figures["bandwidth_gbs"].value, figures["fp16_tflops"].value, sources,
+                            tuple(names["torch_names"]))
+    return gpus
+
+
+GPUS: dict[str, GpuSpec] = _load_catalog()
+
+
+def figure_source(key: str, figure: str) -> str:
+    """Where a catalog figure comes from, e.g. figure_source("T4", "bandwidth_gbs") -> a datasheet URL."""
+    return cited(f"gpus.{key}.{figure}").source
 
 
 def _norm(name: str) -> str:
@@ -143,11 +131,11 @@ BF16_ERRORS = {
         "ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
         "Your Tesla T4 GPU has compute capability 7.5. You can use float16 instead by explicitly "
         "setting the `dtype` flag in CLI, for example: --dtype=half.",
-        "vllm/platforms/cuda.py (vLLM 0.32.0), shared/facts.md",
+        "vllm-project/vllm vllm/platforms/cuda.py @752a3a504",
     ),
     "MetaVoice-1B": (
         "RuntimeError: Current CUDA Device does not support bfloat16. Please switch dtype to float16.",
-        "metavoiceio/metavoice-src on a Colab T4, shared/facts.md",
+        "https://github.com/metavoiceio/metavoice-src/issues/27",
     ),
 }
 
@@ -177,18 +165,30 @@ def _maybe_gpu(gpu) -> GpuSpec | None:
     return get_gpu(gpu)
 
 
-def _fp16_broken(spec: GpuSpec) -> bool:
-    # GTX 16xx cards are Turing (CC 7.5) without tensor cores; their fp16 overflows to inf in practice.
+# GTX 16xx cards are Turing (CC 7.5) without tensor cores. Float16 NaNs on them are reported for
+# convolution networks through cuDNN; no report was found for LLM inference, which people do run in
+# float16 on a GTX 1660 Ti. So "auto" stays on float32 there, and an explicit float16 is honoured with
+# this warning.
+GTX16_FP16_WARNING = (
+    "float16 on a GTX 16xx card: NaN outputs in float16 are reported on these cards for convolution networks "
+    "(https://github.com/pytorch/pytorch/issues/58123, https://github.com/pytorch/pytorch/issues/77955); no "
+    "report was found for LLM inference. Check the first outputs for NaN; dtype='float32' avoids the risk at "
+    "twice the memory."
+)
+
+
+def _gtx16(spec: GpuSpec) -> bool:
     return bool(re.search(r"gtx\s*16\d\d", spec.name.lower()))
 
 
 def pick_dtype(gpu) -> str:
-    """The dtype to run a model in: bf16 from Ampere on, fp16 on Volta/Turing, else fp32.
+    """What ``dtype="auto"`` picks: bf16 from CC 8.0, fp16 on Volta/Turing (fp32 on GTX 16xx), else fp32.
 
-    ``gpu`` is a GpuSpec, a catalog or torch name, or None / "cpu" for the CPU.
+    Decided on the compute capability alone, never on ``torch.cuda.is_bf16_supported()`` (which can
+    answer True on a T4 through emulation). ``gpu`` is a GpuSpec, a catalog or torch name, or None / "cpu".
     """
     spec = _maybe_gpu(gpu)
-    if spec is None or _fp16_broken(spec) or spec.compute_capability < (7, 0):
+    if spec is None or _gtx16(spec) or spec.compute_capability < (7, 0):
         return "float32"
     return "bfloat16" if spec.bf16 else "float16"
 
@@ -196,19 +196,25 @@ def pick_dtype(gpu) -> str:
 class DtypeChoice(NamedTuple):
     dtype: str
     reason: str
+    warnings: tuple[str, ...] = ()
 
 
 def resolve_dtype(requested, gpu, strict: bool = False) -> DtypeChoice:
-    """The dtype to use for ``requested`` on ``gpu`` and why.
+    """The dtype to use for ``requested`` on ``gpu``, why, and any risk to know about.
 
-    bfloat16 on a GPU below compute capability 8.0 (a T4) becomes float16, with the reason;
-    with ``strict=True`` it raises ValueError naming the fix instead.
+    Only ``"auto"`` chooses (see :func:`pick_dtype`). An explicit dtype is the person's choice and is
+    kept, with a warning where there is a known risk (float16 on a GTX 16xx), except what the hardware
+    cannot run: bfloat16 below compute capability 8.0 becomes float16 with a warning, or with
+    ``strict=True`` raises ValueError naming the fix.
     """
     spec = _maybe_gpu(gpu)
     where = "the CPU" if spec is None else f"{spec.name} (CC {spec.cc})"
     if isinstance(requested, str) and requested.strip().lower() == "auto":
         best = pick_dtype(spec)
-        return DtypeChoice(best, f"auto: {best} is the best-supported dtype on {where}")
+        why = f"auto: {best} is the best-supported dtype on {where}"
+        if spec is not None and _gtx16(spec):
+            why += " (float16 NaNs are reported on GTX 16xx cards; pass dtype='float16' to use it anyway)"
+        return DtypeChoice(best, why)
     name = dtype_name(requested)
     if name == "bfloat16" and spec is not None and not spec.bf16:
         msg = (
@@ -217,12 +223,10 @@ def resolve_dtype(requested, gpu, strict: bool = False) -> DtypeChoice:
         )
         if strict:
             raise ValueError(msg)
-        return DtypeChoice("float16", msg.split(". Use")[0] + ": using float16 instead.")
-    if name == "float16" and spec is not None and _fp16_broken(spec):
-        msg = f"{spec.name} produces inf/NaN in float16. Use dtype='float32'."
-        if strict:
-            raise ValueError(msg)
-        return DtypeChoice("float32", msg.split(". Use")[0] + ": using float32 instead.")
+        reason = msg.split(". Use")[0] + ": using float16 instead."
+        return DtypeChoice("float16", reason, (reason,))
+    if name == "float16" and spec is not None and _gtx16(spec):
+        return DtypeChoice(name, f"float16 as requested on {where}", (GTX16_FP16_WARNING,))
     if spec is None and name != "float32":
         return DtypeChoice(name, f"{name} as requested; on the CPU it saves memory but is rarely faster")
     return DtypeChoice(name, f"{name} as requested; supported on {where}")
@@ -240,10 +244,6 @@ def decode_ceiling_tokens_per_s(weight_bytes, gpu, kv_bytes_per_token: float = 0
 
 
 # --- the device in use -------------------------------------------------------------------------
-
-def in_colab() -> bool:
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-
 
 @dataclass
 class DeviceReport:

@@ -63,3 +63,39 @@ def test_synth_offline_writes_a_wav(tmp_path, capsys):
     assert "noise" in printed and f"wrote {out}" in printed
     assert main(["synth", "   ", "-o", str(tmp_path / "empty.wav"), "--offline"]) == 2
     assert "text is empty" in capsys.readouterr().err and not (tmp_path / "empty.wav").exists()
+
+
+def test_a_bug_raising_typeerror_inside_a_command_is_not_bad_input(monkeypatch):
+    import pytest
+
+    from colab_tts import hardware
+
+    def broken(*args, **kwargs):
+        return len(42)  # a bug: TypeError
+
+    monkeypatch.setattr(hardware, "detect", broken)
+    with pytest.raises(TypeError):
+        main(["doctor", "--gpu", "T4"])
+
+
+def test_a_valueerror_from_outside_the_package_keeps_its_traceback(monkeypatch):
+    import numpy as np
+    import pytest
+
+    from colab_tts import hardware
+
+    monkeypatch.setattr(hardware, "detect", lambda simulate=None: np.zeros(3).reshape(2, 2))
+    with pytest.raises(ValueError, match="reshape"):
+        main(["doctor", "--gpu", "T4"])
+
+
+def test_selftest_command_runs_without_cuda_and_exits_0(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a GPU is present: the full self-test is a device check")
+    assert main(["selftest", "--only", "bf16_refusal", "snac_cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16_refusal" in out and "PASS" in out and "snac_cuda" in out and "SKIP" in out

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,82 @@ def test_weights_fit_rows_scale_with_dtype():
 def test_recommendations_compute_orpheus_weights():
     line = next(x for x in hardware.recommendations("T4") if "Orpheus" in x)
     assert f"{3.30e9 * 2 / 2**30:.1f} GiB" in line
+
+
+# --- the catalog's figures come from colab_tts/data/cited/gpus.json, each with a public source ---------
+
+def test_every_catalog_figure_is_read_from_the_cited_data_with_its_source():
+    from colab_tts.cited import SOURCE_FORMS, cited
+
+    for key, spec in GPUS.items():
+        for figure in hardware.FIGURES:
+            entry = cited(f"gpus.{key}.{figure}")
+            assert any(form.match(entry.source) for form in SOURCE_FORMS), (key, figure)
+            value = getattr(spec, figure)
+            assert value == (tuple(entry.value) if figure == "compute_capability" else entry.value)
+            assert entry.source in spec.source
+    assert hardware.figure_source("T4", "compute_capability") == "https://developer.nvidia.com/cuda-gpus"
+
+
+def test_catalog_figures_are_not_typed_in_the_module():
+    src = (Path(hardware.__file__)).read_text()
+    for typed in ("14.74", "1555", "2039", "3350", "936", "1008"):
+        assert typed not in src, f"{typed} is typed in hardware.py: it belongs in data/cited/gpus.json"
+
+
+# --- no bfloat16 below compute capability 8.0, decided on the CC (simulated GPUs) ------------------------
+
+GTX1660TI = GpuSpec("NVIDIA GeForce GTX 1660 Ti", (7, 5), 5.8, 288, 11)
+SIMULATED = [*GPUS.values(), GTX1660TI, GpuSpec("Tesla P100", (6, 0), 15.9, 732, 19),
+             GpuSpec("Quadro RTX 8000", (7, 5), 47.5, 672, 130), GpuSpec("RTX A6000", (8, 6), 47.5, 768, 155)]
+
+
+@pytest.mark.parametrize("spec", SIMULATED, ids=lambda g: g.name)
+@pytest.mark.parametrize("request_", ["auto", "bfloat16", "bf16", "float16", "float32"])
+def test_no_path_picks_bfloat16_below_cc_8(spec, request_):
+    choice = resolve_dtype(request_, spec)
+    if spec.compute_capability < (8, 0):
+        assert choice.dtype != "bfloat16"
+        assert pick_dtype(spec) != "bfloat16"
+        if request_ in ("bfloat16", "bf16"):
+            assert choice.dtype == "float16" and choice.warnings
+            with pytest.raises(ValueError, match="8.0"):
+                resolve_dtype(request_, spec, strict=True)
+    elif request_ in ("bfloat16", "bf16"):
+        assert choice.dtype == "bfloat16" and not choice.warnings
+
+
+def test_dtype_choice_ignores_torchs_bf16_answer(monkeypatch):
+    """torch.cuda.is_bf16_supported() can say True on a T4 (emulation): the choice must not ask it."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("T4") == "float16" and resolve_dtype("auto", "T4").dtype == "float16"
+    assert resolve_dtype("bfloat16", "T4").dtype == "float16"
+
+
+def bf16_queries(path) -> list[int]:
+    """Lines of ``path`` that call ``*.is_bf16_supported(...)``."""
+    import ast
+
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "is_bf16_supported"]
+
+
+def test_the_package_never_asks_torch_whether_bf16_is_supported(tmp_path):
+    pkg = Path(hardware.__file__).parent
+    users = {p.name: bf16_queries(p) for p in pkg.rglob("*.py") if bf16_queries(p)}
+    assert not users, f"decide bfloat16 with hardware.resolve_dtype on the compute capability: {users}"
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\nhalf = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'\n")
+    assert bf16_queries(bad) == [2]
+
+
+def test_explicit_float16_on_a_gtx_16xx_is_kept_with_a_sourced_warning():
+    choice = resolve_dtype("float16", GTX1660TI)
+    assert choice.dtype == "float16"
+    assert any("https://github.com/pytorch/pytorch/issues/58123" in w for w in choice.warnings)
+    assert resolve_dtype("float16", GTX1660TI, strict=True).dtype == "float16"  # strict refuses only what cannot run
+    auto = resolve_dtype("auto", GTX1660TI)
+    assert auto.dtype == "float32" and "dtype='float16'" in auto.reason
+    assert not resolve_dtype("float16", "T4").warnings
