@@ -214,3 +214,32 @@ def test_explicit_float16_on_a_gtx_16xx_is_kept_with_a_sourced_warning():
     auto = resolve_dtype("auto", GTX1660TI)
     assert auto.dtype == "float32" and "dtype='float16'" in auto.reason
     assert not resolve_dtype("float16", "T4").warnings
+
+
+# --- notebook 00's provenance tables (colab_tts.lessons.gpu_check) -----------------------------------
+
+def test_device_rows_say_measured_on_a_real_gpu_and_cited_when_simulated():
+    from colab_tts.lessons.gpu_check import device_rows
+
+    sim = {r["figure"]: r["provenance"] for r in device_rows(hardware.detect(simulate="T4"))}
+    assert sim["memory (GiB)"].startswith("cited (simulated T4): https://")
+    assert sim["dtype to use"].startswith("predicted")
+    h200 = GpuSpec("NVIDIA H200", (9, 0), 139.8, 1.0, 1.0, "detected (bandwidth unknown)")
+    real = hardware.DeviceReport(True, "NVIDIA H200", (9, 0), 139.8, 139.2, True, "2.11", "12.8", False, gpu=h200)
+    rows = {r["figure"]: r for r in device_rows(real)}
+    assert rows["memory (GiB)"]["provenance"].startswith("measured") and rows["memory (GiB)"]["value"] == "139.80"
+    assert rows["free memory (GiB)"]["provenance"].startswith("measured")
+    assert rows["bandwidth (GB/s)"]["provenance"].startswith("unknown")
+    t4 = hardware.DeviceReport(True, "Tesla T4", (7, 5), 14.74, 14.6, False, "2.11", "12.8", True, gpu=GPUS["T4"])
+    assert {r["figure"]: r for r in device_rows(t4)}["bandwidth (GB/s)"]["provenance"].startswith("cited: https://")
+
+
+def test_catalog_table_references_every_figure_source():
+    from colab_tts.lessons.gpu_check import catalog_table
+
+    rows, refs = catalog_table()
+    urls = [r.split(" ", 1)[1] for r in refs]
+    assert len(urls) == len(set(urls))
+    t4 = next(r for r in rows if r["key"] == "T4")
+    number = int(t4["sources"].split("bw[")[1].split("]")[0])
+    assert urls[number - 1] == hardware.figure_source("T4", "bandwidth_gbs")
