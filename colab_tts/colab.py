@@ -43,6 +43,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def _transformers(setup: Setup, why: str, show: bool) -> Setup:
     return _finish(setup, show)
 
 
-def setup_vllm(*, show: bool = True, run=None, kill=None) -> Setup:
+def setup_vllm(*, show: bool = True, run=None, kill=None, restart_delay: float = 2.0) -> Setup:
     """Install vLLM's CUDA 12.9 build on a Colab GPU, check torch still sees the GPU, restart if needed.
 
     Safe to run twice: an installed vLLM at ``VLLM_VERSION`` is not installed again. Outcomes:
@@ -233,7 +234,8 @@ def setup_vllm(*, show: bool = True, run=None, kill=None) -> Setup:
     - torch lost the GPU, or vLLM's CUDA extension does not load: says what happened; backend
       "transformers" (and how to get a clean runtime back when torch lost the GPU).
     - otherwise backend "vllm", with ``TURING_ENGINE_KWARGS`` below CC 8.0.
-    ``run`` and ``kill`` stand in for subprocess.run and os.kill in tests.
+    ``run`` and ``kill`` stand in for subprocess.run and os.kill in tests; ``restart_delay`` lets the
+    message reach the notebook before the process ends.
     """
     run, kill = run or _run, kill or os.kill
     setup = Setup("vllm")
@@ -264,6 +266,8 @@ def setup_vllm(*, show: bool = True, run=None, kill=None) -> Setup:
             setup.lines.append("torch was already imported in this runtime, so it must restart to load the new "
                                "one: restarting now. When it has reconnected, run this cell again.")
             _finish(setup, show, restarted_for=torch_after)
+            sys.stdout.flush()
+            time.sleep(restart_delay)
             kill(os.getpid(), 9)
             return setup
     check = setup.check = check_torch_gpu(run)

@@ -56,7 +56,7 @@ def fake(monkeypatch, tmp_path):
 
 
 def setup(f, **kw):
-    return colab.setup_vllm(show=False, run=f.run, kill=f.kill, **kw)
+    return colab.setup_vllm(show=False, run=f.run, kill=f.kill, restart_delay=0, **kw)
 
 
 def commands(f):
