@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+import colab_tts.colab
+import colab_tts.selftest
 from colab_tts import audio, decoding, flow, hardware, kv_cache, memory, models, orpheus, snac_decode, t2s, text
 from colab_tts.display import Table, save_figure
 
@@ -26,6 +28,8 @@ CASES = [
     ("dtype of wrong type", lambda tmp: hardware.resolve_dtype(16, "T4"), TypeError, ["dtype"]),
     ("bf16 forced on a T4", lambda tmp: hardware.resolve_dtype("bf16", "T4", strict=True), ValueError,
      ["compute capability", "float16"]),
+    ("unknown self-test check", lambda tmp: colab_tts.selftest.run(["snac"]), ValueError, ["self-test check", "snac_cuda"]),
+    ("compute capability as text", lambda tmp: colab_tts.colab.vllm_engine_kwargs("7.5"), TypeError, ["(7, 5)"]),
     ("roofline of nothing", lambda tmp: hardware.decode_ceiling_tokens_per_s(0, "T4"), ValueError,
      ["weight_bytes"]),
     ("unknown model", lambda tmp: models.ModelSpec.known("orpheus-4b"), ValueError, ["Unknown model",
