@@ -123,8 +123,18 @@ out["torch_error"] = " ".join(str(w.message) for w in caught if "driver" in str(
 if out["available"]:
     out["device"] = torch.cuda.get_device_name(0)
 if CHECK_VLLM:
+    import importlib
     try:
-        import vllm, vllm._C  # noqa: F401  - the CUDA extension: fails on a CUDA 13 wheel (libcudart.so.13)
+        import vllm
+        # the CUDA extension (0.25: _C_stable_libtorch; older: _C) fails to load from a CUDA 13 wheel
+        for ext in ("vllm._C_stable_libtorch", "vllm._C"):
+            try:
+                importlib.import_module(ext)
+                break
+            except ModuleNotFoundError:
+                continue
+        else:
+            raise ImportError("vLLM has no CUDA extension (vllm._C_stable_libtorch or vllm._C)")
         out["vllm"] = vllm.__version__
     except Exception as err:
         out["vllm_error"] = f"{type(err).__name__}: {err}"[:400]

@@ -160,3 +160,21 @@ def test_engine_kwargs_by_compute_capability():
     assert colab.vllm_engine_kwargs((8, 0)) == {}
     with pytest.raises(TypeError):
         colab.vllm_engine_kwargs("7.5")
+
+
+def test_check_script_finds_vllms_extension_by_its_current_name(tmp_path, monkeypatch):
+    """vLLM 0.25's CUDA extension is vllm._C_stable_libtorch (its wheel has no vllm._C): a fake package with
+    only that module must pass the check, one whose extension fails to load must not."""
+    for name, ext_body in [("good", ""), ("bad", "raise ImportError('libcudart.so.13: cannot open shared object')")]:
+        root = tmp_path / name / "vllm"
+        root.mkdir(parents=True)
+        (root / "__init__.py").write_text("__version__ = '0.25.1+cu129'\n")
+        (root / "_C_stable_libtorch.py").write_text(ext_body + "\n")
+        script = colab.CHECK_SCRIPT.replace("CHECK_VLLM", "True")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={"PYTHONPATH": str(tmp_path / name), "PATH": "/usr/bin:/bin"}, timeout=300)
+        fields = json.loads(done.stdout.split("COLAB_TTS_CHECK ")[1])
+        if name == "good":
+            assert fields["vllm"] == "0.25.1+cu129" and not fields.get("vllm_error")
+        else:
+            assert "libcudart.so.13" in fields["vllm_error"] and "vllm" not in fields
