@@ -124,14 +124,14 @@ def check_snac_cuda(device: str = "cuda") -> str:
     return f"{len(on_gpu)} samples, max |CUDA - CPU| = {diff:.1e}"
 
 
-def check_track_peak_cuda() -> str:
+def check_track_peak_cuda(device: str = "cuda") -> str:
     """track_peak on CUDA reports a known 64 MiB allocation."""
-    torch = _cuda()
+    torch = _cuda(device)
     from .memory import track_peak
 
     size = 64 * MIB
-    with track_peak("cuda") as mem:
-        x = torch.empty(size, dtype=torch.uint8, device="cuda")
+    with track_peak(device) as mem:
+        x = torch.empty(size, dtype=torch.uint8, device=device)
         del x
     assert abs(mem.peak_bytes - size) <= 2 * MIB and mem.end_bytes <= 0, (mem.peak_bytes, mem.end_bytes)
     return f"peak {mem.peak_bytes / MIB:.1f} MiB for a 64 MiB tensor, {mem.end_bytes / MIB:.1f} MiB left"

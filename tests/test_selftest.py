@@ -45,3 +45,26 @@ def test_snac_check_runs_on_the_cpu():
     """The CUDA check's code path (entry points, shapes) with device='cpu': CPU against CPU."""
     assert "max |CUDA - CPU| = 0.0e+00" in selftest.check_snac_cuda(device="cpu")
 
+
+
+def test_track_peak_check_runs_on_the_cpu():
+    assert selftest.check_track_peak_cuda(device="cpu").startswith("peak 64.0 MiB")
+
+
+def test_cuda_graph_check_compares_tokens_and_catches_a_difference(monkeypatch):
+    """The check's wiring (model, segments, static cache, fixed shapes) on the CPU, with the compiled step
+    replaced: the same step gives the same tokens; a step that shifts the logits is caught."""
+    from colab_tts import decoding
+
+    monkeypatch.setattr(decoding, "compiled_step", lambda model: model.decode_step)
+    assert "identical" in selftest.check_cuda_graph_decode(device="cpu")
+
+    def shifted(model):
+        def step(*args, **kwargs):
+            logits = model.decode_step(*args, **kwargs)
+            return logits.roll(1, dims=-1)
+        return step
+
+    monkeypatch.setattr(decoding, "compiled_step", shifted)
+    with pytest.raises(AssertionError, match="greedy tokens"):
+        selftest.check_cuda_graph_decode(device="cpu")
