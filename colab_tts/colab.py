@@ -19,14 +19,17 @@ Which vLLM, and why (read 2026-11-29):
   ``2.11.0+cu128`` (https://peps.python.org/pep-0440/#version-matching), so pip keeps Colab's torch,
   torchvision, torchaudio, transformers 5.15 and numpy 2.1.3: no restart. It does change numba
   (0.61.2 -> 0.65.0), torchcodec (0.11 -> >=0.14; torchaudio 2.11 uses it to load files, this project
-  does not), fastapi, lark, setuptools and nvtx, and adds about thirty packages (tests/test_packaging.py
-  lists them).
+  does not), fastapi, lark, setuptools and nvtx, and adds about forty packages (tests/test_packaging.py
+  checks which of Colab's packages it changes). These requirements are read from the PyPI wheel of the
+  release; the +cu129 wheel's CUDA-specific extras (PyPI's name ``[cu13]`` ones) may differ.
 - On a T4 (CC 7.5) 0.25.1 keeps FlashInfer off below SM80 after its sm75 crash
-  (vllm-project/vllm vllm/v1/attention/backends/flashinfer.py @752a3a504; flashinfer-ai/flashinfer#3620),
+  (vllm-project/vllm vllm/v1/attention/backends/flashinfer.py @752a3a504;
+  https://github.com/flashinfer-ai/flashinfer/issues/3620),
   FlashAttention needs SM80, so attention runs on TRITON_ATTN; bfloat16 raises below CC 8.0
   (vllm-project/vllm vllm/platforms/cuda.py @752a3a504). Hence ``TURING_ENGINE_KWARGS``:
   ``dtype="half"`` and ``attention_backend="TRITON_ATTN"``.
-- Not chosen: vLLM 0.11.2, which Unsloth installs on a T4 (unslothai/notebooks commit 08486c9). It pins
+- Not chosen: vLLM 0.11.2, which Unsloth installs on a T4
+  (https://github.com/unslothai/notebooks/commit/08486c9). It pins
   torch 2.9.0 and so replaces Colab's torch, torchvision and torchaudio (a restart, and a torch other
   notebooks here were not written against).
 - Not verified on a real Colab GPU yet: the +cu129 wheel is built against torch 2.11.0+cu129 and runs here
