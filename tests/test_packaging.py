@@ -148,3 +148,19 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert readme.index("make run") < 600 and readme.index("make test") < 600
+
+
+def test_what_colab_lacks_does_not_pull_a_replacement_either():
+    """The packages pip adds on Colab (snac) must not require other versions of what Colab ships.
+    Read from their installed metadata here, so it checks the versions this environment resolved."""
+    import importlib.metadata
+
+    installed = colab_packages(COLAB_GPU)
+    lacking = [r for r in requirements(requirement_lines(ROOT / "requirements-colab.txt")) if r not in installed]
+    assert lacking == ["snac"]
+    for name in lacking:
+        try:
+            reqs = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{name} is not installed here")
+        assert not excluded(reqs, installed), name
