@@ -41,7 +41,10 @@ def _timed(method, name: str):
         y_list, idx_list = method(x, x_lens, prompts, bert_feature, *args, **kwargs)
         _sync()
         _T2S["seconds"] = _T2S.get("seconds", 0.0) + time.perf_counter() - t0
-        tokens = [[int(t) for t in y[-idx:]] if idx else [] for y, idx in zip(y_list, idx_list)]
+        # y = prompt semantics + generated tokens (EOS dropped). TTS.run keeps y[-idx:], which is the
+        # same sequence when decoding ends at EOS; after an early stop / the 1500 cap it is one short.
+        start = prompts.shape[1] if prompts is not None else 0
+        tokens = [[int(t) for t in y[start:]] for y in y_list]
         _T2S.setdefault("tokens", []).extend(tokens)
         _T2S["path"] = name
         if _T2S.get("capture") and "inputs" not in CAPTURED:
