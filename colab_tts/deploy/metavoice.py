@@ -1,6 +1,6 @@
 """MetaVoice-1B in its own environment (Python 3.11, torch 2.2.1), in float16 on a GPU without bf16.
 
-Imported only by the worker. What upstream does at metavoiceio/metavoice-src @de3fa21:
+Imported only by the worker. What upstream does (metavoiceio/metavoice-src @de3fa21):
 ``fam/llm/utils.py`` ``get_default_dtype`` returns "float16" for compute capability <= 7.x, and
 ``TTS`` builds the first stage with that precision, but ``fam/llm/fast_inference_utils.py``
 ``_load_model`` still runs ``model.to(device=device, dtype=torch.bfloat16)``; ``torch.compile``

@@ -135,10 +135,10 @@ GPT_SOVITS = System(
              "parallel_infer": False},
         ],
         "compare_greedy": True,  # same front-end inputs through colab_tts.t2s, greedy tokens compared
-        "greedy_max_new_tokens": 1500,  # upstream's cap (t2s_model.py: idx 1500 - 1 when no EOS)
+        "greedy_max_new_tokens": 1500,  # upstream's cap (RVC-Boss/GPT-SoVITS GPT_SoVITS/AR/models/t2s_model.py @48b1a01)
     },
     import_paths=(".", "GPT_SoVITS"),  # as api_v2.py does
-    notes=("TTS.run refuses a reference outside 3-10 s (TTS.py line 815): the 2.8 s clip is padded with silence",),
+    notes=("TTS.run refuses a reference outside 3-10 s (RVC-Boss/GPT-SoVITS GPT_SoVITS/TTS_infer_pack/TTS.py @48b1a01 line 815): the 2.8 s clip is padded with silence",),
 )
 
 INDEXTTS2 = System(
@@ -154,7 +154,7 @@ INDEXTTS2 = System(
         Weight("IndexTeam/IndexTTS-2", ("*",), "checkpoints",
                "config.yaml, bpe.model, gpt.pth, s2mel.pth, wav2vec2bert_stats.pt, feat1.pt, feat2.pt, "
                "qwen0.6bemo4-merge/; the auxiliary models (w2v-BERT 2.0, MaskGCT codec, CAMPPlus, BigVGAN) "
-               "are fetched by indextts/utils/model_download.py on first load"),
+               "are fetched by index-tts/index-tts indextts/utils/model_download.py @ee40fa7 on first load"),
     ),
     defaults={
         "cfg_path": "checkpoints/config.yaml", "model_dir": "checkpoints", "use_fp16": True, "device": "cuda:0",
@@ -164,7 +164,7 @@ INDEXTTS2 = System(
         # the technique under study: an 8 GB card emulated by capping the allocator, idle stages offloaded
         "memory_cap_gib": 8.0, "offload_idle_stages": True, "diffusion_steps": 25,
     },
-    notes=("diffusion_steps = 25 is hard-coded in infer_v2.py (lines 656-657); the runner changes it by "
+    notes=("diffusion_steps = 25 is hard-coded in index-tts/index-tts indextts/infer_v2.py @ee40fa7 (lines 656-657); the runner changes it by "
            "wrapping s2mel.models['cfm'].inference and replacing its n_timesteps argument",
            "use_fp16 halves only the GPT; s2mel runs with autocast off"),
 )
@@ -191,15 +191,19 @@ METAVOICE = System(
         "spk_ref_path": "assets/bria.mp3", "top_p": 0.95, "guidance_scale": 3.0, "temperature": 1.0,
         "float16_on_turing": True,
     },
-    # fam/telemetry/posthog.py tests bool(os.getenv("ANONYMIZED_TELEMETRY", True)): only "" turns it off
+    # metavoiceio/metavoice-src fam/telemetry/posthog.py @de3fa21 tests bool(os.getenv("ANONYMIZED_TELEMETRY", True)): only "" turns it off
     environment={"ANONYMIZED_TELEMETRY": ""},
-    notes=("fam/llm/utils.py get_default_dtype picks float16 on CC <= 7.x, but fam/llm/fast_inference_utils.py "
-           "_load_model casts the first stage to torch.bfloat16 whatever it picked; on a T4 torch.compile "
-           "(max-autotune) then fails in ptxas: '.bf16 requires sm_80' (metavoice-src issue #128). The worker "
-           "swaps that module's bfloat16 for float16 on GPUs without bf16 (a patch from outside, no fork)",
-           "quantisation_mode='int4' needs torch's _weight_int4pack_mm (bfloat16 activations, an Ampere "
-           "kernel): not offered on a T4; 'int8' is slower than fp16 by upstream's own warning"),
+    notes=("metavoiceio/metavoice-src fam/llm/utils.py @de3fa21 get_default_dtype picks float16 on CC <= 7.x, "
+           "but fam/llm/fast_inference_utils.py _load_model casts the first stage to torch.bfloat16 whatever it "
+           "picked; on a T4 torch.compile (max-autotune) then fails in ptxas: '.bf16 requires sm_80' "
+           "(metavoice-src issue #128). The worker swaps that module's bfloat16 for float16 on GPUs without bf16 "
+           "(a patch from outside, no fork); checked on CPU with a 1-layer config: upstream's _load_model then "
+           "builds float16 weights (bfloat16 without the patch). Not yet run on a T4",
+           "quantisation_mode='int4': fam/llm/fast_quantize.py packs for torch's _weight_int4pack_mm with "
+           "bfloat16 scales (asserted there), so it is not offered below CC 8.0; 'int8' is slower than fp16 by "
+           "upstream's own warning and its load peak includes the 2-byte model (cast before quantising)"),
 )
+
 
 SYSTEMS: dict[str, System] = {s.name: s for s in (GPT_SOVITS, INDEXTTS2, METAVOICE)}
 _CALLS = {"gpt-sovits": _gpt_sovits_calls, "indextts2": _indextts2_calls, "metavoice": _metavoice_calls}

@@ -9,9 +9,9 @@ What is counted (weights and the KV cache; not activations, not the CUDA context
   ``get_default_dtype``, fp16 for compute capability <= 7.x), or weight-only int8 / int4 as
   fam/llm/fast_quantize.py @de3fa21 stores them (int8: 1 byte + a bf16 scale per output row; int4:
   half a byte + bf16 scale and zero per 128-group, only Linear layers with out_features % 8 == 0);
-- its KV cache: ``setup_caches(max_batch_size=2, max_seq_length=block_size)`` (fast_inference_utils.py:
-  batch 2 for classifier-free guidance), K and V per layer, 2 bytes;
-- speaker encoder: fam/quantiser/audio/speaker_encoder/model.py @de3fa21 (LSTM 40 -> 256, 3 layers;
+- its KV cache: ``setup_caches(max_batch_size=2, max_seq_length=block_size)`` (metavoiceio/metavoice-src
+  fam/llm/fast_inference_utils.py @de3fa21: batch 2 for classifier-free guidance), K and V per layer, 2 bytes;
+- speaker encoder: metavoiceio/metavoice-src fam/quantiser/audio/speaker_encoder/model.py @de3fa21 (LSTM 40 -> 256, 3 layers;
   Linear 256 -> 256), float32;
 - second stage: "~10Mn parameters" (README), 4 bytes each (its weights are loaded as stored);
 - multi-band diffusion ``get_mbd_24khz(bw=6)``: 4 band models (audiocraft docs/MBD.md), each a
@@ -34,7 +34,7 @@ from ..units import GIB
 SOURCE = "metavoiceio/metavoice-src fam/llm/fast_model.py @de3fa211ac4621e03a5f990651aeecc64da418f5"
 FIRST_STAGE = {"n_layer": 24, "n_head": 16, "dim": 2048, "vocab_size": 2562, "block_size": 2048,
                "speaker_emb_dim": 256}
-KV_BATCH = 2  # fast_inference_utils.py build_model: setup_caches(max_batch_size=2, ...)
+KV_BATCH = 2  # metavoiceio/metavoice-src fam/llm/fast_inference_utils.py @de3fa21 build_model: setup_caches(max_batch_size=2, ...)
 # Counted on the meta device from facebookresearch/audiocraft audiocraft/models/unet.py @896ec7c with
 # config/model/score/basic.yaml (hidden 48, depth 4, growth 4, kernel 8, stride 4, chin 1): one band.
 MBD_UNET_PARAMS_PER_BAND = 165_591_936
@@ -44,7 +44,7 @@ QUANTISATION_MODES = (None, "int8", "int4")
 
 
 def swiglu_hidden(dim: int) -> int:
-    """fast_model.py: find_multiple(int(2 * 4 * dim / 3), 256)."""
+    """metavoiceio/metavoice-src fam/llm/fast_model.py @de3fa21: find_multiple(int(2 * 4 * dim / 3), 256)."""
     n = int(2 * 4 * dim / 3)
     return n if n % 256 == 0 else n + 256 - n % 256
 
@@ -66,7 +66,7 @@ def first_stage_params(cfg: dict = FIRST_STAGE) -> dict:
 
 
 def first_stage_weight_bytes(quantisation_mode=None, cfg: dict = FIRST_STAGE) -> int:
-    """Bytes of the first stage's weights as fast_quantize.py stores them (None: fp16/bf16, 2 bytes)."""
+    """Bytes of the first stage's weights as metavoiceio/metavoice-src fam/llm/fast_quantize.py @de3fa21 stores them (None: fp16/bf16, 2 bytes)."""
     if quantisation_mode not in QUANTISATION_MODES:
         raise ValueError(f"quantisation_mode must be None, 'int8' or 'int4' (upstream's choices), "
                          f"got {quantisation_mode!r}")
@@ -91,7 +91,8 @@ def kv_cache_bytes(cfg: dict = FIRST_STAGE, batch: int = KV_BATCH, itemsize: int
 
 
 def speaker_encoder_params() -> int:
-    """LSTM(40 -> 256, 3 layers) + Linear(256 -> 256), fam/quantiser/audio/speaker_encoder/model.py."""
+    """LSTM(40 -> 256, 3 layers) + Linear(256 -> 256): metavoiceio/metavoice-src
+    fam/quantiser/audio/speaker_encoder/model.py @de3fa21."""
     lstm = sum(4 * 256 * (n_in + 256) + 2 * 4 * 256 for n_in in (40, 256, 256))
     return lstm + 256 * 256 + 256
 
@@ -112,7 +113,8 @@ def stage_table(gpu="T4", quantisation_mode=None) -> list[dict]:
     spec = get_gpu(gpu)
     if quantisation_mode == "int4" and not spec.bf16:
         raise ValueError(f"int4 is not available on {spec.name}: fast_quantize.py packs for torch's "
-                         "_weight_int4pack_mm with bfloat16 scales (compute capability >= 8.0); use None or 'int8'")
+                         "_weight_int4pack_mm with bfloat16 scales (bf16 needs compute capability >= 8.0); "
+                         "use None or 'int8'")
     dtype = "bfloat16" if spec.bf16 else "float16"
     p1 = first_stage_params()
     bands = cited("metavoice.mbd_bands").value
@@ -123,10 +125,10 @@ def stage_table(gpu="T4", quantisation_mode=None) -> list[dict]:
          "dtype": quantisation_mode or dtype, "gib": first_stage_weight_bytes(quantisation_mode) / GIB,
          "source": f"counted from {SOURCE}"},
         {"stage": "first stage KV cache (batch 2 x 2048 positions)", "params": 0, "dtype": dtype,
-         "gib": kv_cache_bytes() / GIB, "source": "counted: fam/llm/fast_inference_utils.py setup_caches"},
+         "gib": kv_cache_bytes() / GIB, "source": "counted: metavoiceio/metavoice-src fam/llm/fast_inference_utils.py @de3fa21 setup_caches"},
         {"stage": "speaker encoder", "params": speaker_encoder_params(), "dtype": "float32",
          "gib": 4 * speaker_encoder_params() / GIB,
-         "source": "counted: fam/quantiser/audio/speaker_encoder/model.py @de3fa21"},
+         "source": "counted: metavoiceio/metavoice-src fam/quantiser/audio/speaker_encoder/model.py @de3fa21"},
         {"stage": "second stage (non-causal)", "params": int(second.value), "dtype": "float32",
          "gib": 4 * second.value / GIB, "source": f"cited: {second.source} ('~10Mn')"},
         {"stage": f"multi-band diffusion ({bands} band U-Nets)", "params": bands * MBD_UNET_PARAMS_PER_BAND,
