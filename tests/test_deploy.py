@@ -19,6 +19,7 @@ import pytest
 from colab_tts.deploy import env as deploy_env
 from colab_tts.deploy import plan, read_result, read_wav, settings
 from colab_tts.deploy.__main__ import main as cli_main
+from colab_tts.deploy.protocol import call_rows
 from colab_tts.deploy.systems import SYSTEMS
 from colab_tts.deploy.worker import resolve
 
@@ -275,6 +276,9 @@ def test_env_and_worker_protocol_end_to_end_with_a_stand_in_upstream(tmp_path):
     for r in runs:
         wav, sr = read_wav(r["audio"]["path"])
         assert sr == 32000 and len(wav) == r["t2s_tokens"] * 640
+    rows = call_rows(result)
+    assert [r["call"].split(" [")[0] for r in rows] == EXPECTED_TARGETS["gpt-sovits"]
+    assert all(r["rtf"] == pytest.approx(r["seconds"] / r["audio_s"], rel=1e-2) for r in rows if r["audio_s"])
     comparison = result["extra"]["greedy_comparison"]
     assert all(row["identical_to_upstream"] for row in comparison.values()), comparison
     # (the capture glue un-pads and transposes upstream's (1024, T) features; without it the worker fails)

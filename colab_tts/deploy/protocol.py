@@ -93,3 +93,25 @@ def read_result(out_dir) -> dict:
     if not result["ok"]:
         raise ValueError(f"the {result['system']} runner failed: {result.get('error')}")
     return result
+
+
+def call_rows(result: dict) -> list[dict]:
+    """One row per upstream call of a result, for a table: time, peak memory, GPT-stage speed, audio, RTF.
+
+    Every number is *measured* by the worker on ``result["device"]``; peak memory only on CUDA.
+    """
+    rows = []
+    for call in result["calls"]:
+        audio = call.get("audio") or {}
+        row = {"call": call["target"] + (f" [{call['label']}]" if call.get("label") else ""),
+               "seconds": call.get("seconds"), "peak_gib": call.get("peak_gib"),
+               "t2s_tokens_per_s": call.get("t2s_tokens_per_s"), "audio_s": audio.get("seconds")}
+        if audio.get("seconds"):
+            row["rtf"] = round(call["seconds"] / audio["seconds"], 3)
+        rows.append(row)
+    return rows
+
+
+def stage_rows(result: dict) -> list[dict]:
+    """The per-stage rows the worker recorded (seconds, peak above the level at entry, GiB held after)."""
+    return [row for row in result.get("stages", []) if "seconds" in row]

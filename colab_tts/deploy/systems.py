@@ -28,6 +28,10 @@ from .._checks import choose
 
 COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # github.com/googlecolab/colabtools/issues/5237
 TORCH_CU128 = "https://download.pytorch.org/whl/cu128"
+# the pinned +cu128 builds must stay resolvable: the CUDA index beside PyPI
+KEEP_TORCH = f"-c {{root}}/torch-pin.txt --extra-index-url {TORCH_CU128} --index-strategy unsafe-best-match"
+# RVC-Boss/GPT-SoVITS install.sh @48b1a01 (--source HF) downloads these two archives from here
+GSV_DATA = "https://huggingface.co/XXXXRT/GPT-SoVITS-Pretrained/resolve/main"
 
 
 # The reference voice: a public clip with its transcript, padded with silence to the 3 s GPT-SoVITS needs.
@@ -112,9 +116,18 @@ GPT_SOVITS = System(
     python="3.10",
     python_source="RVC-Boss/GPT-SoVITS Colab-Inference.ipynb @48b1a01 (conda create -n GPTSoVITS python=3.10)",
     install=(
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} torch torchcodec --index-url {TORCH_CU128}",
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} -r {{repo}}/extra-req.txt --no-deps",
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} -r {{repo}}/requirements.txt",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} torch torchaudio torchcodec --index-url {TORCH_CU128}",
+        # requirements.txt lists torchaudio unpinned: keep the CUDA 12.8 build, or PyPI's newer torch
+        # (CUDA 13 wheels from 2.11 on) would replace it and stop running on Colab's 12.8 driver
+        "{py} -c \"import torch, torchaudio; print('torch==' + torch.__version__); "
+        "print('torchaudio==' + torchaudio.__version__)\" > {root}/torch-pin.txt",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} {KEEP_TORCH} -r {{repo}}/extra-req.txt --no-deps",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} {KEEP_TORCH} -r {{repo}}/requirements.txt",
+        # the data install.sh fetches after pip (nltk corpora for English g2p, the OpenJTalk dictionary)
+        f"curl -sSL {GSV_DATA}/nltk_data.zip -o {{root}}/nltk_data.zip && "
+        f"unzip -q -o {{root}}/nltk_data.zip -d {{env}} && rm {{root}}/nltk_data.zip",
+        f"curl -sSL {GSV_DATA}/open_jtalk_dic_utf_8-1.11.tar.gz | tar -xz -C "
+        f"$({{py}} -c 'import os, pyopenjtalk; print(os.path.dirname(pyopenjtalk.__file__))')",
     ),
     weights=(
         Weight("lj1995/GPT-SoVITS", ("gsv-v2final-pretrained/*", "chinese-roberta-wwm-ext-large/*",
@@ -237,7 +250,7 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
     env, repo = f"{root}/env", f"{root}/upstream"
     out = out or f"{root}/out"
     py = f"{env}/bin/python"
-    fill = {"env": env, "py": py, "repo": repo}
+    fill = {"env": env, "py": py, "repo": repo, "root": root}
     commit = commit or spec.commit
     result = {
         "system": spec.name,
