@@ -303,3 +303,43 @@ def test_reference_is_padded_to_the_length_gpt_sovits_accepts(tmp_path):
                                       "pad_to_seconds": 3.3})
     with wave.open(str(out)) as w:
         assert w.getnframes() == int(3.3 * 16000)
+
+
+# --- the IndexTTS-2 stage wrappers, on CPU with stand-in modules ----------------------------------------
+
+def test_indextts2_wrapped_methods_are_recorded_upstream_and_steps_go_to_n_timesteps():
+    from colab_tts.deploy import indextts2
+
+    recorded = SIGNATURES["indextts2_stage_methods"]
+    wrapped = {f"{path}.{m}" for path, methods, _ in indextts2.STAGE_METHODS.values() for m in methods
+               if m != "forward"}
+    assert wrapped == set(recorded)
+    assert list(recorded["s2mel.models.cfm.inference"]["params"]).index("n_timesteps") == 5
+
+
+def test_indextts2_wrapper_replaces_the_hard_coded_steps_and_offloads_one_stage_at_a_time():
+    import torch
+
+    from colab_tts.deploy import indextts2
+    from colab_tts.memory import is_on_accelerator
+
+    class Stage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(4))
+            self.seen = []
+
+        def inference(self, mu, x_lens, prompt, style, f0, n_timesteps, inference_cfg_rate=0.5):
+            self.seen.append((n_timesteps, is_on_accelerator(self, "cpu")))
+            return mu
+
+    a, b = Stage(), Stage()
+    offloader = indextts2.OneStageAtATime()
+    a.inference = indextts2._wrap("a", a, "inference", offloader, steps=10)
+    b.inference = indextts2._wrap("b", b, "inference", offloader, steps=None)
+    indextts2.STAGES.clear()
+    a.inference(1, 2, 3, 4, None, 25, inference_cfg_rate=0.7)
+    b.inference(1, 2, 3, 4, None, 25)
+    assert a.seen == [(10, True)] and b.seen == [(25, True)]
+    assert not is_on_accelerator(a, "cpu") and is_on_accelerator(b, "cpu")  # b stays until another stage runs
+    assert [r["stage"] for r in indextts2.STAGES] == ["a", "b"]
