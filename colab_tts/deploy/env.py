@@ -136,15 +136,18 @@ def run_worker(plan: dict, timeout: float | None = None) -> dict:
 
 
 def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy", plan: dict | None = None,
-           weights: bool = True, progress: bool = True, timeout: float | None = None) -> dict:
+           weights: bool = True, progress: bool = True, timeout: float | None = None, out=None) -> dict:
     """Everything the non-dry run does: env, clone, install, reference clip, weights, worker, result.
 
-    Pass ``plan`` (from ``systems.plan``, possibly edited) instead of ``system`` to run a custom one.
+    ``out``: the folder for this run's result.json and audio (default ``WORKDIR/SYSTEM/out``; give each
+    configuration its own to keep them side by side; the environment and weights are shared). Pass
+    ``plan`` (from ``systems.plan``, possibly edited) instead of ``system`` to run a custom one.
     """
     if plan is None:
         if system is None:
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
-        plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()))
+        plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
+                         out=str(Path(out).resolve()) if out else None)
     root = Path(plan["env"]).parent
     root.mkdir(parents=True, exist_ok=True)
     log = root / "install.log"
