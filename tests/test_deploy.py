@@ -343,3 +343,8 @@ def test_indextts2_wrapper_replaces_the_hard_coded_steps_and_offloads_one_stage_
     assert a.seen == [(10, True)] and b.seen == [(25, True)]
     assert not is_on_accelerator(a, "cpu") and is_on_accelerator(b, "cpu")  # b stays until another stage runs
     assert [r["stage"] for r in indextts2.STAGES] == ["a", "b"]
+
+
+def test_deploy_without_a_system_or_plan_says_what_it_needs():
+    with pytest.raises(ValueError, match="system name"):
+        deploy_env.deploy()
