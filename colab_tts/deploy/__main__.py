@@ -1,0 +1,55 @@
+"""``python -m colab_tts.deploy SYSTEM [--dry-run] [--set key=value ...] [--workdir DIR]``.
+
+``--dry-run`` prints the plan as one JSON object and exits 0; without it the runner makes the
+environment, installs, downloads the weights, runs the worker and prints the result JSON.
+A bad argument ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .systems import SYSTEMS, plan
+
+
+def parse_set(items) -> dict:
+    """``key=value`` pairs; values are JSON when they parse (8, true, null, "x"), else strings."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set takes key=value (e.g. --set use_fp16=false), got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m colab_tts.deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("system", help=f"one of: {', '.join(SYSTEMS)}")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a default setting")
+    parser.add_argument("--workdir", default="colab_tts_deploy", help="where envs, clones and outputs go")
+    parser.add_argument("--no-weights", action="store_true", help="skip the weight download")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+        if args.dry_run:
+            print(json.dumps(plan(args.system, overrides, workdir=args.workdir)))
+            return 0
+        from .env import deploy
+
+        result = deploy(args.system, overrides, workdir=args.workdir, weights=not args.no_weights)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

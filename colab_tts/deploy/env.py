@@ -1,0 +1,164 @@
+"""The kernel side: make the system's environment, clone upstream, fetch weights, run the worker.
+
+Nothing here imports torch or upstream code: the notebook kernel (Colab's Python 3.13 image) only
+runs shell commands and reads JSON. Every step is idempotent (a marker file per install command),
+so re-running a cell after a disconnect skips what is done.
+
+Colab specifics: ``uv`` is installed with pip when missing; Colab's ``UV_CONSTRAINT`` /
+``UV_BUILD_CONSTRAINT`` point at a file that may not exist and would also pin upstream's
+environment to Colab's versions, so they are cleared for every command
+(github.com/googlecolab/colabtools/issues/5237). When Google Drive is mounted, the hub cache lives
+on Drive (``HF_HOME``), so weights are downloaded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import wave
+from pathlib import Path
+
+from .protocol import read_result
+from .systems import plan as make_plan
+
+DRIVE = Path("/content/drive/MyDrive")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding colab_tts/
+
+
+def hub_cache() -> str | None:
+    """``HF_HOME`` on Drive when Drive is mounted (weights survive the runtime), else None."""
+    return str(DRIVE / "colab_tts_cache" / "huggingface") if DRIVE.is_dir() else None
+
+
+def command_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update({"UV_CONSTRAINT": "", "UV_BUILD_CONSTRAINT": ""})
+    cache = hub_cache()
+    if cache and "HF_HOME" not in os.environ:
+        env["HF_HOME"] = cache
+    env.update(extra or {})
+    return env
+
+
+def ensure_uv() -> None:
+    """uv is not in Colab's image (pip freeze of googlecolab/backend-info): install it when a plan needs it."""
+    if shutil.which("uv") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uv"], check=True)
+
+
+def run_step(command: str, root: Path, log: Path, env: dict | None = None) -> bool:
+    """Run one install command once (a marker in ``root`` remembers it). True if it ran now."""
+    marker = root / ".done" / hashlib.sha1(command.encode()).hexdigest()[:16]
+    if marker.exists():
+        return False
+    if command.lstrip().startswith("uv ") or " uv " in command:
+        ensure_uv()
+    with open(log, "a") as f:
+        f.write(f"$ {command}\n")
+        f.flush()
+        done = subprocess.run(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT, env=command_env(env))
+    if done.returncode != 0:
+        tail = log.read_text()[-1500:]
+        raise RuntimeError(f"install step failed (exit {done.returncode}): {command}\n--- {log} (end) ---\n{tail}")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(command)
+    return True
+
+
+def fetch_reference(reference: dict) -> Path:
+    """Download the reference clip and pad it with silence to ``pad_to_seconds`` (16-bit PCM wav)."""
+    path = Path(reference["path"])
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_suffix(".download")
+    urllib.request.urlretrieve(reference["url"], raw)
+    with wave.open(str(raw), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    want = int(reference.get("pad_to_seconds", 0) * params.framerate)
+    have = len(frames) // (params.sampwidth * params.nchannels)
+    frames += b"\0" * max(0, want - have) * params.sampwidth * params.nchannels
+    with wave.open(str(path), "wb") as dst:
+        dst.setnchannels(params.nchannels)
+        dst.setsampwidth(params.sampwidth)
+        dst.setframerate(params.framerate)
+        dst.writeframes(frames)
+    raw.unlink()
+    return path
+
+
+WEIGHTS_SCRIPT = r"""
+import json, sys
+from huggingface_hub import HfApi, snapshot_download
+from fnmatch import fnmatch
+spec = json.loads(sys.argv[1])
+files = [f for f in HfApi().model_info(spec["hub_repo"], files_metadata=True).siblings
+         if any(fnmatch(f.rfilename, p) for p in spec["patterns"])]
+total = sum(f.size or 0 for f in files)
+print(f"{spec['hub_repo']}: {len(files)} files, {total / 1024**3:.2f} GiB", flush=True)
+snapshot_download(spec["hub_repo"], allow_patterns=spec["patterns"], local_dir=spec["dest"] or None)
+"""
+
+
+def download_weights(plan: dict, log: Path) -> None:
+    """Each weight entry through huggingface_hub inside the system's env (its own progress bars, sizes first)."""
+    py = Path(plan["env"]) / "bin" / "python"
+    for w in plan["weights"]:
+        dest = str(Path(plan["clone"]) / w["local_dir"]) if w["local_dir"] else ""
+        spec = json.dumps({**w, "dest": dest})
+        subprocess.run([str(py), "-c", WEIGHTS_SCRIPT, spec], check=True, env=command_env())
+
+
+def worker_env(plan: dict) -> dict:
+    """PYTHONPATH gets this colab_tts (pure Python, imported by the worker beside upstream)."""
+    extra = dict(plan.get("environment", {}))
+    extra["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return extra
+
+
+def run_worker(plan: dict, timeout: float | None = None) -> dict:
+    """Run the plan's calls in the system's env (a subprocess); returns the checked result."""
+    out = Path(plan["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    plan_path.write_text(json.dumps(plan, indent=1))
+    py = Path(plan["env"]) / "bin" / "python"
+    with open(out / "worker.log", "w") as log:
+        subprocess.run([str(py), "-m", "colab_tts.deploy.worker", str(plan_path)], stdout=log,
+                       stderr=subprocess.STDOUT, env=command_env(worker_env(plan)), cwd=plan["clone"],
+                       timeout=timeout)
+    return read_result(out)
+
+
+def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy", plan: dict | None = None,
+           weights: bool = True, progress: bool = True, timeout: float | None = None, out=None) -> dict:
+    """Everything the non-dry run does: env, clone, install, reference clip, weights, worker, result.
+
+    ``out``: the folder for this run's result.json and audio (default ``WORKDIR/SYSTEM/out``; give each
+    configuration its own to keep them side by side; the environment and weights are shared). Pass
+    ``plan`` (from ``systems.plan``, possibly edited) instead of ``system`` to run a custom one.
+    """
+    if plan is None:
+        if system is None:
+            raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
+        plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
+                         out=str(Path(out).resolve()) if out else None)
+    root = Path(plan["env"]).parent
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "install.log"
+    steps = list(plan["install"])
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"{plan['system']}: environment")
+    for command in steps:
+        run_step(command, root, log)
+    fetch_reference(plan["reference"])
+    if weights and plan["weights"]:
+        download_weights(plan, log)
+    return run_worker(plan, timeout=timeout)

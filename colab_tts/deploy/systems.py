@@ -1,0 +1,274 @@
+"""The three upstream systems the runner deploys, and the plan it follows for each.
+
+A *plan* is plain JSON: which upstream repository at which commit, which Python, the install
+commands, the weights, and the upstream calls with exactly the keyword arguments the runner passes
+(``"$ref"`` names an object an earlier call made). ``--dry-run`` prints it; the worker inside the
+system's environment executes the same plan, so what is printed is what runs.
+
+Call names and keywords were read at the pinned commits (``colab_tts/data/deploy/upstream_signatures.json``
+records each signature with its repo, path and commit; ``tests/test_deploy.py`` checks every kwarg
+against it):
+
+- GPT-SoVITS: ``TTS_Config(configs)`` / ``TTS(configs)`` / ``TTS.run(inputs)`` in
+  RVC-Boss/GPT-SoVITS GPT_SoVITS/TTS_infer_pack/TTS.py @48b1a01 (``run`` is a generator of
+  ``(sr, int16 audio)`` and takes one dict; its keys are the kwargs here).
+- IndexTTS-2: ``IndexTTS2(...)`` / ``IndexTTS2.infer(...)`` in index-tts/index-tts
+  indextts/infer_v2.py @ee40fa7.
+- MetaVoice-1B: ``TTS(...)`` / ``TTS.synthesise(...)`` in metavoiceio/metavoice-src
+  fam/llm/fast_inference.py @de3fa21.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+
+from .._checks import choose
+
+COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # github.com/googlecolab/colabtools/issues/5237
+TORCH_CU128 = "https://download.pytorch.org/whl/cu128"
+# the pinned +cu128 builds must stay resolvable: the CUDA index beside PyPI
+KEEP_TORCH = f"-c {{root}}/torch-pin.txt --extra-index-url {TORCH_CU128} --index-strategy unsafe-best-match"
+# RVC-Boss/GPT-SoVITS install.sh @48b1a01 (--source HF) downloads these two archives from here
+GSV_DATA = "https://huggingface.co/XXXXRT/GPT-SoVITS-Pretrained/resolve/main"
+
+
+# The reference voice: a public clip with its transcript, padded with silence to the 3 s GPT-SoVITS needs.
+REFERENCE = {
+    "url": "https://raw.githubusercontent.com/metavoiceio/metavoice-src/"
+           "de3fa211ac4621e03a5f990651aeecc64da418f5/data/audio.wav",
+    "transcript": "Please call Stella.",  # metavoiceio/metavoice-src data/caption.txt @de3fa21
+    "file": "ref.wav", "pad_to_seconds": 3.3,
+}
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A file or folder the system loads, from a public hub repository, placed under the clone."""
+
+    hub_repo: str
+    patterns: tuple[str, ...]  # allow_patterns for snapshot_download ("*" = the whole repo)
+    local_dir: str  # relative to the upstream clone
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    repo: str  # owner/name on GitHub
+    commit: str  # 40-hex, the commit every call name and kwarg was checked against
+    python: str  # the interpreter upstream asks for
+    python_source: str  # where upstream says so
+    install: tuple[str, ...]  # shell commands; {env} {py} {repo} are filled in by plan()
+    weights: tuple[Weight, ...]
+    defaults: dict  # the notebook's default settings
+    import_paths: tuple[str, ...] = ()  # folders (relative to the clone) put on sys.path
+    environment: dict = field(default_factory=dict)  # variables the worker runs with
+    notes: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"https://github.com/{self.repo}"
+
+
+def _gpt_sovits_calls(s: dict, out: str) -> list[dict]:
+    base = "GPT_SoVITS/pretrained_models/"
+    config = {"custom": {
+        "device": s["device"], "is_half": s["is_half"], "version": "v2",
+        "t2s_weights_path": base + "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt",
+        "vits_weights_path": base + "gsv-v2final-pretrained/s2G2333k.pth",
+        "bert_base_path": base + "chinese-roberta-wwm-ext-large",
+        "cnhuhbert_base_path": base + "chinese-hubert-base",
+    }}
+    inputs = {key: s[key] for key in ("text", "text_lang", "ref_audio_path", "prompt_text", "prompt_lang",
+                                      "top_k", "seed")}
+    inputs["ref_audio_path"] = inputs["ref_audio_path"] or f"{out}/{REFERENCE['file']}"
+    calls = [{"target": "TTS_Config", "kwargs": {"configs": config}},
+             {"target": "TTS", "kwargs": {"configs": {"$ref": "TTS_Config"}}}]
+    for variant in s["variants"]:
+        label = variant["label"]
+        kwargs = {**inputs, **{k: v for k, v in variant.items() if k != "label"}}
+        calls.append({"target": "TTS.run", "label": label, "kwargs": kwargs, "pass_as": "inputs"})
+    return calls
+
+
+def _indextts2_calls(s: dict, out: str) -> list[dict]:
+    ctor = {key: s[key] for key in ("cfg_path", "model_dir", "use_fp16", "device", "use_cuda_kernel",
+                                    "use_deepspeed", "use_qwen_emo")}
+    infer = {"spk_audio_prompt": s["spk_audio_prompt"] or f"{out}/{REFERENCE['file']}", "text": s["text"],
+             "output_path": f"{out}/indextts2.wav",
+             "max_text_tokens_per_segment": s["max_text_tokens_per_segment"], "verbose": False}
+    return [{"target": "IndexTTS2", "kwargs": ctor}, {"target": "IndexTTS2.infer", "kwargs": infer}]
+
+
+def _metavoice_calls(s: dict, out: str) -> list[dict]:
+    ctor = {"model_name": s["model_name"], "seed": s["seed"], "output_dir": out,
+            "quantisation_mode": s["quantisation_mode"]}
+    synth = {key: s[key] for key in ("text", "spk_ref_path", "top_p", "guidance_scale", "temperature")}
+    return [{"target": "TTS", "kwargs": ctor}, {"target": "TTS.synthesise", "kwargs": synth}]
+
+
+GPT_SOVITS = System(
+    name="gpt-sovits",
+    repo="RVC-Boss/GPT-SoVITS",
+    commit="48b1a0169a28582a8984402f82cf438d3bfa6aca",
+    python="3.10",
+    python_source="RVC-Boss/GPT-SoVITS Colab-Inference.ipynb @48b1a01 (conda create -n GPTSoVITS python=3.10)",
+    install=(
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} torch torchaudio torchcodec --index-url {TORCH_CU128}",
+        # requirements.txt lists torchaudio unpinned: keep the CUDA 12.8 build, or PyPI's newer torch
+        # (CUDA 13 wheels from 2.11 on) would replace it and stop running on Colab's 12.8 driver
+        "{py} -c \"import torch, torchaudio; print('torch==' + torch.__version__); "
+        "print('torchaudio==' + torchaudio.__version__)\" > {root}/torch-pin.txt",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} {KEEP_TORCH} -r {{repo}}/extra-req.txt --no-deps",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} {KEEP_TORCH} -r {{repo}}/requirements.txt",
+        # the data install.sh fetches after pip (nltk corpora for English g2p, the OpenJTalk dictionary)
+        f"curl -sSL {GSV_DATA}/nltk_data.zip -o {{root}}/nltk_data.zip && "
+        f"unzip -q -o {{root}}/nltk_data.zip -d {{env}} && rm {{root}}/nltk_data.zip",
+        f"curl -sSL {GSV_DATA}/open_jtalk_dic_utf_8-1.11.tar.gz | tar -xz -C "
+        f"$({{py}} -c 'import os, pyopenjtalk; print(os.path.dirname(pyopenjtalk.__file__))')",
+    ),
+    weights=(
+        Weight("lj1995/GPT-SoVITS", ("gsv-v2final-pretrained/*", "chinese-roberta-wwm-ext-large/*",
+                                     "chinese-hubert-base/*"), "GPT_SoVITS/pretrained_models",
+               "v2 GPT (s1) and SoVITS (s2) weights, BERT and HuBERT: the files configs/tts_infer.yaml names"),
+    ),
+    defaults={
+        "device": "cuda", "is_half": True,
+        "text": "Speed changes nothing but the time it takes: the same tokens, the same voice.",
+        "text_lang": "en", "ref_audio_path": None, "prompt_text": REFERENCE["transcript"], "prompt_lang": "en",
+        "top_k": 15, "seed": 0,
+        # first upstream's defaults, then its own speed switches (TTS.run keys), side by side
+        "variants": [
+            {"label": "upstream defaults"},
+            {"label": "naive decode (parallel_infer=False)", "parallel_infer": False},
+            {"label": "batched (batch_size=8, split_bucket=True)", "batch_size": 8, "split_bucket": True},
+            {"label": "greedy (top_k=1, naive): the reference for our decoder", "top_k": 1,
+             "parallel_infer": False},
+        ],
+        "compare_greedy": True,  # same front-end inputs through colab_tts.t2s, greedy tokens compared
+        "greedy_max_new_tokens": 1500,  # upstream's cap (RVC-Boss/GPT-SoVITS GPT_SoVITS/AR/models/t2s_model.py @48b1a01)
+    },
+    import_paths=(".", "GPT_SoVITS"),  # as api_v2.py does
+    notes=("TTS.run refuses a reference outside 3-10 s (RVC-Boss/GPT-SoVITS GPT_SoVITS/TTS_infer_pack/TTS.py @48b1a01 line 815): the 2.8 s clip is padded with silence",),
+)
+
+INDEXTTS2 = System(
+    name="indextts2",
+    repo="index-tts/index-tts",
+    commit="ee40fa7d6c6b8a2c7f06105f9f1e65775b74868c",
+    python="3.11",
+    python_source="index-tts/index-tts pyproject.toml @ee40fa7 (requires-python >=3.10,<3.12; .python-version 3.11.13)",
+    install=(
+        f"cd {{repo}} && {COLAB_UV_FIX} UV_PROJECT_ENVIRONMENT={{env}} uv sync --all-extras",
+    ),
+    weights=(
+        Weight("IndexTeam/IndexTTS-2", ("*",), "checkpoints",
+               "config.yaml, bpe.model, gpt.pth, s2mel.pth, wav2vec2bert_stats.pt, feat1.pt, feat2.pt, "
+               "qwen0.6bemo4-merge/; the auxiliary models (w2v-BERT 2.0, MaskGCT codec, CAMPPlus, BigVGAN) "
+               "are fetched by index-tts/index-tts indextts/utils/model_download.py @ee40fa7 on first load"),
+    ),
+    defaults={
+        "cfg_path": "checkpoints/config.yaml", "model_dir": "checkpoints", "use_fp16": True, "device": "cuda:0",
+        "use_cuda_kernel": False, "use_deepspeed": False, "use_qwen_emo": False,
+        "spk_audio_prompt": None, "text": "Translate for me, what is a surprise!",
+        "max_text_tokens_per_segment": 120,
+        # the technique under study: an 8 GB card emulated by capping the allocator, idle stages offloaded
+        "memory_cap_gib": 8.0, "offload_idle_stages": True, "diffusion_steps": 25,
+    },
+    notes=("diffusion_steps = 25 is hard-coded in index-tts/index-tts indextts/infer_v2.py @ee40fa7 (lines 656-657); the runner changes it by "
+           "wrapping s2mel.models['cfm'].inference and replacing its n_timesteps argument",
+           "use_fp16 halves only the GPT; s2mel runs with autocast off"),
+)
+
+METAVOICE = System(
+    name="metavoice",
+    repo="metavoiceio/metavoice-src",
+    commit="de3fa211ac4621e03a5f990651aeecc64da418f5",
+    python="3.11",
+    python_source="metavoiceio/metavoice-src README.md @de3fa21 (Python >=3.10,<3.12; torch==2.2.1)",
+    install=(
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} -r {{repo}}/requirements.txt",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} torch==2.2.1 torchaudio==2.2.1",
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -e {{repo}}",
+    ),
+    weights=(
+        Weight("metavoiceio/metavoice-1B-v0.1", ("*",), "",
+               "first_stage.pt, second_stage.pt, speaker_encoder.pt: TTS() fetches them itself "
+               "(snapshot_download); multi-band diffusion and DeepFilterNet weights come with audiocraft/df"),
+    ),
+    defaults={
+        "model_name": "metavoiceio/metavoice-1B-v0.1", "seed": 1337, "quantisation_mode": None,
+        "text": "This is a demo of text to speech by MetaVoice-1B, an open-source foundational audio model.",
+        "spk_ref_path": "assets/bria.mp3", "top_p": 0.95, "guidance_scale": 3.0, "temperature": 1.0,
+        "float16_on_turing": True,
+    },
+    # metavoiceio/metavoice-src fam/telemetry/posthog.py @de3fa21 tests bool(os.getenv("ANONYMIZED_TELEMETRY", True)): only "" turns it off
+    environment={"ANONYMIZED_TELEMETRY": ""},
+    notes=("metavoiceio/metavoice-src fam/llm/utils.py @de3fa21 get_default_dtype picks float16 on CC <= 7.x, "
+           "but fam/llm/fast_inference_utils.py _load_model casts the first stage to torch.bfloat16 whatever it "
+           "picked; on a T4 torch.compile (max-autotune) then fails in ptxas: '.bf16 requires sm_80' "
+           "(metavoice-src issue #128). The worker swaps that module's bfloat16 for float16 on GPUs without bf16 "
+           "(a patch from outside, no fork); checked on CPU with a 1-layer config: upstream's _load_model then "
+           "builds float16 weights (bfloat16 without the patch). Not yet run on a T4",
+           "quantisation_mode='int4': fam/llm/fast_quantize.py packs for torch's _weight_int4pack_mm with "
+           "bfloat16 scales (asserted there), so it is not offered below CC 8.0; 'int8' is slower than fp16 by "
+           "upstream's own warning and its load peak includes the 2-byte model (cast before quantising)"),
+)
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (GPT_SOVITS, INDEXTTS2, METAVOICE)}
+_CALLS = {"gpt-sovits": _gpt_sovits_calls, "indextts2": _indextts2_calls, "metavoice": _metavoice_calls}
+
+
+def get_system(name) -> System:
+    """A system by name ("gpt-sovits", "indextts2", "metavoice"), with one clear error otherwise."""
+    return SYSTEMS[choose(name, SYSTEMS, "system")]
+
+
+def settings(system, overrides: dict | None = None) -> dict:
+    """The notebook's defaults for ``system`` with ``overrides`` applied (unknown keys rejected)."""
+    spec = get_system(system)
+    merged = copy.deepcopy(spec.defaults)
+    for key, value in (overrides or {}).items():
+        if key not in merged:
+            raise ValueError(f"{spec.name} has no setting {key!r}; settings: {', '.join(sorted(merged))}")
+        merged[key] = value
+    return merged
+
+
+def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy", out: str | None = None,
+         repo_url: str | None = None, commit: str | None = None, python: str | None = None) -> dict:
+    """The JSON plan for ``system``: upstream, python, install commands, weights and calls.
+
+    ``repo_url``/``commit``/``python`` replace upstream's only for tests (a stand-in repository).
+    """
+    spec = get_system(system)
+    s = settings(spec.name, overrides)
+    root = f"{workdir}/{spec.name}"
+    env, repo = f"{root}/env", f"{root}/upstream"
+    out = out or f"{root}/out"
+    py = f"{env}/bin/python"
+    fill = {"env": env, "py": py, "repo": repo, "root": root}
+    commit = commit or spec.commit
+    result = {
+        "system": spec.name,
+        "upstream": {"repo": spec.repo, "commit": commit, "url": repo_url or spec.url},
+        "python": python or spec.python,
+        "python_source": spec.python_source,
+        "env": env, "clone": repo, "out": out,
+        "install": [f"uv venv --python {python or spec.python} {env}",
+                    f"git clone {repo_url or spec.url} {repo}", f"git -C {repo} checkout {commit}",
+                    *(cmd.format(**fill) for cmd in spec.install)],
+        "weights": [{"hub_repo": w.hub_repo, "patterns": list(w.patterns), "local_dir": w.local_dir,
+                     "note": w.note} for w in spec.weights],
+        "import_paths": list(spec.import_paths),
+        "environment": dict(spec.environment),
+        "settings": s,
+        "reference": {**REFERENCE, "path": f"{out}/{REFERENCE['file']}"},
+        "calls": _CALLS[spec.name](s, out),
+        "notes": list(spec.notes),
+    }
+    json.dumps(result)  # a plan is JSON by construction; fail here, not in the subprocess
+    return result
