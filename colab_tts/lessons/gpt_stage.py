@@ -57,12 +57,12 @@ def gpu_expectation(technique: str, device: str = "cpu") -> str:
     if "int8" in t:
         return "CPU-only path (dynamic int8 has no CUDA kernels); not on a T4"
     if "float16" in t or "bfloat16" in t:
-        return ("fp16 halves the bytes per token (T4: float16, no bfloat16); at batch 1 eager the step is "
-                "launch-bound, so expect little change until CUDA graphs or batching")
+        return ("T4: float16 (no bfloat16) halves the bytes read; batch-1 eager is launch-bound (section 7), "
+                "so little change until CUDA graphs or batching")
     if "compile" in t:
         return f"CUDA graphs: one launch per step; upstream's CUDA-graph path: {value('gpt_sovits.cuda_graph_commit')}"
     if "bucket" in t:
-        return "transfers: B rows share every launch and weight read, so a launch-bound step serves B tokens"
+        return "transfers: B rows share each launch and weight read (a launch-bound step serves B tokens)"
     if "recompute" in t or "no cache" in t:
         return "slower on any device (work grows with length)"
     if "static" in t:
@@ -197,7 +197,7 @@ def host_overhead_per_step(config: T2SConfig | None = None, device="cpu", steps:
 
 
 def step_budget_rows(gpu="T4", overhead_s: float | None = None, kernels: int | None = None,
-                     context: int = 500) -> list[dict]:
+                     context: int = 500, device="cpu") -> list[dict]:
     """Batch-1 step budget on ``gpu`` (fp16, real size): bandwidth time against the per-step overhead.
 
     ``overhead_s`` and ``kernels`` are the measured host overhead per step and kernels per step
@@ -212,7 +212,7 @@ def step_budget_rows(gpu="T4", overhead_s: float | None = None, kernels: int | N
                      "kind": f"measured count (this CPU) x {cited('gpt_sovits.kernel_launch_cost').label()}"})
     if overhead_s is not None:
         rows.append({"what": "eager step, same operators, tiny tensors (Python + dispatch, no arithmetic)",
-                     "ms per token": overhead_s * 1e3, "kind": "measured: this run, on this CPU"})
+                     "ms per token": overhead_s * 1e3, "kind": f"measured: this run, {_on(device)}"})
     for key, what, gpu_name in (("rtx4090_xeon_e5_2686", "RTX 4090, Xeon E5-2686 host", "RTX-4090"),
                                 ("rtx4090_ryzen_5900x", "RTX 4090, Ryzen 9 5900X host", "RTX-4090"),
                                 ("rtx4080_ryzen_9950x", "RTX 4080, Ryzen 9 9950X host", None)):
@@ -229,12 +229,16 @@ def step_budget_rows(gpu="T4", overhead_s: float | None = None, kernels: int | N
     return rows
 
 
-def overhead_verdict(overhead_s: float, gpu="T4", context: int = 500) -> str:
+def _on(device) -> str:
+    return "on this CPU" if torch.device(device).type == "cpu" else f"on this {torch.device(device).type} device"
+
+
+def overhead_verdict(overhead_s: float, gpu="T4", context: int = 500, device="cpu") -> str:
     """One line: is an eager batch-1 step on ``gpu`` bound by bandwidth or by per-step overhead?"""
     (roof,) = roofline_rows([gpu], "float16", context=context)
     ratio = overhead_s * 1e3 / roof["ms per token"]
     bound = "launch/host overhead" if ratio > 1 else "bandwidth"
-    return (f"{roof['GPU']}, batch 1, eager: the per-step overhead ({overhead_s * 1e3:.1f} ms, measured on this CPU) "
+    return (f"{roof['GPU']}, batch 1, eager: the per-step overhead ({overhead_s * 1e3:.1f} ms, measured {_on(device)}) "
             f"is {ratio:.1f}x the bandwidth time ({roof['ms per token']:.2f} ms, roofline): {bound}-bound. "
             "One CUDA-graph launch per step removes the overhead; a batch of B rows shares it.")
 
@@ -305,7 +309,8 @@ def speedup_bars(panels: dict, key: str = "technique", value_key: str = "speed-u
     for ax, (title, rows), color in zip(axes[0], panels.items(), ["tab:blue", "tab:orange", "tab:green"]):
         cpu_only = [r.get("kind", "").endswith("cpu") and any(k in r[key] for k in ("int8", "float16"))
                     for r in rows]
-        labels = [r[key] + (" (on this CPU only)" if c else "") for r, c in zip(rows, cpu_only)]
+        labels = [r[key] + (" (on this CPU only)" if c and "on this CPU" not in r[key] else "")
+                  for r, c in zip(rows, cpu_only)]
         bars = ax.barh(labels, [r[value_key] for r in rows], color=color)
         for bar, c in zip(bars, cpu_only):
             if c:
@@ -316,6 +321,8 @@ def speedup_bars(panels: dict, key: str = "technique", value_key: str = "speed-u
         ax.set_xlabel(title)
         ax.tick_params(axis="y", labelsize=8)
     kinds = sorted({r.get("kind", "") for rows in panels.values() for r in rows} - {""})
-    fig.suptitle("; ".join(kinds), fontsize=9)
+    hatched = "; hatched: effects seen on this CPU only, not what a T4 does" if any(
+        "cpu" in k for k in kinds) else ""
+    fig.suptitle("; ".join(kinds) + hatched, fontsize=9)
     fig.tight_layout()
     return fig
