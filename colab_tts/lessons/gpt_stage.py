@@ -57,7 +57,7 @@ def gpu_expectation(technique: str, device: str = "cpu") -> str:
     if "int8" in t:
         return "CPU-only path (dynamic int8 has no CUDA kernels); not on a T4"
     if "float16" in t or "bfloat16" in t:
-        return ("T4: float16 (no bfloat16) halves the bytes read; batch-1 eager is launch-bound (section 7), "
+        return ("T4: float16 (no bfloat16) halves the bytes read; batch-1 eager is launch-bound (the T4 budget), "
                 "so little change until CUDA graphs or batching")
     if "compile" in t:
         return f"CUDA graphs: one launch per step; upstream's CUDA-graph path: {value('gpt_sovits.cuda_graph_commit')}"
