@@ -16,9 +16,12 @@ import torch.nn.functional as F
 
 from . import devices
 from ._checks import choose
+from .cited import value
 from .decode_caches import CACHES, ConcatCache, NoCache, StaticCache
 from .decoding import DEFAULT, Generation, Sampling, generate, length_buckets
 from .t2s import T2SModel, prefix_mask
+
+MAX_STEPS = value("gpt_sovits.max_decode_steps")  # upstream's hard cap on decode steps
 
 
 @dataclass
@@ -53,7 +56,7 @@ class T2SRunner:
     (e.g. bfloat16 beside int8 Linear layers on a CPU).
     """
 
-    def __init__(self, model: T2SModel, segments, prompt, cache: str = "static", max_new_tokens: int = 1500,
+    def __init__(self, model: T2SModel, segments, prompt, cache: str = "static", max_new_tokens: int = MAX_STEPS,
                  fixed_shape: bool = False, step_fn=None, kv_dtype=None):
         cache = choose(cache, CACHES, "cache")
         if not segments:

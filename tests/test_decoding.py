@@ -312,3 +312,11 @@ def test_headline_never_leads_with_a_cpu_only_effect():
 def test_overhead_verdict_compares_with_the_t4_bandwidth_time():
     assert "overhead-bound" in gpt_stage.overhead_verdict(5e-3)
     assert "bandwidth-bound" in gpt_stage.overhead_verdict(1e-4)
+
+
+def test_every_row_of_the_step_budget_says_what_kind_of_figure_it_is():
+    rows = gpt_stage.step_budget_rows("T4", overhead_s=6e-3, kernels=295)
+    assert all(r["kind"].startswith(("predicted", "measured", "cited")) for r in rows)
+    weights, with_kv = rows[0]["ms per token"], rows[1]["ms per token"]
+    assert 0.45 < weights < with_kv < 0.6  # 154 MB of fp16 weights at 320 GB/s, then the K/V on top
+    assert [r["ms per token"] for r in rows if r["kind"].startswith("measured: this run")] == [6.0]

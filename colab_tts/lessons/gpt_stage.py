@@ -204,7 +204,10 @@ def step_budget_rows(gpu="T4", overhead_s: float | None = None, kernels: int | N
     (``host_overhead_per_step``, ``step_kernel_count``); cited GPU measurements close the table.
     """
     (roof,) = roofline_rows([gpu], "float16", context=context)
-    rows = [{"what": f"read weights + K/V once ({roof['MB per token']:.0f} MB at {roof['GB/s']:g} GB/s)",
+    (weights,) = roofline_rows([gpu], "float16", context=0)
+    rows = [{"what": f"read the fp16 weights once ({weights['MB per token']:.0f} MB at {roof['GB/s']:g} GB/s)",
+             "ms per token": weights["ms per token"], "kind": roof["kind"] + f", {roof['GPU']}"},
+            {"what": f"... plus the K/V of {context} cached positions ({roof['MB per token']:.0f} MB in all)",
              "ms per token": roof["ms per token"], "kind": roof["kind"] + f", {roof['GPU']}"}]
     if kernels is not None:
         rows.append({"what": f"{kernels} kernels per step x 1 us: launches alone, before any Python (a floor)",
