@@ -3,7 +3,7 @@
 #
 # GPT-SoVITS spends most of its time in its autoregressive **GPT stage**: a 24-layer transformer that turns phonemes (plus BERT features) into semantic tokens, one token per step. People ask how to make it faster: KV caches, `torch.compile` / CUDA graphs, batching, lower precision, TensorRT, sampling settings, early stopping. Here each technique is measured on the real architecture, one section at a time, in a table that grows as we go, and every figure says what it is: *measured* (this run, on which device), *predicted* (the roofline) or *cited* (with its source).
 #
-# **Offline (as in CI) the weights are random and the phonemes are random ids:** the tokens are meaningless and say nothing about quality, but the mechanics and the timings are real. The timed sections run on the CPU at a reduced width (the parameters cell); the roofline, the kernel count and the overhead floor use the real size. On a Colab GPU the timed sections run at the real size on CUDA (and load a real checkpoint if you give one).
+# **Offline (as in CI) the weights are random and the phonemes are random ids:** the tokens are meaningless and say nothing about quality, but the mechanics and the timings are real. The timed sections run on the CPU at a reduced width (the parameters cell); the roofline and the kernel count use the real size, the overhead floor the real depth (24 layers). On a Colab GPU the timed sections run at the real size on CUDA (and load a real checkpoint if you give one).
 
 # %% [markdown]
 # ## What you will learn
@@ -212,7 +212,7 @@ print(gpt_stage.overhead_verdict(overhead, GPU, device=device))
 # %% [markdown]
 # What it means: the bandwidth time (about 0.5 ms on a T4) is a small part of an eager batch-1 step. The
 # rest is per-operator cost — Python, PyTorch's dispatcher and the launch itself (microseconds each, a few
-# hundred times per token). The cited measurements show it: upstream's eager loop runs at 1–3% of an RTX
+# hundred times per token). The cited measurements show it: upstream's eager loop runs at 1.4–3.4% of an RTX
 # 4090's bandwidth ceiling, and the same GPU goes from 80 to 195 steps/s by changing only the host CPU. So:
 #
 # - **CUDA graphs** (one launch per step; section 6, upstream's "speed doubles") attack the real bound;
@@ -340,8 +340,8 @@ for line in gpt_stage.headline(results, long_rows, device):
 #   bf16 / fp16 / dynamic int8 are measured and labelled "on this CPU": dynamic int8 does not exist on a T4,
 #   and a CPU's half-precision speed says nothing about a GPU's.
 # - Where a batch-1 step's time goes: the T4 roofline (predicted, about 0.5 ms per token) against the per-step
-#   overhead of a few hundred kernel launches (counted and measured here; cited GPU runs at 1–3% of their
-#   bandwidth ceiling): launch-bound, which is why CUDA graphs (upstream: "speed doubles") and batching pay.
+#   overhead of a few hundred kernel launches (counted and measured here; cited GPU runs at 1.4–3.4% of
+#   their bandwidth ceiling): launch-bound, which is why CUDA graphs (upstream: "speed doubles") and batching pay.
 # - Sampling timed on the decode device: small next to a decode step; dropping finished rows saves the
 #   row-steps counted in section 9.
 # - A long text in length buckets: identical float32 tokens and the speed-up printed above — the path that
