@@ -114,17 +114,3 @@ def fit_heatmap(rows, title="Share of GPU memory one request takes (OOM: does no
     fig.colorbar(image, ax=ax, label="total / GPU memory")
     fig.tight_layout()
     return fig
-
-
-def speedup_bars(panels: dict, key: str = "technique", value: str = "speed-up"):
-    """One horizontal bar chart per {title: rows}, each bar a row's ``value`` (1 = the baseline)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (title, rows), color in zip(axes[0], panels.items(), ["tab:blue", "tab:orange", "tab:green"]):
-        ax.barh([r[key] for r in rows], [r[value] for r in rows], color=color)
-        ax.axvline(1, color="gray", lw=1)
-        ax.invert_yaxis()
-        ax.set_xlabel(title)
-    fig.tight_layout()
-    return fig

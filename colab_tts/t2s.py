@@ -1,14 +1,16 @@
 """GPT-SoVITS's GPT stage (text -> semantic tokens) as a plain PyTorch model.
 
-The same architecture as ``GPT_SoVITS/AR/models/t2s_model.py`` (Text2SemanticDecoder), written
-gpt-fast style: one ``T2SModel`` with an explicit ``prefill`` over the prompt and a per-token
-``decode_step``; the KV cache is an object passed in (``colab_tts.decoding`` has the variants).
+The same architecture as Text2SemanticDecoder in RVC-Boss/GPT-SoVITS GPT_SoVITS/AR/models/t2s_model.py
+@48b1a01, written gpt-fast style: one ``T2SModel`` with an explicit ``prefill`` over the prompt and a
+per-token ``decode_step``; the KV cache is an object passed in (``colab_tts.decode_caches`` has the
+variants), the prompt assembly and batch driver live in ``colab_tts.t2s_runner``.
 
-Architecture (shared/facts.md): phoneme embedding + Linear(1024 -> 512) of BERT features, plus a
-sine position table scaled by a learned ``alpha``; semantic-token embedding with its own position
-table; 24 post-norm layers (fused q/k/v projection, 16 heads, ReLU FFN 2048); a bias-free head
-over 1025 semantic tokens (EOS = 1024). Text positions attend to all text positions; semantic
-positions attend to the whole text and causally to earlier semantic positions.
+Architecture (sizes from RVC-Boss/GPT-SoVITS GPT_SoVITS/configs/s1longer-v2.yaml @48b1a01): phoneme
+embedding + Linear(1024 -> 512) of BERT features, plus a sine position table scaled by a learned
+``alpha``; semantic-token embedding with its own position table; 24 post-norm layers (fused q/k/v
+projection, 16 heads, ReLU FFN 2048); a bias-free head over 1025 semantic tokens (EOS = 1024). Text
+positions attend to all text positions; semantic positions attend to the whole text and causally to
+earlier semantic positions.
 
 Upstream checkpoint layout (an s1 ``.ckpt``: ``{"config": {...}, "weight": state_dict}``; the
 state dict belongs to the Lightning module, hence the ``model.`` prefix). Config keys live in
@@ -43,11 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import positive
+from .cited import value
 
 
 @dataclass(frozen=True)
 class T2SConfig:
-    """Sizes of the GPT stage. Defaults are GPT-SoVITS v2 (s1longer-v2), shared/facts.md."""
+    """Sizes of the GPT stage. Defaults are GPT-SoVITS v2: RVC-Boss/GPT-SoVITS
+    GPT_SoVITS/configs/s1longer-v2.yaml @48b1a01 (``linear_units`` = 2048 = 4 x hidden)."""
 
     n_layer: int = 24
     hidden_dim: int = 512
@@ -58,7 +62,7 @@ class T2SConfig:
     phoneme_vocab_size: int = 732
     bert_dim: int = 1024
     max_positions: int = 4000  # length of the sine tables (upstream: 4000)
-    tokens_per_second: float = 25.0  # semantic tokens per second of audio
+    tokens_per_second: float = float(value("gpt_sovits.semantic_tokens_per_second"))  # 25 Hz semantic tokens
 
     def __post_init__(self):
         for f in fields(self):

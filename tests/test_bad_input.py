@@ -8,7 +8,21 @@ import pytest
 
 import colab_tts.colab
 import colab_tts.selftest
-from colab_tts import audio, decoding, flow, hardware, kv_cache, memory, models, orpheus, snac_decode, t2s, text
+from colab_tts import (
+    audio,
+    decoding,
+    flow,
+    hardware,
+    kv_cache,
+    memory,
+    models,
+    orpheus,
+    precision,
+    snac_decode,
+    t2s,
+    t2s_runner,
+    text,
+)
 from colab_tts.display import Table, save_figure
 
 
@@ -73,6 +87,12 @@ CASES = [
     ("t2s model from a dict", lambda tmp: t2s.T2SModel({"n_layer": 2}), TypeError, ["T2SConfig"]),
     ("t2s heads that do not divide", lambda tmp: t2s.T2SConfig(hidden_dim=100, n_head=16), ValueError,
      ["multiple of n_head"]),
+    ("int8 dynamic quantization on a GPU", lambda tmp: precision.choose_dtype("int8", "cuda"), ValueError,
+     ["CPU only", "auto"]),
+    ("precision on a device that does not exist", lambda tmp: precision.choose_dtype("auto", "gpu0"), ValueError,
+     ["device", "cuda"]),
+    ("decode no segments", lambda tmp: t2s_runner.T2SRunner(t2s.T2SModel(t2s.T2SConfig.small()), [], None),
+     ValueError, ["at least one Segment"]),
     ("peak on an unknown device", lambda tmp: memory.track_peak("tpu").__enter__(), ValueError, ["device"]),
     ("offload something that is not a module", lambda tmp: memory.to_host("dit"), TypeError, ["Module"]),
     ("dit from a dict", lambda tmp: flow.DiT({"hidden": 512}), TypeError, ["DiTConfig"]),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from colab_tts.decoding import NoCache
+from colab_tts.decode_caches import NoCache
 from colab_tts.t2s import (
     T2SConfig,
     T2SModel,
@@ -25,7 +25,7 @@ def test_defaults_are_gpt_sovits_v2():
     with torch.device("meta"):  # count without allocating or initialising 77 M weights
         model = T2SModel(c)
     total = sum(p.numel() for p in model.parameters())
-    assert 76e6 < total < 79e6  # shared/facts.md: ~77 M
+    assert 76e6 < total < 79e6  # ~77 M parameters
 
 
 @pytest.mark.parametrize("kwargs, match", [

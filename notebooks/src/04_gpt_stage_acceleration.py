@@ -1,16 +1,19 @@
 # %% [markdown]
 # # 04 · Accelerating the GPT stage: GPT-SoVITS text-to-semantic decoding, measured
 #
-# GPT-SoVITS spends most of its time in its autoregressive **GPT stage**: a 24-layer transformer that turns phonemes (plus BERT features) into semantic tokens, one token per step. People ask how to make it faster: KV caches, `torch.compile`, batching, lower precision, sampling settings, early stopping. Here each technique is measured on the real architecture, one section at a time, in a table that grows as we go. Offline (as in CI) the weights are random and the model is scaled down by the parameters cell: the tokens are meaningless, but the mechanics and the timings are real. On Colab with a GPU it runs the real size (and loads a real checkpoint if you give one).
+# GPT-SoVITS spends most of its time in its autoregressive **GPT stage**: a 24-layer transformer that turns phonemes (plus BERT features) into semantic tokens, one token per step. People ask how to make it faster: KV caches, `torch.compile` / CUDA graphs, batching, lower precision, TensorRT, sampling settings, early stopping. Here each technique is measured on the real architecture, one section at a time, in a table that grows as we go, and every figure says what it is: *measured* (this run, on which device), *predicted* (the roofline) or *cited* (with its source).
+#
+# **Offline (as in CI) the weights are random and the phonemes are random ids:** the tokens are meaningless and say nothing about quality, but the mechanics and the timings are real. The timed sections run on the CPU at a reduced width (the parameters cell); the roofline and the kernel count use the real size, the overhead floor the real depth (24 layers). On a Colab GPU the timed sections run at the real size on CUDA (and load a real checkpoint if you give one).
 
 # %% [markdown]
 # ## What you will learn
 #
 # - what the GPT stage computes and what real time needs (25 semantic tokens per second of audio)
-# - the upstream decode loop (a KV cache grown by torch.cat) measured as the baseline
-# - what a static cache, no cache, lower precision, int8 and torch.compile each change, measured
-# - why batch-1 decoding is far below the GPU's bandwidth ceiling, and what that means for CUDA graphs
-# - what sampling costs, how early stopping saves work, and how a long text decodes in length buckets
+# - the upstream decode loop (a KV cache grown by `torch.cat`) measured as the baseline
+# - what a static cache, no cache, lower precision, int8 and torch.compile each change, and which of those effects carry over to a GPU
+# - why a batch-1 step on a T4 is bound by kernel launches and Python, not by memory bandwidth (with numbers), and so why CUDA graphs and batching are the levers
+# - what sampling costs on the decode device, how early stopping saves work, how a long text decodes in length buckets
+# - GPT-SoVITS's own `batch_size`, `split_bucket` and `parallel_infer`, and where TensorRT stands
 
 # %% tags=["parameters"]
 # Parameters: change these, or let papermill set them.
@@ -22,18 +25,24 @@ BATCH_SIZE = 8           # segments per bucket
 CPU_THREADS = 1          # on a shared 2-core machine more threads spin against each other
 CHECKPOINT = ""          # path to a GPT-SoVITS s1 .ckpt (GPT_weights_v2/...); empty: random weights
 TRY_COMPILE = "auto"     # "auto": torch.compile only on a GPU (on a CPU the warm-up costs minutes)
+GPU = "T4"               # the GPU the budget of section 7 is worked out for (any catalog name)
 
 # %%
 import copy
 
 import torch
 
-from colab_tts import decoding, hardware
-from colab_tts.decoding import FIXED_LENGTH, decode_segments, prepare_model, speed_row, time_decode
+from colab_tts import devices
+from colab_tts.cited import cited
+from colab_tts.decoding import FIXED_LENGTH, generate
 from colab_tts.display import Table, save_figure
+from colab_tts.lessons import gpt_stage
+from colab_tts.lessons.gpt_stage import speed_row, time_decode
+from colab_tts.precision import prepare_model
 from colab_tts.t2s import T2SConfig, T2SModel, load_gpt_sovits_checkpoint
+from colab_tts.t2s_runner import T2SRunner, decode_segments, random_prompt, random_segments
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
+device = devices.accelerator().type
 if device == "cpu":
     torch.set_num_threads(CPU_THREADS)
 real = SIZE == "real" or (SIZE == "auto" and device == "cuda") or bool(CHECKPOINT)
@@ -45,36 +54,41 @@ else:
 fp32, _ = prepare_model(model, "float32", device)
 config = fp32.config
 print(f"device {device}; {'real size' if real else 'scaled down'}; "
-      f"{fp32.decode_param_count() / 1e6:.1f} M parameters read per token")
+      f"{fp32.decode_param_count() / 1e6:.1f} M parameters read per token; "
+      f"{'checkpoint weights' if CHECKPOINT else 'random weights'}")
+COLUMNS = ["technique", "tokens/s", "speed-up", "RTF", "kind", "on a GPU"]
 
 # %% [markdown]
 # ## 1. What the GPT stage is, and what real time needs
 #
 # The model reads the text side (phoneme embeddings plus a projection of BERT features) and a prompt of
 # semantic tokens from the reference audio, then predicts semantic tokens one at a time until it emits EOS
-# (token 1024). Semantic tokens run at **25 per second of audio** (shared/facts.md), so *real time* means
-# decoding at least 25 tokens/s, and the **real-time factor** (RTF = compute time / audio time) must stay
-# below 1. The real GPT-SoVITS v2 sizes, from `T2SConfig()`:
+# (token 1024). Semantic tokens run at **25 per second of audio**, so *real time* means decoding at least
+# 25 tokens/s and the **real-time factor** (RTF = compute time / audio time) must stay below 1. The real
+# GPT-SoVITS v2 sizes (`T2SConfig()`, from upstream's `s1longer-v2.yaml`) and the decode limits, each with its source:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(Table([{k: v for k, v in T2SConfig().as_dict().items()}]))
+print(Table([T2SConfig().as_dict()]))
+print(Table([{"figure": c.key, "value": c.value, "unit": c.unit, "source": c.label()} for c in map(cited, [
+    "gpt_sovits.semantic_tokens_per_second", "gpt_sovits.max_decode_steps", "gpt_sovits.eos_blocked_steps",
+    "gpt_sovits.top_k", "gpt_sovits.repetition_penalty"])]))
 
 # %% [markdown]
 # ## 2. The baseline: the upstream way
 #
 # Upstream decodes one segment at a time: a prefill over the prompt, then one `decode_step` per token with
 # a KV cache that grows by `torch.cat` every step (a new, one-position-longer tensor per layer per token), in
-# float32. We time the decode loop alone for `TOKENS` tokens on one segment; expect well under real time on
-# a CPU at the real size and something in the hundreds of tokens/s on a GPU.
+# float32. We time the decode loop alone for `TOKENS` tokens on one segment. Expect far under real time on a
+# CPU at the real size; upstream users report 80–300 steps/s on fast GPUs (section 7).
 
 # %%
-segments = decoding.random_segments(config, SEGMENT_PHONEMES)
-prompt = decoding.random_prompt(config, 50)
+segments = random_segments(config, SEGMENT_PHONEMES)
+prompt = random_prompt(config, 50)
 one = [segments[3]]
 baseline = time_decode(fp32, one, prompt, "concat", TOKENS)
-results = [speed_row("upstream: concat cache, float32", baseline, baseline)]
-Table(results)
+results = [speed_row("upstream: concat cache, float32", baseline, baseline, device=device)]
+Table(results, columns=COLUMNS)
 
 # %% [markdown]
 # What it means: the first row is the reference for every speed-up below. RTF above 1 means the GPT stage
@@ -83,16 +97,15 @@ Table(results)
 # ## 3. A static cache
 #
 # `StaticCache` allocates K/V for the whole sequence once and writes each step in place: no new tensors per
-# step. Expect the same tokens (it is the same arithmetic) and, at batch 1, about the same speed: the copy
-# `torch.cat` makes grows with the sequence, but reading the weights dominates each step. What the static
+# step. Expect the same tokens (the same arithmetic) and, at batch 1, about the same speed. What the static
 # cache buys is elsewhere: fixed shapes for torch.compile / CUDA graphs (section 6), and batches whose
 # finished rows are compacted in place (sections 9 and 10).
 
 # %%
 static = time_decode(fp32, one, prompt, "static", TOKENS)
-results.append(speed_row("static cache, float32", static, baseline))
+results.append(speed_row("static cache, float32", static, baseline, device=device))
 print("greedy tokens identical to the baseline:", static.tokens == baseline.tokens)
-Table(results)
+Table(results, columns=COLUMNS)
 
 # %% [markdown]
 # ## 4. No cache at all
@@ -102,24 +115,27 @@ Table(results)
 
 # %%
 recompute = time_decode(fp32, one, prompt, "none", max(4, TOKENS // 4))
-results.append(speed_row("no cache (recompute)", recompute, baseline))
+results.append(speed_row("no cache (recompute)", recompute, baseline, device=device))
 print("greedy tokens identical to the baseline:", recompute.tokens[0] == baseline.tokens[0][: len(recompute.tokens[0])])
-Table(results)
+Table(results, columns=COLUMNS)
 
 # %% [markdown]
-# What it means: recomputing is several times slower already at this length, and gets worse as the
-# sequence grows (upstream allows up to 1,500 tokens).
+# What it means: recomputing is several times slower already at this length, on any device, and gets worse
+# as the sequence grows (upstream allows up to 1,500 tokens).
 #
-# ## 5. Lower precision: fp16 / bf16, and int8 on a CPU
+# ## 5. Lower precision: what transfers to a GPU and what does not
 #
-# `prepare_model` goes through `hardware.resolve_dtype`: on a T4 (no bfloat16) it picks float16, on Ampere
-# and newer bfloat16. On a CPU, half precision only helps where the CPU has bf16 instructions (AVX512-BF16 /
-# AMX) and mainly once several rows share each weight read; PyTorch's *dynamic int8* quantization of the
-# Linear layers reads a quarter of the bytes and often helps most on a CPU. Both are lossy: tokens may drift.
+# `prepare_model` chooses the dtype on the GPU's compute capability (`hardware.resolve_dtype`): float16 on a
+# T4 (CC 7.5 has no bfloat16; `torch.cuda.is_bf16_supported()` says True there only because PyTorch emulates
+# it), bfloat16 from Ampere on. On a GPU, fp16 halves the bytes each token reads. **On a CPU the result says
+# nothing about a GPU**: half precision is fast only with AVX512-BF16/AMX instructions, and PyTorch's dynamic
+# int8 (Linear layers quantized on the fly) exists only on the CPU. On a CPU we therefore measure them and
+# label them "on this CPU"; the last column gives the GPU expectation. Tokens may drift (with random weights
+# that is a sign of numerical sensitivity, not a quality measurement).
 
 # %%
 if device == "cpu":
-    print(decoding.cpu_low_precision())
+    print(gpt_stage.cpu_low_precision())
 variants = ["auto"] if device == "cuda" else ["bfloat16", "float16", "int8"]
 lowp = {}
 for dtype in variants:
@@ -127,100 +143,117 @@ for dtype in variants:
     g = time_decode(lowp[dtype], one, prompt, "static", TOKENS)
     same = sum(a == b for a, b in zip(g.tokens[0], baseline.tokens[0]))
     label = "int8" if dtype == "int8" else str(lowp[dtype].dtype).removeprefix("torch.")
-    results.append(speed_row(f"static cache, {label}", g, baseline))
+    where = " (on this CPU)" if device == "cpu" else ""
+    results.append(speed_row(f"static cache, {label}{where}", g, baseline, device=device))
     print(f"{dtype}: {reason}; {same}/{TOKENS} greedy tokens as in float32")
-Table(results)
+Table(results, columns=COLUMNS)
 
 # %% [markdown]
-# What it means: on a GPU, half precision halves the bytes every token reads, and batch-1 decoding is bound
-# by exactly that (section 7). On a CPU it depends on the instructions the CPU has — read the rows above
-# rather than assuming; lower precision that comes out *slower* means the CPU converts instead of computing
-# natively. Tokens that differ from float32 are the price of the smaller format (here, with random weights,
-# a hint of sensitivity, not a quality measurement).
+# What it means: read the precision rows with their `kind` and `on a GPU` columns. A half-precision row
+# slower than float32 here is a CPU that converts instead of computing natively — not what a T4 does. On a
+# T4 the honest expectation comes from section 7: at batch 1 in eager PyTorch the step is bound by launches,
+# so fp16 changes little until CUDA graphs or batching remove that bound; then it halves the time the
+# weights take to read.
 #
 # ## 6. torch.compile (CUDA graphs on a GPU)
 #
-# A 77 M model at batch 1 is *overhead-bound* on a GPU: hundreds of small kernels per token, each launched
-# from Python. `torch.compile(mode="reduce-overhead")` on a **fixed-shape** static cache captures the whole
-# step as a CUDA graph and replays it with one launch — the upstream 2026 CUDA-graph path reports double
-# speed (shared/facts.md). The first calls compile (tens of seconds to minutes); only later ones are fast.
-# On a CPU there are no launches to save and the warm-up costs minutes, so `TRY_COMPILE="auto"` skips it there.
+# `torch.compile(mode="reduce-overhead")` on a **fixed-shape** static cache (`colab_tts.compiled`) captures
+# the whole step as a CUDA graph and replays it with one launch. GPT-SoVITS added the same by hand in 2026
+# (its commit message: "speed doubles"). The first calls compile (tens of seconds to minutes); only later
+# ones are fast. On a CPU there are no launches to save and the warm-up costs minutes, so
+# `TRY_COMPILE="auto"` skips it there.
 
 # %%
 import time
 
+from colab_tts.compiled import compiled_step
+
+print(cited("gpt_sovits.cuda_graph_commit"))
 if TRY_COMPILE is True or (TRY_COMPILE == "auto" and device == "cuda"):
-    step = decoding.compiled_step(fp32)
+    step = compiled_step(fp32)
     t0 = time.perf_counter()
     time_decode(fp32, one, prompt, "static", TOKENS, warmup=0, fixed_shape=True, step_fn=step)
     warm = time.perf_counter() - t0
     compiled = time_decode(fp32, one, prompt, "static", TOKENS, warmup=0, fixed_shape=True, step_fn=step)
-    results.append(speed_row("static + torch.compile, float32", compiled, baseline))
+    results.append(speed_row("static + torch.compile, float32", compiled, baseline, device=device))
     print(f"first run, compile included: {warm:.0f} s; same tokens: {compiled.tokens == baseline.tokens}")
 else:
     print("torch.compile skipped on", device, "(set TRY_COMPILE = True to measure its warm-up and speed here)")
-Table(results)
+Table(results, columns=COLUMNS)
 
 # %% [markdown]
-# ## 7. The roofline: how fast *could* batch 1 be?
+# ## 7. Bandwidth or launches? Where a batch-1 step's time goes on a T4
 #
 # Every decoded token reads all weights once (plus the K/V cache), so tokens/s ≤ bandwidth / bytes per
-# token (`hardware.decode_ceiling_tokens_per_s`). For the real GPT stage in float16 with 500 cached
-# positions, on a T4 and the 8 GB cards:
+# token: the **roofline**, a prediction from the datasheet bandwidth. For the real GPT stage in float16
+# with 500 cached positions:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-Table(decoding.roofline_rows(["T4", "RTX-3070", "RTX-4060", "L4"], "float16"), digits=0)
-
-# %%
-best_b1 = max(results, key=lambda r: r["tokens/s"])
-gpu = hardware.detect().gpu
-if device == "cuda" and real and "bandwidth unknown" not in gpu.source:
-    ceiling = hardware.decode_ceiling_tokens_per_s(decoding.weight_bytes_per_token(fp32, "float16"), gpu)
-    print(f"measured best batch-1: {best_b1['tokens/s']:.0f} tokens/s = {best_b1['tokens/s'] / ceiling:.1%} of this GPU's ceiling")
-else:
-    print(f"measured best batch-1 here ({device}, {'real' if real else 'scaled-down'} model): "
-          f"{best_b1['tokens/s']:.0f} tokens/s ({best_b1['technique']})")
+Table(gpt_stage.roofline_rows(["T4", "RTX-3070", "RTX-4060", "L4"], "float16"), digits=2)
 
 # %% [markdown]
-# What it means: the ceiling is thousands of tokens/s, far above what a Python loop of small kernels
-# reaches at batch 1 (upstream reports 55–85 it/s on an RTX 4090, shared/facts.md). The gap is launch
-# overhead, not bandwidth — which is why CUDA graphs help on a GPU, and why **batching** (several rows
-# sharing every weight read) is the other big lever.
-#
-# ## 8. Sampling settings and their cost
-#
-# Upstream samples with repetition penalty 1.35 → top-p → temperature → top-k 15. Our `sample` does the same
-# in one function with no host sync (an exponential race instead of `torch.multinomial`). Its cost per
-# token, against the time of one decode step measured above:
+# About half a millisecond per token on a T4: over 1,500 tokens/s, 70× real time. But an eager step is
+# not one read of the weights: it is a few hundred small kernels, each launched from Python. We count the
+# operators one real-size step dispatches (views, which launch nothing, apart), and time the same 24 layers
+# with tiny tensors — the same operators with no arithmetic left: the floor under every eager step,
+# whatever the weights' size. Then published GPU measurements of upstream's eager loop:
 
 # %%
-from colab_tts.decoding import Sampling
+kernels = gpt_stage.step_kernel_count()
+overhead = gpt_stage.host_overhead_per_step(device=device)
+print(f"one real-size decode step: {kernels['kernels']} kernel-launching operators, {kernels['views']} views "
+      f"(counted on {device})")
+Table(gpt_stage.step_budget_rows(GPU, overhead, kernels["kernels"], device=device))
 
-settings = {"greedy": decoding.GREEDY, "upstream default (top-k 15, penalty 1.35)": Sampling(),
+# %%
+print(gpt_stage.overhead_verdict(overhead, GPU, device=device))
+
+# %% [markdown]
+# What it means: the bandwidth time (about 0.5 ms on a T4) is a small part of an eager batch-1 step. The
+# rest is per-operator cost — Python, PyTorch's dispatcher and the launch itself (microseconds each, a few
+# hundred times per token). The cited measurements show it: upstream's eager loop runs at 1.4–3.4% of an RTX
+# 4090's bandwidth ceiling, and the same GPU goes from 80 to 195 steps/s by changing only the host CPU. So:
+#
+# - **CUDA graphs** (one launch per step; section 6, upstream's "speed doubles") attack the real bound;
+# - **batching** makes every launch and every weight read serve B rows (sections 9 and 10);
+# - **fp16** halves a cost that is not yet the bound at batch 1 eager; it pays once the two above are done.
+#
+# ## 8. Sampling settings and their cost, on the decode device
+#
+# Upstream samples with repetition penalty 1.35 → top-p → temperature → top-k 15. `sample` does the same in
+# one function with no host sync (an exponential race instead of `torch.multinomial`). We time it on the
+# device that decodes (synchronised), against a decode step measured on the same device:
+
+# %%
+from colab_tts.decoding import GREEDY, Sampling
+
+settings = {"greedy": GREEDY, "upstream default (top-k 15, penalty 1.35)": Sampling(),
             "top-p 0.8": Sampling(top_p=0.8), "temperature 0.7, top-k 5": Sampling(temperature=0.7, top_k=5)}
-sampling_rows = decoding.time_sampling(settings, config.vocab_size)
+sampling_rows = gpt_stage.time_sampling(settings, config.vocab_size, device=device)
 step_us = 1e6 / results[1]["tokens/s"]
 for r in sampling_rows:
-    r["share of a step"] = f"{r['us per token'] / step_us:.1%}"
+    r["share of a decode step"] = f"{r['us per token'] / step_us:.1%} (both on {device})"
 Table(sampling_rows)
 
 # %% [markdown]
-# What it means: top-p sorts the vocabulary and costs the most; everything here is small next to a decode
-# step of the real model, so pick sampling settings for quality, not speed.
+# What it means: top-p sorts the vocabulary and costs the most; next to a decode step it is small, so pick
+# sampling settings for quality, not speed. On a GPU each sampling operator is one more launch (section 7):
+# there the share is larger than its arithmetic suggests, and a captured step with sampling inside the
+# graph removes it.
 #
 # ## 9. Early stopping: EOS, caps, and finished rows leaving the batch
 #
 # A row stops at EOS (blocked for the first 11 steps upstream, 0.44 s of audio) or at its cap
 # (`max_new_tokens`, upstream 1,500). In a batch, a finished row would otherwise keep costing work until the
-# longest row ends; `generate` drops it from the batch (cache rows included). Counting the row-steps for
-# our 8 segments decoded as one batch, each to its own length:
+# longest row ends; `generate` drops it from the batch (cache rows included), as upstream's batched decode
+# does. Counting the row-steps for our 8 segments decoded as one batch, each to its own length:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 caps = [TOKENS_PER_PHONEME * n for n in SEGMENT_PHONEMES]
-runner = decoding.T2SRunner(fp32, segments, prompt, "static", max_new_tokens=max(caps))
-batch = decoding.generate(runner, FIXED_LENGTH, config.eos_id, caps)
+runner = T2SRunner(fp32, segments, prompt, "static", max_new_tokens=max(caps))
+batch = generate(runner, FIXED_LENGTH, config.eos_id, caps)
 print("tokens per segment:", [len(t) for t in batch.tokens])
 print(f"row-steps with finished rows dropped: {batch.row_steps}; if every row ran to the end: "
       f"{batch.steps * len(caps)} ({1 - batch.row_steps / (batch.steps * len(caps)):.0%} saved)")
@@ -230,55 +263,87 @@ print(f"row-steps with finished rows dropped: {batch.row_steps}; if every row ra
 #
 # A long text is split into segments (by punctuation; here we take their phoneme counts as given). The
 # upstream way decodes them one after another. Instead, sort them by length, put neighbours into buckets of
-# `BATCH_SIZE`, left-pad each bucket and decode it as one batch with a static cache: every weight read now
-# serves several rows, and similar lengths keep padding and idle rows small. Expect identical tokens in
-# float32 and a speed-up that grows with the batch:
+# `BATCH_SIZE`, left-pad each bucket and decode it as one batch with a static cache: every launch and every
+# weight read now serves several rows, and similar lengths keep padding and idle rows small. Expect
+# identical tokens in float32 and a speed-up that grows with the batch:
 
 # %%
 upstream = decode_segments(fp32, segments, prompt, FIXED_LENGTH, "concat", batch_size=1, max_new_tokens=caps)
-long_rows = [speed_row("upstream: 1 at a time, concat, float32", upstream, upstream, decode_only=False)]
+long_rows = [speed_row("upstream: 1 at a time, concat, float32", upstream, upstream, False, device)]
 bucketed = decode_segments(fp32, segments, prompt, FIXED_LENGTH, "static", BATCH_SIZE, caps, progress=True)
-long_rows.append(speed_row(f"buckets of {BATCH_SIZE}, static, float32", bucketed, upstream, decode_only=False))
+long_rows.append(speed_row(f"buckets of {BATCH_SIZE}, static, float32", bucketed, upstream, False, device))
 for dtype, m in lowp.items():
     g = decode_segments(m, segments, prompt, FIXED_LENGTH, "static", BATCH_SIZE, caps)
     label = "int8" if dtype == "int8" else str(m.dtype).removeprefix("torch.")
-    long_rows.append(speed_row(f"buckets of {BATCH_SIZE}, static, {label}", g, upstream, decode_only=False))
+    where = " (on this CPU)" if device == "cpu" else ""
+    long_rows.append(speed_row(f"buckets of {BATCH_SIZE}, static, {label}{where}", g, upstream, False, device))
 print("float32 tokens identical to the upstream way:", bucketed.tokens == upstream.tokens)
-Table(long_rows)
+Table(long_rows, columns=COLUMNS)
 
 # %% [markdown]
 # What it means: the speed-up column is the whole long text, prefill included, against the upstream way on
-# the same machine in the same run. At the scaled-down size used in CI, per-step Python overhead weighs
-# more than at the real size, so the ratios differ; `benchmarks/gpt_stage.py` runs the same comparison at
-# the real size (24 layers, hidden 512), where batching and int8 weigh more.
+# the same machine in the same run. The float32 bucket row is the mechanism that carries over to a GPU,
+# where a launch-bound step costs about the same for 1 row or 8. At the scaled-down size used in CI,
+# per-step overhead weighs more than at the real size; `benchmarks/gpt_stage.py` runs the same comparison at
+# the real size (24 layers, hidden 512).
 #
-# ## 11. Summary chart
+# ## 11. GPT-SoVITS's own options: what you can set today
+#
+# GPT-SoVITS's `TTS.run()` (the API behind `api_v2.py` and the WebUI's fast path) already has the two levers
+# measured above. What each option does, with the code it runs, and what it corresponds to here:
 
 # %%
-from colab_tts import plots
+# NBVAL_CHECK_OUTPUT
+Table(gpt_stage.gpt_sovits_options_rows())
 
-fig = plots.speedup_bars({"batch 1: speed-up over the upstream loop": results,
-                          "long text: speed-up over the upstream way": long_rows})
+# %% [markdown]
+# What it means: with the default `batch_size=1`, `parallel_infer=True` has nothing to batch — every segment
+# is still decoded alone. For a long text, pass `batch_size` of 4–8 with `split_bucket=True` and
+# `parallel_infer=True` (no streaming, `speed_factor=1`): that is section 10's bucketed, row-dropping decode.
+# Upstream's CUDA-graph path is separate: it lives in `inference_webui.py`, not in `TTS.run()`.
+#
+# ## 12. TensorRT: where it stands
+#
+# TensorRT needs static graphs: the GPT split into a prefill graph and a fixed-shape step graph with a
+# preallocated KV cache (what our `StaticCache(fixed_shape=True)` is), exported to ONNX, and an engine built
+# on the target machine (rebuilt whenever CUDA or TensorRT change). What upstream says and what people report:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+Table(gpt_stage.tensorrt_rows())
+
+# %% [markdown]
+# What it means: upstream will not ship one; a community refactor reports TensorRT at about 2× its own
+# PyTorch path on a Turing card (the T4's architecture), at more memory — about what CUDA graphs give inside
+# PyTorch (section 6), without an export step or a per-machine engine build. At 292 tokens/s it is still
+# far under the roofline of section 7: a per-token host round trip remains.
+#
+# ## 13. Summary
+
+# %%
+fig = gpt_stage.speedup_bars({"batch 1: speed-up over the upstream loop": results,
+                              "long text: speed-up over the upstream way": long_rows})
 save_figure(fig, "gpt_stage_speedups");
 
 # %%
-best = max(long_rows[1:], key=lambda r: r["speed-up"])
-print(f"long text: best path '{best['technique']}' is {best['speed-up']:.1f}x the upstream way, RTF {best['RTF']:.2f}")
-print(f"batch 1: static cache {results[1]['speed-up']:.2f}x, no cache {results[2]['speed-up']:.2f}x the upstream loop")
+for line in gpt_stage.headline(results, long_rows, device):
+    print(line)
 
 # %% [markdown]
 # ## What we measured
 #
-# - The upstream decode loop (concat cache, float32) as the baseline, in tokens/s and real-time factor.
+# - The upstream decode loop (concat cache, float32) as the baseline, in tokens/s and real-time factor,
+#   measured in this run on the device named in each row.
 # - A static cache: the same tokens and, at batch 1, about the upstream loop's speed; what it buys is fixed
-#   shapes (torch.compile, CUDA graphs) and in-place compaction of finished rows. No cache: much slower, and
-#   worse with length.
-# - Lower precision: resolved per device (float16 on a T4, bfloat16 from Ampere on); on a CPU, bf16 / fp16 /
-#   dynamic int8 each measured — read the table, it depends on the CPU's instructions.
-# - torch.compile: measured on a GPU (CUDA graphs on a fixed-shape static cache); skipped on a CPU, where
-#   its warm-up costs minutes and there are no kernel launches to save.
-# - The roofline: thousands of tokens/s on a T4 and 8 GB cards, far above batch-1 loops — overhead, not
-#   bandwidth, is the limit, which is why CUDA graphs and batching pay.
-# - Sampling costs little next to a decode step; dropping finished rows saves the row-steps counted in 9.
-# - A long text in length buckets: identical float32 tokens and the speed-up printed above.
-#   `benchmarks/gpt_stage.py` measures the same at the real size (24 layers, hidden 512).
+#   shapes (CUDA graphs) and in-place compaction of finished rows. No cache: much slower, and worse with length.
+# - Lower precision, chosen on compute capability (float16 on a T4, bfloat16 from Ampere on). On a CPU,
+#   bf16 / fp16 / dynamic int8 are measured and labelled "on this CPU": dynamic int8 does not exist on a T4,
+#   and a CPU's half-precision speed says nothing about a GPU's.
+# - Where a batch-1 step's time goes: the T4 roofline (predicted, about 0.5 ms per token) against the per-step
+#   overhead of a few hundred kernel launches (counted and measured here; cited GPU runs at 1.4–3.4% of
+#   their bandwidth ceiling): launch-bound, which is why CUDA graphs (upstream: "speed doubles") and batching pay.
+# - Sampling timed on the decode device: small next to a decode step; dropping finished rows saves the
+#   row-steps counted in section 9.
+# - A long text in length buckets: identical float32 tokens and the speed-up printed above — the path that
+#   transfers to a GPU, and what GPT-SoVITS's own `batch_size` + `split_bucket` + `parallel_infer` give.
+# - TensorRT: not planned upstream; a community export reports about 2× on a Turing card (cited).
