@@ -142,6 +142,9 @@ def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine
     capture = _CAPTURE
     capture.lines, capture.active = [], True
     capture.log = None if log_file is None else open(log_file, "a")  # noqa: SIM115 - closed below
+    vllm_logger, level = logging.getLogger("vllm"), logging.getLogger("vllm").level
+    if log_file is not None and not vllm_logger.isEnabledFor(logging.INFO):
+        vllm_logger.setLevel(logging.INFO)  # INFO records reach the file (and the KV line); the screen shows warnings
     try:
         with _vllm_env(kv_space_gib):
             llm = LLM(model=str(model), **engine_kwargs)
@@ -150,6 +153,7 @@ def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine
         if capture.log is not None:
             capture.log.close()
             capture.log = None
+            vllm_logger.setLevel(level)
     cache = llm.llm_engine.vllm_config.cache_config
     device = "cpu" if "CPU" in "".join(capture.lines) else "cuda"
     return llm, EngineKV(capture.lines[-1] if capture.lines else None, cache.num_gpu_blocks, cache.block_size,

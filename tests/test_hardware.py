@@ -3,8 +3,8 @@ import math
 import pytest
 
 from colab_tts import hardware
-from colab_tts.models import ModelSpec
 from colab_tts.hardware import GPUS, GpuSpec, get_gpu, pick_dtype, resolve_dtype
+from colab_tts.models import ModelSpec
 
 FACTS_GPUS = ["T4", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "V100-16GB", "A10G", "RTX-3060-12GB",
               "RTX-3070", "RTX-3090", "RTX-4060", "RTX-4070", "RTX-4090"]

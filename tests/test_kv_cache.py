@@ -286,3 +286,63 @@ def test_version_strings():
     assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.2").v0
     with pytest.raises(ValueError, match="not a version"):
         plan_vllm("orpheus-3b", "T4", vllm_version="latest")
+
+
+# --- issue #15: the dtype asked for, and the vLLM versions modelled ------------------------------
+
+GTX1660TI = hardware.GpuSpec("NVIDIA GeForce GTX 1660 Ti", (7, 5), 5.8, 288, 11)
+
+
+def test_explicit_float16_on_a_gtx_16xx_plans_float16_with_a_sourced_warning():
+    plan = plan_vllm("metavoice-1b", GTX1660TI, dtype="float16", max_model_len=1024, max_num_seqs=8,
+                     enforce_eager=True)
+    assert plan.dtype == "float16" and plan.kv_bytes_per_token == 2 * 24 * 16 * 128 * 2 and plan.fits
+    assert plan.engine_kwargs()["dtype"] == "float16"
+    warning = next(w for w in plan.warnings if "GTX" in w)
+    assert "vllm/platforms/cuda.py" in warning  # where vLLM says which dtypes CC 7.5 runs
+    # only "auto" chooses for the person: it still picks what it picked before (float32 on GTX 16xx)
+    assert plan_vllm("metavoice-1b", GTX1660TI, max_model_len=1024, dtype="auto", max_num_seqs=8,
+                     enforce_eager=True, gpu_memory_utilization=1.0).dtype == "float32"
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=1024).dtype == "float16"  # auto: bf16 config on a T4
+
+
+def test_each_version_term_switches_where_vllms_source_changed_it():
+    from colab_tts import vllm_versions as v
+
+    def plan(version, **kw):
+        return plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version=version, **kw)
+
+    # CUDA-graph estimate taken from the KV budget from v0.21.0 (vllm-project/vllm#30515, on by default in
+    # v0.21.0: vllm/envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS); before, graphs come out of 1 - gmu
+    assert plan("0.20.2").cudagraph_gib == 0 and plan("0.21.0").cudagraph_gib > 0
+    # default gpu_memory_utilization 0.9 -> 0.92 (vllm/config/cache.py @v0.32.0; 0.31 logs print 0.92)
+    assert plan("0.30.1").gpu_memory_utilization == 0.9 and plan("0.31.0").gpu_memory_utilization == 0.92
+    # V1 profiles the sampler from v0.8.0 (vllm-project/vllm#13507, fixed before #14728); V0 always did
+    assert not v.sampler_in_profile("0.7.3", v0=False) and v.sampler_in_profile("0.8.0", v0=False)
+    assert v.sampler_in_profile("0.7.3", v0=True)
+    # V1 below CC 8.0 from v0.10.2 (vllm-project/vllm#23614, #24022); from v0.10.0 on Ampere
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1").v0
+    assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.2").v0
+    assert plan("0.9.2").v0 and not plan("0.10.0").v0
+    # memory other processes hold: a global limit in V0 0.6.4 (vllm-project/vllm#9352) and in V1 before
+    # #19312 (0.9.2); per instance otherwise (vllm/v1/worker/utils.py request_memory @v0.32.0)
+    assert v.gmu_counts_other_processes("0.6.4", v0=True) and not v.gmu_counts_other_processes("0.6.5", v0=True)
+    assert v.gmu_counts_other_processes("0.9.1", v0=False) and not v.gmu_counts_other_processes("0.9.2", v0=False)
+    shared = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4", other_gib=2.0)
+    alone = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4")
+    assert shared.budget_gib == pytest.approx(alone.budget_gib - 2.0)
+    per_instance = plan_vllm("orpheus-3b", "L4", max_model_len=4096, other_gib=2.0, gpu_memory_utilization=0.9)
+    assert per_instance.budget_gib == pytest.approx(22.03 * 0.9)
+    with pytest.raises(ValueError, match="exceed"):  # asks for more than is free: vLLM refuses to start
+        plan_vllm("orpheus-3b", "L4", max_model_len=4096, other_gib=5.0, gpu_memory_utilization=0.9)
+
+
+def test_versions_outside_the_modelled_range_warn_and_strict_refuses():
+    old = plan_vllm("orpheus-3b", "A100-40GB", max_model_len=4096, vllm_version="0.4.0")
+    assert any("not modelled" in w and "0.6.4" in w for w in old.warnings)
+    assert not any("not modelled" in w for w in plan_vllm("orpheus-3b", "A100-40GB", max_model_len=4096,
+                                                            vllm_version="0.6.4").warnings)
+    assert any("newer" in w for w in plan_vllm("orpheus-3b", "A100-40GB", max_model_len=4096,
+                                                vllm_version="0.33.0").warnings)
+    with pytest.raises(ValueError, match="modelled range"):
+        plan_vllm("orpheus-3b", "A100-40GB", max_model_len=4096, vllm_version="0.3.3", strict=True)
