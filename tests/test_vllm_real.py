@@ -36,7 +36,6 @@ SCRIPT = textwrap.dedent("""
     from colab_tts import kv_probe
     from colab_tts.kv_cache import plan_vllm
     from colab_tts.models import ModelSpec
-from colab_tts.units import GIB
 
     def main():
         shapes, plan_shape, plan_kwargs, kv_space, root = json.loads(sys.argv[1])
