@@ -138,7 +138,9 @@ class GpuOverheads:
       peak where the sampler sets it give 9.6-10.3.
     - ``non_torch_gib``: CUDA context, cuBLAS/NCCL buffers outside torch's allocator (logs print -0.12
       to 0.35 GiB on one GPU); the value that minimises the worst error over the published logs.
-    - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.21+), from published estimates for dense models.
+    - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.21+). Published estimates for dense and hybrid models
+      read 0.09-0.58 GiB (noonghunna/club-3090#434, vllm-project/vllm#30515, gpustack/runner#251,
+      wtdcode/vllm-backport#34): 0.3. No published case checks it yet.
     """
 
     act_units: float = 3.0
@@ -256,11 +258,10 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     total = gpu.memory_gib * GIB
     other = other_gib * GIB
     budget = total * gmu - (other if versions.gmu_counts_other_processes(version, v0) else 0.0)
-    if other and budget > total - other + 1:
-        warnings.append(f"vLLM asks for gpu_memory_utilization x total = {total * gmu / GIB:.2f} GiB free at start-up "
-                        f"but only {(total - other) / GIB:.2f} GiB is (others hold {other_gib:.2f} GiB): it refuses "
-                        f"to start; use gpu_memory_utilization <= {math.floor((1 - other / total) * 100) / 100}")
-        budget = 0.0
+    if other and budget > total - other + 1:  # vllm/v1/worker/utils.py request_memory @v0.32.0
+        raise ValueError(f"vLLM needs gpu_memory_utilization x total = {total * gmu / GIB:.2f} GiB free at start-up "
+                         f"but only {(total - other) / GIB:.2f} GiB is (others hold {other_gib:.2f} GiB), so it refuses "
+                         f"to start: use gpu_memory_utilization <= {math.floor((1 - other / total) * 100) / 100}")
     if weights > budget:
         need = weights + activation + non_torch + graphs + kv_bytes_per_token(spec, kv_dtype, tp) * max_model_len
         fit = [k for k, g in GPUS.items() if g.memory_gib * gmu * GIB - other >= need]
