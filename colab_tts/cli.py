@@ -64,7 +64,8 @@ def cmd_plan(args) -> int:
         try:
             plan = kv_cache.plan_vllm(spec, key, **options)
         except ValueError:  # weights alone exceed the budget
-            weights = spec.weight_gib(hardware.resolve_dtype(args.dtype, key).dtype)
+            weights = spec.weight_gib(hardware.resolve_dtype(args.dtype, key).dtype if args.dtype == "auto"
+                                      else args.dtype)
             rows.append({"gpu": key, "fits": False, "weights GiB": weights, "KV tokens": 0,
                          "largest max_model_len": 0, "note": "weights exceed the budget"})
             continue
@@ -73,19 +74,15 @@ def cmd_plan(args) -> int:
                      "note": plan.dtype})
     print(Table(rows, title=f"{spec.name}, max_model_len={max_len:,} ({args.seconds:g} s of audio at "
                             f"{args.tokens_per_second:.2f} tokens/s), gpu_memory_utilization="
-                            f"{args.gpu_memory_utilization}"))
-    for row in kv_cache.fit_rows(args.seconds):
-        if row["system"] in _systems_of(spec.name):
-            print(f"\nWhole pipeline, {row['system']}: {row['total GiB']:.2f} GiB for one {args.seconds:g} s "
-                  f"request (weights {row['weights GiB']:.2f} + KV {row['KV GiB']:.2f} + runtime "
-                  f"{row['runtime GiB']:.2f} + other stages {row['other GiB']:.2f}); fits on: {row['fits on']}")
+                            f"{args.gpu_memory_utilization or 'vLLM default'}"))
+    from .systems import SYSTEMS, fit_table
+
+    systems = [s for s in SYSTEMS if s.model == spec.name]
+    for row in fit_table(args.seconds, gpus=list(hardware.GPUS), systems=systems):
+        print(f"\n{row['system']}: one {args.seconds:g} s request needs weights {row['weights GiB']:.2f} GiB + KV "
+              f"{row['KV GiB']:.2f} GiB + vLLM's runtime + other stages {row['other GiB']:.2f} GiB (plan_vllm); "
+              f"fits on: {row['fits on']}. {row['note']}")
     return 0
-
-
-def _systems_of(model_name: str) -> set[str]:
-    from .kv_cache import DEPLOYMENTS
-
-    return {d.label for d in DEPLOYMENTS if d.model == model_name}
 
 
 def cmd_synth(args) -> int:
@@ -136,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--tokens-per-second", type=float, default=ORPHEUS_TOKENS_PER_SECOND,
                       help="model tokens per second of audio (Orpheus: 82.03)")
     plan.add_argument("--max-model-len", type=int, default=None, help="instead of --seconds")
-    plan.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    plan.add_argument("--gpu-memory-utilization", type=float, default=None,
+                      help="default: vLLM's own for --vllm-version (0.92 from 0.31, 0.9 before)")
     plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
     plan.add_argument("--tensor-parallel-size", type=int, default=1)
     plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: latest)")

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -349,20 +350,37 @@ def catalog_rows() -> list[dict]:
     ]
 
 
-# --- a first "does it fit" look: weights only (the full planner is colab_tts.kv_cache) ------------
+# --- a first look: weights only (whether a system fits is colab_tts.systems.fit_table, by plan_vllm) ------
 
-COVERED_MODELS = {
-    "Orpheus 3B (LLM)": (3.30e9, "shared/facts.md: Llama-3.2-3B shape, ~3.30 B params"),
-    "MetaVoice-1B (GPT)": (1.2e9, "shared/facts.md: 1.2 B causal GPT (run-time use seen ~20 GB)"),
-    "GPT-SoVITS GPT stage": (77e6, "shared/facts.md: ~77 M params"),
-    "SNAC 24 kHz codec": (19.8e6, "shared/facts.md: 19.8 M params"),
-}
+class _CoveredModels(Mapping):
+    """{label: (parameters, source)}, read on first use from the bundled configs and the cited data."""
+
+    def _table(self) -> dict:
+        from .systems import covered_models
+
+        return covered_models()
+
+    def __getitem__(self, key):
+        return self._table()[key]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+COVERED_MODELS = _CoveredModels()
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def weights_fit_rows(dtype: str = "float16", gpus=None, models=None) -> list[dict]:
-    """Weight size of each covered model in ``dtype`` against each GPU's memory (weights only)."""
+    """Weight size of each covered model in ``dtype`` against each GPU's memory (weights only, not a fit).
+
+    The sizes are ``ModelSpec.weight_gib`` of the bundled configs (SNAC: its cited count), the same figures
+    ``colab_tts.systems.fit_table`` shows; whether a system fits a GPU is that table's answer.
+    """
     dtype = dtype_name(dtype)
     models = COVERED_MODELS if models is None else models
     specs = [get_gpu(g) for g in (gpus if gpus is not None else GPUS)]

@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import re
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,15 @@ class _Capture:
     def __init__(self):
         self.lines: list[str] = []
         self.active = False
+        self.log = None  # an open file every vLLM record goes to, while active
         previous = logging.getLogRecordFactory()
 
         def factory(*args, **kwargs):
             record = previous(*args, **kwargs)
             if self.active and record.name.startswith("vllm"):
                 message = record.getMessage()
+                if self.log is not None:
+                    self.log.write(f"{record.levelname} {record.name}: {message}\n")
                 if KV_LINE.search(message) and message not in self.lines:
                     self.lines.append(message)
             return record
@@ -117,11 +121,15 @@ class EngineKV:
         return int(match.group(2).replace(",", "")) if match else None
 
 
-def start_engine(model, kv_space_gib: int | None = None, **engine_kwargs):
+def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine_kwargs):
     """``vllm.LLM(model, **engine_kwargs)`` in this process; returns (llm, EngineKV).
 
     ``kv_space_gib`` sets ``VLLM_CPU_KVCACHE_SPACE`` (the CPU backend's KV cache, whole GiB); a GPU ignores it.
+    ``log_file``: write vLLM's log there instead of the cell's output (set before vLLM is first imported:
+    ``VLLM_CONFIGURE_LOGGING=0`` leaves only warnings on screen); the KV line is in ``EngineKV.log_line``.
     """
+    if log_file is not None and "vllm" not in sys.modules:
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from vllm import LLM
 
     if kv_space_gib is not None and (isinstance(kv_space_gib, bool) or not isinstance(kv_space_gib, int)
@@ -133,11 +141,19 @@ def start_engine(model, kv_space_gib: int | None = None, **engine_kwargs):
         _CAPTURE = _Capture()
     capture = _CAPTURE
     capture.lines, capture.active = [], True
+    capture.log = None if log_file is None else open(log_file, "a")  # noqa: SIM115 - closed below
+    vllm_logger, level = logging.getLogger("vllm"), logging.getLogger("vllm").level
+    if log_file is not None and not vllm_logger.isEnabledFor(logging.INFO):
+        vllm_logger.setLevel(logging.INFO)  # INFO records reach the file (and the KV line); the screen shows warnings
     try:
         with _vllm_env(kv_space_gib):
             llm = LLM(model=str(model), **engine_kwargs)
     finally:
         capture.active = False
+        if capture.log is not None:
+            capture.log.close()
+            capture.log = None
+            vllm_logger.setLevel(level)
     cache = llm.llm_engine.vllm_config.cache_config
     device = "cpu" if "CPU" in "".join(capture.lines) else "cuda"
     return llm, EngineKV(capture.lines[-1] if capture.lines else None, cache.num_gpu_blocks, cache.block_size,

@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from ._checks import choose
-from .hardware import DTYPE_BYTES, GIB, dtype_name
+from .hardware import DTYPE_BYTES, dtype_name
+from .units import GIB
 
 # Config keys per field, first match wins (Llama/Qwen2/Mistral/Phi-3 names, then GPT-2 names).
 _KEYS = {

@@ -69,6 +69,12 @@ CASES = [
     ("context that does not fit, strict", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4",
                                                                           max_model_len=131072, strict=True),
      ValueError, ["max_model_len"]),
+    ("vLLM version below the modelled range, strict", lambda tmp: kv_cache.plan_vllm(
+        "orpheus-3b", "T4", max_model_len=4096, vllm_version="0.4.0", strict=True), ValueError, ["modelled range"]),
+    ("bfloat16 on a T4, strict", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", dtype="bf16", strict=True),
+     ValueError, ["dtype='float16'"]),
+    ("negative memory held by others", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", other_gib=-1),
+     ValueError, ["other_gib"]),
     ("negative audio length", lambda tmp: kv_cache.max_model_len_for_audio(-1), ValueError, ["seconds"]),
     ("model of wrong type", lambda tmp: kv_cache.kv_bytes_per_token(3.5), TypeError, ["model"]),
     ("split bytes", lambda tmp: text.split_text(b"hello"), TypeError, ["decode"]),

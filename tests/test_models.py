@@ -48,7 +48,7 @@ def test_orpheus_shape_and_weights():
     assert (spec.num_layers, spec.hidden_size, spec.num_attention_heads, spec.num_kv_heads, spec.head_dim) == (
         28, 3072, 24, 8, 128)
     assert spec.vocab_size == 156940 and spec.max_position_embeddings == 131072 and spec.tie_word_embeddings
-    assert spec.num_params == pytest.approx(3.30e9, rel=0.01)  # shared/facts.md
+    assert spec.num_params == pytest.approx(3.30e9, rel=0.01)  # Orpheus: a Llama-3.2-3B shape with a 156,940 vocabulary
     assert spec.weight_bytes("float16") == 2 * spec.num_params
     assert spec.weight_bytes("fp32") == 4 * spec.num_params
     assert "canopylabs/orpheus-3b-0.1-ft" in spec.source
@@ -65,7 +65,7 @@ def test_every_known_model_has_a_source_and_loads():
 
 def test_gpt_sovits_counts_its_real_modules():
     spec = ModelSpec.known("gpt-sovits-v2-t2s")
-    assert spec.num_params == pytest.approx(77e6, rel=0.02)  # shared/facts.md: ~77 M
+    assert spec.num_params == pytest.approx(77e6, rel=0.02)  # GPT-SoVITS v2 T2S: about 77 M parameters
     assert spec.head_dim == 32 and spec.num_kv_heads == 16
 
 
@@ -108,3 +108,26 @@ def test_bad_inputs():
         ModelSpec.from_config(dict(model_type="llama", num_key_value_heads=4, **SMALL))
     with pytest.raises(ValueError, match="Unknown dtype"):
         ModelSpec.known("orpheus-3b").weight_bytes("fp12")
+
+
+def test_every_bundled_source_is_public():
+    # a URL, or "owner/repo path @commit" (what colab_tts.cited accepts), never an internal document
+    import re
+
+    for name, entry in known_models().items():
+        source = entry["source"]
+        assert re.match(r"^(https://\S+|[\w.-]+/[\w.-]+ \S+ @[0-9a-f]{7,40})( |$)", source), (name, source)
+        assert "facts" not in source and "shared/" not in source, name
+
+
+def test_metavoice_is_one_size_wherever_it_shows():
+    # notebook 00's weights table, notebook 02's fit table and the model spec show one number
+    from colab_tts import hardware, systems
+
+    gib = ModelSpec.known("metavoice-1b").weight_gib("float16")
+    weights = {r["model"]: r["float16 GiB"] for r in hardware.weights_fit_rows("float16", gpus=["T4"])}
+    fit = {r["system"]: r["weights GiB"] for r in systems.fit_table(30, gpus=["T4"])}
+    assert weights["MetaVoice-1B (GPT)"] == gib == fit["MetaVoice-1B (first-stage GPT)"]
+    assert round(gib, 2) == 2.32  # 1,243,719,680 parameters counted from its config, in float16
+    snac = weights["SNAC 24 kHz codec"]
+    assert snac == pytest.approx(systems.snac_gib("float16")) and snac == pytest.approx(19.8e6 * 2 / 1024**3)

