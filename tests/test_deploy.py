@@ -154,7 +154,8 @@ FAKE_TTS = '''
 """Stand-in for GPT_SoVITS/TTS_infer_pack/TTS.py: same call names, a tiny random-weight T2S model."""
 import numpy as np
 import torch
-from colab_tts.decoding import Sampling, Segment, decode_segments
+from colab_tts.decoding import Sampling
+from colab_tts.t2s_runner import Segment, decode_segments
 from colab_tts.t2s import load_gpt_sovits_checkpoint
 
 CAP = 12

@@ -98,8 +98,9 @@ def finish(plan: dict, out) -> dict:
         return {"greedy_comparison": "skipped: no greedy (top_k=1) TTS.run call in the plan"}
     import torch
 
-    from colab_tts.decoding import Sampling, Segment, decode_segments  # our decode loop
+    from colab_tts.decoding import Sampling  # our decode loop
     from colab_tts.t2s import load_gpt_sovits_checkpoint
+    from colab_tts.t2s_runner import Segment, decode_segments
 
     x, x_lens, prompts, bert = CAPTURED["inputs"]
     device = torch.device(CAPTURED["device"])
