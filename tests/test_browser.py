@@ -20,8 +20,9 @@ What it relies on in notebook 01 (content markers, never cell indices):
 - the code cell tagged ``parameters`` assigns ``BACKEND``;
 - the panel is built in the first code cell whose source contains ``SynthesisPanel(``, and that cell
   displays it; the page has one button labelled ``Synthesize`` (ipywidgets' ``widget-button``);
-- the panel is an ipywidgets ``VBox`` (``widget-vbox``) holding the button, an Output with the player
-  and an HTML line with the timing (``timing_line``: "... s of audio in ... s (RTF ...)").
+- the panel is an ipywidgets ``VBox`` (``widget-vbox``) holding the button, a Textarea, an Output with
+  the player and an HTML line with the timing (``timing_line``: "... s of audio in ... s (RTF ...)"), or
+  with the error for an empty text ("⚠ ... empty ...").
 
 Skipped with the reason when Chromium, Playwright or JupyterLab is missing, except under CI (``CI`` set,
 as ``.ci/run`` runs) or ``COLAB_TTS_REQUIRE_BROWSER=1``, where a missing piece fails the test.
@@ -336,6 +337,15 @@ def test_notebook01_panel_synthesizes_on_a_click_in_jupyterlab():
                 assert audio.evaluate("a => a.duration") == pytest.approx(seconds, abs=0.01)
                 panel.scroll_into_view_if_needed()
                 page.screenshot(path=SHOTS / "notebook01_panel.png")
+
+                # What a person types reaches the kernel: emptied with the keyboard, the text comes back
+                # as the panel's one-line error (the "⚠" line), not a traceback.
+                panel.locator("textarea").click()
+                page.keyboard.press("Control+A")
+                page.keyboard.press("Delete")
+                button.click()
+                expect(panel.locator(".widget-html").filter(has_text=re.compile("⚠.*empty"))).to_have_count(
+                    1, timeout=CLICK_TIMEOUT_S * 1000)
             except Exception:
                 page.screenshot(path=SHOTS / "notebook01_failure.png")
                 (SHOTS / "notebook01_failure.html").write_text(page.content())
