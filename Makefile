@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # nbval runs each notebook's cells; stored outputs are compared only on '# NBVAL_CHECK_OUTPUT' cells.
 NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
-.PHONY: setup run test test-fast notebooks benchmarks clean
+.PHONY: setup run test test-fast test-browser notebooks benchmarks clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,11 @@ test: $(STAMP)
 	COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval $(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=10
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not vllm and not slow"
+	$(BIN)/python -m pytest tests -m "not vllm and not slow and not browser"
+
+# Notebook 01's panel clicked in JupyterLab in headless Chromium (also part of `make test`; needs Debian's chromium).
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest tests/test_browser.py -m browser
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/nbtemplate.py build   # from notebooks/src/*.py: write, execute, keep checked outputs

@@ -123,7 +123,9 @@ class SynthesisPanel:
         self.speech = speech
         self.progress.bar_style, self.progress.value = "success", 1.0
         self.status.value = html.escape(timing_line(speech))
-        self.output.clear_output()
+        # Replace the outputs as state: Output.clear_output() sends a message that JupyterLab applies
+        # after this state when the click comes from the browser, leaving no player (tests/test_browser.py).
+        self.output.outputs = ()
         self.output.append_display_data(speech.play())
         return speech
 

@@ -90,3 +90,14 @@ def test_timing_line():
 
 def test_memory_gauge_without_a_gpu_name_shows_colabs_t4():
     assert MemoryGauge().bar.max == pytest.approx(14.74)
+
+
+def test_each_click_replaces_the_player_in_the_output_state():
+    # JupyterLab shows the Output widget's state; a clear_output() message sent from a click's callback
+    # lands after the new state and left no player there (tests/test_browser.py saw it).
+    panel = SynthesisPanel(EchoTTS())
+    panel.button.click()
+    panel.text.value = "two words"
+    panel.button.click()
+    assert len(panel.output.outputs) == 1
+    assert "audio/wav" in panel.output.outputs[0]["data"]["text/html"]
