@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from . import vllm_versions as versions
 from ._checks import fraction, positive
-from .hardware import DTYPE_BYTES, GPUS, GpuSpec, dtype_name, get_gpu, resolve_dtype
+from .hardware import DTYPE_BYTES, GPUS, GpuSpec, dtype_name, get_gpu, pick_dtype, resolve_dtype
 from .models import ModelSpec
 from .units import GIB
 from .vllm_plan import VllmPlan
@@ -163,6 +163,8 @@ def _model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype, strict: bool) -> tuple[st
         wanted = dtype_name(spec.config.get("torch_dtype") or spec.config.get("dtype") or "float16")
         if wanted == "float32":  # vLLM runs fp32 checkpoints in half precision unless asked
             wanted = "bfloat16" if gpu.bf16 else "float16"
+        if pick_dtype(gpu) == "float32":  # GTX 16xx: what auto picks there, as vLLM's own logs show
+            return "float32", [f"auto: {resolve_dtype('auto', gpu).reason}"]
         choice = resolve_dtype(wanted, gpu)
         if choice.dtype == wanted:
             return wanted, []

@@ -163,17 +163,26 @@ def check_offload_hooks() -> str:
 def check_cuda_graph_decode(device: str = "cuda") -> str:
     """Static-cache decode with CUDA graphs (torch.compile reduce-overhead) gives eager's greedy tokens."""
     torch = _cuda(device)
-    from .decoding import compiled_step, random_prompt, random_segments, time_decode
+    from . import compiled
+    from .decoding import FIXED_LENGTH, generate
     from .t2s import T2SConfig, T2SModel
+    from .t2s_runner import T2SRunner, random_prompt, random_segments
 
     torch.manual_seed(0)
     config = T2SConfig.small()
     model = T2SModel(config).to(device).eval()
-
     segments, prompt = random_segments(config, [12, 9], seed=0), random_prompt(config, 20, seed=0)
-    eager = time_decode(model, segments, prompt, cache="static", n_tokens=24, warmup=0)
-    graphs = time_decode(model, segments, prompt, cache="static", n_tokens=24, warmup=2, fixed_shape=True,
-                         step_fn=compiled_step(model))
+
+    def greedy(warmup=0, **runner_kwargs):  # every row to 24 tokens (EOS blocked), after `warmup` steps untimed
+        def run(steps):
+            runner = T2SRunner(model, segments, prompt, "static", max_new_tokens=24, **runner_kwargs)
+            return generate(runner, FIXED_LENGTH, config.eos_id, steps)
+        if warmup:
+            run(warmup)
+        return run(24)
+
+    eager = greedy()
+    graphs = greedy(warmup=2, fixed_shape=True, step_fn=compiled.compiled_step(model))
     assert graphs.tokens == eager.tokens, "CUDA-graph decode changed the greedy tokens"
     return f"2 rows x 24 greedy tokens identical; {graphs.decode_tokens_per_s:.0f} vs {eager.decode_tokens_per_s:.0f} tok/s"
 

@@ -54,9 +54,9 @@ def test_track_peak_check_runs_on_the_cpu():
 def test_cuda_graph_check_compares_tokens_and_catches_a_difference(monkeypatch):
     """The check's wiring (model, segments, static cache, fixed shapes) on the CPU, with the compiled step
     replaced: the same step gives the same tokens; a step that shifts the logits is caught."""
-    from colab_tts import decoding
+    from colab_tts import compiled
 
-    monkeypatch.setattr(decoding, "compiled_step", lambda model: model.decode_step)
+    monkeypatch.setattr(compiled, "compiled_step", lambda model: model.decode_step)
     assert "identical" in selftest.check_cuda_graph_decode(device="cpu")
 
     def shifted(model):
@@ -65,6 +65,6 @@ def test_cuda_graph_check_compares_tokens_and_catches_a_difference(monkeypatch):
             return logits.roll(1, dims=-1)
         return step
 
-    monkeypatch.setattr(decoding, "compiled_step", shifted)
+    monkeypatch.setattr(compiled, "compiled_step", shifted)
     with pytest.raises(AssertionError, match="greedy tokens"):
         selftest.check_cuda_graph_decode(device="cpu")
