@@ -8,6 +8,7 @@ import pytest
 
 from colab_tts import audio, decoding, flow, hardware, kv_cache, memory, models, orpheus, snac_decode, t2s, text
 from colab_tts.display import Table, save_figure
+from colab_tts.lessons import diffusion_8gb
 
 
 def _missing_field_config(tmp_path):
@@ -74,7 +75,7 @@ CASES = [
     ("dit from a dict", lambda tmp: flow.DiT({"hidden": 512}), TypeError, ["DiTConfig"]),
     ("flow inputs of no length", lambda tmp: flow.make_inputs(flow.SMALL_DIT, 0), ValueError,
      ["target_frames"]),
-    ("8 GB recipe for an unknown card", lambda tmp: flow.recommend_8gb("RTX 9090", None), ValueError,
+    ("8 GB recipe for an unknown card", lambda tmp: diffusion_8gb.recommend_8gb("RTX 9090", None), ValueError,
      ["Unknown GPU"]),
     ("orpheus backend that does not exist", lambda tmp: orpheus.OrpheusTTS.offline_demo("onnx"), ValueError,
      ["backend", "vllm"]),
