@@ -158,13 +158,14 @@ def claim_checkpointing(rows: Measurements) -> list[Verdict]:
     """'Gradient checkpointing saves 1.2 GB' - at inference (no_grad) and with grad."""
     peak = {(r["grad"], r["checkpointing"]): r["peak_mib"] for r in rows}
     out = []
+    why = {False: "under no_grad autograd keeps nothing for backward on any device, so there is nothing to discard",
+           True: "with grad every block keeps its activations for backward, the same bytes on any device"}
     for grad, where in ((False, "at inference (no_grad)"), (True, "with grad (training)")):
         off, on = peak[(grad, False)], peak[(grad, True)]
         saved = 1 - on / off
         out.append(Verdict(f"gradient checkpointing saves memory {where}", saved > 0.05,
                            f"{off:.2f} MiB without, {on:.2f} MiB with ({saved:+.0%} saved)", rows.where,
-                           _on_gpu(rows.where, "under no_grad autograd keeps nothing for backward on any device, so "
-                                   "there is nothing to discard; with grad the saved activations are the same bytes")))
+                           _on_gpu(rows.where, why[grad])))
     return out
 
 
