@@ -55,7 +55,7 @@ def main():
               f"a shared CPU adds noise of its own)")
 
     mid = 25 if 25 in args.steps else args.steps[len(args.steps) // 2]
-    result = lesson.seed_sweep(dit, vocoder, args.steps, mid, run.precisions, target_frames=(args.frames,),
+    result = lesson.claims_sweep(dit, vocoder, args.steps, mid, run.precisions, target_frames=(args.frames,),
                              prompt_frames=args.prompt_frames, reference_steps=args.reference_steps, device=device,
                              separate_timing=args.size == "small")
     print(result.table("s2mel stage (sampler + vocoder), error against the fp32 "

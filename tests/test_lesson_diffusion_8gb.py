@@ -117,9 +117,9 @@ def test_chunk_sweep_peak_follows_longest_chunk(models):
     assert L.claim_chunks(rows)[0].holds
 
 
-def test_seed_sweep_compares_neighbours(models):
+def test_claims_sweep_compares_neighbours(models):
     dit, voc = models
-    result = L.seed_sweep(dit, voc, steps=(2, 4), at_steps=4, precisions=("bfloat16",), target_frames=(8,),
+    result = L.claims_sweep(dit, voc, steps=(2, 4), at_steps=4, precisions=("bfloat16",), target_frames=(8,),
                              prompt_frames=4, progress=False, device="cpu")
     parts = [(r["part"], r["steps"], r["precision"], r["offload"]) for r in result.rows]
     assert parts == [("steps", 2, "float32", False), ("steps", 4, "float32", False),

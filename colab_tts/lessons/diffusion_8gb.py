@@ -25,11 +25,11 @@ from .diffusion_8gb_sweeps import (  # noqa: F401  (re-exported)
     Sweep,
     checkpointing_peaks,
     chunk_sweep,
+    claims_sweep,
     measure,
     measure_pipeline,
     reference_mel,
     relative_error,
-    seed_sweep,
     setup,
     stage_activations,
     sweep,
@@ -287,7 +287,7 @@ def recommend_8gb(gpu, measured: Measurements, activations: dict | None = None, 
     positive(max_text_tokens, "max_text_tokens", integer=True)
     positive(tokens_per_s, "tokens_per_s")
     if not isinstance(measured, Measurements) or not measured.select("steps", precision="float32", offload=False):
-        raise ValueError("measured must be a sweep with fp32 rows without offload: run lesson.seed_sweep(...) first")
+        raise ValueError("measured must be a sweep with fp32 rows without offload: run lesson.claims_sweep(...) first")
     steps = value("indextts2.diffusion_steps")
     usable = hardware.pick_dtype(spec) != "float32" and hardware.resolve_dtype("float16", spec).dtype == "float16"
     gpt_dtype = "float16" if usable else "float32"  # by compute capability: use_fp16 gives float16, never bf16
@@ -295,8 +295,8 @@ def recommend_8gb(gpu, measured: Measurements, activations: dict | None = None, 
     reasons = [f"GPT in {gpt_dtype}: " + (f"use_fp16=True; IndexTTS-2 halves only its GPT, {fp32:.2f} -> {fp16:.2f} "
                f"GB (cited, PR #755), and its authors report a very small quality loss" if gpt_dtype == "float16"
                else f"{spec.name} has no usable float16")]
-    reasons.append(f"s2mel stage in float32 as IndexTTS-2 runs it; {steps} steps, its fixed setting (cited, "
-                   "infer_v2.py): steps cost time, not memory (measured above)")
+    reasons.append(f"s2mel stage in float32 as IndexTTS-2 runs it; {steps} steps, its fixed setting (cited: "
+                   f"{cited('indextts2.diffusion_steps').source}): steps cost time, not memory (measured above)")
     weights = {k: b for k, (b, _) in stage_weights().items()}
     if gpt_dtype == "float16":
         weights["GPT (UnifiedVoice)"] /= 2

@@ -156,7 +156,7 @@ class Measurements:
         return Table(self.rows, title=f"{title} ({self.where})" if title else self.where, digits=digits)
 
     def select(self, part: str | None = None, **match) -> list[dict]:
-        """Rows matching ``match``; with ``part``, only that part of a ``seed_sweep`` (plain sweeps have none)."""
+        """Rows matching ``match``; with ``part``, only that part of a ``claims_sweep`` (plain sweeps have none)."""
         return [r for r in self.rows if all(r.get(k) == v for k, v in match.items())
                 and (part is None or r.get("part", part) == part)]
 
@@ -261,7 +261,7 @@ def sweep(dit: DiT, vocoder: Vocoder, *, steps=(25,), precisions=("float32",), o
     return Measurements(rows, where_measured(device, dit.config), dit.config, vocoder.config)
 
 
-def seed_sweep(dit: DiT, vocoder: Vocoder, steps=(10, 25, 50), at_steps: int = 25,
+def claims_sweep(dit: DiT, vocoder: Vocoder, steps=(10, 25, 50), at_steps: int = 25,
                precisions=HALF_PRECISIONS, **kwargs) -> Measurements:
     """The circulated table: fp32 over ``steps`` (part "steps"), then at ``at_steps`` fp32, the half
     precisions and offload on, measured one after another (part "variants").

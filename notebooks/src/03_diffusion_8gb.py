@@ -8,7 +8,8 @@
 # same write-ups name Sambert-HiFiGAN beside IndexTTS-2; section 0 checks that premise against its sources.
 # This notebook measures each claim on a stand-in for IndexTTS-2's s2mel stage — a DiT velocity estimator
 # built from IndexTTS-2's configuration (hidden 512, 8 heads, depth 13, 80 mel bins), an Euler
-# flow-matching sampler with classifier-free guidance as in its `infer_v2.py`, and a HiFi-GAN vocoder on
+# flow-matching sampler with classifier-free guidance as in its `indextts/infer_v2.py` (index-tts/index-tts
+# @ee40fa7), and a HiFi-GAN vocoder on
 # BigVGAN v2's layout — and keeps only what holds.
 #
 # **Offline this is a stand-in: IndexTTS-2's layout with random weights, so the audio is noise.** Shapes,
@@ -95,7 +96,7 @@ print(Table(rows, title="counted from the architecture (meta device)", digits=1)
 #
 # ## 2. Steps against time, memory and deviation — the circulated table, measured
 #
-# `seed_sweep` runs the whole stage (sampler + vocoder) for each step count in fp32, then at 25 steps in half
+# `claims_sweep` runs the whole stage (sampler + vocoder) for each step count in fp32, then at 25 steps in half
 # precision and with offloading. Peak memory is measured by `track_peak` (CUDA's peak statistics on a GPU,
 # live tensor storage on the CPU) and includes the weights on the device. The `error` column is the relative
 # RMS deviation from a 200-step fp32 solution, computed once per input and reused by every row.
@@ -106,7 +107,7 @@ print(Table(rows, title="counted from the architecture (meta device)", digits=1)
 # with (`part` "variants") — a shared CPU's speed drifts, so only neighbours are compared.
 
 # %%
-measured = lesson.seed_sweep(dit, vocoder, steps=STEPS, at_steps=25, precisions=run.precisions,
+measured = lesson.claims_sweep(dit, vocoder, steps=STEPS, at_steps=25, precisions=run.precisions,
                              target_frames=(FRAMES,), prompt_frames=PROMPT_FRAMES, reference_steps=REFERENCE_STEPS,
                              device=device)
 measured.table(f"s2mel stage: deviation from the fp32 {REFERENCE_STEPS}-step solution")
