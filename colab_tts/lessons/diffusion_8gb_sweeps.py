@@ -105,7 +105,8 @@ def setup(simulate_gpu="T4", real_size: bool | None = None, cpu_threads: int = 1
     which answers True on a T4 by emulation). Without one: this CPU at a reduced width, both half
     precisions (their speed here is a CPU effect), and ``simulate_gpu`` for the plans.
     """
-    report = hardware.detect(simulate=None if simulate_gpu is None else simulate_gpu)
+    positive(cpu_threads, "cpu_threads", integer=True)
+    report = hardware.detect(simulate=simulate_gpu)
     notes = []
     if report.has_gpu:
         device, gpu = torch.device("cuda"), report.gpu
@@ -118,7 +119,6 @@ def setup(simulate_gpu="T4", real_size: bool | None = None, cpu_threads: int = 1
                 precisions.append(p)
     else:
         device, gpu = torch.device("cpu"), report.gpu
-        positive(cpu_threads, "cpu_threads", integer=True)
         torch.set_num_threads(cpu_threads)
         precisions = list(HALF_PRECISIONS)
         notes.append("no GPU: float16 and bfloat16 both run on this CPU, where their speed says nothing about a "
