@@ -82,7 +82,8 @@ def main():
 
     act = lesson.stage_activations(dit, vocoder, args.frames, args.prompt_frames, steps=2, device=device)
     detected = [run.gpu] if run.gpu is not None and not run.simulated else []
-    for gpu in detected + ["RTX-4060", "T4", hardware.GpuSpec("6 GB card", (8, 6), 5.8, 360, 25)]:
+    cards = detected + [hardware.get_gpu("RTX-4060"), hardware.get_gpu("T4"), hardware.GpuSpec("6 GB card", (8, 6), 5.8, 360, 25)]
+    for gpu in dict.fromkeys(cards):
         print()
         print(lesson.recommend_8gb(gpu, result, act))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -247,8 +247,8 @@ for verdict in lesson.claim_chunks(chunks):
 # %%
 act = lesson.stage_activations(dit, vocoder, FRAMES, PROMPT_FRAMES, steps=2, device=device)
 cards = ([run.gpu] if not run.simulated and run.gpu is not None else []) + [
-    GPU_8GB, "T4", hardware.GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)]
-for gpu in cards:
+    hardware.get_gpu(GPU_8GB), hardware.get_gpu("T4"), hardware.GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)]
+for gpu in dict.fromkeys(cards):  # the detected GPU first, each card once
     print(lesson.recommend_8gb(gpu, measured, act), end="\n\n")
 
 # %% [markdown]
