@@ -21,22 +21,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-MIB = 1024**2
-
-
-def accelerator() -> torch.device:
-    """cuda when a GPU is visible, else cpu (where offloading is emulated)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _device(device) -> torch.device:
-    if device is None:
-        return accelerator()
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:0' or a torch.device, got {device!r}") from None
-
+from .devices import accelerator, resolve_device  # noqa: F401  (accelerator: re-exported, used to live here)
+from .units import MIB
 
 # --- peak memory -------------------------------------------------------------------------------
 
@@ -104,7 +90,7 @@ def track_peak(device=None):
     to the accelerator (cuda if present, else cpu); the API is the same on both. On CUDA it resets
     torch's peak statistics, so do not nest it there.
     """
-    device = _device(device)
+    device = resolve_device(device)
     result = PeakMemory(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -144,7 +130,7 @@ def _check_module(module):
 
 def is_on_accelerator(module: torch.nn.Module, device=None) -> bool:
     _check_module(module)
-    device = _device(device)
+    device = resolve_device(device)
     if device.type == "cpu":
         return hasattr(module, _HOME)
     return any(t.device.type == device.type for _, t in _tensors(module))
@@ -153,7 +139,7 @@ def is_on_accelerator(module: torch.nn.Module, device=None) -> bool:
 def to_accelerator(module: torch.nn.Module, device=None) -> torch.nn.Module:
     """Put ``module``'s weights on the accelerator (on a CPU-only machine: a copy in host memory)."""
     _check_module(module)
-    device = _device(device)
+    device = resolve_device(device)
     if device.type != "cpu":
         return module.to(device, non_blocking=True)
     if not hasattr(module, _HOME):
@@ -201,7 +187,7 @@ class _Hooks:
 def offload_hook(module: torch.nn.Module, device=None) -> _Hooks:
     """Hook form of ``on_accelerator``: every call of ``module`` moves it in, runs, and moves it out."""
     _check_module(module)
-    device = _device(device)
+    device = resolve_device(device)
 
     def before(m, args):
         to_accelerator(m, device)
@@ -222,7 +208,7 @@ def model_offload(modules, device=None) -> _Hooks:
     modules = list(modules.values() if isinstance(modules, dict) else modules)
     for m in modules:
         _check_module(m)
-    device = _device(device)
+    device = resolve_device(device)
 
     def before(module, args):
         for other in modules:

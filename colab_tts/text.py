@@ -2,8 +2,10 @@
 
 TTS models are trained on utterances of a few sentences and their memory grows with the input, so
 long text is synthesised chunk by chunk (IndexTTS-2: ``max_text_tokens_per_segment=120``, segments
-joined with 200 ms of silence; shared/facts.md). ``split_text`` cuts English and Chinese text the
-same way: at sentence punctuation first, then at commas, then a hard cut.
+joined with 200 ms of silence: ``cited("indextts2.max_text_tokens_per_segment")`` and
+``cited("indextts2.interval_silence_ms")``, from index-tts/index-tts indextts/infer_v2.py @ee40fa7).
+``split_text`` cuts English and Chinese text the same way: at sentence punctuation first, then at
+commas, then a hard cut. Both defaults are IndexTTS-2's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import re
 from collections.abc import Callable, Sequence
 
 from ._checks import positive
+from .cited import value
+
+MAX_TOKENS = value("indextts2.max_text_tokens_per_segment")
+SILENCE_MS = value("indextts2.interval_silence_ms")
 
 # A cut goes *after* the matched punctuation (and any closing quotes/brackets that follow it).
 # ASCII marks count only before whitespace or the end, so "3.14", "1,000" and "e.g.x" stay whole.
@@ -41,7 +47,7 @@ def _ends(text: str, start: int, stop: int, pattern: re.Pattern) -> list[int]:
     return ends + [stop]
 
 
-def split_text(text: str, max_tokens: int = 120, *, count: Callable[[str], int] | None = None) -> list[str]:
+def split_text(text: str, max_tokens: int = MAX_TOKENS, *, count: Callable[[str], int] | None = None) -> list[str]:
     """Split ``text`` into chunks of at most ``max_tokens`` tokens, in order.
 
     Cuts at sentence punctuation (。！？；… and . ! ? ;) first, packing consecutive sentences
@@ -121,7 +127,7 @@ def _hard_cut(text, start, stop, limit, count, out) -> None:
 
 # --- audio ---------------------------------------------------------------------------------------
 
-def join_audio(chunks: Sequence, sample_rate: int, silence_ms: float = 200, crossfade_ms: float = 0):
+def join_audio(chunks: Sequence, sample_rate: int, silence_ms: float = SILENCE_MS, crossfade_ms: float = 0):
     """Join audio chunks (1-D arrays or tensors, or (..., samples)) into one float numpy array.
 
     ``silence_ms`` of silence goes between chunks (IndexTTS-2 uses 200 ms). With ``crossfade_ms``

@@ -24,6 +24,7 @@ from colab_tts import (
     text,
 )
 from colab_tts.display import Table, save_figure
+from colab_tts.lessons import diffusion_8gb
 
 
 def _missing_field_config(tmp_path):
@@ -104,8 +105,12 @@ CASES = [
     ("dit from a dict", lambda tmp: flow.DiT({"hidden": 512}), TypeError, ["DiTConfig"]),
     ("flow inputs of no length", lambda tmp: flow.make_inputs(flow.SMALL_DIT, 0), ValueError,
      ["target_frames"]),
-    ("8 GB recipe for an unknown card", lambda tmp: flow.recommend_8gb("RTX 9090", None), ValueError,
+    ("8 GB recipe for an unknown card", lambda tmp: diffusion_8gb.recommend_8gb("RTX 9090", None), ValueError,
      ["Unknown GPU"]),
+    ("8 GB recipe without measurements", lambda tmp: diffusion_8gb.recommend_8gb("T4", None), ValueError,
+     ["claims_sweep"]),
+    ("notebook 03 on no CPU threads", lambda tmp: diffusion_8gb.setup("T4", cpu_threads=0), ValueError, ["cpu_threads"]),
+    ("roofline of an empty chunk", lambda tmp: diffusion_8gb.t4_step_roofline(0), ValueError, ["frames"]),
     ("orpheus backend that does not exist", lambda tmp: orpheus.OrpheusTTS.offline_demo("onnx"), ValueError,
      ["backend", "vllm"]),
     ("orpheus with no audio", lambda tmp: orpheus.engine_kwargs_for("T4", max_audio_seconds=0), ValueError,

@@ -1,9 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from colab_tts import flow
-from colab_tts.hardware import GpuSpec
-from colab_tts.memory import is_on_accelerator, module_bytes, to_host, track_peak
+from colab_tts.cited import value
+from colab_tts.memory import is_on_accelerator, to_host, track_peak
 
 TINY = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
 TINY_VOC = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
@@ -25,10 +28,16 @@ def models():
 
 
 def test_real_sizes():
-    assert flow.INDEXTTS2_DIT.hidden == 512 and flow.INDEXTTS2_DIT.heads == 8 and flow.INDEXTTS2_DIT.depth == 13
     assert 80e6 < flow.param_count(flow.INDEXTTS2_DIT) < 110e6
-    assert flow.param_count(flow.BIGVGAN_V2_22K) == pytest.approx(112e6, rel=0.02)  # BigVGAN v2's 112M
-    assert flow.param_count(TINY) == flow.param_count(flow.DiT(TINY))
+    # The layout we build reproduces the parameter count BigVGAN v2's README publishes.
+    assert flow.param_count(flow.BIGVGAN_V2_22K) == pytest.approx(value("indextts2.bigvgan_v2_params"), rel=0.02)
+    assert flow.param_count(TINY) == sum(p.numel() for p in flow.DiT(TINY).parameters())  # meta count = built
+
+
+def test_runtime_does_not_import_the_lesson():
+    code = "import sys, colab_tts.flow, colab_tts.memory, colab_tts.text; print(any('lessons' in m for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_shapes_and_prompt_region(models):
@@ -56,37 +65,6 @@ def test_one_euler_step_with_cfg_by_hand(models):
     torch.testing.assert_close(flow.sample(dit, inputs, steps=1, cfg_rate=0.7), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_error_shrinks_with_steps_and_reference_is_cached(models):
-    dit, _ = models
-    inputs = flow.make_inputs(TINY, 8, 4)
-    cache = {}
-    ref = flow.reference_mel(dit, inputs, 200, cache)
-    assert flow.reference_mel(dit, inputs, 200, cache) is ref and len(cache) == 1
-    errors = [flow.relative_error(flow.sample(dit, inputs, n), ref) for n in (2, 8, 32)]
-    assert errors[0] > errors[1] > errors[2]
-    assert flow.relative_error(flow.sample(dit, inputs, 200), ref) < 1e-5
-
-
-def test_peak_flat_in_steps_unless_trajectory_kept(models):
-    dit, _ = models
-    rows = flow.trajectory_peaks(dit, steps=(2, 12), target_frames=16, prompt_frames=4, device="cpu")
-    assert rows[1]["peak_mib"] == pytest.approx(rows[0]["peak_mib"], rel=0.05)
-    grown = (rows[1]["peak_mib_trajectory"] - rows[0]["peak_mib_trajectory"]) * 1024**2
-    assert grown == pytest.approx(10 * 80 * 20 * 4, rel=0.05)  # one fp32 mel (80 x 20 frames) kept per extra step
-    assert "REFUTED" not in flow.claim_trajectory(rows)
-
-
-def test_checkpointing_saves_only_with_grad(models):
-    dit, _ = models
-    rows = flow.checkpointing_peaks(dit, target_frames=32, prompt_frames=8, device="cpu")
-    peak = {(r["grad"], r["checkpointing"]): r["peak_mib"] for r in rows}
-    assert peak[(False, True)] == pytest.approx(peak[(False, False)], rel=0.05)
-    assert peak[(True, True)] < 0.7 * peak[(True, False)]
-    no_grad, grad = flow.claim_checkpointing(rows)
-    assert no_grad.startswith("REFUTED") and grad.startswith("CONFIRMED")
-    assert not dit.gradient_checkpointing
-
-
 def test_half_precision_keeps_norms_in_fp32(models):
     dit, _ = models
     x = torch.full((1, 4, 32), 300.0, dtype=torch.float16)  # variance overflows fp16 if computed there
@@ -95,7 +73,8 @@ def test_half_precision_keeps_norms_in_fp32(models):
     assert half.x_in.weight.dtype == torch.float16 and dit.x_in.weight.dtype == torch.float32
     inputs = flow.make_inputs(TINY, 8, 4)
     ref = flow.sample(dit, inputs, 4)
-    assert flow.relative_error(flow.sample(half, inputs, 4), ref) < 0.05
+    deviation = (flow.sample(half, inputs, 4) - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()
+    assert deviation < 0.05
     with pytest.raises(ValueError, match="dtype"):
         flow.to_precision(dit, "int8")
 
@@ -112,84 +91,6 @@ def test_offload_lowers_peak_and_gives_the_same_audio(models):
     torch.testing.assert_close(wav_a, wav_b)
     assert offloaded.peak_bytes < resident.peak_bytes
     assert not is_on_accelerator(dit, "cpu") and not is_on_accelerator(voc, "cpu")
-
-
-@pytest.fixture(scope="module")
-def measured(models):
-    dit, voc = models
-    return flow.sweep(dit, voc, steps=(2, 8), precisions=("fp32", "bf16"), offload=(False, True),
-                      target_frames=(8,), prompt_frames=4, progress=False, device="cpu")
-
-
-def test_sweep_rows(measured, models):
-    rows = measured.rows
-    assert len(rows) == 8
-    assert set(rows[0]) == {"steps", "precision", "offload", "frames", "audio_s", "latency_s", "peak_mib", "error"}
-    fp32 = {(r["steps"], r["offload"]): r for r in rows if r["precision"] == "float32"}
-    assert fp32[(8, False)]["error"] < fp32[(2, False)]["error"]
-    assert fp32[(2, False)]["peak_mib"] == pytest.approx(fp32[(8, False)]["peak_mib"], rel=0.05)
-    assert fp32[(2, True)]["peak_mib"] < fp32[(2, False)]["peak_mib"]
-    dit, voc = models
-    weights_mib = (module_bytes(dit) + module_bytes(voc)) / 2**20
-    assert fp32[(2, False)]["peak_mib"] > weights_mib  # the resident weights are part of the peak
-    steps_mem, steps_time = flow.claim_steps(measured)
-    assert steps_mem.startswith("REFUTED")
-    assert flow.claim_offload(measured, 8).startswith("CONFIRMED")
-    assert "bfloat16" in flow.claim_precision(measured, "bfloat16", 8)
-
-
-def test_recommend_8gb(measured, models):
-    dit, voc = models
-    act = flow.stage_activations(dit, voc, target_frames=8, prompt_frames=4, steps=2, device="cpu")
-    assert act["dit"] > 0 and act["vocoder"] > 0
-    t4 = flow.recommend_8gb("T4", measured, act)
-    assert t4.gpt_dtype in ("float16", "float32") and t4.s2mel_dtype == "float32" and t4.reasons
-    small = GpuSpec("6 GB card", (8, 6), 5.8, 360, 25)
-    recipe = flow.recommend_8gb(small, measured)  # weights and IndexTTS-2's totals only
-    assert recipe.offload and recipe.extra_s_per_utterance > 0 and recipe.peak_gib < 5.8
-    assert any("PCIe" in r for r in recipe.reasons)
-    with_act = flow.recommend_8gb(small, measured, {"dit": 1.0, "vocoder": 0.0})  # 1 MiB/s at the measured width
-    grown = (with_act.peak_gib - recipe.peak_gib) * 1024  # MiB for a 120-token chunk at 4 tokens/s: 30 s
-    assert grown == pytest.approx(30 * 512 / 32, abs=11)  # peak_gib is rounded to 0.01 GiB
-    roomy = flow.recommend_8gb("A100-80GB", measured, act)
-    assert not roomy.offload and roomy.extra_s_per_utterance == 0
-    with pytest.raises(ValueError, match="headroom"):
-        flow.recommend_8gb("T4", measured, act, headroom=1.5)
-
-
-def test_chunk_sweep_peak_follows_longest_chunk(models):
-    dit, voc = models
-    text = "今天天气很好。我们去公园散步吧。你想一起来吗？当然可以！" * 2
-    rows = flow.chunk_sweep(dit, voc, {"zh": text}, max_tokens=(10, None), steps=1, tokens_per_s=40,
-                            prompt_frames=2, device="cpu", progress=False)
-    split, whole = rows
-    assert split["chunks"] > 1 and whole["chunks"] == 1
-    assert split["longest_s"] < whole["longest_s"] and split["total_s"] == pytest.approx(whole["total_s"], rel=0.1)
-    assert split["peak_mib"] < whole["peak_mib"]
-    assert flow.claim_chunks(rows)[0].startswith("CONFIRMED")
-
-
-def test_bad_input():
-    with pytest.raises(ValueError, match="divisible"):
-        flow.DiTConfig(hidden=30, heads=4)
-    with pytest.raises(TypeError, match="DiTConfig"):
-        flow.DiT({"hidden": 512})
-    with pytest.raises(ValueError, match="steps"):
-        flow.sample(flow.DiT(TINY), flow.make_inputs(TINY, 4), steps=0)
-
-
-def test_seed_sweep_compares_neighbours(models):
-    dit, voc = models
-    result = flow.seed_sweep(dit, voc, steps=(2, 4), at_steps=4, precisions=("bfloat16",), target_frames=(8,),
-                             prompt_frames=4, progress=False, device="cpu")
-    parts = [(r["part"], r["steps"], r["precision"], r["offload"]) for r in result.rows]
-    assert parts == [("steps", 2, "float32", False), ("steps", 4, "float32", False),
-                     ("variants", 4, "float32", False), ("variants", 4, "float32", True),
-                     ("variants", 4, "bfloat16", False), ("variants", 4, "bfloat16", True)]
-    fp32_4 = [r for r in result.rows if r["steps"] == 4 and r["precision"] == "float32" and not r["offload"]]
-    assert fp32_4[0]["error"] == fp32_4[1]["error"]  # deterministic: the same solution measured twice
-    line = flow.claim_offload(result, 4)
-    assert f"{fp32_4[1]['latency_s']:.2f} s" in line  # the neighbour, not the step-scan row
 
 
 def test_flow_tts_speaks_text_and_turns_oom_into_advice(monkeypatch):
@@ -212,16 +113,10 @@ def test_flow_tts_speaks_text_and_turns_oom_into_advice(monkeypatch):
         tts.synthesize("Hi there.", steps=2)
 
 
-def test_sweep_turns_oom_into_advice(monkeypatch):
-    from colab_tts.errors import OutOfMemoryAdvice
-
-    def oom(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
-
-    monkeypatch.setattr(flow, "measure_pipeline", oom)
-    monkeypatch.setattr(flow, "reference_mel", lambda *a, **k: None)
-    monkeypatch.setattr(flow, "synthesize", lambda *a, **k: None)
-    dit, voc = flow.DiT(flow.SMALL_DIT).eval(), flow.Vocoder(flow.SMALL_VOCODER).eval()
-    with pytest.raises(OutOfMemoryAdvice, match="25 steps") as err:
-        flow.sweep(dit, voc, steps=(25,), target_frames=(4,), prompt_frames=2, device="cpu", progress=False)
-    assert "offload" in str(err.value)
+def test_bad_input():
+    with pytest.raises(ValueError, match="divisible"):
+        flow.DiTConfig(hidden=30, heads=4)
+    with pytest.raises(TypeError, match="DiTConfig"):
+        flow.DiT({"hidden": 512})
+    with pytest.raises(ValueError, match="steps"):
+        flow.sample(flow.DiT(TINY), flow.make_inputs(TINY, 4), steps=0)
