@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colab_tts import snac_decode as sd
+from colab_tts.cited import cited
 from colab_tts.orpheus import audio_tokens_to_codes, codes_to_audio_tokens
 
 
@@ -98,7 +99,8 @@ def test_random_snac_is_the_24khz_architecture_and_folding_keeps_its_function(qu
     assert quiet_snac.vq_strides == [4, 2, 1] and quiet_snac.decoder_rates == [8, 8, 4, 2]
     raw = sd.build_snac(pretrained=False, noise=False, fold=False)
     params = sum(p.numel() for n, p in raw.named_parameters() if not n.endswith("original0"))  # g of g*v/|v|
-    assert abs(params / 19.8e6 - 1) < 0.02  # shared/facts.md: 19.8 M params, less 0.35 M of NoiseBlocks here
+    published = cited("snac.parameters_24khz").value  # 19.8 M, from SNAC's README
+    assert abs(params / published - 1) < 0.02  # less 0.35 M of NoiseBlocks here
     assert not any("parametrizations" in n for n, _ in quiet_snac.named_parameters())
     assert sum(p.numel() for p in quiet_snac.parameters()) == params  # folded weights stay parameters (.to moves them)
     ids = random_ids(3)
