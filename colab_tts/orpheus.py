@@ -167,6 +167,9 @@ class OrpheusTTS:
         from .kv_cache import max_model_len_for_audio
 
         model_id = WEIGHTS.get(model_id, model_id) if isinstance(model_id, str) else model_id
+        if not hub.is_local(model_id) and str(model_id).count("/") != 1:
+            raise ValueError(f"model_id {model_id!r} is neither a local folder nor a hub id 'owner/name': use one "
+                             f"of {sorted(WEIGHTS)} ({', '.join(WEIGHTS.values())}), a hub id or a folder")
         tokenizer_id = tokenizer_id or model_id
         backend, why = pick_backend(backend)
         positive(max_audio_seconds, "max_audio_seconds")

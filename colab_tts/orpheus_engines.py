@@ -82,6 +82,18 @@ def vllm_log_to(path):
             sys.stdout, sys.stderr = out, err
 
 
+def _without_load_bars(engine_kwargs: dict) -> dict:
+    """``use_tqdm_on_load=False`` where this vLLM has it: its weight-loading bar is a notebook widget,
+    which no redirect catches."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    if "use_tqdm_on_load" not in {f.name for f in dataclasses.fields(EngineArgs)}:
+        return engine_kwargs
+    return {"use_tqdm_on_load": False, **engine_kwargs}
+
+
 class VllmEngine:
     """vLLM's engine, stepped by hand: batches requests, times the first token, streams."""
 
@@ -91,6 +103,8 @@ class VllmEngine:
         from .kv_probe import start_engine
 
         self.log_path = Path(log_path) if log_path else None
+        if self.log_path:
+            engine_kwargs = _without_load_bars(engine_kwargs)
         with vllm_log_to(self.log_path) if self.log_path else contextlib.nullcontext():
             self.llm, self.kv = start_engine(str(model_path), kv_space_gib, **engine_kwargs)
         self.engine = self.llm.llm_engine

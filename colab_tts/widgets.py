@@ -196,8 +196,8 @@ class MemoryGauge:
             "warning" if self.planned_gib and self.used_gib > self.planned_gib else "success")
         planned = f", planned {self.planned_gib:.2f}" if self.planned_gib is not None else ""
         where = "" if _cuda() else f" on a simulated {self.gpu.name} (no GPU here)"
-        self.label.value = html.escape(f"{self.used_gib:.2f} GiB used{planned} of {total:.2f} GiB{where}; "
-                                       f"counts: {self.counts}")
+        text = f"{self.used_gib:.2f} GiB used{planned} of {total:.2f} GiB{where}; counts: {self.counts}"
+        self.label.value = html.escape(text, quote=False)
         return self.used_gib
 
     def _ipython_display_(self):

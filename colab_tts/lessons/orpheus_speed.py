@@ -124,7 +124,8 @@ def weights_line(gpu="T4", model=MODEL) -> str:
     spec, gpu = _spec(model), get_gpu(gpu)
     weights = spec.weight_bytes("float16")
     top = decode_ceiling_tokens_per_s(weights, gpu)
-    return (f"fp16 weights {weights / GIB:.2f} GiB ({weights / GB:.2f} GB) / {gpu.bandwidth_gbs:g} GB/s -> "
+    return (f"fp16 weights {weights / GIB:.2f} GiB = {weights / GB:.2f} GB (10^9 bytes, as bandwidth is quoted) / "
+            f"{gpu.bandwidth_gbs:g} GB/s -> "
             f"{gpu.name} ceiling {top:.1f} tokens/s at batch 1 [{ROOFLINE}]; real time needs "
             f"{TOKENS_PER_SECOND:.2f} ({top / TOKENS_PER_SECOND:.2f}x real time) "
             f"[cited: 7 tokens per 2048 samples at 24 kHz, {cited('orpheus.tokens_per_second').source}]")
