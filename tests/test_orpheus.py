@@ -333,3 +333,26 @@ def test_demo_through_real_vllm(tmp_path):
         assert not tts.backend.engine.has_unfinished_requests()
     finally:
         tts.close()
+
+
+def test_vllm_log_goes_to_the_file_and_the_notebook_gets_its_stream_back(tmp_path, monkeypatch):
+    import io
+    import logging
+
+    shown = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", shown)
+    vllm_logger = logging.getLogger("vllm")
+    before = logging.StreamHandler(shown)  # what vLLM set up when it was imported
+    monkeypatch.setattr(vllm_logger, "handlers", [before])
+    monkeypatch.setattr(vllm_logger, "propagate", False)
+    log = tmp_path / "engine.log"
+    with orpheus_engines.vllm_log_to(log):
+        vllm_logger.warning("start-up line")
+        print("a loading bar")
+        during = logging.StreamHandler(sys.stdout)  # vLLM reconfigures its handlers while starting
+        vllm_logger.handlers.append(during)
+        vllm_logger.warning("another start-up line")
+    vllm_logger.warning("after start")
+    assert "start-up line" in log.read_text() and "a loading bar" in log.read_text()
+    assert "start-up" not in shown.getvalue() and shown.getvalue().count("after start") == 2
+    assert sys.stdout is shown

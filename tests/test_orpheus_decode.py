@@ -14,7 +14,8 @@ from colab_tts.orpheus import audio_tokens_to_codes, codes_to_audio_tokens
 
 
 def official_layers(token_ids):
-    """The official decoder's mapping, token by token (decoder.py: turn_token_into_id + convert_to_audio)."""
+    """The official decoder's mapping, token by token (canopyai/Orpheus-TTS
+    orpheus_tts_pypi/orpheus_tts/decoder.py @835ac7c: turn_token_into_id + convert_to_audio)."""
     codes, count = [], 0
     for t in token_ids:
         if t < sd.AUDIO_TOKEN_OFFSET:  # text / special ids never become codes
