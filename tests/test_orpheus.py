@@ -333,6 +333,11 @@ def test_demo_through_real_vllm(tmp_path):
         assert not tts.backend.engine.has_unfinished_requests()
     finally:
         tts.close()
+    again = OrpheusTTS.offline_demo("vllm", max_audio_seconds=1)  # a closed engine leaves room for a new one
+    try:
+        assert again.synthesize("Hello.", max_tokens=14, seed=0).num_tokens > 0
+    finally:
+        again.close()
 
 
 def test_vllm_log_goes_to_the_file_and_the_notebook_gets_its_stream_back(tmp_path, monkeypatch):
