@@ -221,12 +221,14 @@ class OrpheusTTS:
         The pipeline is real; the audio is noise."""
         from .orpheus_demo import save_demo_model
 
-        backend, _ = pick_backend(backend)  # before building anything
+        backend, why = pick_backend(backend)  # before building anything
         model_dir = save_demo_model(path, seed=seed)
         overrides = dict(enforce_eager=True, max_num_seqs=8, kv_space_gib=1) if backend == "vllm" else {}
         overrides.update(engine_overrides)
-        return cls.from_pretrained(str(model_dir), backend=backend, gpu="cpu", max_audio_seconds=max_audio_seconds,
-                                   dtype="float32", snac=build_snac(pretrained=False, seed=seed), **overrides)
+        tts = cls.from_pretrained(str(model_dir), backend=backend, gpu="cpu", max_audio_seconds=max_audio_seconds,
+                                  dtype="float32", snac=build_snac(pretrained=False, seed=seed), **overrides)
+        tts.notes[0] = f"backend {why}"
+        return tts
 
     @property
     def kv_line(self) -> str | None:

@@ -119,13 +119,19 @@ class VllmEngine:
         return f"orpheus-{next(self._ids)}-{uuid.uuid4().hex[:8]}"  # unique, even across instances
 
     def _submit(self, prompts, sampling):
-        from vllm.inputs import TokensPrompt
+        try:  # newer vLLM takes engine inputs; a raw TokensPrompt is deprecated there
+            from vllm.inputs import tokens_input as as_input
+        except ImportError:
+            from vllm.inputs import TokensPrompt
+
+            def as_input(ids):
+                return TokensPrompt(prompt_token_ids=ids)
 
         ids = []
         for i, prompt in enumerate(prompts):
             rid = self._request_id()
             seeded = dict(sampling, seed=sampling["seed"] + i) if "seed" in sampling else sampling
-            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), self._params(seeded))
+            self.engine.add_request(rid, as_input(list(prompt)), self._params(seeded))
             ids.append(rid)
         return ids
 
