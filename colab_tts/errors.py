@@ -71,3 +71,7 @@ class GatedModelError(PermissionError):
         if alternative:
             text += f"\n  Or load a copy that is not gated: {alternative}"
         super().__init__(f"{repo_id} is gated on the Hugging Face Hub and {why}. To get access:{text}")
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (Jupyter, Colab) shows instead of a traceback: the message with its steps, nothing else."""
+        return [f"{type(self).__name__}: {self}"]

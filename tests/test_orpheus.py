@@ -142,6 +142,7 @@ def test_a_gated_repo_ends_in_one_message_with_the_steps(monkeypatch, no_downloa
                  "huggingface_hub.get_token()", "huggingface_hub.login()", "unsloth/orpheus-3b-0.1-ft"):
         assert step in message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # one message, no chained traceback
+    assert err.value._render_traceback_() == [f"GatedModelError: {message}"]  # what a notebook shows: no frames
 
 
 def test_a_refusal_during_loading_gets_the_same_message(monkeypatch):
