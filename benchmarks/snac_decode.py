@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from colab_tts import snac_decode as sd
+from colab_tts import snac_official
 from colab_tts.display import Table
 
 
@@ -34,7 +35,7 @@ def random_tokens(seconds: float, seed: int = 0) -> list[int]:
 
 def official_codes(ids) -> np.ndarray:
     """Codes as the official decoder computes them, token by token."""
-    return np.array([sd.official_code(t, i) for i, t in enumerate(ids)]).reshape(-1, 7)
+    return np.array([snac_official.official_code(t, i) for i, t in enumerate(ids)]).reshape(-1, 7)
 
 
 def best_times(methods: dict, rounds: int, clock=time.process_time) -> dict:
@@ -68,7 +69,7 @@ def main(argv=None):
     snac = sd.build_snac(pretrained=False, noise=False)  # same seed, weight norm folded
     stream = lambda: np.concatenate(list(sd.stream_audio(ids, snac)))  # noqa: E731
     methods = {
-        "official decoder (28 tokens every 7)": lambda: sd.official_decode(ids, official),
+        "official decoder (28 tokens every 7)": lambda: snac_official.official_decode(ids, official),
         "one snac.decode call": lambda: sd.decode_one_call(ids, official),
         "decode_audio": lambda: sd.decode_audio(ids, snac),
         "stream_audio (per frame)": stream,

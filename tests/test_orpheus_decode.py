@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colab_tts import snac_decode as sd
+from colab_tts import snac_official
 from colab_tts.cited import cited
 from colab_tts.orpheus import audio_tokens_to_codes, codes_to_audio_tokens
 
@@ -20,7 +21,7 @@ def official_layers(token_ids):
     for t in token_ids:
         if t < sd.AUDIO_TOKEN_OFFSET:  # text / special ids never become codes
             continue
-        codes.append(sd.official_code(t, count))
+        codes.append(snac_official.official_code(t, count))
         count += 1
     frames = len(codes) // 7
     c0, c1, c2 = [], [], []
@@ -180,7 +181,7 @@ def test_official_decoder_reimplementation_keeps_one_frame_per_window(quiet_snac
     ids = random_ids(6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = sd.official_decode(ids, quiet_snac)
+        out = snac_official.official_decode(ids, quiet_snac)
     assert len(out) == (6 - 3) * 2048  # windows end at frames 4, 5, 6; the first and last two are never emitted
     window = sd.decode_one_call(ids[:28], quiet_snac)[2048:4096]
     np.testing.assert_allclose(out[:2048], window, atol=1 / 32767)  # int16 rounding
