@@ -12,7 +12,8 @@ one): every frame is decoded about once, in chunks of ``chunk_frames`` with ``co
 context on each side (the decoder's receptive field is ~2.5 frames), weight norm is folded into
 plain weights once, Snake runs in place, and chunks are small enough that their activations stay in
 the CPU caches. ``benchmarks/snac_decode.py`` measures it against a faithful re-implementation of the
-official decoder (``colab_tts.snac_official``), side by side in one run (its output gives the ratios on the machine it runs on).
+official decoder (``colab_tts.snac_official``), side by side in one run; its output gives the ratios
+on the machine it runs on.
 """
 
 from __future__ import annotations
