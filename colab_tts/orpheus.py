@@ -30,7 +30,13 @@ from ._checks import choose, positive
 from .audio import Speech, Timings
 from .cited import value
 from .errors import oom_advice
-from .orpheus_engines import BACKENDS, END_OF_SPEECH, PAD, pick_backend  # noqa: F401  (re-exported)
+from .orpheus_engines import (  # noqa: F401  (re-exported)
+    BACKENDS,
+    END_OF_SPEECH,
+    PAD,
+    installed_vllm_version,
+    pick_backend,
+)
 from .snac_decode import (  # noqa: F401  (the token layout and the codec, re-exported here)
     AUDIO_TOKEN_OFFSET,
     CODES_PER_SLOT,
@@ -105,12 +111,13 @@ def turing_settings(gpu, vllm_version: str) -> tuple[dict, str | None]:
 
 
 def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b", dtype="auto", strict: bool = False,
-                      gpu_memory_utilization: float = 0.9, **overrides):
+                      gpu_memory_utilization: float = 0.9, vllm_version: str | None = None, **overrides):
     """vLLM engine arguments for Orpheus on ``gpu`` and the plan behind them: (kwargs, plan).
 
     dtype via ``resolve_dtype`` on the compute capability (bfloat16 on a T4 -> float16, passed as "half",
     or ValueError with ``strict``), max_model_len from the longest audio wanted, the rest from
-    ``plan_vllm``; :func:`turing_settings` below CC 8.0. ``overrides`` win over the plan.
+    ``plan_vllm``; :func:`turing_settings` below CC 8.0 for ``vllm_version`` (default: the vLLM installed
+    here, else the planner's). ``overrides`` win over the plan.
     """
     from .hardware import get_gpu, resolve_dtype
     from .kv_cache import max_model_len_for_audio, plan_vllm
@@ -121,9 +128,9 @@ def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b",
     max_len = overrides.pop("max_model_len", None) or max_model_len_for_audio(max_audio_seconds,
                                                                               prompt_tokens=PROMPT_TOKENS)
     plan = plan_vllm(model, spec, gpu_memory_utilization=gpu_memory_utilization, dtype=choice.dtype,
-                     max_model_len=max_len, strict=strict)
+                     max_model_len=max_len, strict=strict, vllm_version=vllm_version)
     kwargs = plan.engine_kwargs()
-    kwargs.update(turing_settings(spec, plan.vllm_version)[0])
+    kwargs.update(turing_settings(spec, vllm_version or installed_vllm_version() or plan.vllm_version)[0])
     kwargs.update(overrides)
     return kwargs, plan
 
@@ -183,7 +190,7 @@ class OrpheusTTS:
                                              gpu_memory_utilization=gpu_memory_utilization, **engine_overrides)
             chosen = dtype_name(kwargs["dtype"])
             notes += plan.warnings
-            notes += [n for n in [turing_settings(spec, plan.vllm_version)[1]] if n]
+            notes += [n for n in [turing_settings(spec, installed_vllm_version() or plan.vllm_version)[1]] if n]
         else:
             choice = resolve_dtype(dtype, spec, strict=strict)
             chosen, plan = choice.dtype, None

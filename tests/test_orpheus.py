@@ -59,6 +59,15 @@ def test_t4_engine_kwargs_use_half_triton_and_a_max_model_len_from_the_audio():
     assert old == {"dtype": "half"} and "VLLM_ATTENTION_BACKEND" in note
 
 
+def test_turing_settings_follow_the_vllm_installed(monkeypatch):
+    # an older vLLM has no attention_backend argument: it must not be passed one
+    monkeypatch.setattr(orpheus, "installed_vllm_version", lambda: "0.11.2")
+    kwargs, _ = engine_kwargs_for("T4", max_audio_seconds=10)
+    assert kwargs["dtype"] == "half" and "attention_backend" not in kwargs
+    monkeypatch.setattr(orpheus, "installed_vllm_version", lambda: "0.26.1")
+    assert engine_kwargs_for("T4", max_audio_seconds=10)[0]["attention_backend"] == "TRITON_ATTN"
+
+
 @pytest.mark.parametrize("name", [n for n, g in hardware.GPUS.items() if g.compute_capability < (8, 0)])
 @pytest.mark.parametrize("asked", ["auto", "bfloat16"])
 def test_no_bfloat16_below_compute_capability_8(name, asked):

@@ -94,7 +94,7 @@ print(f"\ncolab_tts for {MAX_AUDIO_SECONDS} s of audio on the {gpu.name}:")
 print("  vllm.LLM(model, **", kwargs, ")")
 print("  stop_token_ids =", [orpheus.END_OF_SPEECH], " request ids: unique per request")
 print("  predicted:", plan.message(), f"({plan.budget_gib:.2f} GiB reserved by vLLM)")
-note = orpheus.turing_settings(gpu, plan.vllm_version)[1]
+note = orpheus.turing_settings(gpu, orpheus.installed_vllm_version() or plan.vllm_version)[1]
 print("  why:", note or "compute capability 8.0 or more: bfloat16 and the default attention backend")
 
 # %% [markdown]
