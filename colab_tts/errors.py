@@ -51,3 +51,27 @@ def oom_advice(stage: str, advice: Iterable[str] | Callable[[], Iterable[str]]):
         except ImportError:  # pragma: no cover
             pass
         raise OutOfMemoryAdvice(stage, tips) from None
+
+
+class GatedModelError(PermissionError):
+    """A gated Hugging Face repository refused the download; the message lists the steps to get access."""
+
+    def __init__(self, repo_id: str, has_token: bool, alternative: str | None = None):
+        self.repo_id, self.has_token, self.alternative = repo_id, has_token, alternative
+        why = ("the token found has not been granted access to it" if has_token else
+               "no Hugging Face token was found (Colab secret HF_TOKEN, $HF_TOKEN, or huggingface_hub.login())")
+        steps = [
+            f"open https://huggingface.co/{repo_id}, log in and accept the model's terms",
+            "create a token with read access at https://huggingface.co/settings/tokens",
+            "on Colab add it as a secret named HF_TOKEN (key icon in the left bar, notebook access on): "
+            "huggingface_hub.get_token() reads it; elsewhere set $HF_TOKEN or run huggingface_hub.login()",
+            "run the loading cell again",
+        ]
+        text = "".join(f"\n  {i}. {s}" for i, s in enumerate(steps, 1))
+        if alternative:
+            text += f"\n  Or load a copy that is not gated: {alternative}"
+        super().__init__(f"{repo_id} is gated on the Hugging Face Hub and {why}. To get access:{text}")
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (Jupyter, Colab) shows instead of a traceback: the message with its steps, nothing else."""
+        return [f"{type(self).__name__}: {self}"]

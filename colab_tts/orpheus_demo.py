@@ -15,17 +15,22 @@ import json
 import os
 from pathlib import Path
 
+from .cited import value
+from .models import ModelSpec
 from .snac_decode import AUDIO_TOKEN_OFFSET, CODES_PER_SLOT, TOKENS_PER_FRAME
 
-VOCAB_SIZE = 156_940  # shared/facts.md: Orpheus's vocabulary
-LLAMA3_SPECIAL = 128_000  # <|begin_of_text|> and Llama-3's 256 reserved special ids start here
-CUSTOM_TOKEN_BASE = 128_256  # <custom_token_N> = 128256 + N
-BOS, EOT = 128_000, 128_009
+_REAL = ModelSpec.known("orpheus-3b").config  # the real model's config (colab_tts/data/models.json, with its source)
+VOCAB_SIZE = _REAL["vocab_size"]  # 156,940
+BOS = _REAL["bos_token_id"]  # <|begin_of_text|>; Llama-3's 256 reserved special ids start here
+LLAMA3_SPECIAL = BOS
+EOT = value("orpheus.end_of_text")
+CUSTOM_TOKEN_BASE = AUDIO_TOKEN_OFFSET - 10  # <custom_token_N> = 128256 + N; audio starts at <custom_token_10>
 DEMO_CONFIG = dict(
     model_type="llama", architectures=["LlamaForCausalLM"], num_hidden_layers=2, hidden_size=64,
     num_attention_heads=2, num_key_value_heads=1, head_dim=32, intermediate_size=128, vocab_size=VOCAB_SIZE,
     max_position_embeddings=4096, tie_word_embeddings=False, torch_dtype="float32", rms_norm_eps=1e-5,
-    bos_token_id=BOS, eos_token_id=128_258, pad_token_id=128_263, rope_theta=500000.0,
+    bos_token_id=BOS, eos_token_id=value("orpheus.end_of_speech"), pad_token_id=value("orpheus.pad"),
+    rope_theta=500000.0,
 )
 # Planted rule strengths (see the module docstring): logit of the next slot ~ SLOT_GAIN * sqrt(hidden),
 # end of speech chosen after roughly one frame in END_EVERY_FRAMES at temperature 0.6.
@@ -38,7 +43,7 @@ def _token_names() -> list[str]:
 
     names = sorted(ByteLevel.alphabet())  # the 256 byte symbols of a byte-level tokenizer
     names += [f"<|filler_{i}|>" for i in range(len(names), LLAMA3_SPECIAL)]
-    special = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 9: "<|eot_id|>"}
+    special = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", EOT - BOS: "<|eot_id|>"}
     names += [special.get(i, f"<|reserved_special_token_{i}|>") for i in range(CUSTOM_TOKEN_BASE - LLAMA3_SPECIAL)]
     names += [f"<custom_token_{i}>" for i in range(VOCAB_SIZE - CUSTOM_TOKEN_BASE)]
     return names
@@ -77,7 +82,7 @@ def _plant_audio_rule(model) -> None:
             lo = AUDIO_TOKEN_OFFSET + slot * CODES_PER_SLOT
             emb[lo: lo + CODES_PER_SLOT].mul_(0.05)[:, slot] += 10.0
             head[lo: lo + CODES_PER_SLOT, (slot - 1) % TOKENS_PER_FRAME] += _SLOT_GAIN
-        start_of_speech, end_of_speech = CUSTOM_TOKEN_BASE + 1, CUSTOM_TOKEN_BASE + 2
+        start_of_speech, end_of_speech = value("orpheus.start_of_speech"), value("orpheus.end_of_speech")
         emb[start_of_speech].mul_(0.05)[TOKENS_PER_FRAME - 1] += 10.0  # like a frame's last token
         # a logit above each slot-0 token's that gives P(end) ~ 1/END_EVERY_FRAMES against all 4096 of
         # them together, at temperature 0.6 (the normalized hidden state is ~sqrt(hidden) on its slot)

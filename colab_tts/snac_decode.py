@@ -1,21 +1,25 @@
 """Orpheus audio tokens -> SNAC codes -> 24 kHz samples, fast, whole or streamed.
 
 Orpheus writes speech as frames of 7 tokens; each token id carries a SNAC code and its slot
-(shared/facts.md): ``code = id - 128266 - 4096 * (position mod 7)``, and a frame's 7 codes go to
+(canopyai/Orpheus-TTS orpheus_tts_pypi/orpheus_tts/decoder.py @835ac7c, ``turn_token_into_id`` and
+``convert_to_audio``): ``code = id - 128266 - 4096 * (position mod 7)``, and a frame's 7 codes go to
 the 3 SNAC layers as 1/2/4 (layer0 <- f0; layer1 <- f1, f4; layer2 <- f2, f3, f5, f6).
-One frame is 2048 samples at 24 kHz, so 82.03 tokens make one second of audio.
+One frame is 2048 samples at 24 kHz, so 82.03 tokens make one second of audio. The figures are read
+from ``colab_tts/data/cited/orpheus.json`` and ``snac.json`` with their sources.
 
 Why this is faster than the official decoder (which decodes the last 4 frames every frame and keeps
 one): every frame is decoded about once, in chunks of ``chunk_frames`` with ``context_frames`` of
 context on each side (the decoder's receptive field is ~2.5 frames), weight norm is folded into
 plain weights once, Snake runs in place, and chunks are small enough that their activations stay in
-the CPU caches. benchmarks/snac_decode.py measures it against a faithful copy of the official decoder
-(10 s of tokens, one thread, CPU time: 4.5-4.6x; one snac.decode call over everything: 2.7-2.9x).
+the CPU caches. ``benchmarks/snac_decode.py`` measures it against a faithful re-implementation of the
+official decoder (``colab_tts.snac_official``), side by side in one run; its output gives the ratios
+on the machine it runs on.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,24 +27,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import positive
+from .cited import value
 
-AUDIO_TOKEN_OFFSET = 128266  # first audio token id (<custom_token_10>)
-TOKENS_PER_FRAME = 7
-CODES_PER_SLOT = 4096
-SAMPLE_RATE = 24000
-SAMPLES_PER_FRAME = 2048
-TOKENS_PER_SECOND = TOKENS_PER_FRAME * SAMPLE_RATE / SAMPLES_PER_FRAME  # 82.03
-# slot -> (layer, index within the frame's codes of that layer)
-LAYER_OF_SLOT = (0, 1, 2, 2, 1, 2, 2)
+AUDIO_TOKEN_OFFSET = value("orpheus.audio_token_offset")  # first audio token id (<custom_token_10>)
+TOKENS_PER_FRAME = value("orpheus.tokens_per_frame")
+CODES_PER_SLOT = value("orpheus.codes_per_slot")
+SNAC_HUB_ID = value("snac.hub_id_24khz")
+SNAC_24KHZ_CONFIG = value("snac.config_24khz")
+SAMPLE_RATE = SNAC_24KHZ_CONFIG["sampling_rate"]
+HOP_LENGTH = math.prod(SNAC_24KHZ_CONFIG["decoder_rates"])  # samples per latent step (512)
+SAMPLES_PER_FRAME = HOP_LENGTH * SNAC_24KHZ_CONFIG["vq_strides"][0]  # one coarse code = one frame (2048)
+TOKENS_PER_SECOND = value("orpheus.tokens_per_second")  # 7 x 24000 / 2048 = 82.03 (tests check the sum)
 
-SNAC_HUB_ID = "hubertsiuzdak/snac_24khz"
-SNAC_24KHZ_CONFIG = dict(  # shared/facts.md (hubertsiuzdak/snac_24khz config.json)
-    sampling_rate=24000, encoder_dim=48, encoder_rates=[2, 4, 8, 8], decoder_dim=1024,
-    decoder_rates=[8, 8, 4, 2], attn_window_size=None, codebook_size=4096, codebook_dim=8,
-    vq_strides=[4, 2, 1],
-)
-
-# Measured by benchmarks/snac_decode.py on this machine (see its output): best trade-off.
+# Chosen from benchmarks/snac_decode.py --explore (CPU time, one thread; it prints the sweep): best trade-off.
 DEFAULT_CHUNK_FRAMES = 32
 DEFAULT_CONTEXT_FRAMES = 3
 
@@ -206,6 +205,8 @@ def build_snac(pretrained: bool = True, *, device=None, noise: bool = True, fold
     import torch
     from snac import SNAC
 
+    from .devices import resolve_device
+
     if pretrained:
         model = SNAC.from_pretrained(SNAC_HUB_ID)
         if not noise:
@@ -213,11 +214,11 @@ def build_snac(pretrained: bool = True, *, device=None, noise: bool = True, fold
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = SNAC(**SNAC_24KHZ_CONFIG, noise=noise)
+            model = SNAC(**copy.deepcopy(SNAC_24KHZ_CONFIG), noise=noise)
     model = model.eval().requires_grad_(False)
     if fold:
         InferenceSnake.swap_into(fold_weight_norm(model))
-    return model.to(device or _default_device())
+    return model.to(resolve_device(device))
 
 
 def _without_noise(model):
@@ -231,12 +232,6 @@ def _without_noise(model):
                 if isinstance(child, NoiseBlock):
                     module[i] = torch.nn.Identity()
     return model
-
-
-def _default_device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _param(snac):
@@ -261,7 +256,7 @@ def decode_frames(frames, snac, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     if n == 0:
         return np.zeros(0, dtype=np.float32)
     p = _param(snac)
-    latent_per_frame = SAMPLES_PER_FRAME // int(np.prod(SNAC_24KHZ_CONFIG["decoder_rates"]))
+    latent_per_frame = SAMPLES_PER_FRAME // HOP_LENGTH
     with torch.inference_mode():
         codes = [c.to(p.device) for c in frames_to_codes(frames)]
         z = snac.quantizer.from_codes(codes)  # (1, C, 4F): per position, no boundary effects
@@ -322,7 +317,6 @@ def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, grou
     positive(lookahead_frames, "lookahead_frames", integer=True, allow_zero=True)
     lookahead = min(lookahead_frames, first_frames - 1)
     p = _param(snac)
-    SAMPLES_PER_FRAME // int(np.prod(SNAC_24KHZ_CONFIG["decoder_rates"]))
 
     def decode(frames, lo, start, stop, hi):
         with torch.inference_mode():
@@ -358,61 +352,3 @@ def stream_audio(token_iter: Iterable[int], snac, *, first_frames: int = 4, grou
     if emitted < len(frames):
         arr = np.stack(frames)
         yield decode(arr, max(0, emitted - context_frames), emitted, len(arr), len(arr))
-
-
-# --- the official decoder, re-implemented faithfully (for the benchmark and the tests) ------------
-
-def official_code(token_id: int, count: int) -> int:
-    """canopyai/Orpheus-TTS decoder.py ``turn_token_into_id`` on an id: id - 128266 - 4096 * (count % 7)."""
-    return int(token_id) - AUDIO_TOKEN_OFFSET - (count % 7) * CODES_PER_SLOT
-
-
-def _official_convert_to_audio(multiframe, snac):
-    import torch
-
-    device = _param(snac).device
-    if len(multiframe) < 7:
-        return None
-    codes_0 = torch.tensor([], device=device, dtype=torch.int32)
-    codes_1 = torch.tensor([], device=device, dtype=torch.int32)
-    codes_2 = torch.tensor([], device=device, dtype=torch.int32)
-    num_frames = len(multiframe) // 7
-    frame = multiframe[: num_frames * 7]
-    for j in range(num_frames):  # per-token tensors and torch.cat, as the original does
-        i = 7 * j
-        t = lambda k: torch.tensor([frame[k]], device=device, dtype=torch.int32)  # noqa: E731
-        codes_0 = torch.cat([codes_0, t(i)])
-        codes_1 = torch.cat([codes_1, t(i + 1), t(i + 4)])
-        codes_2 = torch.cat([codes_2, t(i + 2), t(i + 3), t(i + 5), t(i + 6)])
-    codes = [codes_0.unsqueeze(0), codes_1.unsqueeze(0), codes_2.unsqueeze(0)]
-    if any(torch.any(c < 0) or torch.any(c > 4096) for c in codes):
-        return None
-    with torch.inference_mode():
-        audio_hat = snac.decode(codes)
-    audio_np = audio_hat[:, :, 2048:4096].detach().cpu().numpy()
-    return (audio_np * 32767).astype(np.int16).tobytes()
-
-
-def official_stream(token_ids: Iterable[int], snac) -> Iterator[bytes]:
-    """The official streaming decoder: every 7 tokens (from the 28th on), decode the last 28 and keep
-    samples 2048:4096 as int16 bytes. Quirks kept: a code of 0 is skipped (``if token > 0``), the
-    first frame and the last two are never emitted."""
-    buffer: list[int] = []
-    count = 0
-    for token_id in token_ids:
-        if token_id < AUDIO_TOKEN_OFFSET:
-            continue
-        token = official_code(token_id, count)
-        if token > 0:
-            buffer.append(token)
-            count += 1
-            if count % 7 == 0 and count > 27:
-                audio = _official_convert_to_audio(buffer[-28:], snac)
-                if audio is not None:
-                    yield audio
-
-
-def official_decode(token_ids, snac) -> np.ndarray:
-    """All of :func:`official_stream` joined, as float32 (int16 / 32767)."""
-    pcm = b"".join(official_stream(token_ids, snac))
-    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32767

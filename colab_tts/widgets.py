@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from . import hardware
 from ._checks import positive
+from .cited import value
 from .errors import OutOfMemoryAdvice
-
-GIB = hardware.GIB
+from .units import GIB
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ class Knob:
     integer: bool = False
 
 
-ORPHEUS_KNOBS = (
-    Knob("temperature", 0.6, 0.1, 1.5, 0.05),
-    Knob("top_p", 0.8, 0.1, 1.0, 0.05),
-    Knob("repetition_penalty", 1.3, 1.0, 2.0, 0.05),
+ORPHEUS_KNOBS = (  # Orpheus's defaults (colab_tts/data/cited/orpheus.json)
+    Knob("temperature", value("orpheus.temperature"), 0.1, 1.5, 0.05),
+    Knob("top_p", value("orpheus.top_p"), 0.1, 1.0, 0.05),
+    Knob("repetition_penalty", value("orpheus.repetition_penalty"), 1.0, 2.0, 0.05),
 )
 FLOW_KNOBS = (Knob("steps", 25, 1, 100, 1, integer=True),)
 
@@ -146,11 +146,15 @@ def timing_line(speech) -> str:
 
 
 class MemoryGauge:
-    """A bar of GPU memory: used now against the planned total and the card's size.
+    """A bar of GPU memory: used now against the planned total and the card's size, saying what it counts.
 
-    On CUDA ``refresh()`` reads the device; with no GPU it shows the figure it is given (for
-    example a plan's total), labelled as simulated.
+    On CUDA ``refresh()`` reads ``torch.cuda.mem_get_info``: everything in use on the device, by every
+    process - the weights, vLLM's whole pre-allocated KV cache (reserved at start, whether requests fill it
+    or not), PyTorch's cache and the CUDA context. With no GPU it shows the figure it is given (for example
+    a plan's total), labelled as given, not read.
     """
+
+    READ = "read from the device: all memory in use on it (vLLM's reserved KV cache and the CUDA context included)"
 
     def __init__(self, gpu=None, planned_gib: float | None = None):
         w = _widgets()
@@ -163,6 +167,7 @@ class MemoryGauge:
         self.label = w.HTML()
         self.widget = w.HBox([self.bar, self.label])
         self.used_gib = 0.0
+        self.counts = self.READ if _cuda() else "nothing yet (no GPU here to read)"
         self.refresh(0.0 if not _cuda() else None)
 
     @property
@@ -173,23 +178,28 @@ class MemoryGauge:
             return torch.cuda.mem_get_info()[1] / GIB
         return self.gpu.memory_gib
 
-    def refresh(self, used_gib: float | None = None) -> float:
-        """Update the bar; with no argument, read the GPU (keeps the last figure without one)."""
+    def refresh(self, used_gib: float | None = None, counts: str | None = None) -> float:
+        """Update the bar; with no argument, read the GPU (keeps the last figure without one). ``counts``
+        says what a given figure is (e.g. "the plan's total for a simulated T4")."""
         if used_gib is None and _cuda():
             import torch
 
             free, total = torch.cuda.mem_get_info()
             used_gib = (total - free) / GIB
-        if used_gib is not None:
+            self.counts = self.READ
+        elif used_gib is not None:
             positive(used_gib, "used_gib", allow_zero=True)
+            self.counts = counts or ("given, not read" if not _cuda() else "given by the caller")
+        if used_gib is not None:
             self.used_gib = float(used_gib)
         total = self.total_gib
         self.bar.value = min(self.used_gib, total)
         self.bar.bar_style = "danger" if self.used_gib > 0.95 * total else (
             "warning" if self.planned_gib and self.used_gib > self.planned_gib else "success")
         planned = f", planned {self.planned_gib:.2f}" if self.planned_gib is not None else ""
-        where = "" if _cuda() else " (no GPU here: figures given, not read)"
-        self.label.value = f"{self.used_gib:.2f} GiB used{planned} of {total:.2f} GiB{where}"
+        where = "" if _cuda() else f" on a simulated {self.gpu.name} (no GPU here)"
+        text = f"{self.used_gib:.2f} GiB used{planned} of {total:.2f} GiB{where}; counts: {self.counts}"
+        self.label.value = html.escape(text, quote=False)
         return self.used_gib
 
     def _ipython_display_(self):

@@ -115,6 +115,8 @@ CASES = [
      ["backend", "vllm"]),
     ("orpheus with no audio", lambda tmp: orpheus.engine_kwargs_for("T4", max_audio_seconds=0), ValueError,
      ["max_audio_seconds"]),
+    ("orpheus weights name that does not exist", lambda tmp: orpheus.OrpheusTTS.from_pretrained("unslot"),
+     ValueError, ["unsloth", "owner/name"]),
     ("orpheus empty text", lambda tmp: orpheus.format_prompt("  ", "tara", None), ValueError, ["empty"]),
     ("orpheus text of wrong type", lambda tmp: orpheus.format_prompt(None, "tara", None), TypeError, ["string"]),
     ("audio tokens as text", lambda tmp: snac_decode.audio_tokens_to_codes("128266 128267"), TypeError,

@@ -9,16 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colab_tts import snac_decode as sd
+from colab_tts import snac_official
+from colab_tts.cited import cited
 from colab_tts.orpheus import audio_tokens_to_codes, codes_to_audio_tokens
 
 
 def official_layers(token_ids):
-    """The official decoder's mapping, token by token (decoder.py: turn_token_into_id + convert_to_audio)."""
+    """The official decoder's mapping, token by token (canopyai/Orpheus-TTS
+    orpheus_tts_pypi/orpheus_tts/decoder.py @835ac7c: turn_token_into_id + convert_to_audio)."""
     codes, count = [], 0
     for t in token_ids:
         if t < sd.AUDIO_TOKEN_OFFSET:  # text / special ids never become codes
             continue
-        codes.append(sd.official_code(t, count))
+        codes.append(snac_official.official_code(t, count))
         count += 1
     frames = len(codes) // 7
     c0, c1, c2 = [], [], []
@@ -98,7 +101,8 @@ def test_random_snac_is_the_24khz_architecture_and_folding_keeps_its_function(qu
     assert quiet_snac.vq_strides == [4, 2, 1] and quiet_snac.decoder_rates == [8, 8, 4, 2]
     raw = sd.build_snac(pretrained=False, noise=False, fold=False)
     params = sum(p.numel() for n, p in raw.named_parameters() if not n.endswith("original0"))  # g of g*v/|v|
-    assert abs(params / 19.8e6 - 1) < 0.02  # shared/facts.md: 19.8 M params, less 0.35 M of NoiseBlocks here
+    published = cited("snac.parameters_24khz").value  # 19.8 M, from SNAC's README
+    assert abs(params / published - 1) < 0.02  # less 0.35 M of NoiseBlocks here
     assert not any("parametrizations" in n for n, _ in quiet_snac.named_parameters())
     assert sum(p.numel() for p in quiet_snac.parameters()) == params  # folded weights stay parameters (.to moves them)
     ids = random_ids(3)
@@ -177,7 +181,7 @@ def test_official_decoder_reimplementation_keeps_one_frame_per_window(quiet_snac
     ids = random_ids(6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = sd.official_decode(ids, quiet_snac)
+        out = snac_official.official_decode(ids, quiet_snac)
     assert len(out) == (6 - 3) * 2048  # windows end at frames 4, 5, 6; the first and last two are never emitted
     window = sd.decode_one_call(ids[:28], quiet_snac)[2048:4096]
     np.testing.assert_allclose(out[:2048], window, atol=1 / 32767)  # int16 rounding

