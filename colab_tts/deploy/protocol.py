@@ -107,7 +107,7 @@ def call_rows(result: dict) -> list[dict]:
                "seconds": call.get("seconds"), "peak_gib": call.get("peak_gib"),
                "t2s_tokens_per_s": call.get("t2s_tokens_per_s"), "audio_s": audio.get("seconds")}
         if audio.get("seconds"):
-            row["rtf"] = round(call["seconds"] / audio["seconds"], 3)
+            row["rtf"] = call["seconds"] / audio["seconds"]  # Table rounds for display
         rows.append(row)
     return rows
 
