@@ -1,13 +1,29 @@
 """colab-tts: deploy open-source TTS models on a Colab T4 and 8 GB GPUs, and make them fit and run fast.
 
-One module per concern; importing the package itself loads nothing heavy:
+The runtime, one module per concern; importing the package itself loads nothing heavy:
 
-- ``hardware``: the GPU catalog, dtype choice (bf16 -> fp16 on a T4), detection, the decode roofline
-- ``models``, ``kv_cache``, ``kv_probe``: model shapes, the vLLM KV-cache planner, real-vLLM checks
-- ``orpheus``, ``orpheus_demo``, ``snac_decode``, ``audio``: Orpheus-TTS end to end, SNAC decoding, Speech
-- ``t2s``, ``decoding``: the GPT-SoVITS GPT stage and its decode loop (caches, batching, precision)
-- ``flow``, ``memory``, ``text``: the flow-matching stage on 8 GB, peak memory and offloading, text chunks
-- ``widgets``, ``errors``, ``display``, ``plots``, ``cli``: panels, OOM advice, tables, plots, the CLI
+- ``hardware``, ``devices``, ``units``, ``cited``: the GPU catalog and dtype choice (bf16 -> fp16 below CC 8.0),
+  one way to name and wait for a device, units, and every typed figure with its public source (``data/cited``)
+- ``colab``, ``selftest``: Colab detection, the vLLM install with its GPU check, restart and fall-back; every
+  CUDA path once with a pass/fail table
+- ``models``, ``kv_cache`` (with ``vllm_plan`` and ``vllm_versions``: vLLM 0.6.4-0.32.0 modelled),
+  ``quantization``, ``kv_fit``, ``systems``, ``kv_probe``: model shapes, the vLLM KV-cache planner, quantized
+  weight bytes and vLLM's CC rules, the settings that fit (``fit_vllm``), whether each TTS system fits a GPU
+  by that plan, real-vLLM checks
+- ``orpheus``, ``orpheus_engines``, ``orpheus_demo``, ``snac_decode``, ``snac_official``, ``hub``, ``audio``:
+  Orpheus-TTS end to end (vLLM or transformers), gated weights, SNAC decoding, Speech
+- ``t2s``, ``t2s_runner``, ``decoding``, ``decode_caches``, ``precision``, ``compiled``: the GPT-SoVITS GPT
+  stage (model + checkpoint), prompt assembly and buckets, the decode loop and sampler, KV caches,
+  dtype/int8, the compiled step
+- ``flow_model``, ``flow``, ``memory``, ``text``: the flow-matching stage (DiT and vocoder; sampler and
+  FlowTTS), peak memory and offloading, text chunks
+- ``widgets``, ``errors``, ``display``, ``plots``, ``cli``: panels, OOM and gated-model advice, tables,
+  notebook 00's plots, the CLI
+- ``deploy``: real GPT-SoVITS / IndexTTS-2 / MetaVoice runs in their own environments
+  (``python -m colab_tts.deploy SYSTEM --dry-run``)
+
+``colab_tts.lessons`` holds what the notebooks measure, judge and draw (one module per notebook); no
+runtime module imports it.
 """
 
 __version__ = "0.1.0"
