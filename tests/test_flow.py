@@ -3,28 +3,13 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_DIT as TINY
 
 from colab_tts import flow
 from colab_tts.cited import value
 from colab_tts.memory import is_on_accelerator, to_host, track_peak
 
-TINY = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
-TINY_VOC = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine wait on each other; one is steadier and faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models():
-    torch.manual_seed(0)
-    return flow.DiT(TINY).eval(), flow.Vocoder(TINY_VOC).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_real_sizes():

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY_DIT as TINY
 
 from colab_tts import flow, hardware
 from colab_tts.hardware import GpuSpec
@@ -11,22 +12,7 @@ from colab_tts.lessons import diffusion_8gb as L
 from colab_tts.lessons import diffusion_8gb_sweeps as sweeps
 from colab_tts.memory import module_bytes
 
-TINY = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
-TINY_VOC = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models():
-    torch.manual_seed(0)
-    return flow.DiT(TINY).eval(), flow.Vocoder(TINY_VOC).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_error_shrinks_with_steps_and_reference_is_cached(models):
@@ -144,7 +130,6 @@ def test_sweep_turns_oom_into_advice(monkeypatch):
     with pytest.raises(OutOfMemoryAdvice, match="25 steps") as err:
         L.sweep(dit, voc, steps=(25,), target_frames=(4,), prompt_frames=2, device="cpu", progress=False)
     assert "offload" in str(err.value)
-
 
 
 def _fake_gpu(monkeypatch, name, cc, total_gib):

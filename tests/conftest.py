@@ -1,0 +1,25 @@
+"""Fixtures shared by the flow-stage tests (runtime and lesson)."""
+
+import pytest
+import torch
+
+from colab_tts import flow
+
+TINY_DIT = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
+TINY_VOCODER = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # Two OpenMP threads on a busy 2-core machine wait on each other; one is steadier and faster here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """A tiny DiT and vocoder with IndexTTS-2's layout, random weights, in eval mode."""
+    torch.manual_seed(0)
+    return flow.DiT(TINY_DIT).eval(), flow.Vocoder(TINY_VOCODER).eval()
