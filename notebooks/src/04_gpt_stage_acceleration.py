@@ -344,8 +344,8 @@ for line in gpt_stage.headline(results, long_rows, device):
 #
 # Everything above ran our reimplementation of the GPT stage. Here the real system runs. GPT-SoVITS pins
 # **Python 3.10, numpy < 2 and transformers < 5** (RVC-Boss/GPT-SoVITS `requirements.txt` and
-# `Colab-Inference.ipynb` @48b1a01), which
-# Colab's kernel (Python 3.13, numpy 2, transformers 5) cannot host. So the runner (`python -m
+# `Colab-Inference.ipynb` @48b1a01), which Colab's kernel (Python 3.13, numpy 2, transformers 5) cannot
+# host. So the runner (`python -m
 # colab_tts.deploy gpt-sovits`, or `colab_tts.deploy.deploy(...)` from here) builds an environment of its
 # own: a `uv` venv with Python 3.10, upstream cloned and checked out at the pinned commit, torch for CUDA 12.8
 # and upstream's requirements, then the v2 weights from the public `lj1995/GPT-SoVITS` hub repository
@@ -422,8 +422,9 @@ else:
 #   transfers to a GPU, and what GPT-SoVITS's own `batch_size` + `split_bucket` + `parallel_infer` give.
 # - TensorRT: not planned upstream; a community export reports about 2× on a Turing card (cited).
 #
-# **Offline vs on a GPU.** Offline (CPU, CI) every measurement above used the real architecture with random
-# weights and random phonemes: timings and token identity are real, the tokens themselves are noise, and the
+# **Offline vs on a GPU.** Offline (CPU, CI) every measurement above used the real architecture (scaled down
+# in width for the timed sections) with random weights and random phonemes: timings and token identity are
+# real, the tokens themselves are noise, and the
 # CPU-only effects are labelled "on this CPU". On a Colab GPU the same sections are measured on CUDA at the
 # real size, and section 14 adds the real deployment: upstream GPT-SoVITS v2 with its weights, its defaults
 # against its own `parallel_infer` / `batch_size` / `split_bucket`, and our decoder on the same greedy inputs
