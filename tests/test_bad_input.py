@@ -24,7 +24,7 @@ from colab_tts import (
     text,
 )
 from colab_tts.display import Table, save_figure
-from colab_tts.lessons import diffusion_8gb
+from colab_tts.lessons import diffusion_8gb, gpt_stage_deploy
 
 
 def _missing_field_config(tmp_path):
@@ -129,6 +129,8 @@ CASES = [
      ValueError, [".wav"]),
     ("concat of nothing", lambda tmp: audio.Speech.concat([]), TypeError, ["Speech"]),
     ("save figure without a name", lambda tmp: save_figure(None, ""), ValueError, ["name"]),
+    ("notebook 04 DEPLOY neither auto, True nor False", lambda tmp: gpt_stage_deploy.should_deploy("yes", "cuda"),
+     ValueError, ["DEPLOY", "'auto'", "True or False"]),
 ]
 
 

@@ -22,6 +22,7 @@ from colab_tts.deploy.__main__ import main as cli_main
 from colab_tts.deploy.protocol import call_rows
 from colab_tts.deploy.systems import SYSTEMS
 from colab_tts.deploy.worker import resolve
+from colab_tts.lessons import gpt_stage_deploy
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNATURES = json.loads((ROOT / "colab_tts/data/deploy/upstream_signatures.json").read_text())
@@ -282,6 +283,11 @@ def test_env_and_worker_protocol_end_to_end_with_a_stand_in_upstream(tmp_path):
     assert all(r["rtf"] == pytest.approx(r["seconds"] / r["audio_s"], rel=1e-2) for r in rows if r["audio_s"])
     comparison = result["extra"]["greedy_comparison"]
     assert all(row["identical_to_upstream"] for row in comparison.values()), comparison
+    # notebook 04's tables and players read this real result (the runner's keys are the lesson's contract)
+    speed = gpt_stage_deploy.deploy_speed_rows(result)
+    assert len(speed) == len(runs) + len(comparison) and [r["greedy tokens = upstream's"] for r in speed][-2:] == [True, True]
+    assert gpt_stage_deploy.greedy_verdict(result).startswith("greedy tokens identical")
+    assert len(gpt_stage_deploy.Players(result).items) == len(runs)
     # (the capture glue un-pads and transposes upstream's (1024, T) features; without it the worker fails)
     assert Path(p["reference"]["path"]).exists()
 
@@ -344,6 +350,19 @@ def test_indextts2_wrapper_replaces_the_hard_coded_steps_and_offloads_one_stage_
     assert a.seen == [(10, True)] and b.seen == [(25, True)]
     assert not is_on_accelerator(a, "cpu") and is_on_accelerator(b, "cpu")  # b stays until another stage runs
     assert [r["stage"] for r in indextts2.STAGES] == ["a", "b"]
+
+
+def test_worker_imports_colab_tts_alone_when_it_is_pip_installed_in_the_kernels_site_packages(tmp_path, monkeypatch):
+    site_dir = tmp_path / "dist-packages"  # Colab: colab_tts installed beside the kernel's numpy and torch
+    for name in ("colab_tts", "numpy", "torch"):
+        (site_dir / name).mkdir(parents=True)
+    monkeypatch.setattr(deploy_env, "PACKAGE_ROOT", site_dir)
+    p = plan("gpt-sovits", workdir=str(tmp_path / "work"))
+    first = Path(deploy_env.worker_env(p)["PYTHONPATH"].split(":")[0])
+    assert sorted(x.name for x in first.iterdir()) == ["colab_tts"]
+    assert (first / "colab_tts").resolve() == site_dir / "colab_tts"
+    monkeypatch.setattr(deploy_env, "PACKAGE_ROOT", ROOT)  # a source checkout: the checkout itself
+    assert deploy_env.worker_env(p)["PYTHONPATH"].split(":")[0] == str(ROOT)
 
 
 def test_deploy_without_a_system_or_plan_says_what_it_needs():

@@ -114,10 +114,29 @@ def download_weights(plan: dict, log: Path) -> None:
         subprocess.run([str(py), "-c", WEIGHTS_SCRIPT, spec], check=True, env=command_env())
 
 
+def package_path(root: Path) -> str:
+    """A folder for the worker's PYTHONPATH from which it imports this colab_tts and nothing else.
+
+    From a source checkout that is the checkout. From a pip install (Colab's install cell:
+    ``pip install git+...``) the folder holding colab_tts is the kernel's site-packages, whose numpy and
+    torch are built for another Python and would shadow the system's own; then a folder of its own under
+    ``root`` holding only a link to this colab_tts.
+    """
+    if (PACKAGE_ROOT / "pyproject.toml").exists():
+        return str(PACKAGE_ROOT)
+    own = Path(root) / "colab_tts_only"
+    link = own / "colab_tts"
+    if not link.exists():
+        own.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(PACKAGE_ROOT / "colab_tts", target_is_directory=True)
+    return str(own)
+
+
 def worker_env(plan: dict) -> dict:
     """PYTHONPATH gets this colab_tts (pure Python, imported by the worker beside upstream)."""
     extra = dict(plan.get("environment", {}))
-    extra["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    own = package_path(Path(plan["env"]).parent)
+    extra["PYTHONPATH"] = os.pathsep.join(p for p in (own, os.environ.get("PYTHONPATH", "")) if p)
     return extra
 
 

@@ -3,7 +3,10 @@
 #
 # GPT-SoVITS spends most of its time in its autoregressive **GPT stage**: a 24-layer transformer that turns phonemes (plus BERT features) into semantic tokens, one token per step. People ask how to make it faster: KV caches, `torch.compile` / CUDA graphs, batching, lower precision, TensorRT, sampling settings, early stopping. Here each technique is measured on the real architecture, one section at a time, in a table that grows as we go, and every figure says what it is: *measured* (this run, on which device), *predicted* (the roofline) or *cited* (with its source).
 #
-# **Offline (as in CI) the weights are random and the phonemes are random ids:** the tokens are meaningless and say nothing about quality, but the mechanics and the timings are real. The timed sections run on the CPU at a reduced width (the parameters cell); the roofline and the kernel count use the real size, the overhead floor the real depth (24 layers). On a Colab GPU the timed sections run at the real size on CUDA (and load a real checkpoint if you give one).
+# Two ways to run this notebook, and what each gives:
+#
+# - **Offline (here, in CI, on a CPU runtime):** the real-size GPT-SoVITS v2 architecture with **random weights, fed random phonemes**. Its tokens are noise: they say nothing about quality or voice. The mechanics and the timings are real; the timed sections run on the CPU at a reduced width (the parameters cell), the roofline and the kernel count use the real size, the overhead floor the real depth (24 layers).
+# - **On a Colab GPU:** the same lessons on CUDA at the real size (with a real checkpoint if you give one), **plus the real deployment** (section 14): upstream GPT-SoVITS v2 with its own weights makes speech from a reference clip, first with its defaults, then with its own speed switches, and our decoder decodes the same inputs from the same checkpoint, side by side.
 
 # %% [markdown]
 # ## What you will learn
@@ -14,6 +17,7 @@
 # - why a batch-1 step on a T4 is bound by kernel launches and Python, not by memory bandwidth (with numbers), and so why CUDA graphs and batching are the levers
 # - what sampling costs on the decode device, how early stopping saves work, how a long text decodes in length buckets
 # - GPT-SoVITS's own `batch_size`, `split_bucket` and `parallel_infer`, and where TensorRT stands
+# - on a GPU: real GPT-SoVITS v2 run through upstream's own pipeline in an environment of its own, against our decoder on the same inputs
 
 # %% tags=["parameters"]
 # Parameters: change these, or let papermill set them.
@@ -26,6 +30,12 @@ CPU_THREADS = 1          # on a shared 2-core machine more threads spin against 
 CHECKPOINT = ""          # path to a GPT-SoVITS s1 .ckpt (GPT_weights_v2/...); empty: random weights
 TRY_COMPILE = "auto"     # "auto": torch.compile only on a GPU (on a CPU the warm-up costs minutes)
 GPU = "T4"               # the GPU the budget of section 7 is worked out for (any catalog name)
+DEPLOY = "auto"          # section 14, real GPT-SoVITS: "auto" = on a CUDA runtime only; False = never
+DEPLOY_DIR = "colab_tts_deploy"  # its environment, upstream clone, weights and audio (weights on Drive if mounted)
+DEPLOY_TEXT = ("A long text is split into segments. Each segment becomes phonemes. The GPT stage turns them "
+               "into semantic tokens, one at a time. Upstream decodes the segments one after another. With a "
+               "batch, they share each step. Sorting by length keeps the padding small. Finished rows leave the "
+               "batch early. The tokens stay the same. Only the time changes. Listen, and compare the clips.")
 
 # %%
 import copy
@@ -330,6 +340,70 @@ for line in gpt_stage.headline(results, long_rows, device):
     print(line)
 
 # %% [markdown]
+# ## 14. On a GPU: real GPT-SoVITS v2, upstream's pipeline against our decoder
+#
+# Everything above ran our reimplementation of the GPT stage. Here the real system runs. GPT-SoVITS pins
+# **Python 3.10, numpy < 2 and transformers < 5** (RVC-Boss/GPT-SoVITS `requirements.txt` and
+# `Colab-Inference.ipynb` @48b1a01), which Colab's kernel (Python 3.13, numpy 2, transformers 5) cannot
+# host. So the runner (`python -m
+# colab_tts.deploy gpt-sovits`, or `colab_tts.deploy.deploy(...)` from here) builds an environment of its
+# own: a `uv` venv with Python 3.10, upstream cloned and checked out at the pinned commit, torch for CUDA 12.8
+# and upstream's requirements, then the v2 weights from the public `lj1995/GPT-SoVITS` hub repository
+# (the GPT and SoVITS checkpoints, BERT and HuBERT: file count and size in GiB printed before the download,
+# with progress bars). With Google Drive mounted the weights are cached on Drive and downloaded once; every
+# install step runs once, so re-running after a disconnect skips what is done. **This kernel never imports
+# upstream code**: the runner runs upstream's `TTS_Config` / `TTS` / `TTS.run` in that environment, times
+# the GPT stage inside `TTS.run`, keeps the greedy run's T2S inputs (phonemes, BERT features, prompt
+# semantics from upstream's own front end), decodes them again with our loader and decode loop, and hands
+# back a JSON result and wav files. The plan it follows, printed without running anything (the same JSON as
+# `python -m colab_tts.deploy gpt-sovits --dry-run`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from colab_tts.deploy import deploy, plan
+from colab_tts.lessons import gpt_stage_deploy
+
+gsv_plan = plan("gpt-sovits", {"text": DEPLOY_TEXT})
+print("\n".join(gpt_stage_deploy.deploy_plan_summary(gsv_plan)))
+print(Table(gpt_stage_deploy.deploy_plan_rows(gsv_plan)))
+
+# %% [markdown]
+# Four `TTS.run` calls on the same text (`DEPLOY_TEXT`) and reference clip: upstream's defaults;
+# `parallel_infer=False` (each batch's rows decoded one after another); `batch_size=8` with `split_bucket=True`
+# (section 11's levers); and a greedy run (`top_k=1`) whose inputs our decoder gets. Upstream's default
+# splitter (`cut1`) groups four punctuation-separated pieces into a segment, so the text makes a few segments:
+# with the default `batch_size=1` each is decoded alone, with `batch_size=8` together. Expect, on a T4: the
+# batched run ahead of the defaults in GPT-stage tokens/s (section 10's mechanism, in upstream's code); our
+# greedy tokens identical to upstream's, since our decoder loads the same checkpoint and gets the same inputs.
+# Our two paths decode what the runner captured from the greedy run's first decode call (with `batch_size=1`,
+# one segment), so expect them near upstream's eager loop, not the bucket speed-up of section 10. The first
+# call installs and downloads (minutes); the measurements themselves take seconds.
+
+# %%
+from IPython.display import display
+
+run_deploy, why = gpt_stage_deploy.should_deploy(DEPLOY, device)
+if run_deploy:
+    result = deploy("gpt-sovits", {"text": DEPLOY_TEXT}, workdir=DEPLOY_DIR)
+    print(gpt_stage_deploy.greedy_verdict(result))
+    display(Table(gpt_stage_deploy.deploy_speed_rows(result)), gpt_stage_deploy.Players(result))
+else:
+    print(why)
+
+# %% [markdown]
+# What the numbers mean: every row is measured in the one run on the GPU the `kind` column names.
+# *GPT-stage tokens/s* times upstream's decode call (`infer_panel_*`) inside `TTS.run`, and our decode of the
+# same inputs; *GPT-stage RTF* is 25 semantic tokens per second of audio divided by it (below 1 is faster
+# than real time). *Whole-run RTF* is all of `TTS.run` (text front end, BERT, GPT stage, SoVITS) over the
+# audio it made: what a user waits for. The upstream rows sample (`top_k=15`) except the greedy one, so their
+# token counts differ; compare rates, not counts. The first `TTS.run` also pays one-time CUDA warm-up, so
+# read its row as an upper bound. Identical greedy tokens mean our decoder is a drop-in for upstream's on this
+# checkpoint and these inputs (the segment the runner compared): upstream's SoVITS stage turns our tokens
+# into exactly the greedy clip below, so the only difference is the time it took. A mismatch in float16 would
+# show where half-precision rounding flips a near-tie, which random weights (sections 3-10) cannot show.
+# Unlike every clip this notebook could make offline, these are real speech.
+
+# %% [markdown]
 # ## What we measured
 #
 # - The upstream decode loop (concat cache, float32) as the baseline, in tokens/s and real-time factor,
@@ -347,3 +421,12 @@ for line in gpt_stage.headline(results, long_rows, device):
 # - A long text in length buckets: identical float32 tokens and the speed-up printed above — the path that
 #   transfers to a GPU, and what GPT-SoVITS's own `batch_size` + `split_bucket` + `parallel_infer` give.
 # - TensorRT: not planned upstream; a community export reports about 2× on a Turing card (cited).
+#
+# **Offline vs on a GPU.** Offline (CPU, CI) every measurement above used the real architecture (scaled down
+# in width for the timed sections) with random weights and random phonemes: timings and token identity are
+# real, the tokens themselves are noise, and the
+# CPU-only effects are labelled "on this CPU". On a Colab GPU the same sections are measured on CUDA at the
+# real size, and section 14 adds the real deployment: upstream GPT-SoVITS v2 with its weights, its defaults
+# against its own `parallel_infer` / `batch_size` / `split_bucket`, and our decoder on the same greedy inputs
+# (GPT-stage tokens/s, RTF, identical tokens, real speech), all measured in that run on that GPU. Offline,
+# section 14 prints its plan and says in one line that it skipped the run.
