@@ -17,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from . import quantization as quant
 from ._checks import fraction, positive
 from .hardware import DTYPE_BYTES, GIB, GPUS, GpuSpec, dtype_name, get_gpu, resolve_dtype
 from .models import ModelSpec
@@ -203,6 +204,7 @@ class VllmPlan:
     engine_settings: dict
     warnings: list[str] = field(default_factory=list)
     inputs: dict = field(default_factory=dict, repr=False)  # plan_vllm's arguments, to re-plan other lengths
+    quantization: str | None = None  # weight scheme (colab_tts.quantization)
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -258,7 +260,7 @@ class VllmPlan:
             f"({'V0' if self.v0 else 'V1'} engine), TP={self.tensor_parallel_size}",
             f"  budget = {g.memory_gib:.2f} GiB x gpu_memory_utilization {self.gpu_memory_utilization} "
             f"= {self.budget_gib:.2f} GiB",
-            f"  - weights ({self.dtype})                     {self.weights_gib:7.2f} GiB",
+            f"  - {'weights (' + (self.quantization or self.dtype) + ')':<36}{self.weights_gib:7.2f} GiB",
             f"  - activations ({self.profile_tokens:,}-token profile run) {self.activation_gib:7.2f} GiB",
             f"  - non-torch memory                    {self.non_torch_gib:7.2f} GiB",
             f"  - CUDA graphs                         {self.cudagraph_gib:7.2f} GiB",
@@ -320,7 +322,8 @@ def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
 
 
 def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_seqs, max_num_batched_tokens,
-          tensor_parallel_size, enforce_eager, kv_cache_dtype, vllm_version, server, overheads) -> VllmPlan:
+          tensor_parallel_size, enforce_eager, kv_cache_dtype, vllm_version, server, overheads,
+          quantization=None) -> VllmPlan:
     tp = tensor_parallel_size
     version = _version(vllm_version)
     # Below 0.10 the published logs run V0 even on Ampere (Orpheus-TTS#115: "Initializing a V0 LLM engine
@@ -328,9 +331,7 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
     v0 = version < ((0, 10, 2) if gpu.compute_capability < (8, 0) else (0, 10, 0))
     resolved, warnings = _resolve_model_dtype(spec, gpu, dtype, version)
     kv_dtype = resolved if kv_cache_dtype == "auto" else kv_cache_dtype
-    if _kv_dtype_bytes(kv_dtype) == 1 and gpu.compute_capability < (8, 9):
-        raise ValueError(f"An fp8 KV cache needs compute capability >= 8.9; {gpu.name} is {gpu.cc}. "
-                         "Use kv_cache_dtype='auto'.")
+    warnings += quant.check_kv_cache_dtype(kv_dtype, gpu, version) + quant.check_scheme(quantization, gpu, version)
     default_tokens, default_seqs, chunked = _defaults(gpu, version, v0, max_model_len, server)
     seqs = max_num_seqs if max_num_seqs is not None else default_seqs
     tokens = max_num_batched_tokens if max_num_batched_tokens is not None else default_tokens
@@ -338,7 +339,7 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
         tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
     dbytes = DTYPE_BYTES[resolved]
     o = overheads
-    weights = _weights_bytes(spec, resolved, tp)
+    weights = _weights_bytes(spec, resolved, tp) + quant.weight_bytes_delta(spec, resolved, quantization, tp)
     forward = tokens * dbytes * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
     sampler = o.sampler_copies * min(seqs, tokens) * spec.vocab_size * 4
     activation = max(forward, sampler)
@@ -370,6 +371,8 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
         settings["max_num_batched_tokens"] = max_num_batched_tokens
     if kv_cache_dtype != "auto":
         settings["kv_cache_dtype"] = kv_cache_dtype
+    if quantization is not None:
+        settings["quantization"] = quantization
     return VllmPlan(
         model=spec, gpu=gpu, dtype=resolved, kv_cache_dtype=kv_dtype,
         gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=seqs,
@@ -379,14 +382,14 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
         non_torch_gib=non_torch / GIB, cudagraph_gib=graphs / GIB,
         kv_cache_gib=blocks * page_bytes(spec, kv_dtype, tp) * spec.num_layers / GIB,
         num_blocks=blocks, block_size=BLOCK_SIZE, kv_bytes_per_token=kv_bytes_per_token(spec, kv_dtype, tp),
-        engine_settings=settings, warnings=warnings,
+        engine_settings=settings, warnings=warnings, quantization=quantization,
     )
 
 
 def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model_len=None, max_num_seqs=None,
               max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
-              vllm_version=None, strict=False, server=False, overheads: GpuOverheads = DEFAULT_OVERHEADS
-              ) -> VllmPlan:
+              vllm_version=None, strict=False, server=False, overheads: GpuOverheads = DEFAULT_OVERHEADS,
+              quantization=None) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
     ``vllm_version`` picks the engine's behaviour (None = the latest, < 0.10 = the V0 engine).
@@ -394,8 +397,12 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model
     smallest block count over ranks, and the ranks here are identical, so that is every rank's.
     ``server=True`` uses the OpenAI server's batch defaults instead of ``vllm.LLM``'s. With
     ``strict=True`` a max_model_len that does not fit raises ValueError naming the largest that does.
+    ``quantization`` (None, "awq", "gptq", "fp8", "bitsandbytes") narrows the linear layers
+    (colab_tts.quantization); it and an fp8 ``kv_cache_dtype`` are checked against the compute
+    capabilities vLLM allows them on.
     """
     spec = _spec(model)
+    quantization = quant.scheme_name(quantization)
     gpu = get_gpu(gpu)
     gmu = fraction(gpu_memory_utilization, "gpu_memory_utilization")
     if max_model_len is None:
@@ -415,11 +422,11 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=0.9, dtype="auto", max_model
                  max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                  tensor_parallel_size=tensor_parallel_size, enforce_eager=bool(enforce_eager),
                  kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, server=bool(server),
-                 overheads=overheads)
+                 overheads=overheads, quantization=quantization)
     plan.inputs = dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
                        enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version,
-                       server=bool(server), overheads=overheads)
+                       server=bool(server), overheads=overheads, quantization=quantization)
     if not plan.fits:
         warn = plan.message()
         if strict:
@@ -557,3 +564,11 @@ def fit_rows(seconds: float = 30, dtype: str = "float16", gpus=None, deployments
         row["fits on"] = ", ".join(k for k, g in specs.items() if total <= g.memory_gib) or "none"
         rows.append(row)
     return rows
+
+
+def __getattr__(name):  # fit_vllm lives in colab_tts.kv_fit, which imports this module
+    if name == "fit_vllm":
+        from .kv_fit import fit_vllm
+
+        return fit_vllm
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
