@@ -351,7 +351,7 @@ def _plan(spec, gpu, *, gpu_memory_utilization, dtype, max_model_len, max_num_se
         need = weights + activation + non_torch + graphs + kv_bytes_per_token(spec, kv_dtype, tp) * max_model_len
         fit = [k for k, g in GPUS.items() if g.memory_gib * gpu_memory_utilization * GIB >= need]
         raise ValueError(
-            f"{spec.name} does not fit on {gpu.name} at all: its {resolved} weights ({weights / GIB:.2f} GiB) "
+            f"{spec.name} does not fit on {gpu.name} at all: its {quantization or resolved} weights ({weights / GIB:.2f} GiB) "
             f"exceed the {budget / GIB:.2f} GiB budget (gpu_memory_utilization={gpu_memory_utilization}) by "
             f"{(weights - budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,}: "
             f"{', '.join(fit) or 'none'}; or use tensor parallelism or a quantized checkpoint.")

@@ -223,8 +223,8 @@ def check_kv_cache_dtype(kv_cache_dtype: str, gpu: GpuSpec, version=RULES_VERSIO
     if cc >= triton:
         notes.append(f"fp8 KV cache: native on {gpu.name} (Triton / FlashInfer backends)")
     else:
-        notes.append(f"fp8 KV cache on {gpu.name} (CC {gpu.cc}): only the FlashInfer backend stores it "
-                     "(set attention_backend='FLASHINFER' if vLLM picks FlashAttention-2)")
+        notes.append(f"fp8 KV cache on {gpu.name} (CC {gpu.cc}): only FlashInfer stores it here, so vLLM "
+                     "selects FlashInfer (FlashAttention-2 refuses fp8 KV)")
     if version < RULES_VERSION:
         notes.append("fp8 KV rules read from vLLM 0.32.0 (FlashInfer's SM80 floor since vllm#45375, in 0.24.0); "
                      f"not checked for vLLM {'.'.join(map(str, version))}")
