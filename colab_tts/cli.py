@@ -4,6 +4,7 @@
     python -m colab_tts selftest
     python -m colab_tts plan --model orpheus-3b --gpu T4 --seconds 30
     python -m colab_tts plan --model metavoice-1b --gpu all
+    python -m colab_tts plan --model orpheus-3b --gpu RTX-3070 --seconds 30 --fit --quality 8bit
     python -m colab_tts synth "Hello there." -o hello.wav --offline
 
 Each sub-command is a function taking the parsed arguments; `main` turns our own bad-input errors
@@ -53,6 +54,15 @@ def cmd_plan(args) -> int:
     max_len = args.max_model_len or kv_cache.max_model_len_for_audio(args.seconds, args.tokens_per_second)
     options = dict(gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype, max_model_len=max_len,
                    tensor_parallel_size=args.tensor_parallel_size, vllm_version=args.vllm_version)
+    if args.fit:
+        from .kv_fit import fit_vllm
+
+        plan = fit_vllm(spec, args.gpu, max_model_len=max_len, quality=args.quality,
+                        tokens_per_second=args.tokens_per_second, vllm_version=args.vllm_version)
+        print(plan.explain())
+        print("\nvLLM engine arguments:", plan.engine_kwargs())
+        print("Command line:", vllm_command_line(hub_id, plan.engine_kwargs()))
+        return 0
     if args.gpu.lower() != "all":
         plan = kv_cache.plan_vllm(spec, args.gpu, **options)
         print(plan.explain())
@@ -138,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
     plan.add_argument("--tensor-parallel-size", type=int, default=1)
     plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: latest)")
+    plan.add_argument("--fit", action="store_true",
+                      help="search the settings that fit (max_num_seqs, gpu_memory_utilization, enforce_eager, "
+                           "KV dtype, quantization within --quality) and print the fastest")
+    plan.add_argument("--quality", default="lossless", choices=["lossless", "8bit", "4bit"],
+                      help="with --fit: the weight/KV precision you accept (default lossless)")
     plan.set_defaults(func=cmd_plan)
 
     synth = sub.add_parser("synth", help="speak a text with Orpheus and write a sound file",

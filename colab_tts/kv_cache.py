@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from . import quantization as quant
 from . import vllm_versions as versions
 from ._checks import fraction, positive
 from .hardware import DTYPE_BYTES, GPUS, GpuSpec, dtype_name, get_gpu, pick_dtype, resolve_dtype
@@ -202,7 +203,7 @@ def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
 def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
               max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
               vllm_version=None, strict=False, server=False, other_gib=0.0,
-              overheads: GpuOverheads = DEFAULT_OVERHEADS) -> VllmPlan:
+              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
     ``vllm_version`` picks the engine's behaviour (None = the latest modelled; see
@@ -212,8 +213,12 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     starts. With tensor parallelism every rank holds 1/TP of the weights and KV heads. ``server=True``
     uses the OpenAI server's batch defaults. ``strict=True`` raises ValueError instead of warning: for a
     max_model_len that does not fit, bfloat16 below CC 8.0, or a version outside the modelled range.
+    ``quantization`` (None, "awq", "gptq", "fp8", "bitsandbytes") narrows the linear layers
+    (colab_tts.quantization); it and an fp8 ``kv_cache_dtype`` are checked against the compute
+    capabilities vLLM allows them on, and refused with a ValueError naming the fix.
     """
     spec, gpu = _spec(model), get_gpu(gpu)
+    quantization = quant.scheme_name(quantization)
     version = versions.parse(vllm_version)
     gmu = versions.default_gmu(version) if gpu_memory_utilization is None else gpu_memory_utilization
     gmu = fraction(gmu, "gpu_memory_utilization")
@@ -239,9 +244,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     resolved, notes = _model_dtype(spec, gpu, dtype, strict)
     warnings += notes
     kv_dtype = resolved if kv_name == "auto" else kv_name
-    if _kv_dtype_bytes(kv_dtype) == 1 and gpu.compute_capability < (8, 9):
-        raise ValueError(f"An fp8 KV cache needs compute capability >= 8.9; {gpu.name} is {gpu.cc}. "
-                         "Use kv_cache_dtype='auto'.")
+    release = _version(version)
+    warnings += quant.check_kv_cache_dtype(kv_dtype, gpu, release) + quant.check_scheme(quantization, gpu, release)
     v0 = versions.engine_v0(version, gpu.compute_capability)
     default_tokens, default_seqs, chunked = versions.batch_defaults(version, v0, gpu.memory_gib, gpu.name,
                                                                    max_model_len, server)
@@ -250,7 +254,7 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     if not chunked and tokens < max_model_len:
         tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
     o = overheads
-    weights = _weights_bytes(spec, resolved, tp)
+    weights = _weights_bytes(spec, resolved, tp) + quant.weight_bytes_delta(spec, resolved, quantization, tp)
     forward = tokens * DTYPE_BYTES[resolved] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
     sampler = o.sampler_copies * min(seqs, tokens) * spec.vocab_size * 4 if versions.sampler_in_profile(
         version, v0) else 0.0
@@ -268,7 +272,7 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         need = weights + activation + non_torch + graphs + kv_bytes_per_token(spec, kv_dtype, tp) * max_model_len
         fit = [k for k, g in GPUS.items() if g.memory_gib * gmu * GIB - other >= need]
         raise ValueError(
-            f"{spec.name} does not fit on {gpu.name} at all: its {resolved} weights ({weights / GIB:.2f} GiB) "
+            f"{spec.name} does not fit on {gpu.name} at all: its {quantization or resolved} weights ({weights / GIB:.2f} GiB) "
             f"exceed the {max(budget, 0) / GIB:.2f} GiB budget (gpu_memory_utilization={gmu}) by "
             f"{(weights - budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,}: "
             f"{', '.join(fit) or 'none'}; or use tensor parallelism or a quantized checkpoint.")
@@ -282,6 +286,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         settings["max_num_batched_tokens"] = max_num_batched_tokens
     if kv_name != "auto":
         settings["kv_cache_dtype"] = kv_name
+    if quantization is not None:
+        settings["quantization"] = quantization
     plan = VllmPlan(
         model=spec, gpu=gpu, dtype=resolved, kv_cache_dtype=kv_dtype, gpu_memory_utilization=gmu,
         max_model_len=max_model_len, max_num_seqs=seqs, max_num_batched_tokens=tokens, profile_tokens=tokens,
@@ -291,10 +297,11 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         kv_cache_gib=blocks * page_bytes(spec, kv_dtype, tp) * spec.num_layers / GIB, num_blocks=blocks,
         block_size=BLOCK_SIZE, kv_bytes_per_token=kv_bytes_per_token(spec, kv_dtype, tp), engine_settings=settings,
         warnings=warnings, forward_gib=forward / GIB, sampler_gib=sampler / GIB, other_gib=other_gib,
+        quantization=quantization,
         inputs=dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                     max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
                     enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_name, vllm_version=vllm_version,
-                    server=bool(server), other_gib=other_gib, overheads=overheads))
+                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=quantization))
     if not plan.fits:
         if strict:
             raise ValueError(plan.message())
@@ -335,3 +342,11 @@ def _largest_fitting_len(plan: VllmPlan) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def __getattr__(name):  # fit_vllm lives in colab_tts.kv_fit, which imports this module
+    if name == "fit_vllm":
+        from .kv_fit import fit_vllm
+
+        return fit_vllm
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,6 +44,7 @@ class VllmPlan:
     sampler_gib: float = 0.0  # the sampler's warm-up over max_num_seqs x vocab (0 where not profiled)
     other_gib: float = 0.0  # what other processes or stages hold on this GPU
     inputs: dict = field(default_factory=dict, repr=False)  # plan_vllm's arguments, to re-plan
+    quantization: str | None = None  # weight scheme (colab_tts.quantization)
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -148,7 +149,7 @@ class VllmPlan:
             f"  budget = {g.memory_gib:.2f} GiB x gpu_memory_utilization {self.gpu_memory_utilization} "
             + (f"- {self.other_gib:.2f} GiB held by others " if self.budget_gib < g.memory_gib
                * self.gpu_memory_utilization - 1e-9 else "") + f"= {self.budget_gib:.2f} GiB",
-            f"  - weights ({self.dtype})                     {self.weights_gib:7.2f} GiB",
+            f"  - {'weights (' + (self.quantization or self.dtype) + ')':<36}{self.weights_gib:7.2f} GiB",
             f"  - profile peak                        {self.activation_gib:7.2f} GiB "
             f"(forward {self.forward_gib:.2f} over {self.profile_tokens:,} tokens, sampler warm-up "
             f"{self.sampler_gib:.2f} over {min(self.max_num_seqs, self.profile_tokens)} seqs)",

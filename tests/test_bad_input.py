@@ -14,6 +14,7 @@ from colab_tts import (
     flow,
     hardware,
     kv_cache,
+    kv_fit,
     memory,
     models,
     orpheus,
@@ -131,6 +132,18 @@ CASES = [
     ("save figure without a name", lambda tmp: save_figure(None, ""), ValueError, ["name"]),
     ("notebook 04 DEPLOY neither auto, True nor False", lambda tmp: gpt_stage_deploy.should_deploy("yes", "cuda"),
      ValueError, ["DEPLOY", "'auto'", "True or False"]),
+    ("unknown quantization", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", quantization="int3"), ValueError,
+     ["Unknown quantization", "awq"]),
+    ("fp8 weights on a T4 in an old vLLM", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", quantization="fp8",
+                                                                          vllm_version="0.11.2"),
+     ValueError, ["8.0", "quantization="]),
+    ("fp8 KV cache on a T4", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", kv_cache_dtype="fp8"), ValueError,
+     ["8.0", "kv_cache_dtype='auto'"]),
+    ("fit with no request length", lambda tmp: kv_fit.fit_vllm("orpheus-3b", "T4"), ValueError, ["audio_seconds"]),
+    ("fit with an unknown quality", lambda tmp: kv_fit.fit_vllm("orpheus-3b", "T4", audio_seconds=30,
+                                                                quality="2bit"), ValueError, ["quality", "4bit"]),
+    ("fit that nothing fits", lambda tmp: kv_fit.fit_vllm("orpheus-3b", "RTX-3070", audio_seconds=60, concurrency=4),
+     ValueError, ["needs", "GiB", "try"]),
 ]
 
 

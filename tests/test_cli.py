@@ -101,3 +101,16 @@ def test_selftest_command_runs_without_cuda_and_exits_0(capsys):
     assert main(["selftest", "--only", "bf16_refusal", "snac_cuda"]) == 0
     out = capsys.readouterr().out
     assert "bf16_refusal" in out and "PASS" in out and "snac_cuda" in out and "SKIP" in out
+
+
+def test_plan_fit_prints_the_settings_the_speed_and_a_command(capsys):
+    assert main(["plan", "--model", "orpheus-3b", "--gpu", "RTX-3070", "--seconds", "30", "--fit"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen by fit_vllm" in out and "tokens/s at batch 1" in out and "real-time factor" in out
+    assert "--max-num-seqs 1" in out and "--quantization" not in out  # lossless unless asked
+    assert main(["plan", "--model", "orpheus-3b", "--gpu", "RTX-3070", "--seconds", "30", "--fit",
+                 "--quality", "8bit"]) == 0
+    assert "--quantization fp8" in capsys.readouterr().out
+    assert main(["plan", "--gpu", "RTX-3070", "--seconds", "60", "--fit", "--quality", "lossless",
+                 "--tokens-per-second", "500"]) == 2
+    assert "needs" in capsys.readouterr().err

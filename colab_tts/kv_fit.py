@@ -1,0 +1,292 @@
+"""The vLLM settings that make a model fit a GPU, and how fast they will be.
+
+``plan_vllm`` answers "does it fit with these settings?". ``fit_vllm`` answers the question a
+person with an 8 GB card or a free T4 has: which settings fit, and how fast are they? It searches
+what a person may change -
+
+- ``max_num_seqs``: the sampler's warm-up holds ~10 fp32 copies of [max_num_seqs, vocab] logits,
+  1.5 GiB for Orpheus's 156,940-token vocabulary at vLLM's default of 256;
+- ``max_num_batched_tokens``: the profile forward pass grows with it;
+- ``enforce_eager``: no CUDA-graph pool (vLLM >= 0.21 sets it aside), at some speed cost;
+- ``gpu_memory_utilization``: from vLLM's default (0.9; 0.92 from v0.31) up to ``SAFE_GMU_CEILING``;
+- the KV dtype and the weight quantization, only within the ``quality`` the person allows -
+
+and keeps the plan, among those that fit by ``plan_vllm``'s own account, with the highest
+predicted throughput for the requested audio length and concurrency. Throughput is the bandwidth
+roofline (every decode step reads the weights once and each sequence's KV cache): a ceiling, not a
+measurement; real engines reach part of it (see ``hardware.decode_ceiling_tokens_per_s``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields
+
+from . import quantization as quant
+from . import vllm_versions as versions
+from ._checks import choose, positive
+from .cited import cited
+from .hardware import GPUS, GpuSpec, get_gpu
+from .kv_cache import (
+    BLOCK_SIZE,
+    ORPHEUS_TOKENS_PER_SECOND,
+    _spec,
+    _version,
+    max_model_len_for_audio,
+    plan_vllm,
+)
+from .units import GIB
+from .vllm_plan import VllmPlan
+
+# vLLM V1 refuses to start when gpu_memory_utilization x total exceeds the memory free at start-up
+# (cited: vllm_quantization.startup_free_memory_check). The CUDA context and cuBLAS workspace are
+# allocated before that check; we assume 0.5 GiB for them (an assumption, not a measurement) and
+# never go above 0.95.
+SAFE_GMU_CEILING = 0.95
+STARTUP_RESERVE_GIB = 0.5
+# KV room beyond what the requests need, so that an error in the fitted overheads does not turn a fit
+# into a start-up failure: the spread those overheads show in published logs (non-torch memory
+# -0.12..0.35 GiB, CUDA-graph estimates 0.09..0.58 GiB; see kv_cache.GpuOverheads).
+HEADROOM_GIB = 0.25
+# IndexTTS-2's GPT predicts MaskGCT semantic codes, 50 per second of audio (w2v-BERT 2.0 features at
+# 50 Hz; MaskGCT, https://arxiv.org/abs/2409.00750).
+INDEXTTS2_TOKENS_PER_SECOND = 50.0
+QUALITIES = {
+    "lossless": ((None,), ("auto",)),
+    "8bit": ((None, "fp8"), ("auto", "fp8")),
+    "4bit": ((None, "fp8", "awq", "gptq", "bitsandbytes"), ("auto", "fp8")),
+}
+_RANK = {None: 0, "fp8": 1, "awq": 2, "gptq": 2, "bitsandbytes": 3}  # fewer bits (or slower kernel) last
+
+
+def gmu_ceiling(gpu: GpuSpec) -> float:
+    """The highest gpu_memory_utilization we plan with: 0.95, less where the start-up reserve needs it."""
+    room = (gpu.memory_gib - STARTUP_RESERVE_GIB) / gpu.memory_gib
+    return min(SAFE_GMU_CEILING, int(room * 100) / 100)
+
+
+@dataclass(repr=False)
+class FitPlan(VllmPlan):
+    """A ``VllmPlan`` chosen by ``fit_vllm``, with its predicted speed and what it costs in quality."""
+
+    concurrency: int = 1
+    quality: str = "lossless"
+    tokens_per_second: float = 0.0  # one stream at batch 1, bandwidth roofline
+    aggregate_tokens_per_second: float = 0.0  # all `concurrency` streams together, roofline
+    audio_tokens_per_second: float | None = None  # model tokens per second of audio
+    quality_note: str = ""
+    kernel: str = ""
+    searched: int = 0  # settings tried
+    default_plan_fits: bool = False
+    headroom_gib: float = 0.0  # KV memory beyond what `concurrency` requests of max_model_len need
+
+    @property
+    def real_time_factor(self) -> float | None:
+        """Seconds of compute per second of audio at batch 1 (< 1: faster than real time), by the roofline."""
+        if not self.audio_tokens_per_second:
+            return None
+        return self.audio_tokens_per_second / self.tokens_per_second
+
+    @property
+    def stream_tokens_per_second(self) -> float:
+        """Each stream's share when all ``concurrency`` requests decode together."""
+        return self.aggregate_tokens_per_second / self.concurrency
+
+    def explain(self) -> str:
+        lines = [super().explain(), f"  chosen by fit_vllm from {self.searched} settings (quality={self.quality!r})"]
+        lines.append(f"  weights kernel: {self.kernel}")
+        lines.append(f"  predicted (bandwidth roofline, a ceiling): {self.tokens_per_second:.0f} tokens/s at batch 1"
+                     + (f" = real-time factor {self.real_time_factor:.2f}" if self.real_time_factor else "")
+                     + (f"; {self.aggregate_tokens_per_second:.0f} tokens/s over {self.concurrency} streams"
+                        if self.concurrency > 1 else ""))
+        lines.append(f"  headroom: {self.headroom_gib:.2f} GiB of KV beyond the requests"
+                     + ("" if self.headroom_gib >= HEADROOM_GIB else f" (under {HEADROOM_GIB} GiB: tight, the"
+                        " planner's overhead terms could eat it)"))
+        lines.append(f"  quality: {self.quality_note}")
+        return "\n".join(lines)
+
+    __str__ = explain
+
+    def __repr__(self) -> str:
+        rtf = f", RTF {self.real_time_factor:.2f}" if self.real_time_factor else ""
+        return (f"FitPlan({self.model.name} on {self.gpu.name}: {self.quantization or self.dtype} weights, KV "
+                f"{self.kv_cache_dtype}, gmu={self.gpu_memory_utilization}, max_num_seqs={self.max_num_seqs}, "
+                f"eager={self.enforce_eager}, {self.tokens_per_second:.0f} tokens/s{rtf})")
+
+
+def decode_tokens_per_second(plan: VllmPlan, batch: int = 1, context: int | None = None) -> float:
+    """Roofline tokens/s of ``batch`` streams together: bandwidth / (weights read + each stream's KV read).
+
+    A decode step reads every weight once (the input embedding only one row, unless tied to the LM
+    head) and each stream's KV cache up to ``context`` tokens (default: half of max_model_len).
+    """
+    positive(batch, "batch", integer=True)
+    spec = plan.model
+    context = plan.max_model_len // 2 if context is None else context
+    weights = plan.weights_gib * GIB
+    if not spec.tie_word_embeddings:  # the input table is looked up, not streamed
+        weights -= spec.vocab_size * spec.hidden_size * quant.DTYPE_BYTES[plan.dtype] / plan.tensor_parallel_size
+    step = weights + batch * plan.kv_bytes_per_token * context
+    return batch * plan.gpu.bandwidth_gbs * 1e9 / step
+
+
+def audio_rate(model_name: str, tokens_per_second=None) -> float | None:
+    """Model tokens per second of audio: the argument, else the covered system's rate (None: not a TTS decoder)."""
+    if tokens_per_second is not None:
+        return positive(tokens_per_second, "tokens_per_second")
+    rates = {"orpheus-3b": ORPHEUS_TOKENS_PER_SECOND,  # 7 SNAC tokens per 2048-sample frame at 24 kHz
+             "gpt-sovits-v2-t2s": float(cited("gpt_sovits.semantic_tokens_per_second").value),
+             "indextts2-gpt": INDEXTTS2_TOKENS_PER_SECOND}
+    return rates.get(model_name)
+
+
+def _candidates(spec, gpu, version, quality, concurrency):
+    schemes, kv_dtypes = QUALITIES[quality]
+    schemes = [s for s in schemes if s is None or s in quant.allowed_schemes(gpu, version)]
+    kv_ok = []
+    for kv in kv_dtypes:
+        try:
+            quant.check_kv_cache_dtype(kv, gpu, version)
+            kv_ok.append(kv)
+        except ValueError:
+            pass
+    seqs = sorted({None, concurrency}, key=lambda s: -1 if s is None else s)
+    return itertools.product(schemes, kv_ok, (False, True), seqs, (None, 2048))
+
+
+def _fits(plan: VllmPlan, concurrency: int) -> bool:
+    return plan.fits and plan.max_concurrency >= concurrency and plan.max_num_seqs >= concurrency
+
+
+def _kv_need_gib(plan: VllmPlan, concurrency: int) -> float:
+    tokens = -(-plan.max_model_len // BLOCK_SIZE) * BLOCK_SIZE * concurrency
+    return plan.kv_bytes_per_token * tokens / GIB
+
+
+def _headroom_gib(plan: VllmPlan, concurrency: int) -> float:
+    return plan.kv_cache_gib - _kv_need_gib(plan, concurrency)
+
+
+def _need_gib(plan: VllmPlan, concurrency: int) -> float:
+    return (plan.weights_gib + plan.activation_gib + plan.non_torch_gib + plan.cudagraph_gib
+            + _kv_need_gib(plan, concurrency))
+
+
+def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency: int = 1, quality: str = "lossless",
+             tokens_per_second=None, vllm_version=None) -> FitPlan:
+    """The vLLM settings that fit ``model`` on ``gpu`` with the highest predicted throughput.
+
+    ``audio_seconds`` sets max_model_len (prompt + seconds x the model's tokens per second; Orpheus:
+    82.03) unless ``max_model_len`` is given. ``concurrency`` requests of that length must fit at
+    once. ``quality`` is the person's choice: "lossless" keeps 16-bit weights and KV, "8bit" also
+    allows fp8 weights and an fp8 KV cache, "4bit" also AWQ / GPTQ / bitsandbytes. Raises
+    ValueError saying how much is missing when nothing fits.
+    """
+    spec = _spec(model)
+    gpu = get_gpu(gpu)
+    quality = choose(quality, QUALITIES, "quality")
+    positive(concurrency, "concurrency", integer=True)
+    rate = audio_rate(spec.name, tokens_per_second)
+    if max_model_len is None:
+        if audio_seconds is None:
+            raise ValueError("give audio_seconds (e.g. 30) or max_model_len: fit_vllm plans for a request length")
+        if rate is None:
+            raise ValueError(f"{spec.name} has no known tokens per second of audio: pass tokens_per_second= "
+                             "or max_model_len=")
+        max_model_len = max_model_len_for_audio(audio_seconds, rate)
+    positive(max_model_len, "max_model_len", integer=True)
+    if max_model_len > spec.max_position_embeddings:
+        raise ValueError(f"max_model_len={max_model_len:,} is beyond {spec.name}'s context of "
+                         f"{spec.max_position_embeddings:,} tokens: ask for less audio or split the text")
+    version = _version(vllm_version)  # None: plan_vllm's default release (vllm_versions.LATEST)
+    ceiling = gmu_ceiling(gpu)
+    start = versions.default_gmu(versions.parse(vllm_version))
+    grid = [round(g / 100, 2) for g in range(int(round(start * 100)), int(ceiling * 100) + 1)] or [ceiling]
+    common = dict(max_model_len=max_model_len, vllm_version=vllm_version, dtype="auto")
+    default_fits = _fits_default(spec, gpu, common, concurrency)
+    best, best_key, closest, searched = None, None, None, 0
+    for scheme, kv, eager, seqs, mbt in _candidates(spec, gpu, version, quality, concurrency):
+        settings = dict(common, quantization=scheme, kv_cache_dtype=kv, enforce_eager=eager, max_num_seqs=seqs,
+                        max_num_batched_tokens=mbt)
+        try:
+            top = plan_vllm(spec, gpu, gpu_memory_utilization=grid[-1], **settings)
+        except ValueError:  # the weights alone exceed the budget
+            top = plan_vllm(spec, _roomy(gpu), gpu_memory_utilization=grid[-1], **settings)
+            top.gpu = gpu
+        searched += 1
+        need = _need_gib(top, concurrency)
+        if closest is None or need < closest[0]:
+            closest = (need, top)
+        if not _fits(top, concurrency):
+            continue
+        plan = _lowest_fitting(spec, gpu, grid, settings, concurrency) or top
+        speed = decode_tokens_per_second(plan, min(concurrency, plan.max_num_seqs))
+        # room for the planner's error first; then fastest; then CUDA graphs, more bits, vLLM's defaults,
+        # the lower memory share
+        key = (_headroom_gib(plan, concurrency) >= HEADROOM_GIB, round(speed, 1), not eager, -_RANK[scheme], kv == "auto", seqs is None, mbt is None,
+               -plan.gpu_memory_utilization)
+        if best_key is None or key > best_key:
+            best, best_key = plan, key
+    if best is None:
+        raise ValueError(_refusal(spec, gpu, closest, concurrency, quality, ceiling, max_model_len))
+    return _fitted(best, concurrency, quality, rate, searched, default_fits, version)
+
+
+def _lowest_fitting(spec, gpu, grid, settings, concurrency) -> VllmPlan | None:
+    """The lowest gpu_memory_utilization with HEADROOM_GIB to spare, else the lowest that fits at all."""
+    fitting = []
+    for gmu in grid:
+        try:
+            plan = plan_vllm(spec, gpu, gpu_memory_utilization=gmu, **settings)
+        except ValueError:
+            continue
+        if _fits(plan, concurrency):
+            if _headroom_gib(plan, concurrency) >= HEADROOM_GIB:
+                return plan
+            fitting.append(plan)
+    return fitting[-1] if fitting else None
+
+
+def _fits_default(spec, gpu, common, concurrency) -> bool:
+    try:
+        return _fits(plan_vllm(spec, gpu, **common), concurrency)
+    except ValueError:
+        return False
+
+
+def _roomy(gpu: GpuSpec) -> GpuSpec:
+    """The same GPU with room for anything: to read a plan's parts when the weights alone do not fit."""
+    return GpuSpec(gpu.name, gpu.compute_capability, 4096.0, gpu.bandwidth_gbs, gpu.fp16_tflops, gpu.source)
+
+
+def _fitted(plan: VllmPlan, concurrency, quality, rate, searched, default_fits, version) -> FitPlan:
+    base = {f.name: getattr(plan, f.name) for f in fields(VllmPlan)}
+    return FitPlan(
+        **base, concurrency=concurrency, quality=quality,
+        tokens_per_second=decode_tokens_per_second(plan, 1),
+        aggregate_tokens_per_second=decode_tokens_per_second(plan, min(concurrency, plan.max_num_seqs)),
+        audio_tokens_per_second=rate,
+        quality_note=quant.quality_note(plan.model.name, plan.quantization, plan.engine_settings.get(
+            "kv_cache_dtype", "auto")),
+        kernel=quant.kernel(plan.quantization, plan.gpu, version),
+        searched=searched, default_plan_fits=default_fits, headroom_gib=_headroom_gib(plan, concurrency),
+    )
+
+
+def _refusal(spec, gpu, closest, concurrency, quality, ceiling, max_model_len) -> str:
+    need, plan = closest
+    gives = gpu.memory_gib * ceiling
+    option = (f"{plan.quantization or plan.dtype} weights, {plan.kv_cache_dtype} KV, "
+              f"max_num_seqs={plan.max_num_seqs}, enforce_eager={plan.enforce_eager}")
+    tries = []
+    if quality == "lossless" and {"fp8"} & set(quant.allowed_schemes(gpu)):
+        tries.append("quality='8bit' (fp8 weights)")
+    if quality != "4bit" and {"awq", "gptq"} & set(quant.allowed_schemes(gpu)):
+        tries.append("a 4-bit checkpoint (quality='4bit')")
+    cards = sorted((g for g in GPUS.values() if g.memory_gib * gmu_ceiling(g) >= need), key=lambda g: g.memory_gib)
+    if cards:
+        tries.append(f"a {cards[0].memory_gib:.1f} GiB card ({cards[0].name})")
+    tries.append("a shorter max_model_len / audio_seconds")
+    return (f"{spec.name} with max_model_len={max_model_len:,} x {concurrency} request(s) needs {need:.1f} GiB; "
+            f"the best option ({option}) gives {gives:.1f} GiB on {gpu.name} at gpu_memory_utilization={ceiling} "
+            f"- try {' or '.join(tries)}")
