@@ -28,10 +28,9 @@ def import_upstream(plan: dict) -> dict:
 
 
 def _sync():
-    import torch
+    from colab_tts.devices import accelerator, sync
 
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync(accelerator())
 
 
 def _timed(method, name: str):

@@ -100,6 +100,7 @@ def after_build(name: str, obj, plan: dict) -> None:
     if name != "IndexTTS2":
         return
     from colab_tts.memory import module_bytes, to_host
+    from colab_tts.units import gib
 
     s = plan["settings"]
     offloader = OneStageAtATime() if s.get("offload_idle_stages") else None
@@ -108,7 +109,7 @@ def after_build(name: str, obj, plan: dict) -> None:
     sizes = {}
     for stage, (path, methods, can_offload) in STAGE_METHODS.items():
         module = _get(obj, path)
-        sizes[stage] = round(module_bytes(module) / 1024**3, 3)
+        sizes[stage] = round(gib(module_bytes(module)), 3)
         stage_offloader = offloader if can_offload else None
         if stage_offloader is not None:
             to_host(module)

@@ -20,10 +20,10 @@ import time
 import traceback
 from pathlib import Path
 
+from ..units import GIB
 from .protocol import write_result
 
 MODULES = {"gpt-sovits": "gpt_sovits", "indextts2": "indextts2", "metavoice": "metavoice"}
-GIB = 1024**3
 _PEAKS: list = []  # absolute CUDA peaks noted by stage wrappers that reset torch's peak statistics
 
 
