@@ -121,6 +121,30 @@ class EngineKV:
         return int(match.group(2).replace(",", "")) if match else None
 
 
+def engine_available(requested=True) -> tuple[bool, str]:
+    """Whether a real vLLM engine can start in this runtime, and if not, the one line that says why.
+
+    ``requested`` is the notebook's switch (``RUN_VLLM``). A CPU-only Colab runtime has no vLLM (the first
+    cell installs the CUDA build only where there is a GPU), and on a GPU the first cell may have fallen back
+    to transformers when its check failed (``colab.preferred_backend``).
+    """
+    import importlib.util
+
+    import torch
+
+    from .colab import preferred_backend
+
+    if not requested:
+        return False, "RUN_VLLM = False: the engine check is skipped; the planner's figures above stand alone"
+    if importlib.util.find_spec("vllm") is None:
+        return False, ("vLLM is not installed in this runtime (on Colab the first cell installs it only on a GPU "
+                       "runtime): the engine check is skipped; the planner's figures above stand alone")
+    if torch.cuda.is_available() and preferred_backend() == "transformers":
+        return False, ("the first cell's check found that vLLM cannot run on this GPU runtime (it said why): the "
+                       "engine check is skipped; the planner's figures above stand alone")
+    return True, ""
+
+
 def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine_kwargs):
     """``vllm.LLM(model, **engine_kwargs)`` in this process; returns (llm, EngineKV).
 
@@ -128,6 +152,9 @@ def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine
     ``log_file``: write vLLM's log there instead of the cell's output (set before vLLM is first imported:
     ``VLLM_CONFIGURE_LOGGING=0`` leaves only warnings on screen); the KV line is in ``EngineKV.log_line``.
     """
+    from .hub import check_access
+
+    check_access([str(model)])  # a gated model ends in one message with the steps, not deep in vLLM's start
     if log_file is not None and "vllm" not in sys.modules:
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from vllm import LLM

