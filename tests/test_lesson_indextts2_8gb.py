@@ -145,3 +145,32 @@ def test_plan_table_lists_targets_and_kwarg_names():
     assert rows[0]["call"] == "IndexTTS2" and "use_fp16" in rows[0]["kwargs"]
     assert rows[1]["call"] == "IndexTTS2.infer [long, 120 tokens]"
     assert "max_text_tokens_per_segment" in rows[1]["kwargs"]
+
+
+def test_the_worker_records_the_absolute_peak_that_summary_reads(monkeypatch):
+    """The worker's CUDA path against a fake allocator: 2 GiB held, a stage allocating 1 GiB inside a call."""
+    import torch
+
+    from colab_tts.deploy import worker
+
+    gib = worker.GIB
+    mem = {"now": 2 * gib, "peak": 2 * gib}
+
+    def alloc(n):
+        mem["now"] += n
+        mem["peak"] = max(mem["peak"], mem["now"])
+
+    def reset(*a):
+        mem["peak"] = mem["now"]
+
+    for name, fn in {"is_available": lambda: True, "synchronize": lambda *a: None, "reset_peak_memory_stats": reset,
+                     "memory_allocated": lambda *a: mem["now"], "max_memory_allocated": lambda *a: mem["peak"]}.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    with worker.Measure() as record:
+        alloc(gib)  # a transient 1 GiB before the stage, whose entry resets the peak statistics
+        alloc(-gib)
+        with worker.stage_peak() as stage:
+            alloc(gib // 4)
+    assert stage["peak_gib"] == 0.25 and stage["total_peak_gib"] == 2.25
+    assert record["peak_gib"] == 1.0 and record["total_peak_gib"] == 3.0  # the peak before the reset counts
+    assert record["held_gib"] == 2.25
