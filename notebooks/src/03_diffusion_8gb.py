@@ -337,7 +337,7 @@ else:
 # `recipe_from_runs` now picks, among the measured runs whose allocator peak fits 90% of the 8 GB card
 # (`GPU_8GB`), the one closest to upstream — 25 steps first, then the emotion model kept, then the longest
 # segments — and the fastest of those; the rest of the card is for the CUDA context. Then the runner runs
-# that recipe once more **under the cap**, on the real text: if it fits, you hear the real speech below; if
+# that recipe once more with the allocator **capped at that 90%** (`memory_cap_gib`), on the real text: if it fits, you hear the real speech below; if
 # not, the runner's one-line error says so. Expect `use_fp16` to be enough with the emotion model kept
 # (*cited*: 6.54 GB on an RTX 4090 for one short utterance, index-tts PR #755, 2026-08-12), unless the long
 # text's activations push it over; then the emotion model goes, and offload comes only after that.
