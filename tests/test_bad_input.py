@@ -25,7 +25,7 @@ from colab_tts import (
     text,
 )
 from colab_tts.display import Table, save_figure
-from colab_tts.lessons import diffusion_8gb, gpt_stage_deploy
+from colab_tts.lessons import diffusion_8gb, gpt_stage_deploy, indextts2_8gb
 
 
 def _missing_field_config(tmp_path):
@@ -112,6 +112,18 @@ CASES = [
      ["claims_sweep"]),
     ("notebook 03 on no CPU threads", lambda tmp: diffusion_8gb.setup("T4", cpu_threads=0), ValueError, ["cpu_threads"]),
     ("roofline of an empty chunk", lambda tmp: diffusion_8gb.t4_step_roofline(0), ValueError, ["frames"]),
+    ("IndexTTS-2 sweep with no text", lambda tmp: indextts2_8gb.sweep_plan(None, {}, workdir=tmp), ValueError,
+     ["texts", "name"]),
+    ("IndexTTS-2 sweep at 0 tokens a segment", lambda tmp: indextts2_8gb.sweep_plan(None, {"a": "Hi."}, (0,), tmp),
+     ValueError, ["max_text_tokens_per_segment"]),
+    ("IndexTTS-2 run summary named by a string", lambda tmp: indextts2_8gb.summary("fp32", {"calls": []}), TypeError,
+     ["Setting", "SWEEP"]),
+    ("measured 8 GB recipe from nothing", lambda tmp: indextts2_8gb.recipe_from_runs([], "T4"), ValueError,
+     ["summary(setting, result)"]),
+    ("measured recipe run from a predicted recipe",
+     lambda tmp: indextts2_8gb.run_recipe(diffusion_8gb.Recipe("T4", 7.0, "float16", "float32", 25, 120, False, 6.0,
+                                                               0.0, []), {"a": "Hi."}, 7.0, tmp), ValueError,
+     ["recipe_from_runs"]),
     ("orpheus backend that does not exist", lambda tmp: orpheus.OrpheusTTS.offline_demo("onnx"), ValueError,
      ["backend", "vllm"]),
     ("orpheus with no audio", lambda tmp: orpheus.engine_kwargs_for("T4", max_audio_seconds=0), ValueError,

@@ -3,8 +3,8 @@
 The notebook's kernel never imports upstream code; it reads this folder. Layout::
 
     out/result.json   {"system", "upstream": {"repo", "commit"}, "device", "ok", "error",
-                       "calls": [{"target", "label"?, "seconds", "peak_gib"?, "audio"?}],
-                       "stages": [{"stage", "seconds", "peak_gib"?}], "extra": {...}}
+                       "calls": [{"target", "label"?, "seconds", "peak_gib"?, "total_peak_gib"?, "audio"?}],
+                       "stages": [{"stage", "seconds", "peak_gib"?, "total_peak_gib"?}], "extra": {...}}
     out/*.wav         16-bit PCM, named in calls[i]["audio"]
 
 Everything here is standard library plus numpy, so it runs in any system's environment

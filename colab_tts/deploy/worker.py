@@ -37,7 +37,7 @@ def note_peak() -> None:
 
 def stage_peak():
     """A context for one stage: yields a dict that gets ``seconds`` and, on CUDA, ``peak_gib`` (above the
-    level at entry) without breaking an enclosing ``Measure``."""
+    level at entry) and ``total_peak_gib`` (absolute) without breaking an enclosing ``Measure``."""
     return _Stage()
 
 
@@ -61,7 +61,9 @@ class _Stage:
         self.row["seconds"] = round(time.perf_counter() - self.t0, 4)
         if self.cuda:
             torch.cuda.synchronize()
-            self.row["peak_gib"] = round((torch.cuda.max_memory_allocated() - self.before) / GIB, 3)
+            peak = torch.cuda.max_memory_allocated()
+            self.row["peak_gib"] = round((peak - self.before) / GIB, 3)
+            self.row["total_peak_gib"] = round(peak / GIB, 3)  # the allocator's peak, all tensors held included
             self.row["held_after_gib"] = round(torch.cuda.memory_allocated() / GIB, 3)
             note_peak()
         return False
@@ -85,7 +87,8 @@ def device_name() -> str:
 
 
 class Measure:
-    """Seconds and, on CUDA, peak memory above the level at entry (track_peak) of one block."""
+    """Seconds and, on CUDA, peak memory above the level at entry (track_peak) of one block, and the
+    absolute peak (``total_peak_gib``: the level at entry plus that)."""
 
     def __init__(self):
         import torch
@@ -111,7 +114,9 @@ class Measure:
             import torch
 
             inner = max(_PEAKS, default=0) - self._start  # peaks seen by stage wrappers inside the block
-            self.record["peak_gib"] = round(max(self._mem.peak_bytes, inner) / GIB, 3)
+            peak = max(self._mem.peak_bytes, inner)
+            self.record["peak_gib"] = round(peak / GIB, 3)
+            self.record["total_peak_gib"] = round((self._start + peak) / GIB, 3)  # what the card must hold
             self.record["held_gib"] = round(torch.cuda.memory_allocated() / GIB, 3)
         return False
 

@@ -9,7 +9,7 @@ plan for a card; the plots label their device. Measurements are in ``diffusion_8
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from colab_tts import hardware
 from colab_tts._checks import fraction, positive
@@ -263,11 +263,13 @@ class Recipe:
     peak_gib: float
     extra_s_per_utterance: float
     reasons: list[str]
+    basis: str = "predicted"  # how peak_gib was found: predicted, or measured (on which GPU)
+    settings: dict = field(default_factory=dict)  # the deploy runner's settings that run it (measured recipes)
 
     def __str__(self) -> str:
         head = (f"{self.gpu}: GPT in {self.gpt_dtype}, s2mel in {self.s2mel_dtype}, {self.steps} steps, chunks of "
                 f"{self.max_text_tokens} tokens, offload {'on' if self.offload else 'off'}; "
-                f"peak ~{self.peak_gib:.2f} GiB of {self.budget_gib:.2f} planned (predicted); "
+                f"peak ~{self.peak_gib:.2f} GiB of {self.budget_gib:.2f} planned ({self.basis}); "
                 f"+{self.extra_s_per_utterance:.2f} s per utterance")
         return "\n".join([head] + [f"- {r}" for r in self.reasons])
 

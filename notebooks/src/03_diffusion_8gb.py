@@ -12,10 +12,12 @@
 # @ee40fa7), and a HiFi-GAN vocoder on
 # BigVGAN v2's layout — and keeps only what holds.
 #
-# **Offline this is a stand-in: IndexTTS-2's layout with random weights, so the audio is noise.** Shapes,
-# bytes and seconds are real; quality cannot be judged. Without a GPU everything runs on this CPU at a
-# reduced width so the notebook finishes in about a minute; on a Colab GPU the same cells run on CUDA at
-# the real size and label every figure with the detected GPU.
+# **Offline (no GPU) this is a stand-in: IndexTTS-2's layout with random weights, so the audio is noise.**
+# Shapes, bytes and seconds are real; quality cannot be judged. Everything then runs on this CPU at a reduced
+# width so the notebook finishes in about a minute. **On a Colab GPU it is two things:** the same stand-in
+# cells on CUDA at the real size, every figure labelled with the detected GPU, and then (section 8) the real
+# IndexTTS-2 with its trained checkpoints, run through our deploy runner, measured stage by stage and run
+# under an emulated 8 GB cap — real speech out.
 #
 # Every number below says what kind it is: *measured* (in this run — each table and verdict names the
 # device), *predicted* (by a roofline or by scaling, said where), or *cited* (source and date). Memory is in
@@ -31,6 +33,7 @@
 # - what offloading idle stages buys and what it costs in time
 # - how chunking long Chinese and English text bounds peak memory
 # - an 8 GB plan for IndexTTS-2 from its cited figures and these measurements, with its cost in time
+# - on a GPU: real IndexTTS-2's peak memory per stage for each setting, and the 8 GB recipe built from it
 
 # %% tags=["parameters"]
 # Parameters: change these, or let papermill set them.
@@ -45,6 +48,9 @@ TOKENS_PER_S = 4.0      # assumed speaking rate (text tokens per second of speec
 CPU_THREADS = 1         # one thread is steadier on a shared 2-core CPU
 SIMULATE_GPU = "T4"     # the GPU to plan for when there is none (a detected GPU always wins)
 GPU_8GB = "RTX-4060"    # the 8 GB card to plan for (any catalog name)
+RUN_INDEXTTS2 = None    # None: run real IndexTTS-2 (section 8) only on CUDA; False to skip it there
+SEGMENTS = (120, 40)    # max_text_tokens_per_segment values for real IndexTTS-2 (120 is upstream's default)
+DEPLOY_DIR = "colab_tts_deploy"  # the runner's environment, clone, weights and outputs
 
 # %%
 import torch
@@ -258,7 +264,106 @@ for gpu in dict.fromkeys(cards):  # the detected GPU first, each card once
 # and nothing in memory, and whether they sound as good needs the trained weights. Where offloading is needed,
 # it costs at least the printed seconds per utterance to copy the stages over PCIe.
 #
-# ## 8. Try it: the steps slider
+# ## 8. On a GPU: real IndexTTS-2 on an emulated 8 GB card
+#
+# Everything above is a stand-in. Here is the real model, with its trained checkpoints, and the same
+# questions. IndexTTS-2 pins Python < 3.12, torch 2.8 and transformers 4.52.1 (*cited*: index-tts/index-tts
+# pyproject.toml @ee40fa7), which clash with Colab's Python 3.13 image, so our runner
+# (`python -m colab_tts.deploy indextts2`, or `colab_tts.deploy.deploy(...)`) makes IndexTTS-2 its own uv
+# environment, clones upstream at the pinned commit, downloads the weights from `IndexTeam/IndexTTS-2` (it
+# prints each hub repository's file count and GiB before it starts; `gpt.pth` alone is 3.3 GB, *cited*; the
+# auxiliary models — w2v-BERT 2.0, the MaskGCT codec, CAMPPlus, BigVGAN — come on the first load) and caches
+# them on Google Drive when Drive is mounted, so a second session does not download them again. Its worker
+# runs `IndexTTS2(...)` and `infer(...)` in that environment and hands back JSON and wav files; **this
+# kernel never imports upstream code.**
+#
+# What the runner changes around upstream's calls:
+# - **an 8 GB card on a bigger GPU**: the worker caps its CUDA allocator with
+#   `torch.cuda.set_per_process_memory_fraction` before anything loads, so a T4 (14.74 GiB) or any bigger
+#   GPU refuses to hand out more than an 8 GB card could — what runs under the cap fits that card;
+# - **peak per stage**: it wraps the methods `infer` calls on each stage (GPT, w2v-BERT, semantic codec,
+#   CAMPPlus, the s2mel CFM, BigVGAN) and measures each with `track_peak`'s CUDA statistics;
+# - **offload of idle stages**: the same wrappers move a stage to the GPU only while it runs;
+# - **diffusion steps**: `diffusion_steps = 25` is hard-coded inside `infer` (index-tts/index-tts
+#   indextts/infer_v2.py @ee40fa7, lines 656-657), so there is no argument to pass; the runner wraps
+#   `s2mel.models['cfm'].inference` and replaces its `n_timesteps` argument.
+#
+# The dry run prints what the runner would call, with which keyword arguments (nothing is installed):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from colab_tts import deploy
+from colab_tts.lessons import indextts2_8gb as real
+
+dry = deploy.plan("indextts2")  # = python -m colab_tts.deploy indextts2 --dry-run
+print(f"{dry['upstream']['repo']} @{dry['upstream']['commit'][:7]}, Python {dry['python']}, "
+      f"weights: {', '.join(w['hub_repo'] for w in dry['weights'])}")
+print(Table(real.plan_table(dry), title="the upstream calls and the kwargs the runner passes"))
+
+# %% [markdown]
+# `use_fp16`, `use_qwen_emo` (the QwenEmotion model), the offload hooks and the steps are fixed when
+# `IndexTTS2(...)` is built, and the runner builds it once per run, so each of them costs a run of its own
+# (the weights load again). There is no runner option that sweeps build settings in one run; the segment
+# length is an argument of `infer`, so each run makes one `infer` call per value of `SEGMENTS` on the long
+# English text of section 6. The sweep is therefore the four most telling runs, each changing one thing
+# from the one before, without a cap (each shows what it *needs*):
+# 1. fp32 with the emotion model, everything resident (upstream's defaults);
+# 2. `use_fp16` (expect the GPT's half to go: upstream halves only the GPT);
+# 3. no emotion model and idle stages offloaded (the emotion model's cost is the difference in the weights
+#    held after the build — the hooks offload only after it; the rest of the drop is the offload);
+# 4. 10 diffusion steps instead of 25 (expect time to fall and the s2mel stage's peak not to move).
+#
+# Expect, per stage, the GPT and the s2mel CFM to dominate, and with offload each stage's peak to include
+# its own weights coming in. All figures are *measured* on the GPU the tables name (allocator statistics:
+# tensors; the CUDA context comes on top on a real card, which is why the plan keeps 10% spare).
+
+# %%
+on_gpu = device.type == "cuda" if RUN_INDEXTTS2 is None else RUN_INDEXTTS2
+if on_gpu:
+    texts = {"long": TEXTS["en"]}
+    results, failed = real.run_sweep(texts, SEGMENTS, DEPLOY_DIR)
+    for name, error in failed.items():
+        print(f"{name}: {error}")
+    runs = real.summaries(results)
+    where = f"real IndexTTS-2, measured on {runs[0]['device']}, no cap"
+    print(Table(runs, real.RUN_COLUMNS, title=f"each run: weights held after the build, allocator peak, infer time ({where})"))
+    print(Table(real.stage_table(results), title=f"peak GiB per stage above its start ({where})"))
+else:
+    print("Skipped (no CUDA here): real IndexTTS-2's sweep and its run under the 8 GB cap need a GPU and "
+          "its trained weights (several GiB); on a Colab GPU this section runs them.")
+
+# %% [markdown]
+# What it means: the run table gives each setting's real price, and the stage table shows where it goes.
+# `recipe_from_runs` now picks, among the measured runs whose allocator peak fits 90% of the 8 GB card
+# (`GPU_8GB`), the one closest to upstream — 25 steps first, then the emotion model kept, then the longest
+# segments — and the fastest of those; the rest of the card is for the CUDA context. Then the runner runs
+# that recipe once more with the allocator **capped at that 90%** (`memory_cap_gib`), on the real text: if it fits, you hear the real speech below; if
+# not, the runner's one-line error says so. Expect `use_fp16` to be enough with the emotion model kept
+# (*cited*: 6.54 GB on an RTX 4090 for one short utterance, index-tts PR #755, 2026-08-12), unless the long
+# text's activations push it over; then the emotion model goes, and offload comes only after that.
+
+# %%
+if on_gpu:
+    recipe = real.recipe_from_runs(runs, GPU_8GB)
+    print(recipe)
+    capped, error = real.run_recipe(recipe, texts, recipe.budget_gib, DEPLOY_DIR)
+    if error:
+        print(f"under a {recipe.budget_gib} GiB cap it did not fit: {error}")
+    else:
+        print(Table(real.call_table(capped), title=f"the recipe under a {recipe.budget_gib} GiB cap, "
+                                                   f"measured on {capped['device']}"))
+        from IPython.display import display
+
+        for label, player in real.players(capped):
+            print(f"real IndexTTS-2 ({label}):")
+            display(player)
+
+# %% [markdown]
+# What it means: section 7's plan was *predicted* from cited totals and the stand-in's activations; this one
+# is *measured* on the real model, and the capped run shows it fits an 8 GB card — the speech is real, so
+# here (unlike the stand-in) you can judge what `use_fp16` or fewer steps do to the sound.
+#
+# ## 9. Try it: the steps slider
 #
 # The same flow stage behind a panel: type a sentence, move the steps slider, press **Synthesize**. Expect the
 # time to follow the steps and the memory gauge not to. Offline the conditioning is random, so the audio is
@@ -279,8 +384,10 @@ panel
 # %% [markdown]
 # ## What we measured
 #
-# Each line below was measured in this run on the device printed under every verdict, with random weights;
-# on a CPU at a reduced width.
+# Offline (no GPU): sections 1-7 and 9 ran the stand-in — IndexTTS-2's layout with random weights, so the
+# audio is noise — on this CPU at a reduced width; section 8 was skipped. On a Colab GPU: the same stand-in
+# on CUDA at the real size, plus real IndexTTS-2 through the runner (section 8). Each line names what it
+# rests on; every verdict prints the device it was measured on.
 #
 # - **Sambert-HiFiGAN** (section 0, *cited*): it has no diffusion stage and runs on the CPU; the 8 GB
 #   problem is IndexTTS-2's.
@@ -296,5 +403,9 @@ panel
 # - **Offloading** (section 5): the peak drops by the idle stage's weights (transfers); the time does not —
 #   on a GPU every call pays the PCIe copies (section 7 predicts them).
 # - **Chunking** (section 6): on a long Chinese and a long English text the peak follows the longest chunk.
-# - **The 8 GB plan** (section 7): printed above with the kind and source of each figure and its cost in time.
-#   On a Colab GPU rerun at the real size (the default there) for that GPU's own numbers.
+# - **The 8 GB plan** (section 7): printed above with the kind and source of each figure and its cost in time
+#   (*predicted* from cited totals and the stand-in's activations).
+# - **Real IndexTTS-2** (section 8, GPU only): peak memory per stage and in total for fp32 / `use_fp16`, with
+#   and without the emotion model, with idle stages offloaded, at each segment length and at 10 vs 25 steps,
+#   *measured* on the GPU the tables name; the 8 GB recipe picked from those runs and run under an emulated
+#   8 GB cap, with the real speech to listen to. Offline it was skipped (no CUDA, no weights).
