@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="default: vLLM's own for --vllm-version (0.92 from 0.31, 0.9 before)")
     plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
     plan.add_argument("--tensor-parallel-size", type=int, default=1)
-    plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: latest)")
+    plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: the one notebooks install on Colab)")
     plan.add_argument("--fit", action="store_true",
                       help="search the settings that fit (max_num_seqs, gpu_memory_utilization, enforce_eager, "
                            "KV dtype, quantization within --quality) and print the fastest")

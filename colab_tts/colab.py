@@ -26,8 +26,9 @@ Which vLLM, and why (read 2026-11-29):
   (vllm-project/vllm vllm/v1/attention/backends/flashinfer.py @752a3a504;
   https://github.com/flashinfer-ai/flashinfer/issues/3620),
   FlashAttention needs SM80, so attention runs on TRITON_ATTN; bfloat16 raises below CC 8.0
-  (vllm-project/vllm vllm/platforms/cuda.py @752a3a504). Hence ``TURING_ENGINE_KWARGS``:
-  ``dtype="half"`` and ``attention_backend="TRITON_ATTN"``.
+  (vllm-project/vllm vllm/platforms/cuda.py @752a3a504). Hence ``dtype="float16"`` (vLLM's "half") and
+  ``attention_backend="TRITON_ATTN"``: the rule lives in ``colab_tts.vllm_versions.below_sm80``, which the
+  planner's ``engine_kwargs()`` and :func:`vllm_engine_kwargs` here both use.
 - Not chosen: vLLM 0.11.2, which Unsloth installs on a T4
   (https://github.com/unslothai/notebooks/commit/08486c9). It pins
   torch 2.9.0 and so replaces Colab's torch, torchvision and torchaudio (a restart, and a torch other
@@ -36,8 +37,10 @@ Which vLLM, and why (read 2026-11-29):
   against +cu128. That is why :func:`setup_vllm` checks, right after the install, that torch still sees
   the GPU and that vLLM's CUDA extension loads, and falls back to transformers when either fails.
 
-What the rest of the package reads: ``VLLM_VERSION`` (the planner's default vLLM version) and
-:func:`preferred_backend` (``$COLAB_TTS_BACKEND``, else the last setup's choice).
+What the rest of the package reads: ``VLLM_VERSION`` (the planner's default vLLM version:
+``colab_tts.vllm_versions.COLAB_VLLM`` is this constant, so ``plan_vllm`` and ``fit_vllm`` plan for what is
+installed here) and :func:`preferred_backend` (``$COLAB_TTS_BACKEND``, else the last setup's choice).
+This module imports only the standard library at import time (``vllm_versions`` imports it).
 """
 
 from __future__ import annotations
@@ -50,12 +53,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VLLM_VERSION = "0.25.1"
+VLLM_VERSION = "0.25.1"  # also the planner's default (vllm_versions.COLAB_VLLM)
 VLLM_CUDA = "cu129"
 VLLM_REQUIREMENT = f"vllm=={VLLM_VERSION}+{VLLM_CUDA}"
 VLLM_INDEX = f"https://wheels.vllm.ai/{VLLM_VERSION}/{VLLM_CUDA}"
 BACKEND_ENV = "COLAB_TTS_BACKEND"  # "vllm" or "transformers": what the Orpheus loader should use
-TURING_ENGINE_KWARGS = {"dtype": "half", "attention_backend": "TRITON_ATTN"}  # CC < 8.0 (T4, V100)
 MIN_VLLM_CC = (7, 0)  # vLLM's CUDA build runs from Volta on
 FRESH_RUNTIME = "Runtime > Disconnect and delete runtime, then run this notebook again from the top"
 
@@ -246,7 +248,7 @@ def setup_vllm(*, show: bool = True, run=None, kill=None, restart_delay: float =
       notebooks do (the process kills itself; Colab reconnects); run the cell again afterwards.
     - torch lost the GPU, or vLLM's CUDA extension does not load: says what happened; backend
       "transformers" (and how to get a clean runtime back when torch lost the GPU).
-    - otherwise backend "vllm", with ``TURING_ENGINE_KWARGS`` below CC 8.0.
+    - otherwise backend "vllm", with :func:`vllm_engine_kwargs` below CC 8.0.
     ``run`` and ``kill`` stand in for subprocess.run and os.kill in tests; ``restart_delay`` lets the
     message reach the notebook before the process ends.
     """
@@ -292,12 +294,13 @@ def setup_vllm(*, show: bool = True, run=None, kill=None, restart_delay: float =
         return _transformers(setup, "vLLM is installed but does not load.", show)
     if gpu.compute_capability < (8, 0):
         setup.lines.append(f"CC {gpu.compute_capability[0]}.{gpu.compute_capability[1]} < 8.0: no bfloat16 and no "
-                           f"FlashAttention; pass {TURING_ENGINE_KWARGS} to vLLM (vllm_engine_kwargs() does).")
+                           f"FlashAttention; pass {vllm_engine_kwargs(gpu.compute_capability)} to vLLM "
+                           "(plan_vllm's engine_kwargs() and vllm_engine_kwargs() do).")
     return _finish(setup, show)
 
 
 def vllm_engine_kwargs(compute_capability) -> dict:
     """The engine arguments a GPU of this compute capability needs with the pinned vLLM (empty from CC 8.0)."""
-    if not (isinstance(compute_capability, tuple) and len(compute_capability) == 2):
-        raise TypeError(f"compute_capability is a (major, minor) tuple like (7, 5), got {compute_capability!r}")
-    return dict(TURING_ENGINE_KWARGS) if compute_capability < (8, 0) else {}
+    from .vllm_versions import below_sm80  # imported here: vllm_versions reads VLLM_VERSION from this module
+
+    return below_sm80(VLLM_VERSION, compute_capability)[0]

@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from . import quantization as quant
 from . import vllm_versions as versions
 from ._checks import fraction, positive
+from .cited import value as cited_value
 from .hardware import DTYPE_BYTES, GPUS, GpuSpec, dtype_name, get_gpu, pick_dtype, resolve_dtype
 from .models import ModelSpec
 from .units import GIB
 from .vllm_plan import VllmPlan
 
 BLOCK_SIZE = 16
-# Orpheus: one SNAC 24 kHz frame is 2048 samples and 7 LLM tokens (canopyai/Orpheus-TTS
-# orpheus_tts_pypi/orpheus_tts/decoder.py @835ac7c): 82.03 tokens per second of audio.
-ORPHEUS_TOKENS_PER_SECOND = 24000 / 2048 * 7
+# Orpheus: 7 LLM tokens per 2048-sample SNAC frame at 24 kHz, 82.03 tokens per second of audio (the cited
+# figure snac_decode.TOKENS_PER_SECOND reads; read here too so the planner does not import numpy)
+ORPHEUS_TOKENS_PER_SECOND = cited_value("orpheus.tokens_per_second")
 LATEST_VLLM = versions.LATEST
 # vLLM's kv_cache_dtype names (vllm/config/cache.py CacheDType), with our aliases
 _VLLM_KV_DTYPES = {"auto": "auto", "float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
@@ -206,9 +207,10 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
               overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
-    ``vllm_version`` picks the engine's behaviour (None = the latest modelled; see
-    ``colab_tts.vllm_versions`` for what changed where); ``gpu_memory_utilization=None`` is that
-    release's default. An explicit ``dtype`` is planned as asked (a risk goes into ``warnings``); only
+    ``vllm_version`` picks the engine's behaviour (None = ``vllm_versions.COLAB_VLLM``, the release the
+    notebooks install on Colab; see ``colab_tts.vllm_versions`` for what changed where);
+    ``gpu_memory_utilization=None`` is that release's default. Below compute capability 8.0 the engine
+    arguments carry what vLLM needs there (``vllm_versions.below_sm80``, with its reason in ``warnings``). An explicit ``dtype`` is planned as asked (a risk goes into ``warnings``); only
     ``"auto"`` chooses. ``other_gib`` is memory other processes or stages hold on the GPU when vLLM
     starts. With tensor parallelism every rank holds 1/TP of the weights and KV heads. ``server=True``
     uses the OpenAI server's batch defaults. ``strict=True`` raises ValueError instead of warning: for a
@@ -288,6 +290,9 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         settings["kv_cache_dtype"] = kv_name
     if quantization is not None:
         settings["quantization"] = quantization
+    below, note = versions.below_sm80(version, gpu.compute_capability, resolved)  # CC < 8.0: T4, V100
+    settings.update(below)
+    warnings += [note] if note else []
     plan = VllmPlan(
         model=spec, gpu=gpu, dtype=resolved, kv_cache_dtype=kv_dtype, gpu_memory_utilization=gmu,
         max_model_len=max_model_len, max_num_seqs=seqs, max_num_batched_tokens=tokens, profile_tokens=tokens,

@@ -198,7 +198,7 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
     if max_model_len > spec.max_position_embeddings:
         raise ValueError(f"max_model_len={max_model_len:,} is beyond {spec.name}'s context of "
                          f"{spec.max_position_embeddings:,} tokens: ask for less audio or split the text")
-    version = _version(vllm_version)  # None: plan_vllm's default release (vllm_versions.LATEST)
+    version = _version(vllm_version)  # None: plan_vllm's default release (vllm_versions.COLAB_VLLM)
     ceiling = gmu_ceiling(gpu)
     start = versions.default_gmu(versions.parse(vllm_version))
     grid = [round(g / 100, 2) for g in range(int(round(start * 100)), int(ceiling * 100) + 1)] or [ceiling]

@@ -2,8 +2,9 @@
 
 The fixes that make it run on a Colab T4 (figures and sources: colab_tts/data/cited/orpheus.json):
 - dtype through ``hardware.resolve_dtype`` on the compute capability: float16 on a T4 (no bfloat16
-  below CC 8.0), passed to vLLM as ``dtype="half"`` with the TRITON_ATTN attention backend (vLLM >= 0.24
-  gives FlashInfer a minimum of SM80, vllm PRs #45375 and #47949; FlashAttention-2 needs SM80 too);
+  below CC 8.0), passed to vLLM as ``dtype="float16"`` with the TRITON_ATTN attention backend (vLLM >= 0.24
+  gives FlashInfer a minimum of SM80, vllm PRs #45375 and #47949; FlashAttention-2 needs SM80 too): the
+  planner's rule, ``colab_tts.vllm_versions.below_sm80``;
 - ``max_model_len`` from the longest audio wanted (``plan_vllm``), not the 131,072 of the config;
 - stop on end of speech (128258, canopyai/Orpheus-TTS realtime_streaming_example/main.py @835ac7c), not
   the 49158 of PyPI orpheus-speech 0.1.0; a fresh request id per request;
@@ -71,7 +72,6 @@ ORPHEUS_SPEECH_0_1_0 = {
     "sampling": dict(SAMPLING, max_tokens=value("orpheus.max_tokens")),
 }
 PROMPT_TOKENS = 128  # room kept for the prompt when sizing max_model_len (kv_cache.max_model_len_for_audio)
-TRITON_FROM = "0.24"  # first vLLM with FlashInfer limited to SM80+, so Turing runs TRITON_ATTN (vllm #45375, #47949)
 
 
 def format_prompt(text: str, voice: str, tokenizer) -> list[int]:
@@ -91,33 +91,14 @@ def _check_text(text) -> str:
     return text.strip()
 
 
-def turing_settings(gpu, vllm_version: str) -> tuple[dict, str | None]:
-    """vLLM arguments a GPU below compute capability 8.0 needs, and why (None above): ``dtype="half"`` and,
-    from vLLM 0.24, the Triton attention backend (FlashAttention-2 and FlashInfer need SM80 there)."""
-    from packaging.version import Version
-
-    from .hardware import get_gpu
-
-    spec = get_gpu(gpu)
-    if spec.compute_capability >= (8, 0):
-        return {}, None
-    if Version(vllm_version) >= Version(TRITON_FROM):
-        return ({"dtype": "half", "attention_backend": "TRITON_ATTN"},
-                f"{spec.name} (CC {spec.cc}): dtype='half' and attention_backend='TRITON_ATTN' "
-                f"(FlashAttention-2 and, from vLLM {TRITON_FROM}, FlashInfer need CC 8.0)")
-    return ({"dtype": "half"},
-            f"{spec.name} (CC {spec.cc}): dtype='half'; vLLM {vllm_version} may pick FlashInfer, which crashes "
-            "on CC 7.5 in some releases (vllm PR #44403): set VLLM_ATTENTION_BACKEND=TRITON_ATTN if it does")
-
-
 def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b", dtype="auto", strict: bool = False,
                       gpu_memory_utilization: float = 0.9, vllm_version: str | None = None, **overrides):
     """vLLM engine arguments for Orpheus on ``gpu`` and the plan behind them: (kwargs, plan).
 
-    dtype via ``resolve_dtype`` on the compute capability (bfloat16 on a T4 -> float16, passed as "half",
-    or ValueError with ``strict``), max_model_len from the longest audio wanted, the rest from
-    ``plan_vllm``; :func:`turing_settings` below CC 8.0 for ``vllm_version`` (default: the vLLM installed
-    here, else the planner's). ``overrides`` win over the plan.
+    dtype via ``resolve_dtype`` on the compute capability (bfloat16 on a T4 -> float16, or ValueError with
+    ``strict``), max_model_len from the longest audio wanted, the rest from ``plan_vllm`` for ``vllm_version``
+    (default: the vLLM installed here, else the planner's default), including what a GPU below CC 8.0 needs
+    (``vllm_versions.below_sm80``; its reason is in ``plan.warnings``). ``overrides`` win over the plan.
     """
     from .hardware import get_gpu, resolve_dtype
     from .kv_cache import max_model_len_for_audio, plan_vllm
@@ -128,9 +109,8 @@ def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b",
     max_len = overrides.pop("max_model_len", None) or max_model_len_for_audio(max_audio_seconds,
                                                                               prompt_tokens=PROMPT_TOKENS)
     plan = plan_vllm(model, spec, gpu_memory_utilization=gpu_memory_utilization, dtype=choice.dtype,
-                     max_model_len=max_len, strict=strict, vllm_version=vllm_version)
+                     max_model_len=max_len, strict=strict, vllm_version=vllm_version or installed_vllm_version())
     kwargs = plan.engine_kwargs()
-    kwargs.update(turing_settings(spec, vllm_version or installed_vllm_version() or plan.vllm_version)[0])
     kwargs.update(overrides)
     return kwargs, plan
 
@@ -190,7 +170,6 @@ class OrpheusTTS:
                                              gpu_memory_utilization=gpu_memory_utilization, **engine_overrides)
             chosen = dtype_name(kwargs["dtype"])
             notes += plan.warnings
-            notes += [n for n in [turing_settings(spec, installed_vllm_version() or plan.vllm_version)[1]] if n]
         else:
             choice = resolve_dtype(dtype, spec, strict=strict)
             chosen, plan = choice.dtype, None

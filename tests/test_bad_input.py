@@ -46,6 +46,8 @@ CASES = [
      ["compute capability", "float16"]),
     ("unknown self-test check", lambda tmp: colab_tts.selftest.run(["snac"]), ValueError, ["self-test check", "snac_cuda"]),
     ("compute capability as text", lambda tmp: colab_tts.colab.vllm_engine_kwargs("7.5"), TypeError, ["(7, 5)"]),
+    ("bfloat16 for vLLM below CC 8.0", lambda tmp: colab_tts.vllm_versions.below_sm80("0.25.1", (7, 5), "bfloat16"),
+     ValueError, ["bfloat16", "float16"]),
     ("roofline of nothing", lambda tmp: hardware.decode_ceiling_tokens_per_s(0, "T4"), ValueError,
      ["weight_bytes"]),
     ("unknown model", lambda tmp: models.ModelSpec.known("orpheus-4b"), ValueError, ["Unknown model",

@@ -27,9 +27,12 @@ def test_plan_prints_the_breakdown_and_a_ready_vllm_command(capsys):
     from colab_tts.kv_cache import max_model_len_for_audio
 
     assert "KV cache" in out and "112 KiB" in out
-    # no --gpu-memory-utilization given: vLLM 0.32's own default, 0.92 (vllm/config/cache.py @v0.32.0)
-    assert (f"vllm serve canopylabs/orpheus-3b-0.1-ft --dtype float16 --gpu-memory-utilization 0.92 "
-            f"--max-model-len {max_model_len_for_audio(30)}") in out
+    from colab_tts.vllm_versions import COLAB_VLLM, default_gmu
+
+    # no --gpu-memory-utilization / --vllm-version: the default of the vLLM the notebooks install on Colab
+    assert (f"vllm serve canopylabs/orpheus-3b-0.1-ft --dtype float16 --gpu-memory-utilization "
+            f"{default_gmu(COLAB_VLLM)} --max-model-len {max_model_len_for_audio(30)}") in out
+    assert "--attention-backend TRITON_ATTN" in out  # a T4 (CC 7.5) on vLLM >= 0.24
 
 
 def test_plan_exit_code_says_when_it_does_not_fit(capsys):

@@ -74,7 +74,7 @@ def test_t4_installs_the_cu129_wheel_keeps_torch_and_uses_vllm_with_turing_setti
     assert done.backend == "vllm" and not done.restart and not f.killed
     text = str(done)
     assert "torch 2.11.0+cu128 (built for CUDA 12.8) on a driver for CUDA 12.8: sees Tesla T4" in text
-    assert "TRITON_ATTN" in text and "'half'" in text
+    assert "'attention_backend': 'TRITON_ATTN'" in text and "'dtype': 'float16'" in text
     assert colab.preferred_backend() == "vllm"
 
 
@@ -156,7 +156,12 @@ def test_check_script_runs_here_and_reports_torch_without_a_gpu():
 
 
 def test_engine_kwargs_by_compute_capability():
-    assert colab.vllm_engine_kwargs((7, 5)) == {"dtype": "half", "attention_backend": "TRITON_ATTN"}
+    # the planner's rule at the pinned version: the same arguments a T4 plan carries
+    from colab_tts.kv_cache import plan_vllm
+
+    assert colab.vllm_engine_kwargs((7, 5)) == {"dtype": "float16", "attention_backend": "TRITON_ATTN"}
+    t4 = plan_vllm("orpheus-3b", "T4", max_model_len=2048).engine_kwargs()
+    assert {k: t4[k] for k in ("dtype", "attention_backend")} == colab.vllm_engine_kwargs((7, 5))
     assert colab.vllm_engine_kwargs((8, 0)) == {}
     with pytest.raises(TypeError):
         colab.vllm_engine_kwargs("7.5")

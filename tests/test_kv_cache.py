@@ -346,3 +346,48 @@ def test_versions_outside_the_modelled_range_warn_and_strict_refuses():
                                                 vllm_version="0.33.0").warnings)
     with pytest.raises(ValueError, match="modelled range"):
         plan_vllm("orpheus-3b", "A100-40GB", max_model_len=4096, vllm_version="0.3.3", strict=True)
+
+
+# --- issue #11: the default vLLM is the one the notebooks install; what a GPU below CC 8.0 needs ---------
+
+def test_default_vllm_is_the_one_installed_on_colab_for_plan_and_fit():
+    from colab_tts import colab, vllm_versions
+    from colab_tts.kv_fit import fit_vllm
+
+    plan = plan_vllm("orpheus-3b", "T4", max_model_len=2048)
+    assert plan.vllm_version == colab.VLLM_VERSION
+    assert plan.gpu_memory_utilization == vllm_versions.default_gmu(colab.VLLM_VERSION)
+    fit = fit_vllm("orpheus-3b", "T4", audio_seconds=10)
+    assert fit.vllm_version == colab.VLLM_VERSION
+    assert fit.gpu_memory_utilization >= vllm_versions.default_gmu(colab.VLLM_VERSION)
+    # the pin lies inside the modelled range, whose top stays the newest release read
+    assert vllm_versions.support_warning(colab.VLLM_VERSION) is None
+    assert vllm_versions.support_warning(vllm_versions.LATEST) is None
+    assert vllm_versions.base(vllm_versions.LATEST) > vllm_versions.base(colab.VLLM_VERSION)
+
+
+@pytest.mark.parametrize("gpu, version, backend", [
+    ("T4", None, "TRITON_ATTN"),             # CC 7.5, the Colab pin (>= 0.24: FlashInfer needs SM80)
+    ("V100-16GB", "0.24.0", "TRITON_ATTN"),  # CC 7.0, the first release with FlashInfer's SM80 floor
+    ("T4", "0.23.1", None),                  # before it: no attention_backend, a note about FlashInfer
+    ("T4", "0.11.2", None),                  # Unsloth's vLLM: predates the argument
+    ("A100-40GB", None, None),               # CC 8.0: vLLM's own choice
+    ("L4", None, None),
+])
+def test_engine_kwargs_carry_what_a_gpu_below_cc_8_needs(gpu, version, backend):
+    plan = plan_vllm("orpheus-3b", gpu, max_model_len=1024, vllm_version=version)
+    kwargs = plan.engine_kwargs()
+    assert kwargs.get("attention_backend") == backend
+    below = hardware.get_gpu(gpu).compute_capability < (8, 0)
+    assert (kwargs["dtype"] == "float16") if below else kwargs["dtype"] == "bfloat16"  # Orpheus ships bfloat16
+    notes = [w for w in plan.warnings if "< 8.0" in w]
+    assert len(notes) == below
+    if below:
+        assert ("attention_backend='TRITON_ATTN'" in notes[0]) == (backend is not None)
+        assert ("VLLM_ATTENTION_BACKEND" in notes[0]) == (backend is None)
+
+
+def test_float32_planned_below_cc_8_stays_float32_with_triton():
+    plan = plan_vllm("metavoice-1b", GTX1660TI, max_model_len=1024, max_num_seqs=8, enforce_eager=True,
+                     gpu_memory_utilization=1.0)  # auto picks float32 on a GTX 16xx
+    assert plan.engine_kwargs()["dtype"] == "float32" and plan.engine_kwargs()["attention_backend"] == "TRITON_ATTN"

@@ -18,7 +18,10 @@ ALLOWED = {q: set(schemes) for q, (schemes, _) in QUALITIES.items()}
 def _replan(plan: FitPlan):
     """plan_vllm with exactly the engine arguments the fitted plan hands to vLLM."""
     kw = plan.engine_kwargs()
-    return plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kw)
+    backend = kw.pop("attention_backend", None)  # no term of the memory sum: plan_vllm derives it (CC < 8.0)
+    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kw)
+    assert again.engine_kwargs().get("attention_backend") == backend
+    return again
 
 
 def _check_fitted(plan, concurrency, quality):

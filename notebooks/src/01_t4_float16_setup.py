@@ -78,9 +78,10 @@ except ValueError as err:
 # tokens, which a T4's KV cache cannot hold) and stops on token 49158, while Orpheus ends speech with 128258
 # (canopyai/Orpheus-TTS `orpheus_tts_pypi/orpheus_tts/engine_class.py` and `realtime_streaming_example/main.py`
 # @835ac7c). Expect the plan for 131,072 tokens to say it does not fit, and ours to fit. On a GPU below compute
-# capability 8.0 the arguments also carry `dtype="half"` and the Triton attention backend: FlashAttention-2
-# needs 8.0, and from vLLM 0.24 FlashInfer does too (vllm PRs #45375 and #47949). The plans are *predicted*
-# by `plan_vllm` (notebook 02 checks it against published vLLM logs).
+# capability 8.0 the plan's arguments also carry `dtype="float16"` (vLLM's "half") and the Triton attention
+# backend: FlashAttention-2 needs 8.0, and from vLLM 0.24 FlashInfer does too (vllm PRs #45375 and #47949).
+# The plans are *predicted* by `plan_vllm` for the vLLM the notebooks install on Colab (notebook 02 checks it
+# against published vLLM logs).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -94,8 +95,7 @@ print(f"\ncolab_tts for {MAX_AUDIO_SECONDS} s of audio on the {gpu.name}:")
 print("  vllm.LLM(model, **", kwargs, ")")
 print("  stop_token_ids =", [orpheus.END_OF_SPEECH], " request ids: unique per request")
 print("  predicted:", plan.message(), f"({plan.budget_gib:.2f} GiB reserved by vLLM)")
-note = orpheus.turing_settings(gpu, orpheus.installed_vllm_version() or plan.vllm_version)[1]
-print("  why:", note or "compute capability 8.0 or more: bfloat16 and the default attention backend")
+print("  why:", "; ".join(plan.warnings) or "compute capability 8.0 or more: bfloat16 and the default attention backend")
 
 # %% [markdown]
 # What it means: `max_model_len` only has to hold the prompt plus the audio you want: 82.03 tokens per second
@@ -261,7 +261,7 @@ if ON_GPU:
 # ## What we measured
 #
 # - bfloat16 on a T4: the error vLLM gives (cited), and `resolve_dtype`'s float16 fix on the compute
-#   capability (strict mode raises instead); `dtype="half"` and TRITON_ATTN below compute capability 8.0.
+#   capability (strict mode raises instead); `dtype="float16"` and TRITON_ATTN below compute capability 8.0.
 # - orpheus-speech 0.1.0's settings next to ours: float16, `max_model_len` from the longest audio wanted
 #   (the 131,072-token default does not fit a T4, predicted), stop id 128258, unique request ids.
 # - Gated weights: the steps (terms, `HF_TOKEN`) or the non-gated mirror.

