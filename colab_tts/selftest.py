@@ -50,9 +50,9 @@ def check_bf16_refusal() -> str:
     """No bfloat16 below CC 8.0: simulated T4 everywhere, and the GPU in use when there is one."""
     import torch
 
-    from .hardware import GpuSpec, resolve_dtype
+    from .hardware import get_gpu, resolve_dtype
 
-    t4 = GpuSpec("Tesla T4 (simulated)", (7, 5), 14.74, 320, 65)
+    t4 = get_gpu("T4")  # the catalog's T4, simulated: no device is asked
     assert resolve_dtype("auto", t4).dtype == "float16"
     assert resolve_dtype("bfloat16", t4).dtype == "float16"
     try:
