@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model tokens per second of audio (Orpheus: 82.03)")
     plan.add_argument("--max-model-len", type=int, default=None, help="instead of --seconds")
     plan.add_argument("--gpu-memory-utilization", type=float, default=None,
-                      help="default: vLLM's own for --vllm-version (0.92 from 0.31, 0.9 before)")
+                      help="default: vLLM's own for --vllm-version (0.92 from 0.20, 0.9 before)")
     plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
     plan.add_argument("--tensor-parallel-size", type=int, default=1)
     plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: the one notebooks install on Colab)")

@@ -3,7 +3,7 @@
 vLLM gives the KV cache what is left of ``total memory x gpu_memory_utilization`` after the weights,
 the peak of one profile run (the forward pass over ``max_num_batched_tokens`` tokens, or the sampler's
 warm-up over ``max_num_seqs x vocab`` logits, whichever is larger), memory outside torch (CUDA context,
-cuBLAS, NCCL) and, from v0.21, an estimate of CUDA-graph memory (vllm-project/vllm
+cuBLAS, NCCL) and, from v0.20, an estimate of CUDA-graph memory (vllm-project/vllm
 vllm/v1/worker/gpu_worker.py ``determine_available_memory`` @v0.32.0). The cache is cut into pages of
 ``2 x block_size x kv_heads x head_dim x dtype bytes`` per layer (vllm/v1/core/kv_cache_utils.py
 ``get_num_blocks``). ``plan_vllm`` redoes that sum; the terms that moved between releases live in
@@ -140,7 +140,7 @@ class GpuOverheads:
       peak where the sampler sets it give 9.6-10.3.
     - ``non_torch_gib``: CUDA context, cuBLAS/NCCL buffers outside torch's allocator (logs print -0.12
       to 0.35 GiB on one GPU); the value that minimises the worst error over the published logs.
-    - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.21+). Published estimates for dense and hybrid models
+    - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.20+). Published estimates for dense and hybrid models
       read 0.09-0.58 GiB (noonghunna/club-3090#434, vllm-project/vllm#30515, gpustack/runner#251,
       wtdcode/vllm-backport#34): 0.3. No published case checks it yet.
     """

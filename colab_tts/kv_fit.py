@@ -7,8 +7,8 @@ what a person may change -
 - ``max_num_seqs``: the sampler's warm-up holds ~10 fp32 copies of [max_num_seqs, vocab] logits,
   1.5 GiB for Orpheus's 156,940-token vocabulary at vLLM's default of 256;
 - ``max_num_batched_tokens``: the profile forward pass grows with it;
-- ``enforce_eager``: no CUDA-graph pool (vLLM >= 0.21 sets it aside), at some speed cost;
-- ``gpu_memory_utilization``: from vLLM's default (0.9; 0.92 from v0.31) up to ``SAFE_GMU_CEILING``;
+- ``enforce_eager``: no CUDA-graph pool (vLLM >= 0.20 sets it aside), at some speed cost;
+- ``gpu_memory_utilization``: from vLLM's default (0.9; 0.92 from v0.20) up to ``SAFE_GMU_CEILING``;
 - the KV dtype and the weight quantization, only within the ``quality`` the person allows -
 
 and keeps the plan, among those that fit by ``plan_vllm``'s own account, with the highest

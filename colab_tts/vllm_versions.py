@@ -68,32 +68,38 @@ class Term:
     source: str
 
 
+# Each source names the file at the first release that shows the new behaviour and at the last release before it
+# (the wheels on PyPI, read for this module; "vllm-project/vllm <path> @v<release>").
 TERMS = (
-    Term("engine", "0.10.0 (CC >= 8.0) / 0.10.2 (CC < 8.0)", "V0 engine", "V1 engine",
-         "published logs below 0.10 run V0 (canopyai/Orpheus-TTS#115, 0.8.3 on an RTX 4070 Ti); V1 runs below "
-         "CC 8.0 from v0.10.2 (vllm-project/vllm#23614, #24022)"),
+    Term("engine", "0.10.0 (CC >= 8.0, as published logs ran) / 0.10.2 (CC < 8.0)", "V0 engine", "V1 engine",
+         "vllm/envs.py VLLM_USE_V1 @v0.8.0 default '1', @v0.7.3 '0': V1 is tried first from v0.8.0 and "
+         "vllm/engine/arg_utils.py _is_v1_supported_oracle falls back to V0 for 'Compute Capability < 8.0' "
+         "@v0.10.1.1, a check gone @v0.10.2. On CC >= 8.0 the oracle also falls back for other features (e.g. "
+         "'Engine in background thread' through @v0.10.1.1); the published 0.8.2 logs on CC >= 8.0 cards ran V0 "
+         "(canopyai/Orpheus-TTS#109, vllm-project/vllm#15815), so V1 is modelled from 0.10.0 there: no source "
+         "line switches at 0.10.0"),
     Term("sampler_in_profile", "0.8.0 (V1)", "V1 profiled the forward pass only",
          "the dummy sampler pass over max_num_seqs x vocab runs inside profile_run",
-         "vllm-project/vllm#13507 (2025-02-19, 'V1 model runner does not consider (or run) sampler during the "
-         "initial memory profiling'), fixed before #14728 (2025-03-14) moved the OOM check into "
-         "_dummy_sampler_run; V0's profile_run always sampled; vllm/v1/worker/gpu_model_runner.py profile_run "
-         "@v0.32.0 calls _dummy_sampler_run"),
-    Term("cudagraph_in_budget", "0.21.0", "graphs are captured after the KV cache is sized and come out of the "
+         "vllm/v1/worker/gpu_model_runner.py profile_run @v0.8.0 calls _dummy_sampler_run; @v0.7.3 it computes "
+         "the logits only ('TODO(woosuk): Consider the memory usage of the sampler'); V0's profile_run always "
+         "sampled"),
+    Term("cudagraph_in_budget", "0.20.0", "graphs are captured after the KV cache is sized and come out of the "
          "(1 - gpu_memory_utilization) slice", "an estimate of graph memory is profiled and taken from the KV "
          "budget (the log folds it into the activation figure)",
-         "vllm-project/vllm#30515 added the estimate behind VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS; "
-         "vllm/envs.py and vllm/v1/worker/gpu_worker.py determine_available_memory @v0.32.0: 'enabled "
-         "(default since v0.21.0)', peak_activation_memory = transient peak + estimate"),
-    Term("gmu_counts_other_processes", "0.6.5 (V0) / 0.9.2 (V1)", "memory other processes held counted "
+         "vllm/envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS @v0.20.0 default '1', @v0.19.1 '0' (the flag "
+         "appears @v0.18.0, off); vllm/v1/worker/gpu_worker.py determine_available_memory @v0.20.0 subtracts "
+         "cudagraph_memory_estimate_applied. Its log line says 'default since v0.21.0', which the v0.20.0 "
+         "wheel's own default contradicts"),
+    Term("gmu_counts_other_processes", "0.6.5 (V0) / 0.9.1 (V1)", "memory other processes held counted "
          "against the budget (a global limit)", "a per-instance limit: total x gmu for this instance, which "
          "must be free at start-up",
-         "vllm-project/vllm#9352 made it global in V0 (docs.vllm.ai/en/v0.6.4 engine args), #10511 per-instance "
-         "again (2024-12); V1 counted other processes as non-torch memory until #18974 / #19312 (2025-06); "
-         "vllm/v1/worker/utils.py request_memory @v0.32.0 = ceil(total x gmu), refused if not free"),
-    Term("default_gmu", "0.31.0", "0.9", "0.92",
-         "vllm/config/cache.py CacheConfig.gpu_memory_utilization @v0.32.0 (default=0.92); 0.9 in every release "
-         "documented before (docs.vllm.ai/en/v0.6.4 engine args). The release of the change is the earliest "
-         "published start-up log we know to print 0.92 (0.31): the commit is not pinned"),
+         "V0: vllm/worker/worker.py determine_num_available_blocks @v0.6.4 adds (total - free) - torch allocated "
+         "to the peak; @v0.6.5 memory_profiling starts from baseline total - init free. V1: "
+         "vllm/v1/worker/gpu_worker.py determine_available_memory @v0.9.0.1 adds (total - free) - torch "
+         "allocated; @v0.9.1 requested_memory = total x gmu, refused at start-up if not free"),
+    Term("default_gmu", "0.20.0", "0.9", "0.92",
+         "vllm/config/cache.py CacheConfig.gpu_memory_utilization @v0.20.0 Field(default=0.92); @v0.19.1 "
+         "Field(default=0.9); EngineArgs takes CacheConfig's default"),
     Term("batch_defaults", "0.10.0 (V1)", "V0: max(max_model_len, 2048) tokens, chunked prefill only above "
          "32K (then 2048 from 0.8, 512 before), 256 sequences", "V1: by GPU memory and entry point "
          "(vllm.LLM 8192 / server 2048 tokens and 256 sequences below 70 GiB or on an A100; 16384 / 8192 and "
@@ -124,7 +130,7 @@ def sampler_in_profile(version, v0: bool) -> bool:
 
 def cudagraph_in_budget(version) -> bool:
     """Whether vLLM estimates CUDA-graph memory and takes it from the KV budget (else it comes out of 1 - gmu)."""
-    return base(version) >= Version("0.21.0")
+    return base(version) >= Version("0.20.0")
 
 
 def gmu_counts_other_processes(version, v0: bool) -> bool:
@@ -132,12 +138,12 @@ def gmu_counts_other_processes(version, v0: bool) -> bool:
     v = base(version)
     if v0:
         return v == Version("0.6.4")
-    return v < Version("0.9.2")
+    return v < Version("0.9.1")
 
 
 def default_gmu(version) -> float:
     """vLLM's default gpu_memory_utilization at ``version``."""
-    return 0.92 if base(version) >= Version("0.31.0") else 0.9
+    return 0.92 if base(version) >= Version("0.20.0") else 0.9
 
 
 def batch_defaults(version, v0: bool, memory_gib: float, gpu_name: str, max_model_len: int,
@@ -185,7 +191,7 @@ def below_sm80(version, compute_capability, dtype: str = "float16") -> tuple[dic
 
 
 # The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2).
-SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.9.2", "0.10.0", "0.10.2", "0.21.0", "0.31.0"))
+SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0"))
 
 
 def range_label(version, compute_capability=(8, 0)) -> str:

@@ -109,10 +109,11 @@ def test_v0_profile_grows_with_max_model_len_v1_does_not():
     assert v1[0].activation_gib == v1[1].activation_gib and v1[0].profile_tokens == 8192
 
 
-def test_cuda_graphs_counted_from_0_21_unless_eager():
-    new = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.21.0")
-    old = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.20.0")
-    eager = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.21.0", enforce_eager=True)
+def test_cuda_graphs_counted_from_0_20_unless_eager():
+    same = dict(max_model_len=4096, gpu_memory_utilization=0.9)  # the default moved at 0.20.0 too
+    new = plan_vllm("orpheus-3b", "L4", vllm_version="0.20.0", **same)
+    old = plan_vllm("orpheus-3b", "L4", vllm_version="0.19.1", **same)
+    eager = plan_vllm("orpheus-3b", "L4", vllm_version="0.20.0", enforce_eager=True, **same)
     assert new.cudagraph_gib > 0 and old.cudagraph_gib == 0 and eager.cudagraph_gib == 0
     assert new.num_blocks < old.num_blocks == eager.num_blocks
     assert any("1 - gpu_memory_utilization" in w for w in old.warnings)
@@ -312,22 +313,28 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     def plan(version, **kw):
         return plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version=version, **kw)
 
-    # CUDA-graph estimate taken from the KV budget from v0.21.0 (vllm-project/vllm#30515, on by default in
-    # v0.21.0: vllm/envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS); before, graphs come out of 1 - gmu
-    assert plan("0.20.2").cudagraph_gib == 0 and plan("0.21.0").cudagraph_gib > 0
-    # default gpu_memory_utilization 0.9 -> 0.92 (vllm/config/cache.py @v0.32.0; 0.31 logs print 0.92)
-    assert plan("0.30.1").gpu_memory_utilization == 0.9 and plan("0.31.0").gpu_memory_utilization == 0.92
-    # V1 profiles the sampler from v0.8.0 (vllm-project/vllm#13507, fixed before #14728); V0 always did
+    # Each pair is (last release before, first release with) the change, read in the PyPI wheels of vllm-project/vllm.
+    # CUDA-graph estimate taken from the KV budget: vllm/envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+    # @v0.19.1 '0', @v0.20.0 '1' (vllm/v1/worker/gpu_worker.py determine_available_memory subtracts it)
+    assert plan("0.19.1").cudagraph_gib == 0 and plan("0.20.0").cudagraph_gib > 0
+    # default gpu_memory_utilization: vllm/config/cache.py @v0.19.1 Field(default=0.9), @v0.20.0 default=0.92
+    assert plan("0.19.1").gpu_memory_utilization == 0.9 and plan("0.20.0").gpu_memory_utilization == 0.92
+    # V1 profiles the sampler: vllm/v1/worker/gpu_model_runner.py profile_run @v0.7.3 logits only ("TODO ...
+    # sampler"), @v0.8.0 _dummy_sampler_run; V0 always did
     assert not v.sampler_in_profile("0.7.3", v0=False) and v.sampler_in_profile("0.8.0", v0=False)
     assert v.sampler_in_profile("0.7.3", v0=True)
-    # V1 below CC 8.0 from v0.10.2 (vllm-project/vllm#23614, #24022); from v0.10.0 on Ampere
-    assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1").v0
+    # V1 below CC 8.0: vllm/engine/arg_utils.py _is_v1_supported_oracle falls back for "Compute Capability
+    # < 8.0" @v0.10.1.1, not @v0.10.2; on Ampere V1 from 0.10.0, as the published 0.8.2 logs ran V0
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1.1").v0
     assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.2").v0
     assert plan("0.9.2").v0 and not plan("0.10.0").v0
-    # memory other processes hold: a global limit in V0 0.6.4 (vllm-project/vllm#9352) and in V1 before
-    # #19312 (0.9.2); per instance otherwise (vllm/v1/worker/utils.py request_memory @v0.32.0)
-    assert v.gmu_counts_other_processes("0.6.4", v0=True) and not v.gmu_counts_other_processes("0.6.5", v0=True)
-    assert v.gmu_counts_other_processes("0.9.1", v0=False) and not v.gmu_counts_other_processes("0.9.2", v0=False)
+    # memory other processes hold counted against the budget: V0 vllm/worker/worker.py @v0.6.4 adds
+    # (total - free) - torch allocated, @v0.6.5 starts from a baseline; V1 vllm/v1/worker/gpu_worker.py
+    # @v0.9.0.1 adds it, @v0.9.1 requests total x gmu and refuses if it is not free
+    assert v.gmu_counts_other_processes("0.6.4.post1", v0=True) and not v.gmu_counts_other_processes("0.6.5", v0=True)
+    assert v.gmu_counts_other_processes("0.9.0.1", v0=False) and not v.gmu_counts_other_processes("0.9.1", v0=False)
+    # every switch of every term is a release boundary of the modelled ranges
+    assert {str(s) for s in v.SWITCHES} == {"0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0"}
     shared = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4", other_gib=2.0)
     alone = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4")
     assert shared.budget_gib == pytest.approx(alone.budget_gib - 2.0)

@@ -82,7 +82,7 @@ def fit_overheads(cases: list[dict], models: dict, step: float = 0.01) -> GpuOve
     act_units: the slope of a same-machine pair (else the architectural count, 3); sampler_copies: the
     median of printed activation peaks the sampler sets, over max_num_seqs x vocab x 4 bytes (else 10);
     non_torch_gib: the value in [0, 0.5] GiB that minimises the worst error over the cases; the
-    CUDA-graph estimate stays at its cited value (no published case is from v0.21 on).
+    CUDA-graph estimate stays at its cited value (no published case is from v0.20 on).
     """
     act = _slope_act_units(cases, models) or DEFAULT_OVERHEADS.act_units
     base = dataclasses.replace(DEFAULT_OVERHEADS, act_units=act)

@@ -148,7 +148,7 @@ print(Table(kv_sizing.max_num_seqs_rows("orpheus-3b", GPU, chosen.max_model_len)
             title="what max_num_seqs buys (predicted by plan_vllm)"))
 
 # %% [markdown]
-# The newer engine reserves an estimate for CUDA graphs (pink) since v0.21; before, graphs came out of the
+# The newer engine reserves an estimate for CUDA graphs (pink) since v0.20; before, graphs came out of the
 # unreserved slice. How much KV cache `gpu_memory_utilization` buys on the three Colab GPUs (the dashed line
 # is one request of the chosen length):
 
@@ -167,7 +167,7 @@ for key in ("T4", "L4", "A100-40GB"):
 # %% [markdown]
 # What it means: on a T4 the weights and the profile run take so much that a low `gpu_memory_utilization`
 # leaves no room for even one request; on an L4 or an A100 the cache grows steadily with it. What is not
-# reserved (1 − gmu) is where CUDA graphs (before v0.21) and anything else on the GPU must live. On an 8 GB
+# reserved (1 − gmu) is where CUDA graphs (before v0.20) and anything else on the GPU must live. On an 8 GB
 # card vLLM's defaults leave no room at all; the plan says by how much and what would make it fit:
 
 # %%
