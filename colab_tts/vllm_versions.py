@@ -101,9 +101,13 @@ TERMS = (
          "vllm/config/cache.py CacheConfig.gpu_memory_utilization @v0.20.0 Field(default=0.92); @v0.19.1 "
          "Field(default=0.9); EngineArgs takes CacheConfig's default"),
     Term("batch_defaults", "0.10.0 (V1)", "V0: max(max_model_len, 2048) tokens, chunked prefill only above "
-         "32K (then 2048 from 0.8, 512 before), 256 sequences", "V1: by GPU memory and entry point "
+         "32K (then 2048 from 0.6.5, 512 in 0.6.4), 256 sequences", "V1: by GPU memory and entry point "
          "(vllm.LLM 8192 / server 2048 tokens and 256 sequences below 70 GiB or on an A100; 16384 / 8192 and "
-         "1024 above)", "vllm/engine/arg_utils.py get_batch_defaults @v0.32.0; V0 scheduler config"),
+         "1024 above; 16384 for both from 160 GiB, from 0.28.0)",
+         "vllm/engine/arg_utils.py EngineArgs defaults for V1 (_set_default_args_v1, later get_batch_defaults): "
+         "the 70 GiB / A100 split is the same @v0.9.2, @v0.10.0, @v0.25.1 and @v0.32.0; the 160 GiB branch "
+         "appears @v0.28.0, absent @v0.27.1. V0: vllm/config.py SchedulerConfig gives chunked prefill 512 tokens "
+         "@v0.6.4, 2048 @v0.6.5"),
 )
 
 
@@ -151,11 +155,11 @@ def batch_defaults(version, v0: bool, memory_gib: float, gpu_name: str, max_mode
     """vLLM's default (max_num_batched_tokens, max_num_seqs, chunked prefill) for this version and GPU."""
     if v0:  # chunked prefill only by default for long-context models
         if max_model_len > 32768:
-            return (2048 if base(version) >= Version("0.8.0") else 512), 256, True
+            return (2048 if base(version) >= Version("0.6.5") else 512), 256, True
         return max(max_model_len, 2048), 256, False
     big = memory_gib >= 70 and "a100" not in gpu_name.lower()
     tokens = (8192 if server else 16384) if big else (2048 if server else 8192)
-    if memory_gib >= 160:
+    if memory_gib >= 160 and base(version) >= Version("0.28.0"):  # B200/B300 class
         tokens = 16384
     return tokens, (1024 if big else 256), True
 
@@ -191,7 +195,8 @@ def below_sm80(version, compute_capability, dtype: str = "float16") -> tuple[dic
 
 
 # The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2).
-SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0"))
+SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0",
+                                        "0.28.0"))
 
 
 def range_label(version, compute_capability=(8, 0)) -> str:

@@ -333,8 +333,16 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     # @v0.9.0.1 adds it, @v0.9.1 requests total x gmu and refuses if it is not free
     assert v.gmu_counts_other_processes("0.6.4.post1", v0=True) and not v.gmu_counts_other_processes("0.6.5", v0=True)
     assert v.gmu_counts_other_processes("0.9.0.1", v0=False) and not v.gmu_counts_other_processes("0.9.1", v0=False)
+    # V1 server batch on a GPU of 160 GiB or more: vllm/engine/arg_utils.py get_batch_defaults @v0.27.1 has no
+    # 160 GiB branch (8192 tokens), @v0.28.0 16384
+    assert v.batch_defaults("0.27.1", False, 178.0, "B200", 4096, server=True)[0] == 8192
+    assert v.batch_defaults("0.28.0", False, 178.0, "B200", 4096, server=True)[0] == 16384
+    # V0's chunked-prefill batch (max_model_len > 32K): vllm/config.py SchedulerConfig @v0.6.4 512, @v0.6.5 2048
+    assert v.batch_defaults("0.6.4", True, 23.58, "RTX-3090", 131072, server=False)[0] == 512
+    assert v.batch_defaults("0.6.5", True, 23.58, "RTX-3090", 131072, server=False)[0] == 2048
     # every switch of every term is a release boundary of the modelled ranges
-    assert {str(s) for s in v.SWITCHES} == {"0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0"}
+    assert {str(s) for s in v.SWITCHES} == {"0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0",
+                                            "0.28.0"}
     shared = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4", other_gib=2.0)
     alone = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4")
     assert shared.budget_gib == pytest.approx(alone.budget_gib - 2.0)
