@@ -164,8 +164,9 @@ def batch_defaults(version, v0: bool, memory_gib: float, gpu_name: str, max_mode
     return tokens, (1024 if big else 256), True
 
 
-# FlashInfer's lower bound raised from SM75 to SM80 (vllm-project/vllm#45375, #47949): from this release a GPU
-# below CC 8.0 is told to use Triton's attention (FlashAttention-2 needs SM80 as well).
+# FlashInfer's lower bound raised from SM75 to SM80 (vllm-project/vllm#45375, #47949; vllm/v1/attention/backends/
+# flashinfer.py supports_compute_capability @v0.24.0 floor SM80, @v0.23.0 SM75): from this release a GPU below
+# CC 8.0 is told to use Triton's attention (FlashAttention-2 needs SM80 as well).
 TRITON_ATTN_FROM = "0.24.0"
 
 
@@ -175,8 +176,9 @@ def below_sm80(version, compute_capability, dtype: str = "float16") -> tuple[dic
     An explicit ``dtype``, never bfloat16: it raises below CC 8.0 (vllm-project/vllm vllm/platforms/cuda.py
     supported_dtypes @v0.32.0); "float16" is vLLM's "half" (float32 where a plan asks for it). From vLLM 0.24
     also ``attention_backend="TRITON_ATTN"``: FlashAttention-2 needs SM80 and FlashInfer does too from then
-    (vllm-project/vllm#45375, #47949). Older releases get no ``attention_backend`` (they predate the
-    argument); they may pick FlashInfer, which crashes on CC 7.5 in some releases (vllm-project/vllm#44403).
+    (vllm-project/vllm#45375, #47949). Older releases get no ``attention_backend`` (EngineArgs has it from
+    v0.13.0, not in v0.12.0, but before v0.24 nothing requires it); they may pick FlashInfer, which crashes on
+    CC 7.5 in some releases (vllm-project/vllm#44403).
     """
     if not (isinstance(compute_capability, tuple) and len(compute_capability) == 2):
         raise TypeError(f"compute_capability is a (major, minor) tuple like (7, 5), got {compute_capability!r}")

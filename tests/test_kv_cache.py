@@ -384,8 +384,8 @@ def test_default_vllm_is_the_one_installed_on_colab_for_plan_and_fit():
 @pytest.mark.parametrize("gpu, version, backend", [
     ("T4", None, "TRITON_ATTN"),             # CC 7.5, the Colab pin (>= 0.24: FlashInfer needs SM80)
     ("V100-16GB", "0.24.0", "TRITON_ATTN"),  # CC 7.0, the first release with FlashInfer's SM80 floor
-    ("T4", "0.23.1", None),                  # before it: no attention_backend, a note about FlashInfer
-    ("T4", "0.11.2", None),                  # Unsloth's vLLM: predates the argument
+    ("T4", "0.23.0", None),                  # before it (flashinfer.py @v0.23.0 allows SM75): a note instead
+    ("T4", "0.11.2", None),                  # Unsloth's vLLM: predates the argument (EngineArgs has it @v0.13.0)
     ("A100-40GB", None, None),               # CC 8.0: vLLM's own choice
     ("L4", None, None),
 ])
