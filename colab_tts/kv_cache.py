@@ -203,13 +203,16 @@ def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
 
 def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
               max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
-              vllm_version=None, strict=False, server=False, other_gib=0.0,
+              vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
               overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
     ``vllm_version`` picks the engine's behaviour (None = ``vllm_versions.COLAB_VLLM``, the release the
     notebooks install on Colab; see ``colab_tts.vllm_versions`` for what changed where);
-    ``gpu_memory_utilization=None`` is that release's default. Below compute capability 8.0 the engine
+    ``gpu_memory_utilization=None`` is that release's default. ``engine`` ("auto", "v0", "v1") is vLLM's
+    engine: "auto" is that release's default (V1 from 0.8.0 on CC >= 8.0, from 0.10.2 below; no V0 from
+    0.11.0); state "v0" where a 0.8-0.10 run fell back to V0 for a feature V1 lacked (its log shows
+    "# GPU blocks"). Below compute capability 8.0 the engine
     arguments carry what vLLM needs there (``vllm_versions.below_sm80``, with its reason in ``warnings``). An explicit ``dtype`` is planned as asked (a risk goes into ``warnings``); only
     ``"auto"`` chooses. ``other_gib`` is memory other processes or stages hold on the GPU when vLLM
     starts. With tensor parallelism every rank holds 1/TP of the weights and KV heads. ``server=True``
@@ -248,7 +251,7 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     kv_dtype = resolved if kv_name == "auto" else kv_name
     release = _version(version)
     warnings += quant.check_kv_cache_dtype(kv_dtype, gpu, release) + quant.check_scheme(quantization, gpu, release)
-    v0 = versions.engine_v0(version, gpu.compute_capability)
+    v0 = versions.engine_v0(version, gpu.compute_capability, engine)
     default_tokens, default_seqs, chunked = versions.batch_defaults(version, v0, gpu.memory_gib, gpu.name,
                                                                    max_model_len, server)
     seqs = default_seqs if max_num_seqs is None else max_num_seqs
@@ -305,7 +308,7 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         quantization=quantization,
         inputs=dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                     max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
-                    enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_name, vllm_version=vllm_version,
+                    enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_name, vllm_version=vllm_version, engine=engine,
                     server=bool(server), other_gib=other_gib, overheads=overheads, quantization=quantization))
     if not plan.fits:
         if strict:

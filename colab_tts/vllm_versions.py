@@ -4,7 +4,8 @@
 terms of that sum that moved between releases are modelled here, one function per term, each switching
 at the release where vLLM's source changed it:
 
-- the engine: V0 (``vllm/worker/worker.py``) or V1 (``vllm/v1/worker/gpu_worker.py``);
+- the engine: V0 (``vllm/worker/worker.py``) or V1 (``vllm/v1/worker/gpu_worker.py``), vLLM's default for the
+  release and GPU unless a run states it (``engine="v0"`` where its log shows a fallback to V0);
 - whether the sampler's warm-up over ``max_num_seqs x vocab`` is part of the profiled peak;
 - whether CUDA-graph memory is estimated and taken from the KV budget, or comes out of the
   unreserved ``1 - gpu_memory_utilization`` slice after the cache is sized;
@@ -71,13 +72,13 @@ class Term:
 # Each source names the file at the first release that shows the new behaviour and at the last release before it
 # (the wheels on PyPI, read for this module; "vllm-project/vllm <path> @v<release>").
 TERMS = (
-    Term("engine", "0.10.0 (CC >= 8.0, as published logs ran) / 0.10.2 (CC < 8.0)", "V0 engine", "V1 engine",
-         "vllm/envs.py VLLM_USE_V1 @v0.8.0 default '1', @v0.7.3 '0': V1 is tried first from v0.8.0 and "
-         "vllm/engine/arg_utils.py _is_v1_supported_oracle falls back to V0 for 'Compute Capability < 8.0' "
-         "@v0.10.1.1, a check gone @v0.10.2. On CC >= 8.0 the oracle also falls back for other features (e.g. "
-         "'Engine in background thread' through @v0.10.1.1); the published 0.8.2 logs on CC >= 8.0 cards ran V0 "
-         "(canopyai/Orpheus-TTS#109, vllm-project/vllm#15815), so V1 is modelled from 0.10.0 there: no source "
-         "line switches at 0.10.0"),
+    Term("engine", "0.8.0 (CC >= 8.0) / 0.10.2 (CC < 8.0); V0 gone from 0.11.0", "V0 engine", "V1 engine",
+         "vllm/envs.py VLLM_USE_V1 @v0.7.3 default '0', @v0.8.0 '1' (opt-in from @v0.6.4): V1 is the default "
+         "from v0.8.0. vllm/engine/arg_utils.py _is_v1_supported_oracle falls back to V0 for 'Compute "
+         "Capability < 8.0' @v0.8.0 to @v0.10.1.1, a check gone @v0.10.2, and for listed features (e.g. "
+         "'--kv-cache-dtype' fp8, '--preemption-mode', '--cpu-offload-gb' @v0.8.2): a log that shows such a "
+         "fallback is planned with engine='v0'. vllm/engine/llm_engine.py @v0.10.2 is the V0 engine, @v0.11.0 "
+         "'LLMEngine = V1LLMEngine': no V0 from v0.11.0"),
     Term("sampler_in_profile", "0.8.0 (V1)", "V1 profiled the forward pass only",
          "the dummy sampler pass over max_num_seqs x vocab runs inside profile_run",
          "vllm/v1/worker/gpu_model_runner.py profile_run @v0.8.0 calls _dummy_sampler_run; @v0.7.3 it computes "
@@ -100,13 +101,16 @@ TERMS = (
     Term("default_gmu", "0.20.0", "0.9", "0.92",
          "vllm/config/cache.py CacheConfig.gpu_memory_utilization @v0.20.0 Field(default=0.92); @v0.19.1 "
          "Field(default=0.9); EngineArgs takes CacheConfig's default"),
-    Term("batch_defaults", "0.10.0 (V1)", "V0: max(max_model_len, 2048) tokens, chunked prefill only above "
-         "32K (then 2048 from 0.6.5, 512 in 0.6.4), 256 sequences", "V1: by GPU memory and entry point "
-         "(vllm.LLM 8192 / server 2048 tokens and 256 sequences below 70 GiB or on an A100; 16384 / 8192 and "
-         "1024 above; 16384 for both from 160 GiB, from 0.28.0)",
-         "vllm/engine/arg_utils.py EngineArgs defaults for V1 (_set_default_args_v1, later get_batch_defaults): "
-         "the 70 GiB / A100 split is the same @v0.9.2, @v0.10.0, @v0.25.1 and @v0.32.0; the 160 GiB branch "
-         "appears @v0.28.0, absent @v0.27.1. V0: vllm/config.py SchedulerConfig gives chunked prefill 512 tokens "
+    Term("batch_defaults", "V1: 0.8.4 / 0.8.5 / 0.9.0 / 0.28.0", "V0: max(max_model_len, 2048) tokens, chunked "
+         "prefill only above 32K (then 2048 from 0.6.5, 512 in 0.6.4), 256 sequences", "V1 by GPU and entry "
+         "point (vllm.LLM / server): 16384 / 8192 tokens on a big GPU, else 8192 / 2048; big = H100/H200 by name "
+         "before 0.8.5, >= 70 GiB in 0.8.5, >= 70 GiB and not an A100 from 0.9.0; 1024 sequences (until 0.8.3 "
+         "on every GPU, from 0.8.4 on a big one, else 256); 16384 for both from 160 GiB, from 0.28.0",
+         "vllm/engine/arg_utils.py V1 defaults (_override_v1_engine_args @v0.7.3, _set_default_args_v1, later "
+         "get_batch_defaults): 'h100'/'h200' in the device name and max_num_seqs 1024 for all @v0.8.0 to "
+         "@v0.8.3, 1024 only there and 256 else @v0.8.4; device_memory >= 70 GiB @v0.8.5; '... and \"a100\" not "
+         "in device_name' @v0.9.0, the same @v0.10.0, @v0.25.1 and @v0.32.0; the 160 GiB branch appears "
+         "@v0.28.0, absent @v0.27.1. V0: vllm/config.py SchedulerConfig gives chunked prefill 512 tokens "
          "@v0.6.4, 2048 @v0.6.5"),
 )
 
@@ -122,9 +126,35 @@ def support_warning(version) -> str | None:
             f"profile pass; published 0.3/0.4 logs differ from this model by +40% to +200%)")
 
 
-def engine_v0(version, compute_capability: tuple[int, int]) -> bool:
-    """True where vLLM runs its V0 engine (see TERMS["engine"])."""
-    return base(version) < Version("0.10.2" if tuple(compute_capability) < (8, 0) else "0.10.0")
+ENGINES = ("auto", "v0", "v1")
+V1_DEFAULT = Version("0.8.0")  # VLLM_USE_V1 defaults to '1' (vllm/envs.py @v0.8.0)
+V1_BELOW_SM80 = Version("0.10.2")  # the oracle's "Compute Capability < 8.0" fallback is gone
+V0_REMOVED = Version("0.11.0")  # vllm/engine/llm_engine.py: LLMEngine = V1LLMEngine
+
+
+def engine_v0(version, compute_capability: tuple[int, int], engine: str = "auto") -> bool:
+    """True where vLLM runs its V0 engine (see TERMS["engine"]).
+
+    ``engine="auto"`` is vLLM's default choice; ``"v0"`` / ``"v1"`` state what a run's log shows (V0 logs
+    "# GPU blocks" / "# cuda blocks" from ``executor_base.py``; V1 "GPU KV cache size" from an ``EngineCore``),
+    e.g. a 0.8-0.10 run that fell back to V0 for a feature V1 lacked then.
+    """
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be a string, one of {', '.join(ENGINES)}, got {type(engine).__name__}")
+    if engine.strip().lower() not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)} (what the vLLM log shows), got {engine!r}")
+    engine, v, below = engine.strip().lower(), base(version), tuple(compute_capability) < (8, 0)
+    if engine == "v0":
+        if v >= V0_REMOVED:
+            raise ValueError(f"vLLM {v} has no V0 engine (removed in {V0_REMOVED}: vllm/engine/llm_engine.py is "
+                             "V1's): use engine='auto' or a vllm_version below 0.11.0")
+        return True
+    if engine == "v1":
+        if below and V1_DEFAULT <= v < V1_BELOW_SM80:
+            raise ValueError(f"vLLM {v} refuses VLLM_USE_V1=1 below compute capability 8.0 (vllm/engine/"
+                             "arg_utils.py _is_v1_supported_oracle, until 0.10.2): use engine='auto' or 'v0'")
+        return False
+    return v < (V1_BELOW_SM80 if below else V1_DEFAULT)
 
 
 def sampler_in_profile(version, v0: bool) -> bool:
@@ -157,11 +187,15 @@ def batch_defaults(version, v0: bool, memory_gib: float, gpu_name: str, max_mode
         if max_model_len > 32768:
             return (2048 if base(version) >= Version("0.6.5") else 512), 256, True
         return max(max_model_len, 2048), 256, False
-    big = memory_gib >= 70 and "a100" not in gpu_name.lower()
+    v, name = base(version), gpu_name.lower()
+    if v < Version("0.8.5"):
+        big = "h100" in name or "h200" in name
+    else:
+        big = memory_gib >= 70 and (v < Version("0.9.0") or "a100" not in name)
     tokens = (8192 if server else 16384) if big else (2048 if server else 8192)
-    if memory_gib >= 160 and base(version) >= Version("0.28.0"):  # B200/B300 class
+    if memory_gib >= 160 and v >= Version("0.28.0"):  # B200/B300 class
         tokens = 16384
-    return tokens, (1024 if big else 256), True
+    return tokens, (1024 if big or v < Version("0.8.4") else 256), True
 
 
 # FlashInfer's lower bound raised from SM75 to SM80 (vllm-project/vllm#45375, #47949; vllm/v1/attention/backends/
@@ -196,12 +230,12 @@ def below_sm80(version, compute_capability, dtype: str = "float16") -> tuple[dic
             "(vllm-project/vllm#44403): set VLLM_ATTENTION_BACKEND=TRITON_ATTN if it does")
 
 
-# The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2).
-SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0",
-                                        "0.28.0"))
+# The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2, V0 is gone from 0.11.0).
+SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.8.4", "0.8.5", "0.9.0", "0.9.1", "0.10.2",
+                                        "0.11.0", "0.20.0", "0.28.0"))
 
 
-def range_label(version, compute_capability=(8, 0)) -> str:
+def range_label(version, compute_capability=(8, 0), engine: str = "auto") -> str:
     """The modelled range ``version`` falls in, e.g. "0.8.0-0.9.1 (V0)": every term is constant inside it."""
     v = base(version)
     if support_warning(v):
@@ -213,4 +247,4 @@ def range_label(version, compute_capability=(8, 0)) -> str:
         hi = f"{nxt.major}.{nxt.minor}.{nxt.micro - 1}" if nxt.micro else f"{nxt.major}.{nxt.minor - 1}.x"
     else:
         hi = LATEST
-    return f"{lo}-{hi} ({'V0' if engine_v0(v, compute_capability) else 'V1'})"
+    return f"{lo}-{hi} ({'V0' if engine_v0(v, compute_capability, engine) else 'V1'})"

@@ -75,6 +75,14 @@ CASES = [
      ValueError, ["max_model_len"]),
     ("vLLM version below the modelled range, strict", lambda tmp: kv_cache.plan_vllm(
         "orpheus-3b", "T4", max_model_len=4096, vllm_version="0.4.0", strict=True), ValueError, ["modelled range"]),
+    ("unknown vLLM engine", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "L4", max_model_len=4096, engine="v2"),
+     ValueError, ["auto, v0, v1"]),
+    ("vLLM engine as a number", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "L4", max_model_len=4096, engine=0),
+     TypeError, ["engine", "string"]),
+    ("V0 engine after vLLM removed it", lambda tmp: kv_cache.plan_vllm(
+        "orpheus-3b", "L4", max_model_len=4096, vllm_version="0.11.0", engine="v0"), ValueError, ["0.11.0", "'auto'"]),
+    ("V1 engine on a T4 before vLLM allowed it", lambda tmp: kv_cache.plan_vllm(
+        "orpheus-3b", "T4", max_model_len=4096, vllm_version="0.9.2", engine="v1"), ValueError, ["8.0", "'v0'"]),
     ("bfloat16 on a T4, strict", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", dtype="bf16", strict=True),
      ValueError, ["dtype='float16'"]),
     ("negative memory held by others", lambda tmp: kv_cache.plan_vllm("orpheus-3b", "T4", other_gib=-1),

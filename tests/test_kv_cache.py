@@ -94,6 +94,15 @@ def test_published_logs_cover_what_the_issue_asks():
     assert engines == {True, False}  # V0 and V1 engines both represented
 
 
+def test_each_published_case_plans_the_engine_its_log_shows():
+    # V1 logs "GPU KV cache size: N tokens" (vllm-project/vllm vllm/v1/core/kv_cache_utils.py @v0.8.2); V0 does not
+    for case in LOGS["cases"]:
+        assert plan_published_case(case, LOGS["models"]).v0 == ("GPU KV cache size" not in case["quote"]), case["id"]
+    # the 0.8.2 runs on CC >= 8.0 fell back to V0 (V1 was the default): their logs say so, and the case states it
+    stated = {c["id"] for c in LOGS["cases"] if c.get("engine") == "v0" and "worker.py" in c["engine_evidence"]}
+    assert stated == {"orpheus-12gb", "qwen25-32b-l40s-tp2"}
+
+
 def test_weights_match_vllms_load_log():
     # vLLM logs "Loading model weights took 6.1800 GB" for Orpheus (Orpheus-TTS#13) and 14.9888 for Llama-3.1-8B
     assert plan_vllm("orpheus-3b", "A100-80GB", max_model_len=4096).weights_gib == pytest.approx(6.18, abs=0.005)
@@ -323,11 +332,26 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     # sampler"), @v0.8.0 _dummy_sampler_run; V0 always did
     assert not v.sampler_in_profile("0.7.3", v0=False) and v.sampler_in_profile("0.8.0", v0=False)
     assert v.sampler_in_profile("0.7.3", v0=True)
-    # V1 below CC 8.0: vllm/engine/arg_utils.py _is_v1_supported_oracle falls back for "Compute Capability
-    # < 8.0" @v0.10.1.1, not @v0.10.2; on Ampere V1 from 0.10.0, as the published 0.8.2 logs ran V0
+    # the engine: vllm/envs.py VLLM_USE_V1 @v0.7.3 default '0', @v0.8.0 '1': V1 from 0.8.0 on CC >= 8.0 ...
+    assert plan("0.7.3").v0 and not plan("0.8.0").v0
+    # ... but vllm/engine/arg_utils.py _is_v1_supported_oracle falls back for "Compute Capability < 8.0"
+    # @v0.10.1.1, not @v0.10.2
     assert plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.1.1").v0
     assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.2").v0
-    assert plan("0.9.2").v0 and not plan("0.10.0").v0
+    # a run that fell back to V0 states it; vllm/engine/llm_engine.py @v0.10.2 is V0, @v0.11.0 LLMEngine = V1LLMEngine
+    assert plan("0.8.2", engine="v0").v0 and plan("0.10.2", engine="v0").v0
+    with pytest.raises(ValueError, match="no V0 engine"):
+        plan("0.11.0", engine="v0")
+    assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.7.3", engine="v1").v0  # opt-in
+    # V1 batch defaults, vllm/engine/arg_utils.py _set_default_args_v1: max_num_seqs 1024 on every GPU @v0.8.3,
+    # only on H100/H200 @v0.8.4 (256 on an L4) ...
+    assert plan("0.8.3").max_num_seqs == 1024 and plan("0.8.4").max_num_seqs == 256
+    # ... "big" by name ('h100'/'h200') @v0.8.4, by memory (>= 70 GiB) @v0.8.5, and not an A100 @v0.9.0
+    a100 = (79.15, "NVIDIA A100-SXM4-80GB")
+    assert v.batch_defaults("0.8.4", False, *a100, 4096, server=False)[:2] == (8192, 256)
+    assert v.batch_defaults("0.8.5", False, *a100, 4096, server=False)[:2] == (16384, 1024)
+    assert v.batch_defaults("0.9.0", False, *a100, 4096, server=False)[:2] == (8192, 256)
+    assert v.batch_defaults("0.8.4", False, 79.2, "NVIDIA H100 80GB HBM3", 4096, server=True)[:2] == (8192, 1024)
     # memory other processes hold counted against the budget: V0 vllm/worker/worker.py @v0.6.4 adds
     # (total - free) - torch allocated, @v0.6.5 starts from a baseline; V1 vllm/v1/worker/gpu_worker.py
     # @v0.9.0.1 adds it, @v0.9.1 requests total x gmu and refuses if it is not free
@@ -341,8 +365,8 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     assert v.batch_defaults("0.6.4", True, 23.58, "RTX-3090", 131072, server=False)[0] == 512
     assert v.batch_defaults("0.6.5", True, 23.58, "RTX-3090", 131072, server=False)[0] == 2048
     # every switch of every term is a release boundary of the modelled ranges
-    assert {str(s) for s in v.SWITCHES} == {"0.6.4", "0.6.5", "0.8.0", "0.9.1", "0.10.0", "0.10.2", "0.20.0",
-                                            "0.28.0"}
+    assert {str(s) for s in v.SWITCHES} == {"0.6.4", "0.6.5", "0.8.0", "0.8.4", "0.8.5", "0.9.0", "0.9.1", "0.10.2",
+                                            "0.11.0", "0.20.0", "0.28.0"}
     shared = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4", other_gib=2.0)
     alone = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.6.4")
     assert shared.budget_gib == pytest.approx(alone.budget_gib - 2.0)

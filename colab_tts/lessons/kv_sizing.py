@@ -43,9 +43,9 @@ def case_gpu(case: dict) -> GpuSpec:
 
 
 def plan_published_case(case: dict, models: dict | None = None, overheads: GpuOverheads = DEFAULT_OVERHEADS):
-    """Re-run one published log's settings through plan_vllm."""
+    """Re-run one published log's settings through plan_vllm (with the engine its log shows, if stated)."""
     return plan_vllm(case_spec(case, models or {}), case_gpu(case), vllm_version=case.get("vllm_version"),
-                     overheads=overheads, **case["settings"])
+                     engine=case.get("engine", "auto"), overheads=overheads, **case["settings"])
 
 
 def published_error(case: dict, plan) -> float:
@@ -134,8 +134,8 @@ def validation_rows(data: dict | None = None, loo: list[dict] | None = None) -> 
         held_out = plan_published_case(case, data["models"], loo[case["id"]]["overheads"])
         out.append({
             "case": case["id"], "GPU": f"{case['gpu']} x{case['settings'].get('tensor_parallel_size', 1)}",
-            "vLLM": case["vllm_version"], "version range": versions.range_label(case["vllm_version"],
-                                                                                 case_gpu(case).compute_capability),
+            "vLLM": case["vllm_version"], "version range": versions.range_label(
+                case["vllm_version"], case_gpu(case).compute_capability, case.get("engine", "auto")),
             "engine": "V0" if plan.v0 else "V1", "unit": "tokens" if tokens else "KV GiB",
             "reported (cited)": case["reported_tokens"] if tokens else case["reported_kv_gib"],
             "predicted": plan.kv_cache_tokens if tokens else round(plan.kv_cache_gib, 2),

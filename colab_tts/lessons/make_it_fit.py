@@ -13,7 +13,7 @@ from ..cited import cited
 from ..hardware import get_gpu
 from ..kv_cache import plan_vllm
 from ..kv_fit import QUALITIES, FitPlan, audio_rate, decode_tokens_per_second, fit_vllm
-from ..vllm_versions import batch_defaults, default_gmu, engine_v0, parse
+from ..vllm_versions import batch_defaults, default_gmu, parse
 
 TTS_MODELS = ("orpheus-3b", "gpt-sovits-v2-t2s", "indextts2-gpt", "metavoice-1b")
 FIT_GPUS = ("T4", "RTX-3070", "RTX-4060", "RTX-3060-12GB", "L4", "A100-40GB")
@@ -43,8 +43,7 @@ def quality_plans(model="orpheus-3b", gpu="RTX-3070", audio_seconds=30, qualitie
 def changes(plan: FitPlan) -> str:
     """What the plan changes against vLLM's defaults, in engine-argument words ("defaults" if nothing)."""
     version = parse(plan.vllm_version)
-    v0 = engine_v0(version, plan.gpu.compute_capability)
-    tokens, seqs, _ = batch_defaults(version, v0, plan.gpu.memory_gib, plan.gpu.name, plan.max_model_len, False)
+    tokens, seqs, _ = batch_defaults(version, plan.v0, plan.gpu.memory_gib, plan.gpu.name, plan.max_model_len, False)
     kw = plan.engine_kwargs()
     out = []
     if kw.get("quantization"):
