@@ -252,6 +252,7 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     release = _version(version)
     warnings += quant.check_kv_cache_dtype(kv_dtype, gpu, release) + quant.check_scheme(quantization, gpu, release)
     v0 = versions.engine_v0(version, gpu.compute_capability, engine)
+    warnings += [n for n in [versions.fallback_note(version, v0, engine)] if n]
     default_tokens, default_seqs, chunked = versions.batch_defaults(version, v0, gpu.memory_gib, gpu.name,
                                                                    max_model_len, server)
     seqs = default_seqs if max_num_seqs is None else max_num_seqs

@@ -157,6 +157,16 @@ def engine_v0(version, compute_capability: tuple[int, int], engine: str = "auto"
     return v < (V1_BELOW_SM80 if below else V1_DEFAULT)
 
 
+def fallback_note(version, v0: bool, engine: str = "auto") -> str | None:
+    """Where vLLM's default is V1 but may still fall back to V0 (0.8.0-0.10.x): what to check in the log."""
+    v = base(version)
+    if v0 or engine.strip().lower() != "auto" or not V1_DEFAULT <= v < V0_REMOVED:
+        return None
+    return (f"planned for V1, vLLM {v}'s default here; it falls back to V0 for features V1 lacked then (vllm/engine/"
+            "arg_utils.py _is_v1_supported_oracle, e.g. an fp8 KV cache with FlashAttention): if the log shows "
+            "'# GPU blocks' instead of 'GPU KV cache size', plan with engine='v0'")
+
+
 def sampler_in_profile(version, v0: bool) -> bool:
     """Whether the sampler's warm-up over max_num_seqs x vocab is part of the profiled peak."""
     return v0 or base(version) >= Version("0.8.0")

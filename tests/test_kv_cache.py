@@ -340,6 +340,8 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.10.2").v0
     # a run that fell back to V0 states it; vllm/engine/llm_engine.py @v0.10.2 is V0, @v0.11.0 LLMEngine = V1LLMEngine
     assert plan("0.8.2", engine="v0").v0 and plan("0.10.2", engine="v0").v0
+    assert any("engine='v0'" in w for w in plan("0.10.2").warnings)  # auto V1 says how to spot a fallback
+    assert not any("engine='v0'" in w for w in plan("0.11.0").warnings + plan("0.10.2", engine="v1").warnings)
     with pytest.raises(ValueError, match="no V0 engine"):
         plan("0.11.0", engine="v0")
     assert not plan_vllm("orpheus-3b", "T4", max_model_len=4096, vllm_version="0.7.3", engine="v1").v0  # opt-in
