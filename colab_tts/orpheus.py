@@ -92,11 +92,12 @@ def _check_text(text) -> str:
 
 
 def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b", dtype="auto", strict: bool = False,
-                      gpu_memory_utilization: float = 0.9, vllm_version: str | None = None, **overrides):
+                      gpu_memory_utilization: float | None = None, vllm_version: str | None = None, **overrides):
     """vLLM engine arguments for Orpheus on ``gpu`` and the plan behind them: (kwargs, plan).
 
     dtype via ``resolve_dtype`` on the compute capability (bfloat16 on a T4 -> float16, or ValueError with
-    ``strict``), max_model_len from the longest audio wanted, the rest from ``plan_vllm`` for ``vllm_version``
+    ``strict``), max_model_len from the longest audio wanted, the rest (gpu_memory_utilization too: None is that
+    release's default) from ``plan_vllm`` for ``vllm_version``
     (default: the vLLM installed here, else the planner's default), including what a GPU below CC 8.0 needs
     (``vllm_versions.below_sm80``; its reason is in ``plan.warnings``). ``overrides`` win over the plan.
     """
@@ -137,7 +138,7 @@ class OrpheusTTS:
     @classmethod
     def from_pretrained(cls, model_id: str = MODEL_ID, backend: str = "auto", gpu=None, max_audio_seconds: float = 30,
                         *, tokenizer_id: str | None = None, dtype="auto", strict: bool = False,
-                        gpu_memory_utilization: float = 0.9, snac=None, tokenizer=None, engine_log=None,
+                        gpu_memory_utilization: float | None = None, snac=None, tokenizer=None, engine_log=None,
                         **engine_overrides) -> OrpheusTTS:
         """Load Orpheus for this machine.
 

@@ -45,3 +45,33 @@ def test_a_gated_model_is_refused_before_vllm_starts(monkeypatch):
     monkeypatch.setattr(hub, "check_access", refuse)
     with pytest.raises(GatedModelError, match="HF_TOKEN"):
         kv_probe.start_engine("canopylabs/orpheus-3b-0.1-ft")
+
+
+class _FakeLLM:
+    """What start_against_plan reads of a started vllm.LLM: the dtype the engine chose."""
+
+    def __init__(self, dtype):
+        config = type("C", (), {"model_config": type("M", (), {"dtype": dtype})()})()
+        self.llm_engine = type("E", (), {"vllm_config": config})()
+
+
+def test_start_against_plan_expects_the_plan_on_a_gpu_and_the_cpu_space_arithmetic_offline(monkeypatch):
+    from colab_tts import kv_cache
+    from colab_tts.lessons import kv_sizing
+    from colab_tts.models import ModelSpec
+
+    started = []
+
+    def fake_start(model, kv_space_gib=None, log_file=None, **kwargs):
+        started.append((kv_space_gib, kwargs))
+        return _FakeLLM(torch.float32), kv_probe.EngineKV(log_line=None, num_blocks=0, block_size=128,
+                                                           device="cpu")
+
+    monkeypatch.setattr(kv_probe, "start_engine", fake_start)
+    spec = ModelSpec.known("orpheus-3b")
+    plan = kv_cache.plan_vllm(spec, "T4", max_model_len=2592)
+    _, _, on_gpu = kv_sizing.start_against_plan(plan, "m", spec, on_gpu=True, max_num_seqs=2)
+    assert on_gpu == plan.num_blocks and started[-1] == (None, dict(plan.engine_kwargs(), max_num_seqs=2))
+    _, _, offline = kv_sizing.start_against_plan(plan, "m", spec, on_gpu=False, kv_space_gib=1)
+    assert offline == kv_cache.kv_blocks(2**30, spec, "float32", block_size=128) != plan.num_blocks
+    assert started[-1][0] == 1 and started[-1][1]["skip_tokenizer_init"] is True

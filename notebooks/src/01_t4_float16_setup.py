@@ -198,8 +198,9 @@ print(Table(orpheus_speed.speed_ceiling_rows(gpu, batches=(1, 4, 16)), digits=1,
 print(Table(orpheus_speed.efficiency_rows(), digits=2))
 
 # %% [markdown]
-# So the question is not "is the ceiling above 82?" but "is 60–80 % of it above 82?". Expect 8-bit weights to
-# lift the T4's ceiling above real time (95 tokens/s) and an engine at 60–80 % of it to stay below (57–76).
+# So the question is not "is the ceiling above 82?" but "is 60–80 % of it above 82?". On a T4, expect 8-bit
+# weights to lift the ceiling above real time and an engine at 60–80 % of it to stay below; the cell prints the
+# figures predicted for the GPU in use (the T4's, simulated, when there is none).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -219,10 +220,10 @@ fig = orpheus_speed.plot_speed_ceiling(orpheus_speed.speed_ceiling_rows(gpu), me
 save_figure(fig, "orpheus_speed_ceiling");
 
 # %% [markdown]
-# What it means: in float16 a T4 cannot make one voice in real time at all; no software fix beats the memory
-# bandwidth. 8-bit weights lift the ceiling above real time but not what an engine reaches (57–76 tokens/s
-# at 60–80 %). Real time for one voice needs at most 5.5–7.4 bits per weight, i.e. 4-bit weights with good
-# kernels, and sub-8-bit Orpheus quantisations are reported to break its audio; or a GPU with more bandwidth.
+# What it means, on a T4 (the verdict above has the predicted figures): in float16 it cannot make one voice
+# in real time at all; no software fix beats the memory bandwidth. 8-bit weights lift the ceiling above real
+# time but not what an engine reaches at 60–80 % of it. Real time for one voice needs fewer than 8 bits per
+# weight (the verdict gives the bound), i.e. 4-bit weights with good kernels, and sub-8-bit Orpheus quantisations are reported to break its audio; or a GPU with more bandwidth.
 # Batching does not speed up one request, but several requests share each read of the weights, so the total
 # throughput grows almost linearly until the KV reads and the compute limit catch up.
 
@@ -268,6 +269,6 @@ if ON_GPU:
 # - One synthesis end to end, with time to first token, tokens/s and real-time factor (measured on this
 #   device), saved as a wav and plotted; a streamed synthesis with the arrival time of its first chunk.
 # - The roofline (predicted): 6.15 GiB of fp16 weights cap a T4 at ~48 tokens/s per request against 82 needed
-#   for real time; at the 60–80 % engines reach (cited), 8-bit weights give 57–76, still short; real time
+#   for real time; at the 60–80 % engines reach (cited), 8-bit weights still fall short; real time
 #   needs 4-bit-class weights or more bandwidth. SNAC decoding speed is measured separately by
 #   `benchmarks/snac_decode.py`.

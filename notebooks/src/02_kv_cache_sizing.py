@@ -241,18 +241,16 @@ if RUN_VLLM and on_gpu:
     gpu = hardware.detect().gpu
     import vllm
     plan = kv_cache.plan_vllm("orpheus-3b", gpu, max_model_len=chosen.max_model_len, vllm_version=vllm.__version__)
-    llm, engine = kv_probe.start_engine(ORPHEUS_WEIGHTS[WEIGHTS], log_file=VLLM_LOG, **plan.engine_kwargs())
-    expected = plan.num_blocks
+    llm, engine, expected = kv_sizing.start_against_plan(plan, ORPHEUS_WEIGHTS[WEIGHTS], orpheus, on_gpu=True,
+                                                         log_file=VLLM_LOG)
 elif RUN_VLLM:
     # Orpheus's KV layout (28 layers, 24 query / 8 KV heads of 128) around a 48-wide body: a few MB of weights
     tiny = kv_probe.save_random_model(tempfile.mkdtemp() + "/tiny-orpheus-layout",
                                       kv_probe.tiny_config(orpheus, hidden_size=48, intermediate_size=64))
     # enforce_eager: skip torch.compile on the CPU, which costs minutes and GiBs and does not change the KV cache
-    kwargs = dict(chosen.engine_kwargs(), enforce_eager=True)
-    llm, engine = kv_probe.start_engine(tiny, KV_SPACE_GIB, log_file=VLLM_LOG, skip_tokenizer_init=True,
-                                        **kwargs)
-    kv_dtype = str(llm.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
-    expected = kv_cache.kv_blocks(KV_SPACE_GIB * hardware.GIB, orpheus, kv_dtype, block_size=engine.block_size)
+    llm, engine, expected = kv_sizing.start_against_plan(chosen, tiny, orpheus, on_gpu=False,
+                                                         kv_space_gib=KV_SPACE_GIB, log_file=VLLM_LOG,
+                                                         enforce_eager=True)
 
 # %% [markdown]
 # The engine's numbers (its log line and its cache config) next to the planner's. vLLM's log line counts
@@ -355,15 +353,12 @@ if RUN_VLLM and on_gpu:
         print(f"{fit_plan.quantization} needs a pre-quantized checkpoint: not started here")
         fit_engine = None
     else:
-        fit_llm, fit_engine = kv_probe.start_engine(ORPHEUS_WEIGHTS[WEIGHTS], log_file=VLLM_LOG,
-                                                    **fit_plan.engine_kwargs())
-        fit_expected = fit_plan.num_blocks
+        fit_llm, fit_engine, fit_expected = kv_sizing.start_against_plan(
+            fit_plan, ORPHEUS_WEIGHTS[WEIGHTS], orpheus, on_gpu=True, log_file=VLLM_LOG)
 elif RUN_VLLM:
     fit_plan = fitted["lossless"]
-    fit_llm, fit_engine = kv_probe.start_engine(tiny, KV_SPACE_GIB, log_file=VLLM_LOG, skip_tokenizer_init=True,
-                                                **fit_plan.engine_kwargs())
-    fit_dtype = str(fit_llm.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
-    fit_expected = kv_cache.kv_blocks(KV_SPACE_GIB * hardware.GIB, orpheus, fit_dtype, block_size=fit_engine.block_size)
+    fit_llm, fit_engine, fit_expected = kv_sizing.start_against_plan(
+        fit_plan, tiny, orpheus, on_gpu=False, kv_space_gib=KV_SPACE_GIB, log_file=VLLM_LOG)
 
 # %%
 # NBVAL_CHECK_OUTPUT
