@@ -26,7 +26,7 @@ from .cited import value as cited_value
 from .hardware import DTYPE_BYTES, GPUS, GpuSpec, dtype_name, get_gpu, pick_dtype, resolve_dtype
 from .models import ModelSpec
 from .units import GIB
-from .vllm_plan import VllmPlan
+from .vllm_plan import MemoryBudget, VllmPlan
 
 BLOCK_SIZE = 16
 # Orpheus: 7 LLM tokens per 2048-sample SNAC frame at 24 kHz, 82.03 tokens per second of audio (the cited
@@ -201,27 +201,32 @@ def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
     return params * bytes_ / tp + rope_cache
 
 
-def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
-              max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
-              vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
-              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
-    """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
+@dataclass(frozen=True)
+class _Resolved:
+    """plan_vllm's arguments checked and resolved to what the engine will run (defaults filled in)."""
 
-    ``vllm_version`` picks the engine's behaviour (None = ``vllm_versions.COLAB_VLLM``, the release the
-    notebooks install on Colab; see ``colab_tts.vllm_versions`` for what changed where);
-    ``gpu_memory_utilization=None`` is that release's default. ``engine`` ("auto", "v0", "v1") is vLLM's
-    engine: "auto" is that release's default (V1 from 0.8.0 on CC >= 8.0, from 0.10.2 below; no V0 from
-    0.11.0); state "v0" where a 0.8-0.10 run fell back to V0 for a feature V1 lacked (its log shows
-    "# GPU blocks"). Below compute capability 8.0 the engine
-    arguments carry what vLLM needs there (``vllm_versions.below_sm80``, with its reason in ``warnings``). An explicit ``dtype`` is planned as asked (a risk goes into ``warnings``); only
-    ``"auto"`` chooses. ``other_gib`` is memory other processes or stages hold on the GPU when vLLM
-    starts. With tensor parallelism every rank holds 1/TP of the weights and KV heads. ``server=True``
-    uses the OpenAI server's batch defaults. ``strict=True`` raises ValueError instead of warning: for a
-    max_model_len that does not fit, bfloat16 below CC 8.0, or a version outside the modelled range.
-    ``quantization`` (None, "awq", "gptq", "fp8", "bitsandbytes") narrows the linear layers
-    (colab_tts.quantization); it and an fp8 ``kv_cache_dtype`` are checked against the compute
-    capabilities vLLM allows them on, and refused with a ValueError naming the fix.
-    """
+    spec: ModelSpec
+    gpu: GpuSpec
+    version: object  # packaging Version
+    gmu: float
+    dtype: str  # the model dtype the engine runs
+    kv_name: str  # vLLM's kv_cache_dtype name ("auto" or explicit)
+    kv_dtype: str  # the KV dtype the cache is stored in
+    quantization: str | None
+    max_model_len: int
+    max_num_seqs: int
+    profile_tokens: int
+    tensor_parallel_size: int
+    enforce_eager: bool
+    v0: bool
+    other_gib: float
+    warnings: tuple[str, ...]
+
+
+def _resolve(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
+             max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
+             vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
+             quantization=None) -> _Resolved:
     spec, gpu = _spec(model), get_gpu(gpu)
     quantization = quant.scheme_name(quantization)
     version = versions.parse(vllm_version)
@@ -233,6 +238,9 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         if value is not None:
             positive(value, name, integer=True)
     positive(other_gib, "other_gib", allow_zero=True)
+    if other_gib >= gpu.memory_gib:
+        raise ValueError(f"other_gib={other_gib} is all of {gpu.name}'s {gpu.memory_gib:.2f} GiB: give the GiB other "
+                         "processes hold when vLLM starts, less than the card's memory")
     tp = tensor_parallel_size
     kv_heads_per_rank(spec, tp)
     if not isinstance(kv_cache_dtype, str):
@@ -259,58 +267,112 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     tokens = default_tokens if max_num_batched_tokens is None else max_num_batched_tokens
     if not chunked and tokens < max_model_len:
         tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
-    o = overheads
-    weights = _weights_bytes(spec, resolved, tp) + quant.weight_bytes_delta(spec, resolved, quantization, tp)
-    forward = tokens * DTYPE_BYTES[resolved] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
-    sampler = o.sampler_copies * min(seqs, tokens) * spec.vocab_size * 4 if versions.sampler_in_profile(
-        version, v0) else 0.0
-    activation = max(forward, sampler)
-    non_torch = o.non_torch_gib * GIB
-    graphs = o.cudagraph_gib * GIB if not enforce_eager and versions.cudagraph_in_budget(version) else 0.0
-    total = gpu.memory_gib * GIB
-    other = other_gib * GIB
-    budget = total * gmu - (other if versions.gmu_counts_other_processes(version, v0) else 0.0)
+    return _Resolved(spec, gpu, version, gmu, resolved, kv_name, kv_dtype, quantization, max_model_len, seqs, tokens,
+                     tp, bool(enforce_eager), v0, other_gib, tuple(warnings))
+
+
+def _memory(r: _Resolved, o: GpuOverheads) -> MemoryBudget:
+    """vLLM's sum (gpu_worker.py determine_available_memory @v0.32.0): the budget and what it spends before the KV cache."""
+    spec, gpu, tp, version = r.spec, r.gpu, r.tensor_parallel_size, r.version
+    weights = _weights_bytes(spec, r.dtype, tp) + quant.weight_bytes_delta(spec, r.dtype, r.quantization, tp)
+    forward = r.profile_tokens * DTYPE_BYTES[r.dtype] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
+    sampler = o.sampler_copies * min(r.max_num_seqs, r.profile_tokens) * spec.vocab_size * 4 if (
+        versions.sampler_in_profile(version, r.v0)) else 0.0
+    graphs = o.cudagraph_gib * GIB if not r.enforce_eager and versions.cudagraph_in_budget(version) else 0.0
+    total, other = gpu.memory_gib * GIB, r.other_gib * GIB
+    budget = total * r.gmu - (other if versions.gmu_counts_other_processes(version, r.v0) else 0.0)
     if other and budget > total - other + 1:  # vllm/v1/worker/utils.py request_memory @v0.32.0
-        raise ValueError(f"vLLM needs gpu_memory_utilization x total = {total * gmu / GIB:.2f} GiB free at start-up "
-                         f"but only {(total - other) / GIB:.2f} GiB is (others hold {other_gib:.2f} GiB), so it refuses "
-                         f"to start: use gpu_memory_utilization <= {math.floor((1 - other / total) * 100) / 100}")
-    if weights > budget:
-        need = weights + activation + non_torch + graphs + kv_bytes_per_token(spec, kv_dtype, tp) * max_model_len
-        fit = [k for k, g in GPUS.items() if g.memory_gib * gmu * GIB - other >= need]
+        raise ValueError(f"vLLM needs gpu_memory_utilization x total = {total * r.gmu / GIB:.2f} GiB free at start-up "
+                         f"but only {(total - other) / GIB:.2f} GiB is (others hold {r.other_gib:.2f} GiB), so it "
+                         f"refuses to start: use gpu_memory_utilization <= {math.floor((1 - other / total) * 100) / 100}")
+    return MemoryBudget(gpu=gpu, gpu_memory_utilization=r.gmu, other=other, budget=budget, weights=weights,
+                        weights_label=r.quantization or r.dtype, forward=forward, sampler=sampler,
+                        non_torch=o.non_torch_gib * GIB, graphs=graphs,
+                        kv_bytes_per_token=kv_bytes_per_token(spec, r.kv_dtype, tp), kv_label=r.kv_dtype)
+
+
+def vllm_budget(model, gpu, *, overheads: GpuOverheads = DEFAULT_OVERHEADS, **plan_kwargs) -> MemoryBudget:
+    """The memory sum ``plan_vllm`` does for these arguments, also where the weights alone exceed the budget.
+
+    Takes ``plan_vllm``'s keyword arguments. ``plan_vllm`` builds its plan from this same sum, so a
+    search (``fit_vllm``) can read what a setting needs without planning on a pretend GPU.
+    """
+    return _memory(_resolve(model, gpu, **plan_kwargs), overheads)
+
+
+def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
+              max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
+              vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
+              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
+    """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
+
+    ``vllm_version`` picks the engine's behaviour (None = ``vllm_versions.COLAB_VLLM``, the release the
+    notebooks install on Colab; see ``colab_tts.vllm_versions`` for what changed where);
+    ``gpu_memory_utilization=None`` is that release's default. ``engine`` ("auto", "v0", "v1") is vLLM's
+    engine: "auto" is that release's default (V1 from 0.8.0 on CC >= 8.0, from 0.10.2 below; no V0 from
+    0.11.0); state "v0" where a 0.8-0.10 run fell back to V0 for a feature V1 lacked (its log shows
+    "# GPU blocks"). Below compute capability 8.0 the engine
+    arguments carry what vLLM needs there (``vllm_versions.below_sm80``, with its reason in ``warnings``). An explicit ``dtype`` is planned as asked (a risk goes into ``warnings``); only
+    ``"auto"`` chooses. ``other_gib`` is memory other processes or stages hold on the GPU when vLLM
+    starts. With tensor parallelism every rank holds 1/TP of the weights and KV heads. ``server=True``
+    uses the OpenAI server's batch defaults. ``strict=True`` raises ValueError instead of warning: for a
+    max_model_len that does not fit, bfloat16 below CC 8.0, or a version outside the modelled range.
+    ``quantization`` (None, "awq", "gptq", "fp8", "bitsandbytes") narrows the linear layers
+    (colab_tts.quantization); it and an fp8 ``kv_cache_dtype`` are checked against the compute
+    capabilities vLLM allows them on, and refused with a ValueError naming the fix. The sum itself is
+    ``vllm_budget``; every term of the plan is checked against the card (``vllm_plan.check_terms``).
+    """
+    r = _resolve(model, gpu, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, max_model_len=max_model_len,
+                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                 tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
+                 kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, engine=engine, strict=strict,
+                 server=server, other_gib=other_gib, quantization=quantization)
+    m = _memory(r, overheads)
+    spec, gpu, gmu, tp, max_model_len, version = r.spec, r.gpu, r.gmu, r.tensor_parallel_size, r.max_model_len, r.version
+    warnings = list(r.warnings)
+    if not m.weights_fit:
+        need = m.fixed + m.kv_bytes_per_token * max_model_len
+        fit = [k for k, g in GPUS.items() if g.memory_gib * gmu * GIB - m.other >= need]
         raise ValueError(
-            f"{spec.name} does not fit on {gpu.name} at all: its {quantization or resolved} weights ({weights / GIB:.2f} GiB) "
-            f"exceed the {max(budget, 0) / GIB:.2f} GiB budget (gpu_memory_utilization={gmu}) by "
-            f"{(weights - budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,}: "
+            f"{spec.name} does not fit on {gpu.name} at all: its {m.weights_label} weights ({m.weights / GIB:.2f} GiB) "
+            f"exceed the {max(m.budget, 0) / GIB:.2f} GiB budget (gpu_memory_utilization={gmu}) by "
+            f"{(m.weights - m.budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,}: "
             f"{', '.join(fit) or 'none'}; or use tensor parallelism or a quantized checkpoint.")
-    if graphs == 0 and not enforce_eager:
+    if m.activation > m.total:
+        raise ValueError(
+            f"vLLM's profile run for {spec.name} needs {m.activation / GIB:.2f} GiB of activations (forward over "
+            f"{r.profile_tokens:,} tokens {m.forward / GIB:.2f} GiB, sampler warm-up over {r.max_num_seqs} seqs "
+            f"{m.sampler / GIB:.2f} GiB), more than {gpu.name}'s {gpu.memory_gib:.2f} GiB, so it runs out of memory "
+            "before sizing the KV cache: lower max_num_batched_tokens or max_num_seqs")
+    if m.graphs == 0 and not r.enforce_eager:
         warnings.append("CUDA graphs are captured after the KV cache is sized and come out of the "
                         f"(1 - gpu_memory_utilization) = {(1 - gmu) * gpu.memory_gib:.2f} GiB slice")
-    blocks = kv_blocks(max(0.0, budget - weights - activation - non_torch - graphs), spec, kv_dtype, tp, BLOCK_SIZE)
-    settings = {"dtype": resolved, "gpu_memory_utilization": gmu, "max_model_len": max_model_len,
-                "max_num_seqs": seqs, "tensor_parallel_size": tp, "enforce_eager": bool(enforce_eager)}
+    blocks = kv_blocks(m.kv_room, spec, r.kv_dtype, tp, BLOCK_SIZE)
+    settings = {"dtype": r.dtype, "gpu_memory_utilization": gmu, "max_model_len": max_model_len,
+                "max_num_seqs": r.max_num_seqs, "tensor_parallel_size": tp, "enforce_eager": r.enforce_eager}
     if max_num_batched_tokens is not None:
         settings["max_num_batched_tokens"] = max_num_batched_tokens
-    if kv_name != "auto":
-        settings["kv_cache_dtype"] = kv_name
-    if quantization is not None:
-        settings["quantization"] = quantization
-    below, note = versions.below_sm80(version, gpu.compute_capability, resolved)  # CC < 8.0: T4, V100
+    if r.kv_name != "auto":
+        settings["kv_cache_dtype"] = r.kv_name
+    if r.quantization is not None:
+        settings["quantization"] = r.quantization
+    below, note = versions.below_sm80(version, gpu.compute_capability, r.dtype)  # CC < 8.0: T4, V100
     settings.update(below)
     warnings += [note] if note else []
     plan = VllmPlan(
-        model=spec, gpu=gpu, dtype=resolved, kv_cache_dtype=kv_dtype, gpu_memory_utilization=gmu,
-        max_model_len=max_model_len, max_num_seqs=seqs, max_num_batched_tokens=tokens, profile_tokens=tokens,
-        tensor_parallel_size=tp, enforce_eager=bool(enforce_eager), vllm_version=str(version), v0=v0,
-        budget_gib=max(budget, 0.0) / GIB, weights_gib=weights / GIB, activation_gib=activation / GIB,
-        non_torch_gib=non_torch / GIB, cudagraph_gib=graphs / GIB,
-        kv_cache_gib=blocks * page_bytes(spec, kv_dtype, tp) * spec.num_layers / GIB, num_blocks=blocks,
-        block_size=BLOCK_SIZE, kv_bytes_per_token=kv_bytes_per_token(spec, kv_dtype, tp), engine_settings=settings,
-        warnings=warnings, forward_gib=forward / GIB, sampler_gib=sampler / GIB, other_gib=other_gib,
-        quantization=quantization,
+        model=spec, gpu=gpu, dtype=r.dtype, kv_cache_dtype=r.kv_dtype, gpu_memory_utilization=gmu,
+        max_model_len=max_model_len, max_num_seqs=r.max_num_seqs, max_num_batched_tokens=r.profile_tokens,
+        profile_tokens=r.profile_tokens, tensor_parallel_size=tp, enforce_eager=r.enforce_eager,
+        vllm_version=str(version), v0=r.v0, budget_gib=max(m.budget, 0.0) / GIB, weights_gib=m.weights / GIB,
+        activation_gib=m.activation / GIB, non_torch_gib=m.non_torch / GIB, cudagraph_gib=m.graphs / GIB,
+        kv_cache_gib=blocks * page_bytes(spec, r.kv_dtype, tp) * spec.num_layers / GIB, num_blocks=blocks,
+        block_size=BLOCK_SIZE, kv_bytes_per_token=m.kv_bytes_per_token, engine_settings=settings,
+        warnings=warnings, forward_gib=m.forward / GIB, sampler_gib=m.sampler / GIB, other_gib=other_gib,
+        quantization=r.quantization,
         inputs=dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                     max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
-                    enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_name, vllm_version=vllm_version, engine=engine,
-                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=quantization))
+                    enforce_eager=r.enforce_eager, kv_cache_dtype=r.kv_name, vllm_version=vllm_version, engine=engine,
+                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=r.quantization))
     if not plan.fits:
         if strict:
             raise ValueError(plan.message())

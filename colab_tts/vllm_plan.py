@@ -5,11 +5,99 @@ Kept apart from the planner so the arithmetic (``kv_cache``) reads on its own; r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .hardware import GpuSpec
 from .models import ModelSpec
 from .units import GIB
+
+
+class PlanInvariantError(AssertionError):
+    """A plan term outside what the card allows (negative, or above the card): a bug in the planner, such as a
+    units slip, never bad input. Raised where a plan is built instead of printing an impossible plan."""
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """vLLM's memory sum for one set of engine settings, in bytes, before the KV cache is cut into blocks.
+
+    ``budget`` is total x gpu_memory_utilization (less what other processes hold, where the release
+    counts them); the KV cache gets what the weights, the profile peak (the larger of the forward pass
+    and the sampler's warm-up), the memory outside torch and the CUDA-graph estimate leave of it.
+    ``kv_cache.vllm_budget`` computes it and ``plan_vllm`` builds every plan from it.
+    """
+
+    gpu: GpuSpec
+    gpu_memory_utilization: float
+    other: float
+    budget: float
+    weights: float
+    weights_label: str  # the quantization scheme, else the dtype
+    forward: float
+    sampler: float
+    non_torch: float
+    graphs: float
+    kv_bytes_per_token: int
+    kv_label: str  # the dtype the KV cache is stored in
+
+    @property
+    def total(self) -> float:
+        return self.gpu.memory_gib * GIB
+
+    @property
+    def activation(self) -> float:
+        return max(self.forward, self.sampler)
+
+    @property
+    def fixed(self) -> float:
+        """Everything but the KV cache."""
+        return self.weights + self.activation + self.non_torch + self.graphs
+
+    @property
+    def kv_room(self) -> float:
+        return max(0.0, self.budget - self.weights - self.activation - self.non_torch - self.graphs)
+
+    @property
+    def weights_fit(self) -> bool:
+        return self.weights <= self.budget
+
+    def need_gib(self, kv_tokens: int) -> float:
+        """GiB the budget must hold for ``kv_tokens`` of KV cache besides everything else."""
+        return (self.fixed + self.kv_bytes_per_token * kv_tokens) / GIB
+
+
+# Terms that can never exceed the card, whatever the arguments: plan_vllm refuses (ValueError) the
+# arguments that would push them there (weights beyond the budget, a profile run beyond the card).
+_CARD_BOUNDED = ("budget_gib", "weights_gib", "activation_gib", "forward_gib", "sampler_gib", "non_torch_gib",
+                 "cudagraph_gib", "kv_cache_gib", "other_gib")
+_SLACK_GIB = 1e-6  # float rounding of byte sums, far below any real slip
+
+
+def check_terms(plan: VllmPlan) -> None:
+    """Raise PlanInvariantError naming the term when a plan is impossible on its own card."""
+    card = plan.gpu.memory_gib
+
+    def fail(why: str):
+        raise PlanInvariantError(f"planner bug: {why} in the plan for {plan.model.name} on {plan.gpu.name} "
+                                 f"({card:.2f} GiB, gpu_memory_utilization={plan.gpu_memory_utilization})")
+
+    for name in _CARD_BOUNDED:
+        value = getattr(plan, name)
+        if not math.isfinite(value) or value < 0:
+            fail(f"{name} = {value!r} GiB is negative or not a number")
+        if value > card + _SLACK_GIB:
+            fail(f"{name} = {value:.2f} GiB exceeds the card's {card:.2f} GiB")
+    if plan.num_blocks < 0:
+        fail(f"num_blocks = {plan.num_blocks} is negative")
+    if plan.budget_gib > card * plan.gpu_memory_utilization + _SLACK_GIB:
+        fail(f"budget_gib = {plan.budget_gib:.2f} GiB exceeds {card:.2f} GiB x gpu_memory_utilization")
+    if plan.weights_gib > plan.budget_gib + _SLACK_GIB:
+        fail(f"weights_gib = {plan.weights_gib:.2f} GiB exceeds budget_gib = {plan.budget_gib:.2f} GiB")
+    spent = plan.weights_gib + plan.activation_gib + plan.non_torch_gib + plan.cudagraph_gib + plan.kv_cache_gib
+    if plan.num_blocks and spent > plan.budget_gib + _SLACK_GIB:
+        fail(f"weights + profile peak + non-torch + CUDA graphs + kv_cache_gib = {spent:.2f} GiB exceeds "
+             f"budget_gib = {plan.budget_gib:.2f} GiB")
 
 
 @dataclass
@@ -45,6 +133,9 @@ class VllmPlan:
     other_gib: float = 0.0  # what other processes or stages hold on this GPU
     inputs: dict = field(default_factory=dict, repr=False)  # plan_vllm's arguments, to re-plan
     quantization: str | None = None  # weight scheme (colab_tts.quantization)
+
+    def __post_init__(self):
+        check_terms(self)
 
     @property
     def kv_cache_tokens(self) -> int:

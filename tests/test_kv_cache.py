@@ -20,6 +20,7 @@ from colab_tts.kv_cache import (
 from colab_tts.lessons.kv_sizing import leave_one_out, plan_published_case, published_error
 from colab_tts.models import ModelSpec
 from colab_tts.units import GIB
+from colab_tts.vllm_plan import PlanInvariantError
 
 LOGS = json.loads((Path(__file__).parent / "data" / "vllm_logs.json").read_text())
 ORPHEUS = ModelSpec.known("orpheus-3b")
@@ -432,3 +433,34 @@ def test_float32_planned_below_cc_8_stays_float32_with_triton():
     plan = plan_vllm("metavoice-1b", GTX1660TI, max_model_len=1024, max_num_seqs=8, enforce_eager=True,
                      gpu_memory_utilization=1.0)  # auto picks float32 on a GTX 16xx
     assert plan.engine_kwargs()["dtype"] == "float32" and plan.engine_kwargs()["attention_backend"] == "TRITON_ATTN"
+
+
+@pytest.mark.parametrize("term, value", [("budget_gib", 3891.20), ("kv_cache_gib", -0.5),
+                                         ("weights_gib", 14.0), ("activation_gib", float("nan")),
+                                         ("non_torch_gib", 0.1 * GIB)])
+def test_a_plan_term_off_the_card_is_a_planner_bug_naming_the_term(term, value):
+    plan = plan_vllm("orpheus-3b", "T4", max_model_len=4096)
+    with pytest.raises(PlanInvariantError, match=term):
+        dataclasses.replace(plan, **{term: value})  # a plan is checked wherever it is built
+
+
+def test_a_units_slip_in_the_kv_sum_fails_loudly(monkeypatch):
+    real = kv_cache.kv_blocks
+    monkeypatch.setattr(kv_cache, "kv_blocks", lambda *args, **kwargs: real(*args, **kwargs) * 1024)  # KiB as bytes
+    with pytest.raises(PlanInvariantError, match="kv_cache_gib"):
+        plan_vllm("orpheus-3b", "T4", max_model_len=4096)
+    monkeypatch.undo()
+    with pytest.raises(PlanInvariantError, match="non_torch_gib"):  # GiB given in bytes
+        plan_vllm("orpheus-3b", "T4", max_model_len=4096, overheads=kv_cache.GpuOverheads(non_torch_gib=0.1 * GIB))
+
+
+def test_plan_vllm_builds_on_vllm_budget():
+    plan = plan_vllm("orpheus-3b", "RTX-3070", max_model_len=2592, max_num_seqs=4, enforce_eager=True)
+    budget = kv_cache.vllm_budget("orpheus-3b", "RTX-3070", max_model_len=2592, max_num_seqs=4, enforce_eager=True)
+    assert plan.kv_cache_gib <= budget.kv_room / GIB < plan.kv_cache_gib + plan.kv_bytes_per_token * 16 / GIB
+    assert budget.need_gib(0) == pytest.approx(plan.weights_gib + plan.activation_gib + plan.non_torch_gib)
+    # where the weights alone exceed the budget plan_vllm refuses, and the sum still says by how much
+    with pytest.raises(ValueError, match="does not fit"):
+        plan_vllm("orpheus-3b", "RTX-4060", dtype="float32")
+    big = kv_cache.vllm_budget("orpheus-3b", "RTX-4060", dtype="float32")
+    assert not big.weights_fit and big.weights / GIB == pytest.approx(ORPHEUS.weight_gib("float32"), rel=0.01)
