@@ -20,6 +20,7 @@ measurement; real engines reach part of it (see ``hardware.decode_ceiling_tokens
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, fields
 
 from . import quantization as quant
@@ -34,9 +35,10 @@ from .kv_cache import (
     _version,
     max_model_len_for_audio,
     plan_vllm,
+    vllm_budget,
 )
 from .units import GIB
-from .vllm_plan import VllmPlan
+from .vllm_plan import PlanInvariantError, VllmPlan
 
 # vLLM V1 refuses to start when gpu_memory_utilization x total exceeds the memory free at start-up
 # (cited: vllm_quantization.startup_free_memory_check). The CUDA context and cuBLAS workspace are
@@ -158,18 +160,13 @@ def _fits(plan: VllmPlan, concurrency: int) -> bool:
     return plan.fits and plan.max_concurrency >= concurrency and plan.max_num_seqs >= concurrency
 
 
-def _kv_need_gib(plan: VllmPlan, concurrency: int) -> float:
-    tokens = -(-plan.max_model_len // BLOCK_SIZE) * BLOCK_SIZE * concurrency
-    return plan.kv_bytes_per_token * tokens / GIB
+def _kv_tokens(max_model_len: int, concurrency: int) -> int:
+    """KV tokens ``concurrency`` requests of max_model_len hold: whole blocks each."""
+    return -(-max_model_len // BLOCK_SIZE) * BLOCK_SIZE * concurrency
 
 
 def _headroom_gib(plan: VllmPlan, concurrency: int) -> float:
-    return plan.kv_cache_gib - _kv_need_gib(plan, concurrency)
-
-
-def _need_gib(plan: VllmPlan, concurrency: int) -> float:
-    return (plan.weights_gib + plan.activation_gib + plan.non_torch_gib + plan.cudagraph_gib
-            + _kv_need_gib(plan, concurrency))
+    return plan.kv_cache_gib - plan.kv_bytes_per_token * _kv_tokens(plan.max_model_len, concurrency) / GIB
 
 
 def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency: int = 1, quality: str = "lossless",
@@ -179,8 +176,10 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
     ``audio_seconds`` sets max_model_len (prompt + seconds x the model's tokens per second; Orpheus:
     82.03) unless ``max_model_len`` is given. ``concurrency`` requests of that length must fit at
     once. ``quality`` is the person's choice: "lossless" keeps 16-bit weights and KV, "8bit" also
-    allows fp8 weights and an fp8 KV cache, "4bit" also AWQ / GPTQ / bitsandbytes. Raises
-    ValueError saying how much is missing when nothing fits.
+    allows fp8 weights and an fp8 KV cache, "4bit" also AWQ / GPTQ / bitsandbytes. The plan returned
+    is ``plan_vllm(**plan.engine_kwargs())``, field for field. Raises ValueError saying how much is
+    missing when nothing fits, and, when even the smallest weights the quality allows exceed the card,
+    which smaller model, quality or tensor-parallel machine would fit.
     """
     spec = _spec(model)
     gpu = get_gpu(gpu)
@@ -203,20 +202,23 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
     start = versions.default_gmu(versions.parse(vllm_version))
     grid = [round(g / 100, 2) for g in range(int(round(start * 100)), int(ceiling * 100) + 1)] or [ceiling]
     common = dict(max_model_len=max_model_len, vllm_version=vllm_version, dtype="auto")
+    kv_tokens = _kv_tokens(max_model_len, concurrency)
     default_fits = _fits_default(spec, gpu, common, concurrency)
-    best, best_key, closest, searched = None, None, None, 0
+    best, best_key, closest, searched, budgets = None, None, None, 0, []
     for scheme, kv, eager, seqs, mbt in _candidates(spec, gpu, version, quality, concurrency):
         settings = dict(common, quantization=scheme, kv_cache_dtype=kv, enforce_eager=eager, max_num_seqs=seqs,
                         max_num_batched_tokens=mbt)
+        searched += 1
+        budget = vllm_budget(spec, gpu, gpu_memory_utilization=grid[-1], **settings)  # plan_vllm's own sum
+        budgets.append(budget)
+        if closest is None or budget.need_gib(kv_tokens) < closest[0].need_gib(kv_tokens):
+            closest = (budget, settings)
+        if not budget.weights_fit:
+            continue
         try:
             top = plan_vllm(spec, gpu, gpu_memory_utilization=grid[-1], **settings)
-        except ValueError:  # the weights alone exceed the budget
-            top = plan_vllm(spec, _roomy(gpu), gpu_memory_utilization=grid[-1], **settings)
-            top.gpu = gpu
-        searched += 1
-        need = _need_gib(top, concurrency)
-        if closest is None or need < closest[0]:
-            closest = (need, top)
+        except ValueError:  # the profile run alone exceeds the card
+            continue
         if not _fits(top, concurrency):
             continue
         plan = _lowest_fitting(spec, gpu, grid, settings, concurrency) or top
@@ -228,8 +230,21 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
         if best_key is None or key > best_key:
             best, best_key = plan, key
     if best is None:
-        raise ValueError(_refusal(spec, gpu, closest, concurrency, quality, ceiling, max_model_len))
-    return _fitted(best, concurrency, quality, rate, searched, default_fits, version)
+        if not any(b.weights_fit for b in budgets):
+            raise ValueError(_weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vllm_version))
+        raise ValueError(_refusal(spec, gpu, closest, kv_tokens, concurrency, quality, max_model_len))
+    return _fitted(_engine_plan(best), concurrency, quality, rate, searched, default_fits, version)
+
+
+def _engine_plan(plan: VllmPlan) -> VllmPlan:
+    """plan_vllm of exactly the engine arguments ``plan`` hands to vLLM: what a person re-planning them gets."""
+    kwargs = plan.engine_kwargs()
+    kwargs.pop("attention_backend", None)  # no input of the sum: plan_vllm derives it below CC 8.0
+    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kwargs)
+    if again.num_blocks != plan.num_blocks or again.engine_kwargs() != plan.engine_kwargs():
+        raise PlanInvariantError(f"planner bug: the engine arguments {plan.engine_kwargs()} re-plan to "
+                                 f"{again.num_blocks:,} blocks, not the {plan.num_blocks:,} fit_vllm chose")
+    return again
 
 
 def _lowest_fitting(spec, gpu, grid, settings, concurrency) -> VllmPlan | None:
@@ -254,11 +269,6 @@ def _fits_default(spec, gpu, common, concurrency) -> bool:
         return False
 
 
-def _roomy(gpu: GpuSpec) -> GpuSpec:
-    """The same GPU with room for anything: to read a plan's parts when the weights alone do not fit."""
-    return GpuSpec(gpu.name, gpu.compute_capability, 4096.0, gpu.bandwidth_gbs, gpu.fp16_tflops, gpu.source)
-
-
 def _fitted(plan: VllmPlan, concurrency, quality, rate, searched, default_fits, version) -> FitPlan:
     base = {f.name: getattr(plan, f.name) for f in fields(VllmPlan)}
     return FitPlan(
@@ -273,20 +283,90 @@ def _fitted(plan: VllmPlan, concurrency, quality, rate, searched, default_fits, 
     )
 
 
-def _refusal(spec, gpu, closest, concurrency, quality, ceiling, max_model_len) -> str:
-    need, plan = closest
-    gives = gpu.memory_gib * ceiling
-    option = (f"{plan.quantization or plan.dtype} weights, {plan.kv_cache_dtype} KV, "
-              f"max_num_seqs={plan.max_num_seqs}, enforce_eager={plan.enforce_eager}")
+def _bigger_cards(spec, gpu, settings, concurrency) -> list[str]:
+    """Catalog GPUs with more memory on which ``settings`` fit, by plan_vllm at each card's ceiling."""
+    out = []
+    for key, card in sorted(GPUS.items(), key=lambda kv: kv[1].memory_gib):
+        if card.memory_gib <= gpu.memory_gib:
+            continue
+        try:
+            if _fits(plan_vllm(spec, card, gpu_memory_utilization=gmu_ceiling(card), **settings), concurrency):
+                out.append(key)
+        except ValueError:  # a scheme that card cannot run, or weights beyond it
+            continue
+    return out
+
+
+def _refusal(spec, gpu, closest, kv_tokens, concurrency, quality, max_model_len) -> str:
+    budget, settings = closest
+    option = (f"{budget.weights_label} weights, {budget.kv_label} KV, "
+              f"max_num_seqs={settings['max_num_seqs'] or 'default'}, enforce_eager={settings['enforce_eager']}")
     tries = []
     if quality == "lossless" and {"fp8"} & set(quant.allowed_schemes(gpu)):
         tries.append("quality='8bit' (fp8 weights)")
     if quality != "4bit" and {"awq", "gptq"} & set(quant.allowed_schemes(gpu)):
         tries.append("a 4-bit checkpoint (quality='4bit')")
-    cards = sorted((g for g in GPUS.values() if g.memory_gib * gmu_ceiling(g) >= need), key=lambda g: g.memory_gib)
+    cards = _bigger_cards(spec, gpu, settings, concurrency)
     if cards:
-        tries.append(f"a {cards[0].memory_gib:.1f} GiB card ({cards[0].name})")
+        tries.append(f"a {GPUS[cards[0]].memory_gib:.1f} GiB card ({GPUS[cards[0]].name})")
     tries.append("a shorter max_model_len / audio_seconds")
-    return (f"{spec.name} with max_model_len={max_model_len:,} x {concurrency} request(s) needs {need:.1f} GiB; "
-            f"the best option ({option}) gives {gives:.1f} GiB on {gpu.name} at gpu_memory_utilization={ceiling} "
-            f"- try {' or '.join(tries)}")
+    need = math.ceil(budget.need_gib(kv_tokens) * 100) / 100  # rounded apart, so the gap never prints as none
+    gives = math.floor(budget.budget / GIB * 100) / 100
+    return (f"{spec.name} with max_model_len={max_model_len:,} x {concurrency} request(s) needs "
+            f"{need:.2f} GiB; the best option ({option}) gives {gives:.2f} GiB on "
+            f"{gpu.name} at gpu_memory_utilization={budget.gpu_memory_utilization} - try {' or '.join(tries)}")
+
+
+def _tensor_parallel(spec, scheme, max_model_len, concurrency, vllm_version) -> str | None:
+    """The fewest catalog GPUs of one kind (2, 4 or 8) whose tensor-parallel plan fits, smallest card first."""
+    for tp in (2, 4, 8):
+        for key, card in sorted(GPUS.items(), key=lambda kv: kv[1].memory_gib):
+            try:
+                plan = plan_vllm(spec, card, tensor_parallel_size=tp, gpu_memory_utilization=gmu_ceiling(card),
+                                 max_model_len=max_model_len, quantization=scheme, vllm_version=vllm_version)
+            except ValueError:  # TP that does not divide the heads, a scheme the card cannot run, weights too big
+                continue
+            if _fits(plan, concurrency):
+                return (f"tensor_parallel_size={tp} on {tp} x {key} ({card.memory_gib:.2f} GiB each, "
+                        f"{plan.weights_gib:.2f} GiB of weights per GPU)")
+    return None
+
+
+def _weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vllm_version) -> str:
+    """Even the fewest bits ``quality`` allows leave weights beyond the budget: say so and what would fit."""
+    smallest = min(budgets, key=lambda b: b.weights)
+    kv_tokens = _kv_tokens(max_model_len, concurrency)
+    scheme = smallest.weights_label if smallest.weights_label in quant.SCHEMES else None
+    allowed = quant.allowed_schemes(gpu, _version(vllm_version))
+
+    def weights_with(other):
+        return vllm_budget(spec, gpu, gpu_memory_utilization=smallest.gpu_memory_utilization,
+                           max_model_len=max_model_len, quantization=other, vllm_version=vllm_version)
+
+    fixes = []
+    wider = [(q, s) for q in list(QUALITIES)[list(QUALITIES).index(quality) + 1:] for s in QUALITIES[q][0]
+             if s in allowed and s not in QUALITIES[quality][0]]
+    for lower, other in wider:
+        b = weights_with(other)
+        if b.weights_fit:
+            fixes.append(f"quality={lower!r} ({other} weights: {b.weights / GIB:.2f} GiB, which leave "
+                         f"{(b.budget - b.fixed) / GIB:.2f} GiB for everything else)")
+            break
+    four = [s for s in ("awq", "gptq") if s in allowed]
+    if not fixes and quality != "4bit" and four:
+        fixes.append(f"no quality does it here: even 4-bit ({four[0]}) weights are "
+                     f"{weights_with(four[0]).weights / GIB:.2f} GiB")
+    room = smallest.budget - (smallest.fixed - smallest.weights) - smallest.kv_bytes_per_token * kv_tokens
+    if room > 0:
+        per_param = smallest.weights / spec.num_params
+        fixes.append(f"a smaller model: at most {room / per_param / 1e9:.1f} B parameters in "
+                     f"{smallest.weights_label} fit this budget")
+    tp = _tensor_parallel(spec, scheme, max_model_len, concurrency, vllm_version)
+    if tp:
+        fixes.append(tp)
+    if not fixes:
+        fixes.append("nothing in this package's GPU catalog, even with 8-way tensor parallelism")
+    return (f"{spec.name} does not fit on {gpu.name}: its weights are {smallest.weights / GIB:.2f} GiB in "
+            f"{smallest.weights_label} (the fewest bits quality={quality!r} allows), beyond the card's "
+            f"{gpu.memory_gib:.2f} GiB ({smallest.budget / GIB:.2f} GiB for vLLM at gpu_memory_utilization="
+            f"{smallest.gpu_memory_utilization}). What would fit: " + "; ".join(fixes) + ".")

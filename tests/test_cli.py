@@ -117,3 +117,26 @@ def test_plan_fit_prints_the_settings_the_speed_and_a_command(capsys):
     assert main(["plan", "--gpu", "RTX-3070", "--seconds", "60", "--fit", "--quality", "lossless",
                  "--tokens-per-second", "500"]) == 2
     assert "needs" in capsys.readouterr().err
+
+
+def test_plan_fit_refuses_a_model_whose_weights_exceed_the_card(tmp_path, capsys):
+    import json
+    import re
+
+    from colab_tts.hardware import get_gpu
+    from colab_tts.models import ModelSpec
+
+    config = dict(model_type="llama", num_hidden_layers=80, hidden_size=8192, num_attention_heads=64,
+                  num_key_value_heads=8, intermediate_size=28672, vocab_size=128256, max_position_embeddings=8192,
+                  tie_word_embeddings=False, torch_dtype="bfloat16")  # Meta-Llama-3-70B's config.json
+    path = tmp_path / "llama-3-70b" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(config))
+    assert main(["plan", "--model", str(path), "--gpu", "T4", "--max-model-len", "4096", "--fit"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith("error: llama-3-70b does not fit on Tesla T4") and "Traceback" not in err
+    weights = float(re.search(r"weights are ([\d.]+) GiB", err).group(1))
+    assert weights == __import__("pytest").approx(ModelSpec.from_config(config).weight_gib("float16"), rel=0.01)
+    assert f"{get_gpu('T4').memory_gib:.2f} GiB" in err and "smaller model" in err and "tensor_parallel_size=" in err
+    assert "fits:" not in captured.out  # no plan printed

@@ -4,8 +4,10 @@ import dataclasses
 import re
 
 import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
-from colab_tts import kv_cache
+from colab_tts import kv_cache, quantization
 from colab_tts.hardware import GPUS, decode_ceiling_tokens_per_s, get_gpu
 from colab_tts.kv_cache import ORPHEUS_TOKENS_PER_SECOND, fit_vllm, plan_vllm
 from colab_tts.kv_fit import HEADROOM_GIB, QUALITIES, FitPlan, decode_tokens_per_second, gmu_ceiling
@@ -134,3 +136,124 @@ def test_bad_input(kwargs, exc, words):
     with pytest.raises(exc) as err:
         fit_vllm("gpt-sovits-v2-t2s", "T4", **kwargs)
     assert all(w in str(err.value) for w in words)
+
+
+# Meta-Llama-3-70B's config.json (https://huggingface.co/meta-llama/Meta-Llama-3-70B/blob/main/config.json):
+# 70.55 B parameters, 131 GiB in 16-bit, far beyond any single catalog card.
+LLAMA_3_70B_CONFIG = dict(
+    model_type="llama", architectures=["LlamaForCausalLM"], num_hidden_layers=80, hidden_size=8192,
+    num_attention_heads=64, num_key_value_heads=8, intermediate_size=28672, vocab_size=128256,
+    max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False, torch_dtype="bfloat16")
+LLAMA_3_70B = ModelSpec.from_config(LLAMA_3_70B_CONFIG, name="llama-3-70b")
+
+
+def _plan_fields(plan) -> dict:
+    return {f.name: getattr(plan, f.name) for f in dataclasses.fields(kv_cache.VllmPlan)}
+
+
+def _engine_replan_fields(plan) -> dict:
+    kw = plan.engine_kwargs()
+    backend = kw.pop("attention_backend", None)  # plan_vllm derives it (CC < 8.0) rather than taking it
+    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kw)
+    assert again.engine_kwargs().get("attention_backend") == backend
+    return _plan_fields(again)
+
+
+def _gib_after(word: str, msg: str) -> float:
+    return float(re.search(word + r"[^\d]*([\d.]+) GiB", msg).group(1))
+
+
+def test_a_70b_model_is_refused_on_a_t4_naming_weights_card_and_what_fits():
+    with pytest.raises(ValueError) as err:
+        fit_vllm(LLAMA_3_70B, "T4", max_model_len=4096)
+    msg = str(err.value)
+    assert _gib_after("weights", msg) == pytest.approx(LLAMA_3_70B.weight_gib("float16"), rel=0.01)
+    assert f"{get_gpu('T4').memory_gib:.2f} GiB" in msg and "Tesla T4" in msg
+    # even 4-bit weights (AWQ, ~37 GiB) exceed a T4: said, not offered as a fix
+    four_bit = float(re.search(r"4-bit \((\w+)\) weights are ([\d.]+) GiB", msg).group(2))
+    assert 30 < four_bit < 45
+    # a smaller model: a 3 B model fits a T4 in 16-bit, an 8 B one (16 GiB) does not
+    largest = float(re.search(r"at most ([\d.]+) B parameters", msg).group(1))
+    assert ModelSpec.known("llama-3.2-3b").num_params / 1e9 < largest < 8.0
+    # tensor parallelism on a bigger machine: the suggestion fits by plan_vllm's own account
+    tp, card = re.search(r"tensor_parallel_size=(\d+) on \1 x (\S+) ", msg).groups()
+    plan = plan_vllm(LLAMA_3_70B, card, tensor_parallel_size=int(tp), max_model_len=4096,
+                     gpu_memory_utilization=gmu_ceiling(get_gpu(card)))
+    assert plan.fits
+
+
+def test_weights_refusal_names_the_quality_that_would_fit():
+    with pytest.raises(ValueError) as err:  # 131 GiB of 16-bit weights on an 80 GB card; fp8 halves the linears
+        fit_vllm(LLAMA_3_70B, "A100-80GB", max_model_len=4096)
+    assert "quality='8bit'" in str(err.value)
+    plan = fit_vllm(LLAMA_3_70B, "A100-80GB", max_model_len=4096, quality="8bit")
+    assert plan.quantization == "fp8" and plan.fits
+    assert _plan_fields(plan) == _engine_replan_fields(plan)
+
+
+@pytest.mark.parametrize("gpu, quality", [("A100-80GB", "8bit"), ("T4", "lossless"), ("RTX-3070", "lossless"),
+                                          ("L4", "4bit")])
+def test_fit_returns_exactly_plan_vllm_of_its_engine_kwargs(gpu, quality):
+    model = LLAMA_3_70B if gpu == "A100-80GB" else "orpheus-3b"
+    plan = fit_vllm(model, gpu, max_model_len=2592, quality=quality)
+    assert _plan_fields(plan) == _engine_replan_fields(plan)  # every field, warnings and inputs included
+    assert plan.budget_gib <= plan.gpu.memory_gib
+
+
+@st.composite
+def llama_shapes(draw):
+    """Llama-style decoders from 0.1 B to 70 B parameters (the bundled TTS decoders span 0.08-3.3 B)."""
+    hidden = draw(st.sampled_from([512, 768, 1024, 1536, 2048, 2560, 3072, 4096, 5120, 6144, 8192]))
+    heads = hidden // 64 if hidden < 1024 else hidden // 128
+    kv_heads = draw(st.sampled_from([k for k in (1, 2, 4, 8, heads) if heads % k == 0]))
+    intermediate = int(hidden * draw(st.sampled_from([2.75, 3.5, 4.0])) // 256 * 256)
+    config = dict(model_type="llama", num_hidden_layers=draw(st.integers(4, 80)), hidden_size=hidden,
+                  num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate,
+                  vocab_size=draw(st.sampled_from([32000, 50257, 128256, 156940])), max_position_embeddings=8192,
+                  tie_word_embeddings=draw(st.booleans()), torch_dtype=draw(st.sampled_from(["float16", "bfloat16"])))
+    spec = ModelSpec.from_config(config, name="drawn")
+    assume(0.1e9 <= spec.num_params <= LLAMA_3_70B.num_params)
+    return spec
+
+
+def _assert_within_the_card(plan):
+    card = plan.gpu.memory_gib
+    assert 0 <= plan.kv_cache_gib <= plan.budget_gib <= card * plan.gpu_memory_utilization + 1e-9
+    if plan.num_blocks:
+        spent = plan.weights_gib + plan.activation_gib + plan.non_torch_gib + plan.cudagraph_gib + plan.kv_cache_gib
+        assert spent <= plan.budget_gib + 1e-9
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(spec=llama_shapes(), gpu=st.sampled_from(list(GPUS)), quality=st.sampled_from(list(QUALITIES)),
+       share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4), max_model_len=st.sampled_from([256, 1024, 4096]))
+@example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096)
+@example(spec=LLAMA_3_70B, gpu="A100-80GB", quality="8bit", share=0.9, concurrency=2, max_model_len=4096)
+def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwargs(
+        spec, gpu, quality, share, concurrency, max_model_len):
+    card = get_gpu(gpu)
+    try:
+        plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
+    except ValueError:  # only when the weights exceed the budget (or the profile run the card)
+        budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
+        assert not budget.weights_fit or budget.activation > budget.total
+    else:
+        assert plan.budget_gib == pytest.approx(card.memory_gib * share)
+        _assert_within_the_card(plan)
+    try:
+        fitted = fit_vllm(spec, gpu, max_model_len=max_model_len, quality=quality, concurrency=concurrency)
+    except ValueError as err:
+        msg = str(err)
+        if "does not fit on" in msg:  # refused on the weights: every scheme the quality allows is too big here
+            schemes = [s for s in QUALITIES[quality][0] if s is None or s in quantization.allowed_schemes(card)]
+            for scheme in schemes:
+                assert not kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=gmu_ceiling(card),
+                                                max_model_len=max_model_len, quantization=scheme).weights_fit
+        else:
+            need, gives = map(float, re.search(r"needs ([\d.]+) GiB; .* gives ([\d.]+) GiB", msg).groups())
+            assert need > gives
+        return
+    assert _plan_fields(fitted) == _engine_replan_fields(fitted)
+    assert fitted.fits and fitted.max_concurrency >= concurrency and fitted.quantization in ALLOWED[quality]
+    assert fitted.gpu_memory_utilization <= gmu_ceiling(card)
+    _assert_within_the_card(fitted)
