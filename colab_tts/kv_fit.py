@@ -337,30 +337,26 @@ def _weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vl
     smallest = min(budgets, key=lambda b: b.weights)
     kv_tokens = _kv_tokens(max_model_len, concurrency)
     scheme = smallest.weights_label if smallest.weights_label in quant.SCHEMES else None
-    allowed = quant.allowed_schemes(gpu, _version(vllm_version))
-
-    def weights_with(other):
-        return vllm_budget(spec, gpu, gpu_memory_utilization=smallest.gpu_memory_utilization,
-                           max_model_len=max_model_len, quantization=other, vllm_version=vllm_version)
-
     fixes = []
-    wider = [(q, s) for q in list(QUALITIES)[list(QUALITIES).index(quality) + 1:] for s in QUALITIES[q][0]
-             if s in allowed and s not in QUALITIES[quality][0]]
-    for lower, other in wider:
-        b = weights_with(other)
-        if b.weights_fit:
-            fixes.append(f"quality={lower!r} ({other} weights: {b.weights / GIB:.2f} GiB, which leave "
-                         f"{(b.budget - b.fixed) / GIB:.2f} GiB for everything else)")
-            break
-    four = [s for s in ("awq", "gptq") if s in allowed]
+    for lower in list(QUALITIES)[list(QUALITIES).index(quality) + 1:]:
+        try:
+            plan = fit_vllm(spec, gpu, max_model_len=max_model_len, concurrency=concurrency, quality=lower,
+                            vllm_version=vllm_version)
+        except ValueError:
+            continue
+        fixes.append(f"quality={lower!r} ({plan.quantization} weights: {plan.weights_gib:.2f} GiB, fitted by fit_vllm)")
+        break
+    four = [s for s in ("awq", "gptq") if s in quant.allowed_schemes(gpu, _version(vllm_version))]
     if not fixes and quality != "4bit" and four:
-        fixes.append(f"no quality does it here: even 4-bit ({four[0]}) weights are "
-                     f"{weights_with(four[0]).weights / GIB:.2f} GiB")
+        weights = vllm_budget(spec, gpu, gpu_memory_utilization=smallest.gpu_memory_utilization,
+                              max_model_len=max_model_len, quantization=four[0], vllm_version=vllm_version).weights
+        fixes.append(f"no quality fits it here: even 4-bit ({four[0]}) weights are {weights / GIB:.2f} GiB of the "
+                     f"{smallest.budget / GIB:.2f} GiB budget")
     room = smallest.budget - (smallest.fixed - smallest.weights) - smallest.kv_bytes_per_token * kv_tokens
     if room > 0:
         per_param = smallest.weights / spec.num_params
         fixes.append(f"a smaller model: at most {room / per_param / 1e9:.1f} B parameters in "
-                     f"{smallest.weights_label} fit this budget")
+                     f"{smallest.weights_label} (what the budget leaves after this model's runtime and KV cache)")
     tp = _tensor_parallel(spec, scheme, max_model_len, concurrency, vllm_version)
     if tp:
         fixes.append(tp)

@@ -224,7 +224,7 @@ def _assert_within_the_card(plan):
         assert spent <= plan.budget_gib + 1e-9
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(spec=llama_shapes(), gpu=st.sampled_from(list(GPUS)), quality=st.sampled_from(list(QUALITIES)),
        share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4), max_model_len=st.sampled_from([256, 1024, 4096]))
 @example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096)
