@@ -56,6 +56,7 @@ class MemoryBudget:
 
     @property
     def kv_room(self) -> float:
+        # term by term, in the order vLLM subtracts them: the block count floors this, so keep its rounding
         return max(0.0, self.budget - self.weights - self.activation - self.non_torch - self.graphs)
 
     @property
