@@ -26,10 +26,14 @@ def _replan(plan: FitPlan):
     return again
 
 
+def _plan_fields(plan) -> dict:
+    return {f.name: getattr(plan, f.name) for f in dataclasses.fields(kv_cache.VllmPlan)}
+
+
 def _check_fitted(plan, concurrency, quality):
     again = _replan(plan)
     assert again.fits and again.max_concurrency >= concurrency and again.max_num_seqs >= concurrency
-    assert again.num_blocks == plan.num_blocks  # the plan is what plan_vllm says of these settings
+    assert _plan_fields(again) == _plan_fields(plan)  # the plan is what plan_vllm says of these settings
     assert plan.gpu_memory_utilization <= gmu_ceiling(plan.gpu)
     assert plan.quantization in ALLOWED[quality]
     if quality == "lossless":
@@ -147,16 +151,8 @@ LLAMA_3_70B_CONFIG = dict(
 LLAMA_3_70B = ModelSpec.from_config(LLAMA_3_70B_CONFIG, name="llama-3-70b")
 
 
-def _plan_fields(plan) -> dict:
-    return {f.name: getattr(plan, f.name) for f in dataclasses.fields(kv_cache.VllmPlan)}
-
-
 def _engine_replan_fields(plan) -> dict:
-    kw = plan.engine_kwargs()
-    backend = kw.pop("attention_backend", None)  # plan_vllm derives it (CC < 8.0) rather than taking it
-    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kw)
-    assert again.engine_kwargs().get("attention_backend") == backend
-    return _plan_fields(again)
+    return _plan_fields(_replan(plan))
 
 
 def _gib_after(word: str, msg: str) -> float:
