@@ -85,6 +85,7 @@ def _captured(setup, tmp_path) -> dict:
     finally:
         for method in ("infer_panel_batch_infer", "infer_panel_naive_batched"):
             vars(setup.decoder).pop(method, None)  # drop the instance wrappers after_build set
+        gpt_sovits.CAPTURED.clear()
 
 
 def test_every_segment_greedy_identical_to_upstreams_naive_decode(setup, tmp_path):
