@@ -383,8 +383,9 @@ print(Table(gpt_stage_deploy.deploy_plan_rows(gsv_plan)))
 # its `inference_webui.py` does, one segment per request) and ours (section 6's compiled step, buckets of 8);
 # each decodes twice and the second pass is timed (the first captures or compiles). Upstream's decode step
 # there attends over its whole preallocated KV cache with no mask (`Attention.forward`), unwritten zero
-# slots included; offline, with upstream's modules and small random weights (`tests/test_gpt_sovits_upstream.py`),
-# that path's greedy tokens leave its naive path's on every segment and agree once cut to the written slots.
+# slots included, and it blocks EOS on its first step only (the naive loop blocks it for 11); offline, with
+# upstream's modules and small random weights (`tests/test_gpt_sovits_upstream.py`), that path's greedy tokens
+# leave its naive path's on every segment and agree once cut to the written slots.
 # Trained weights may dilute less, so how many segments still agree on the GPU is what its row measures; a
 # row that disagrees is a faster path that decodes something else, not a faster same result. The first
 # call installs and downloads (minutes); the measurements themselves take seconds (plus the compile).
