@@ -138,7 +138,9 @@ class GpuOverheads:
     - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in a warm-up whose top-k/top-p sorts
       the vocabulary (logits, sorted values + int64 indices and the sort's buffers, softmax, ...): V0, and
       V1 before 0.17.0 without FlashInfer (``vllm_versions.sampler_sorts``); the logs that print the
-      activation peak where the sampler sets it give 9.6-10.3.
+      activation peak where the sampler sets it give 9.6-10.3. The sort's own buffer is 3 of them (fp32 key +
+      int64 index, 12 B per element): a V1 0.8.0 warm-up without FlashInfer asks for 1.74 GiB = 1,024 x
+      152,064 (QwQ-32B's vocabulary) x 12 B when it runs out of memory (vllm-project/vllm#15105).
     - ``sampler_copies_unsorted``: the same where nothing sorts (V1 from 0.17.0: Triton's top-k/top-p in
       place, or FlashInfer's sampler), counted in vllm/v1/sample (sampler.py, ops/topk_topp_sampler.py
       @v0.28.0): the model-dtype logits (0.5), their fp32 copy (1), then FlashInfer's masked logits and
