@@ -349,6 +349,8 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     assert any("flashinfer_sampler=True" in w for w in plan("0.10.2").warnings)
     assert not any("flashinfer_sampler" in w for w in plan("0.10.2", flashinfer_sampler=True).warnings)
     assert plan("0.10.2", flashinfer_sampler=True).sampler_gib == pytest.approx(unsorted.sampler_gib)
+    with pytest.raises(TypeError, match="flashinfer_sampler"):
+        plan("0.10.2", flashinfer_sampler="yes")
     # the range no published log checks says so in the plan (and benchmarks/kv_planner.py lists it)
     assert any(w.startswith("not validated") for w in plan("0.17.0").warnings)
     assert not any(w.startswith("not validated") for w in plan("0.16.0").warnings)
