@@ -271,7 +271,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
     o = overheads
     weights = _weights_bytes(spec, resolved, tp) + quant.weight_bytes_delta(spec, resolved, quantization, tp)
-    forward = tokens * DTYPE_BYTES[resolved] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
+    forward = tokens * DTYPE_BYTES[resolved] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp) \
+        + quant.dequant_transient_bytes(spec, quantization, gpu, release, tokens, resolved, tp)
     if flashinfer_sampler is not None and not isinstance(flashinfer_sampler, bool):
         raise TypeError("flashinfer_sampler must be None (a pip install's default), True or False")
     rows = min(seqs, tokens)

@@ -204,3 +204,23 @@ def test_a_quantized_v1_plan_says_no_published_log_checks_it():
     v0 = plan_vllm("orpheus-3b", "L4", max_model_len=4096, quantization="awq", vllm_version="0.8.2", engine="v0")
     assert not any(w.startswith("not validated") for w in v0.warnings + plan_vllm(
         "orpheus-3b", "L4", max_model_len=4096, vllm_version="0.16.0").warnings)
+
+
+def test_dequantizing_kernels_add_a_16_bit_weight_to_the_profile_forward():
+    # AWQ's plain GEMM dequantizes the fused weight from 256 tokens (awq.py @v0.10.1 FP16_MATMUL_HEURISTIC_CONDITION);
+    # on a T4 before Marlin ran on Turing it is the kernel, from then (and on CC >= 8.0) Marlin needs no copy
+    def forward(gpu, version, scheme, **kw):
+        return plan_vllm("orpheus-3b", gpu, max_model_len=4096, vllm_version=version, quantization=scheme,
+                         dtype="float16", **kw).forward_gib * GIB
+
+    h, i = ORPHEUS.hidden_size, ORPHEUS.intermediate_size
+    assert forward("T4", "0.12.0", "awq") - forward("T4", "0.12.0", None) == pytest.approx(h * 2 * i * 2)
+    assert forward("T4", "0.13.0", "awq") == pytest.approx(forward("T4", "0.13.0", None))  # Marlin on Turing
+    assert forward("L4", "0.12.0", "awq") == pytest.approx(forward("L4", "0.12.0", None))
+    small = dict(max_num_batched_tokens=128, max_num_seqs=128)  # below 256 tokens AWQ's own GEMM reads int4
+    assert forward("T4", "0.12.0", "awq", **small) == pytest.approx(forward("T4", "0.12.0", None, **small))
+    # bitsandbytes dequantizes shard by shard (bitsandbytes.py _apply_4bit_weight @v0.10.1): the largest shard
+    # (gate or up, hidden x intermediate) and its output over the profile tokens
+    tokens = plan_vllm("orpheus-3b", "L4", max_model_len=4096, vllm_version="0.12.0").profile_tokens
+    extra = forward("L4", "0.12.0", "bitsandbytes") - forward("L4", "0.12.0", None)
+    assert extra == pytest.approx((h * i + tokens * i) * 2)
