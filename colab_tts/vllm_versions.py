@@ -92,7 +92,9 @@ TERMS = (
          "(logits.sort), @v0.17.0 'if HAS_TRITON and logits.shape[0] >= 8: return apply_top_k_top_p_triton'. "
          "FlashInfer sampling: TopKTopPSampler.__init__ @v0.8.0 to @v0.11.0 'VLLM_USE_FLASHINFER_SAMPLER is not "
          "False' when flashinfer imports, but flashinfer-python is only the 'flashinfer' extra of the wheel "
-         "(METADATA @v0.10.1, @v0.11.0; a dependency @v0.11.1); @v0.11.1 to @v0.20.2 'Users must opt in' "
+         "(METADATA @v0.10.1, @v0.11.0; a dependency @v0.11.1), while the vllm/vllm-openai image installs it "
+         "(docker/Dockerfile @0000977eaf873be6a295cf73017976d49ca2fb9d, FLASHINFER_WHEEL in vllm-base); "
+         "@v0.11.1 to @v0.20.2 'Users must opt in' "
          "(VLLM_USE_FLASHINFER_SAMPLER=1); vllm/envs.py @v0.21.0 VLLM_USE_FLASHINFER_SAMPLER: bool = True. A log "
          "that prints 'Using FlashInfer for top-p & top-k sampling.' is planned with flashinfer_sampler=True"),
     Term("cudagraph_in_budget", "0.20.0", "graphs are captured after the KV cache is sized and come out of the "
@@ -208,7 +210,7 @@ def sampler_note(version, v0: bool, flashinfer_sampler: bool | None) -> str | No
     v = base(version)
     if v0 or flashinfer_sampler is not None or not V1_DEFAULT <= v < TRITON_TOPK_FROM:
         return None
-    how = ("installed (the vllm/vllm-openai image ships it)" if v < FLASHINFER_SAMPLER_UNTIL_INSTALLED
+    how = ("installed (the vllm/vllm-openai Docker image ships it)" if v < FLASHINFER_SAMPLER_UNTIL_INSTALLED
            else "enabled with VLLM_USE_FLASHINFER_SAMPLER=1")
     return (f"sampler warm-up planned with vLLM {v}'s sorting top-k/top-p (a pip install); where FlashInfer is {how} "
             "the log prints 'Using FlashInfer for top-p & top-k sampling.' and the warm-up is about a third: plan "
