@@ -135,9 +135,16 @@ class GpuOverheads:
       (hidden + intermediate / TP) x dtype bytes: the MLP holds its input, the residual and the hidden
       state (3 x hidden) beside gate_up (2 x intermediate) and its product (1 x intermediate): 3. The
       slope of the activation peak against max_model_len in vllm-project/vllm#10517 gives 3.0.
-    - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in the sampler's warm-up (logits,
-      sorted values + int64 indices, softmax, cumsum, probs, ...); the logs that print the activation
-      peak where the sampler sets it give 9.6-10.3.
+    - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in a warm-up whose top-k/top-p sorts
+      the vocabulary (logits, sorted values + int64 indices and the sort's buffers, softmax, ...): V0, and
+      V1 before 0.17.0 without FlashInfer (``vllm_versions.sampler_sorts``); the logs that print the
+      activation peak where the sampler sets it give 9.6-10.3. The sort's own buffer is 3 of them (fp32 key +
+      int64 index, 12 B per element): a V1 0.8.0 warm-up without FlashInfer asks for 1.74 GiB = 1,024 x
+      152,064 (QwQ-32B's vocabulary) x 12 B when it runs out of memory (vllm-project/vllm#15105).
+    - ``sampler_copies_unsorted``: the same where nothing sorts (V1 from 0.17.0: Triton's top-k/top-p in
+      place, or FlashInfer's sampler), counted in vllm/v1/sample (sampler.py, ops/topk_topp_sampler.py
+      @v0.28.0): the model-dtype logits (0.5), their fp32 copy (1), then FlashInfer's masked logits and
+      probabilities (2) or softmax probabilities and the exponential noise of random_sample (2): 3.5.
     - ``non_torch_gib``: CUDA context, cuBLAS/NCCL buffers outside torch's allocator (logs print -0.12
       to 0.35 GiB on one GPU); the value that minimises the worst error over the published logs.
     - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.20+). Published estimates for dense and hybrid models
@@ -147,6 +154,7 @@ class GpuOverheads:
 
     act_units: float = 3.0
     sampler_copies: float = 10.0
+    sampler_copies_unsorted: float = 3.5
     non_torch_gib: float = 0.10
     cudagraph_gib: float = 0.3
 
@@ -204,7 +212,7 @@ def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
 def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
               max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
               vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
-              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
+              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None, flashinfer_sampler=None) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
     ``vllm_version`` picks the engine's behaviour (None = ``vllm_versions.COLAB_VLLM``, the release the
@@ -221,6 +229,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     ``quantization`` (None, "awq", "gptq", "fp8", "bitsandbytes") narrows the linear layers
     (colab_tts.quantization); it and an fp8 ``kv_cache_dtype`` are checked against the compute
     capabilities vLLM allows them on, and refused with a ValueError naming the fix.
+    ``flashinfer_sampler`` (None, True, False): whether FlashInfer samples, which sets the sampler warm-up
+    (``vllm_versions.sampler_sorts``); None is a plain pip install of that release.
     """
     spec, gpu = _spec(model), get_gpu(gpu)
     quantization = quant.scheme_name(quantization)
@@ -261,9 +271,21 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
     o = overheads
     weights = _weights_bytes(spec, resolved, tp) + quant.weight_bytes_delta(spec, resolved, quantization, tp)
-    forward = tokens * DTYPE_BYTES[resolved] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
-    sampler = o.sampler_copies * min(seqs, tokens) * spec.vocab_size * 4 if versions.sampler_in_profile(
-        version, v0) else 0.0
+    forward = tokens * DTYPE_BYTES[resolved] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp) \
+        + quant.dequant_transient_bytes(spec, quantization, gpu, release, tokens, resolved, tp)
+    if flashinfer_sampler is not None and not isinstance(flashinfer_sampler, bool):
+        raise TypeError("flashinfer_sampler must be None (a pip install's default), True or False")
+    rows = min(seqs, tokens)
+    copies = o.sampler_copies if versions.sampler_sorts(version, v0, rows, flashinfer_sampler) else \
+        o.sampler_copies_unsorted
+    sampler = copies * rows * spec.vocab_size * 4 if versions.sampler_in_profile(version, v0) else 0.0
+    warnings += [n for n in [versions.sampler_note(version, v0, flashinfer_sampler),
+                             versions.validation_note(version, v0)] if n]
+    if quantization is not None and not v0:
+        warnings.append(f"not validated: no published start-up log of a quantized model on vLLM's V1 engine checks "
+                        f"this sum (the {quantization} weight bytes are checked against published logs, the "
+                        "activation, non-torch and kernel-workspace terms of quantized kernels are not); treat the "
+                        "KV figure as uncertain by a third")
     activation = max(forward, sampler)
     non_torch = o.non_torch_gib * GIB
     graphs = o.cudagraph_gib * GIB if not enforce_eager and versions.cudagraph_in_budget(version) else 0.0
@@ -310,7 +332,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         inputs=dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                     max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
                     enforce_eager=bool(enforce_eager), kv_cache_dtype=kv_name, vllm_version=vllm_version, engine=engine,
-                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=quantization))
+                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=quantization,
+                    flashinfer_sampler=flashinfer_sampler))
     if not plan.fits:
         if strict:
             raise ValueError(plan.message())

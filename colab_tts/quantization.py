@@ -171,6 +171,34 @@ def kernel(scheme: str | None, gpu: GpuSpec, version=RULES_VERSION) -> str:
     return "bitsandbytes (NF4/FP4, dequantize then fp16 GEMM)"
 
 
+AWQ_DEQUANT_FROM_TOKENS = 256  # vllm/model_executor/layers/quantization/awq.py @v0.10.1 (auto_awq.py @v0.32.0)
+
+
+def dequant_transient_bytes(spec: ModelSpec, scheme: str | None, gpu: GpuSpec, version, tokens: int,
+                            dtype: str, tensor_parallel_size: int = 1) -> float:
+    """Bytes a dequantizing kernel holds beside the profile forward's activations (0 for Marlin and CUTLASS).
+
+    AWQ's plain GEMM dequantizes the whole (fused) weight to 16 bits and calls torch.matmul from 256 tokens
+    ('FP16_MATMUL_HEURISTIC_CONDITION = x.shape[:-1].numel() >= 256', vllm/model_executor/layers/quantization/
+    awq.py @v0.10.1, auto_awq.py @v0.32.0): the largest fused linear (gate_up or qkv). bitsandbytes multiplies
+    shard by shard with bitsandbytes' matmul_4bit, which dequantizes the shard for more than one row, and
+    writes each shard's output to a temporary before copying it (bitsandbytes.py _apply_4bit_weight @v0.10.1):
+    the largest shard and its output. GPTQ's Exllama path is not modelled (its buffer is in compiled code).
+    """
+    if scheme is None or tokens <= 1:
+        return 0.0
+    name = kernel(scheme, gpu, version)
+    bytes_ = DTYPE_BYTES[dtype]
+    h, i = spec.hidden_size, spec.intermediate_size
+    q, kv = spec.num_attention_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    if name.startswith("AWQ GEMM") and tokens >= AWQ_DEQUANT_FROM_TOKENS:
+        return max(h * (q + 2 * kv), h * 2 * i, q * h, i * h) * bytes_ / tensor_parallel_size
+    if scheme == "bitsandbytes":
+        n_in, n_out = max(linear_shapes(spec)[:7], key=lambda s: s[0] * s[1])
+        return (n_in * n_out + tokens * n_out) * bytes_ / tensor_parallel_size
+    return 0.0
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
