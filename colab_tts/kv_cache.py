@@ -135,9 +135,16 @@ class GpuOverheads:
       (hidden + intermediate / TP) x dtype bytes: the MLP holds its input, the residual and the hidden
       state (3 x hidden) beside gate_up (2 x intermediate) and its product (1 x intermediate): 3. The
       slope of the activation peak against max_model_len in vllm-project/vllm#10517 gives 3.0.
-    - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in the sampler's warm-up (logits,
-      sorted values + int64 indices, softmax, cumsum, probs, ...); the logs that print the activation
-      peak where the sampler sets it give 9.6-10.3.
+    - ``sampler_copies``: fp32 [max_num_seqs, vocab] tensors alive in a warm-up whose top-k/top-p sorts
+      the vocabulary (logits, sorted values + int64 indices and the sort's buffers, softmax, ...): V0, and
+      V1 before 0.17.0 without FlashInfer (``vllm_versions.sampler_sorts``); the logs that print the
+      activation peak where the sampler sets it give 9.6-10.3. The sort's own buffer is 3 of them (fp32 key +
+      int64 index, 12 B per element): a V1 0.8.0 warm-up without FlashInfer asks for 1.74 GiB = 1,024 x
+      152,064 (QwQ-32B's vocabulary) x 12 B when it runs out of memory (vllm-project/vllm#15105).
+    - ``sampler_copies_unsorted``: the same where nothing sorts (V1 from 0.17.0: Triton's top-k/top-p in
+      place, or FlashInfer's sampler), counted in vllm/v1/sample (sampler.py, ops/topk_topp_sampler.py
+      @v0.28.0): the model-dtype logits (0.5), their fp32 copy (1), then FlashInfer's masked logits and
+      probabilities (2) or softmax probabilities and the exponential noise of random_sample (2): 3.5.
     - ``non_torch_gib``: CUDA context, cuBLAS/NCCL buffers outside torch's allocator (logs print -0.12
       to 0.35 GiB on one GPU); the value that minimises the worst error over the published logs.
     - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.20+). Published estimates for dense and hybrid models
@@ -147,6 +154,7 @@ class GpuOverheads:
 
     act_units: float = 3.0
     sampler_copies: float = 10.0
+    sampler_copies_unsorted: float = 3.5
     non_torch_gib: float = 0.10
     cudagraph_gib: float = 0.3
 
@@ -220,13 +228,14 @@ class _Resolved:
     enforce_eager: bool
     v0: bool
     other_gib: float
+    flashinfer_sampler: bool | None
     warnings: tuple[str, ...]
 
 
 def _resolve(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
              max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
              vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
-             quantization=None) -> _Resolved:
+             quantization=None, flashinfer_sampler=None) -> _Resolved:
     spec, gpu = _spec(model), get_gpu(gpu)
     quantization = quant.scheme_name(quantization)
     version = versions.parse(vllm_version)
@@ -267,17 +276,29 @@ def _resolve(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model
     tokens = default_tokens if max_num_batched_tokens is None else max_num_batched_tokens
     if not chunked and tokens < max_model_len:
         tokens = max_model_len  # V0 without chunked prefill must fit a whole prompt in one batch
+    if flashinfer_sampler is not None and not isinstance(flashinfer_sampler, bool):
+        raise TypeError("flashinfer_sampler must be None (a pip install's default), True or False")
+    warnings += [n for n in [versions.sampler_note(version, v0, flashinfer_sampler),
+                             versions.validation_note(version, v0)] if n]
+    if quantization is not None and not v0:
+        warnings.append(f"not validated: no published start-up log of a quantized model on vLLM's V1 engine checks "
+                        f"this sum (the {quantization} weight bytes are checked against published logs, the "
+                        "activation, non-torch and kernel-workspace terms of quantized kernels are not); treat the "
+                        "KV figure as uncertain by a third")
     return _Resolved(spec, gpu, version, gmu, resolved, kv_name, kv_dtype, quantization, max_model_len, seqs, tokens,
-                     tp, bool(enforce_eager), v0, other_gib, tuple(warnings))
+                     tp, bool(enforce_eager), v0, other_gib, flashinfer_sampler, tuple(warnings))
 
 
 def _memory(r: _Resolved, o: GpuOverheads) -> MemoryBudget:
     """vLLM's sum (gpu_worker.py determine_available_memory @v0.32.0): the budget and what it spends before the KV cache."""
     spec, gpu, tp, version = r.spec, r.gpu, r.tensor_parallel_size, r.version
     weights = _weights_bytes(spec, r.dtype, tp) + quant.weight_bytes_delta(spec, r.dtype, r.quantization, tp)
-    forward = r.profile_tokens * DTYPE_BYTES[r.dtype] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp)
-    sampler = o.sampler_copies * min(r.max_num_seqs, r.profile_tokens) * spec.vocab_size * 4 if (
-        versions.sampler_in_profile(version, r.v0)) else 0.0
+    forward = r.profile_tokens * DTYPE_BYTES[r.dtype] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp) \
+        + quant.dequant_transient_bytes(spec, r.quantization, gpu, _version(version), r.profile_tokens, r.dtype, tp)
+    rows = min(r.max_num_seqs, r.profile_tokens)
+    copies = o.sampler_copies if versions.sampler_sorts(version, r.v0, rows, r.flashinfer_sampler) else \
+        o.sampler_copies_unsorted
+    sampler = copies * rows * spec.vocab_size * 4 if versions.sampler_in_profile(version, r.v0) else 0.0
     graphs = o.cudagraph_gib * GIB if not r.enforce_eager and versions.cudagraph_in_budget(version) else 0.0
     total, other = gpu.memory_gib * GIB, r.other_gib * GIB
     budget = total * r.gmu - (other if versions.gmu_counts_other_processes(version, r.v0) else 0.0)
@@ -303,7 +324,7 @@ def vllm_budget(model, gpu, *, overheads: GpuOverheads = DEFAULT_OVERHEADS, **pl
 def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model_len=None, max_num_seqs=None,
               max_num_batched_tokens=None, tensor_parallel_size=1, enforce_eager=False, kv_cache_dtype="auto",
               vllm_version=None, engine="auto", strict=False, server=False, other_gib=0.0,
-              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None) -> VllmPlan:
+              overheads: GpuOverheads = DEFAULT_OVERHEADS, quantization=None, flashinfer_sampler=None) -> VllmPlan:
     """Predict vLLM's KV cache for ``model`` (ModelSpec, known name or config dict) on ``gpu``.
 
     ``vllm_version`` picks the engine's behaviour (None = ``vllm_versions.COLAB_VLLM``, the release the
@@ -319,14 +340,16 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     max_model_len that does not fit, bfloat16 below CC 8.0, or a version outside the modelled range.
     ``quantization`` (None, "awq", "gptq", "fp8", "bitsandbytes") narrows the linear layers
     (colab_tts.quantization); it and an fp8 ``kv_cache_dtype`` are checked against the compute
-    capabilities vLLM allows them on, and refused with a ValueError naming the fix. The sum itself is
+    capabilities vLLM allows them on, and refused with a ValueError naming the fix.
+    ``flashinfer_sampler`` (None, True, False): whether FlashInfer samples, which sets the sampler warm-up
+    (``vllm_versions.sampler_sorts``); None is a plain pip install of that release. The sum itself is
     ``vllm_budget``; every term of the plan is checked against the card (``vllm_plan.check_terms``).
     """
     r = _resolve(model, gpu, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, max_model_len=max_model_len,
                  max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                  tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                  kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version, engine=engine, strict=strict,
-                 server=server, other_gib=other_gib, quantization=quantization)
+                 server=server, other_gib=other_gib, quantization=quantization, flashinfer_sampler=flashinfer_sampler)
     m = _memory(r, overheads)
     spec, gpu, gmu, tp, max_model_len, version = r.spec, r.gpu, r.gmu, r.tensor_parallel_size, r.max_model_len, r.version
     warnings = list(r.warnings)
@@ -372,7 +395,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         inputs=dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                     max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
                     enforce_eager=r.enforce_eager, kv_cache_dtype=r.kv_name, vllm_version=vllm_version, engine=engine,
-                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=r.quantization))
+                    server=bool(server), other_gib=other_gib, overheads=overheads, quantization=r.quantization,
+                    flashinfer_sampler=flashinfer_sampler))
     if not plan.fits:
         if strict:
             raise ValueError(plan.message())

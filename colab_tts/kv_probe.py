@@ -110,6 +110,7 @@ class EngineKV:
     num_blocks: int
     block_size: int
     device: str
+    path: str = ""  # the code path it took (engine_path)
 
     @property
     def tokens(self) -> int:
@@ -184,7 +185,31 @@ def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine
     cache = llm.llm_engine.vllm_config.cache_config
     device = "cpu" if "CPU" in "".join(capture.lines) else "cuda"
     return llm, EngineKV(capture.lines[-1] if capture.lines else None, cache.num_gpu_blocks, cache.block_size,
-                         device)
+                         device, engine_path(llm))
+
+
+def engine_path(llm) -> str:
+    """Which vLLM code path an in-process engine took: its platform, attention backend and ISA, and the
+    kernel behind any quantized linear layer (what the real-engine tests report)."""
+    from vllm.platforms import current_platform
+
+    parts = [type(current_platform).__name__, f"KV cache {llm.llm_engine.vllm_config.cache_config.cache_dtype}"]
+    try:
+        model = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner.model
+    except AttributeError:  # a multiprocess engine: its model lives in another process
+        return "; ".join(parts) + "; model in another process"
+    attention, linear = set(), set()
+    for module in model.modules():
+        backend = getattr(module, "attn_backend", None)
+        if backend is not None:
+            attention.add(backend.get_name() + (f" isa={module.isa}" if hasattr(module, "isa") else ""))
+        kernel = getattr(getattr(module, "quant_method", None), "kernel", None)
+        if kernel is not None:
+            mode = {True: " W4A8", False: " W4A16"}.get(getattr(module, "use_w4a8", None), "")
+            linear.add(type(kernel).__name__ + mode)
+    parts.append("attention " + (", ".join(sorted(attention)) or "not found"))
+    parts.append("linear " + (", ".join(sorted(linear)) or "unquantized"))
+    return "; ".join(parts)
 
 
 def stop_engine(llm) -> None:

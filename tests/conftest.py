@@ -1,4 +1,4 @@
-"""Fixtures shared by the flow-stage tests (runtime and lesson)."""
+"""Fixtures shared across test modules: the flow-stage models, and the vLLM code paths the run exercised."""
 
 import pytest
 import torch
@@ -23,3 +23,22 @@ def models():
     """A tiny DiT and vocoder with IndexTTS-2's layout, random weights, in eval mode."""
     torch.manual_seed(0)
     return flow.DiT(TINY_DIT).eval(), flow.Vocoder(TINY_VOCODER).eval()
+
+
+VLLM_PATHS: list[str] = []
+
+
+@pytest.fixture
+def report_vllm_path(request):
+    """Record which vLLM code path a real-engine test exercised; the run's summary lists them all."""
+    def report(path: str) -> None:
+        VLLM_PATHS.append(f"{request.node.name}: {path}")
+        print(f"vLLM code path: {path}")
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    if VLLM_PATHS:
+        terminalreporter.section("vLLM code paths exercised")
+        for line in VLLM_PATHS:
+            terminalreporter.write_line(line)

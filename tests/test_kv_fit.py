@@ -7,12 +7,14 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from colab_tts import kv_cache, quantization
+from colab_tts import kv_cache
+from colab_tts import quantization as quant
 from colab_tts.hardware import GPUS, decode_ceiling_tokens_per_s, get_gpu
 from colab_tts.kv_cache import ORPHEUS_TOKENS_PER_SECOND, fit_vllm, plan_vllm
 from colab_tts.kv_fit import HEADROOM_GIB, QUALITIES, FitPlan, decode_tokens_per_second, gmu_ceiling
 from colab_tts.models import ModelSpec
 
+ORPHEUS = ModelSpec.known("orpheus-3b")
 TTS = ["orpheus-3b", "gpt-sovits-v2-t2s", "indextts2-gpt"]  # decoders with a known tokens-per-second
 ALLOWED = {q: set(schemes) for q, (schemes, _) in QUALITIES.items()}
 
@@ -102,7 +104,9 @@ def test_orpheus_on_a_t4_real_time_only_below_16_bit_by_the_roofline():
     lossless = fit_vllm("orpheus-3b", "T4", audio_seconds=30)
     four = fit_vllm("orpheus-3b", "T4", audio_seconds=30, quality="4bit")
     assert lossless.real_time_factor > 1.5  # ~47 of the 82 tokens/s real time needs
-    assert four.real_time_factor < 1 and four.quantization == "awq"  # fp8 KV is not allowed on Turing
+    # the smallest 4-bit layout vLLM keeps wins: symmetric GPTQ drops its zero points, AWQ keeps them
+    assert four.real_time_factor < 1 and four.quantization == "gptq"
+    assert quant.weight_bytes(ORPHEUS, "float16", "gptq") < quant.weight_bytes(ORPHEUS, "float16", "awq")
     assert "kv_cache_dtype" not in four.engine_kwargs()
 
 
@@ -241,7 +245,7 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
     except ValueError as err:
         msg = str(err)
         if "does not fit on" in msg:  # refused on the weights: every scheme the quality allows is too big here
-            schemes = [s for s in QUALITIES[quality][0] if s is None or s in quantization.allowed_schemes(card)]
+            schemes = [s for s in QUALITIES[quality][0] if s is None or s in quant.allowed_schemes(card)]
             for scheme in schemes:
                 assert not kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=gmu_ceiling(card),
                                                 max_model_len=max_model_len, quantization=scheme).weights_fit

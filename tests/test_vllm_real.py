@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
             kv = kv_probe.measure_kv(path, kv_space, skip_tokenizer_init=True, enforce_eager=True,
                                      max_model_len=256, dtype="float32", max_num_seqs=4)
             out[name] = dict(blocks=kv.num_blocks, block_size=kv.block_size, line=kv.log_line,
-                             logged=kv.logged_tokens)
+                             logged=kv.logged_tokens, path=kv.path)
         # A plan's engine_kwargs, as they are, start an engine that then generates.
         plan = plan_vllm(ModelSpec.from_config(shapes[plan_shape]), "T4", **plan_kwargs)
         llm, kv = kv_probe.start_engine(f"{root}/{plan_shape}", kv_space, skip_tokenizer_init=True,
@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent("""
         from vllm.inputs import TokensPrompt
         result = llm.generate([TokensPrompt(prompt_token_ids=[1, 5, 9])],
                               SamplingParams(max_tokens=4, ignore_eos=True, detokenize=False))
-        out["plan"] = dict(kwargs=plan.engine_kwargs(), blocks=kv.num_blocks, block_size=kv.block_size,
+        out["plan"] = dict(kwargs=plan.engine_kwargs(), blocks=kv.num_blocks, block_size=kv.block_size, path=kv.path,
                            logged=kv.logged_tokens,
                            generated=list(result[0].outputs[0].token_ids),
                            dtype=str(llm.llm_engine.vllm_config.model_config.dtype))
@@ -79,8 +79,9 @@ def engines(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_kv_blocks_equal_vllms(engines, name):
+def test_kv_blocks_equal_vllms(engines, name, report_vllm_path):
     got = engines[name]
+    report_vllm_path(got["path"])
     spec = ModelSpec.from_config(SHAPES[name])
     predicted = kv_blocks(KV_SPACE_GIB * GIB, spec, "float32", block_size=got["block_size"])
     assert got["blocks"] == predicted
@@ -95,8 +96,9 @@ def test_shapes_are_what_they_claim():
     assert len({kv_bytes_per_token(s, "float32") for s in specs.values()}) == 3
 
 
-def test_plan_engine_kwargs_start_a_real_engine(engines):
+def test_plan_engine_kwargs_start_a_real_engine(engines, report_vllm_path):
     got = engines["plan"]
+    report_vllm_path(got["path"])
     # the engine ran with what was asked: the plan's kwargs carry the request unchanged, and on a T4 'auto'
     # resolves this fp32 config to float16 (vLLM runs fp32 checkpoints in half precision)
     assert {k: got["kwargs"][k] for k in PLAN_KWARGS} == PLAN_KWARGS

@@ -62,11 +62,14 @@ def should_deploy(setting, device) -> tuple[bool, str]:
 
 
 def deploy_speed_rows(result: dict) -> list[dict]:
-    """Side by side from one runner result: each upstream ``TTS.run`` and each path of our decoder fed
-    upstream's greedy T2S inputs; GPT-stage tokens/s and real-time factor, all measured on the result's device.
+    """Side by side from one runner result: each upstream ``TTS.run``, each path of our decoder fed every
+    segment of upstream's greedy T2S inputs, and the two CUDA-graph paths (upstream's ``CUDAGraphRunner``,
+    ours); GPT-stage tokens/s and real-time factor, all measured on the result's device. A path that did
+    not run (no CUDA) keeps its row, with its one-line reason in ``kind``.
 
     GPT-stage RTF = (25 tokens per second of audio) / tokens/s; whole-run RTF = ``TTS.run`` seconds / audio
-    seconds (front end, GPT stage and SoVITS; only upstream's rows have it).
+    seconds (front end, GPT stage and SoVITS; only upstream's rows have it). "greedy tokens = upstream's"
+    compares with upstream's naive greedy decode, segment by segment.
     """
     rate = value("gpt_sovits.semantic_tokens_per_second")
     kind = f"measured: this run, {result['device']}"
@@ -76,26 +79,41 @@ def deploy_speed_rows(result: dict) -> list[dict]:
             rows.append({"path": f"upstream TTS.run: {call.get('label', '')}", "GPT tokens": call["t2s_tokens"],
                          "GPT-stage tokens/s": row["t2s_tokens_per_s"],
                          "GPT-stage RTF": rate / row["t2s_tokens_per_s"], "whole-run RTF": row.get("rtf"),
-                         "greedy tokens = upstream's": None, "kind": kind})
+                         "greedy tokens = upstream's": None, "segments identical": None, "kind": kind})
     comparison = result.get("extra", {}).get("greedy_comparison")
     for label, c in (comparison.items() if isinstance(comparison, dict) else ()):
+        if "tokens_per_s" not in c:  # skipped ("needs CUDA: ...") or failed
+            rows.append({"path": label, "GPT tokens": None, "GPT-stage tokens/s": None, "GPT-stage RTF": None,
+                         "whole-run RTF": None, "greedy tokens = upstream's": None, "segments identical": None,
+                         "kind": c.get("skipped") or f"failed: {c.get('failed')}"})
+            continue
         rows.append({"path": label, "GPT tokens": c["tokens"], "GPT-stage tokens/s": c["tokens_per_s"],
                      "GPT-stage RTF": rate / c["tokens_per_s"], "whole-run RTF": None,
-                     "greedy tokens = upstream's": c["identical_to_upstream"], "kind": kind})
+                     "greedy tokens = upstream's": c["identical_to_upstream"],
+                     "segments identical": c.get("segments_identical"), "kind": kind})
     return rows
 
 
 def greedy_verdict(result: dict) -> str:
-    """One line: are our decoder's greedy tokens identical to upstream's on the same inputs?"""
+    """One line: are our decoder's greedy tokens identical to upstream's on the same inputs, every segment?
+    Upstream's own CUDA-graph path, when it ran, is reported against upstream's naive path at the end."""
     comparison = result.get("extra", {}).get("greedy_comparison")
     if not isinstance(comparison, dict):
         return f"greedy comparison not made: {comparison or 'no result'}"
     n = result["extra"].get("upstream_greedy_tokens")
-    differ = [label for label, c in comparison.items() if not c["identical_to_upstream"]]
+    segments = result["extra"].get("greedy_segments")
+    ran = {label: c for label, c in comparison.items() if "identical_to_upstream" in c}
+    ours = {label: c for label, c in ran.items() if c.get("of", "ours") == "ours"}
+    theirs = "".join(f"; {label}: {c['segments_identical']} segments identical to upstream's naive path"
+                     for label, c in ran.items() if c.get("of") == "upstream")
+    differ = [f"{label} ({c['segments_identical']} segments)" if "segments_identical" in c else label
+              for label, c in ours.items() if not c["identical_to_upstream"]]
     if differ:
-        return f"greedy tokens DIFFER from upstream's ({n} tokens) on: {'; '.join(differ)} ({result['device']})"
-    return (f"greedy tokens identical to upstream's on every path of ours: {n} tokens, same checkpoint, "
-            f"same front-end inputs ({result['device']})")
+        return (f"greedy tokens DIFFER from upstream's ({n} tokens) on: {'; '.join(differ)} "
+                f"({result['device']}){theirs}")
+    where = f"{segments} segments, " if segments else ""
+    return (f"greedy tokens identical to upstream's on every path of ours that ran: {where}{n} tokens, same "
+            f"checkpoint, same front-end inputs ({result['device']}){theirs}")
 
 
 class Players:

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from .. import hardware
+from .. import quantization as quant
 from .. import vllm_versions as versions
 from ..hardware import DTYPE_BYTES, GpuSpec, get_gpu
 from ..kv_cache import DEFAULT_OVERHEADS, GpuOverheads, kv_bytes_per_token, plan_vllm
@@ -20,6 +21,20 @@ from ..models import ModelSpec
 from ..units import GIB
 
 LOGS = Path(__file__).resolve().parents[2] / "tests" / "data" / "vllm_logs.json"
+QUANT_LOGS = LOGS.with_name("vllm_quant_logs.json")
+
+# Where no published log checks the planner: each plan in these ranges carries a warning saying so.
+NOT_VALIDATED = (
+    "V1 from 0.17.0: the sampler warm-up without a sort (3.5 fp32 copies, counted in vLLM's source) - no "
+    "published dense-model log of these releases is held",
+    "V1 0.8.0-0.16.x: the sampler path depends on whether FlashInfer samples (the log says 'Using FlashInfer "
+    "for top-p & top-k sampling.'); planned as a pip install (sorting) unless flashinfer_sampler=True",
+    "from 0.20.0: the CUDA-graph estimate is a constant 0.3 GiB (GpuOverheads.cudagraph_gib), no published log "
+    "checks it",
+    "quantized models on V1: only the weight bytes and the fp8 gains are checked; no quantized V1 start-up log "
+    "(the 16-bit copy a dequantizing kernel holds in the forward, quantization.dequant_transient_bytes, is read "
+    "in vLLM's source, not measured)",
+)
 
 
 def load_logs(path=LOGS) -> dict:
@@ -80,7 +95,7 @@ def fit_overheads(cases: list[dict], models: dict, step: float = 0.01) -> GpuOve
     """The constants from ``cases`` alone, each from the measurement that defines it.
 
     act_units: the slope of a same-machine pair (else the architectural count, 3); sampler_copies: the
-    median of printed activation peaks the sampler sets, over max_num_seqs x vocab x 4 bytes (else 10);
+    median of printed activation peaks a sorting sampler sets, over max_num_seqs x vocab x 4 bytes (else 10);
     non_torch_gib: the value in [0, 0.5] GiB that minimises the worst error over the cases; the
     CUDA-graph estimate stays at its cited value (no published case is from v0.20 on).
     """
@@ -91,8 +106,9 @@ def fit_overheads(cases: list[dict], models: dict, step: float = 0.01) -> GpuOve
         if "reported_activation_gib" not in case:
             continue
         plan = plan_published_case(case, models, base)
-        if plan.sampler_gib > plan.forward_gib:
-            rows = min(plan.max_num_seqs, plan.profile_tokens)
+        rows = min(plan.max_num_seqs, plan.profile_tokens)
+        sorts = versions.sampler_sorts(plan.vllm_version, plan.v0, rows, plan.inputs["flashinfer_sampler"])
+        if sorts and plan.sampler_gib > plan.forward_gib:
             copies.append(case["reported_activation_gib"] * GIB / (rows * plan.model.vocab_size * 4))
     base = dataclasses.replace(base, sampler_copies=statistics.median(copies) if copies else base.sampler_copies)
     best = None
@@ -144,6 +160,58 @@ def validation_rows(data: dict | None = None, loo: list[dict] | None = None) -> 
             "leave-one-out": f"{loo[case['id']]['error']:+.1%}",
         })
     return out
+
+
+def predict_quantized_case(case: dict, models: dict, overheads: GpuOverheads = DEFAULT_OVERHEADS) -> dict:
+    """A published quantized case re-planned: {'error': relative error} and/or {'fits': bool, 'weights_error'}."""
+    spec, kind = case_spec(case, models), case["kind"]
+    out = {}
+    if kind == "plan":
+        try:
+            plan = plan_published_case(case, models, overheads)
+            out["fits"], out["tokens"] = plan.fits and plan.num_blocks > 0, plan.kv_cache_tokens
+        except ValueError:  # the weights alone exceed the budget
+            out["fits"], out["tokens"] = False, 0
+        if "reported_tokens" in case:
+            out["error"] = out["tokens"] / case["reported_tokens"] - 1
+        if "reported_weights_gib" in case:
+            s = case["settings"]
+            w = quant.weight_bytes(spec, s["dtype"], s["quantization"], double_quant=case.get("double_quant", False))
+            out["weights_error"] = w / GIB / case["reported_weights_gib"] - 1
+    elif kind == "weights":
+        w = quant.weight_bytes(spec, case["dtype"], case["quantization"], double_quant=case["double_quant"])
+        out["error"] = w / GIB / case["reported_weights_gib"] - 1
+    elif kind == "fp8_weights_gain":
+        freed = -quant.weight_bytes_delta(spec, case["dtype"], "fp8")
+        gained = (case["reported_tokens_after"] - case["reported_tokens_before"]) * kv_bytes_per_token(spec, case["dtype"])
+        out["error"] = freed / gained - 1
+    elif kind == "fp8_kv_gain":
+        ratio = kv_bytes_per_token(spec, case["dtype"]) / kv_bytes_per_token(spec, case["kv_cache_dtype"])
+        out["error"] = ratio * case["reported_tokens_before"] / case["reported_tokens_after"] - 1
+    return out
+
+
+def quantized_rows(data: dict | None = None, quant_data: dict | None = None) -> list[dict]:
+    """Each published quantized case predicted with the constants fitted on every unquantized log (none of the
+    quantized cases enters the fit, so each is out-of-sample)."""
+    data, quant_data = data or load_logs(), quant_data or load_logs(QUANT_LOGS)
+    fitted = fit_overheads(data["cases"], data["models"])
+    rows = []
+    for case in quant_data["cases"]:
+        got = predict_quantized_case(case, quant_data["models"], fitted)
+        scheme = case.get("quantization") or case.get("settings", {}).get("quantization") or case.get(
+            "kv_cache_dtype", "")
+        version = case.get("vllm_version")
+        expected = "no KV room" if case.get("reported_blocks") == 0 else ""
+        rows.append({
+            "case": case["id"], "scheme": scheme, "vLLM": version or "-", "kind": case["kind"],
+            "version range": versions.range_label(version, case_gpu(case).compute_capability)
+            if version else "-",
+            "out-of-sample": (f"{got['error']:+.1%}" if "error" in got else
+                              ("fits" if got.get("fits") else "does not fit") + (f" ({expected})" if expected else "")),
+            "weights": f"{got['weights_error']:+.1%}" if "weights_error" in got else "-",
+        })
+    return rows
 
 
 def reproduce_case(case_id: str, data: dict | None = None) -> str:

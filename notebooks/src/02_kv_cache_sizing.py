@@ -138,9 +138,11 @@ save_figure(fig, "kv_budget");
 
 # %% [markdown]
 # The profile peak is the larger of the forward pass over `max_num_batched_tokens` (8,192 here) and the
-# sampler's warm-up over `max_num_seqs × vocab` fp32 logits. With Orpheus's 156,940-token vocabulary the
-# sampler wins, so `max_num_seqs` is the lever: expect the KV cache to grow as it falls, until the forward
-# pass sets the peak.
+# sampler's warm-up over `max_num_seqs × vocab` fp32 logits: about 10 copies of them where its top-k/top-p
+# sorts the vocabulary (V0, and V1 before vLLM 0.17), 3.5 from 0.17 on, where nothing sorts
+# (`colab_tts.vllm_versions.sampler_sorts`, read in vLLM's source). With Orpheus's 156,940-token vocabulary
+# the sampler still sets the peak, so `max_num_seqs` is the lever: expect the KV cache to grow as it falls,
+# until the forward pass sets the peak (on the release installed here the two are close, so it buys little).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -207,8 +209,8 @@ for row in fit:
     print(f"{row['system']}: fits on {row['fits on']}. {row['note']}")
 
 # %% [markdown]
-# What it means: Orpheus in fp16 does not fit an 8 GB card with vLLM's defaults (the sampler's warm-up over
-# 256 sequences alone is 1.5 GiB); section 7 finds the settings that make it fit. MetaVoice-1B's first-stage
+# What it means: Orpheus in fp16 does not fit an 8 GB card with vLLM's defaults (its 6.2 GiB of weights leave
+# too little of the budget for the profile run and one request); section 7 finds the settings that make it fit. MetaVoice-1B's first-stage
 # GPT is small: whether its whole pipeline needs a 24 GB card is disputed (one user saw ~20 GB on an RTX 4090
 # before a memory fix, metavoiceio/metavoice-src#30, 2024-02-09; its README now asks for 12 GB and its Colab
 # demo targets a T4); section 7 counts its memory stage by stage instead of assuming it.
@@ -322,8 +324,8 @@ for line in make_it_fit.quality_lines(fitted):
 
 # %% [markdown]
 # What it means: Orpheus in 16-bit does fit an 8 GB card: `max_num_seqs=1` shrinks the sampler's warm-up
-# over 256 × 156,940 fp32 logits (1.5 GiB) to almost nothing, and eager mode gives back the CUDA-graph
-# estimate. It then serves about two 30 s requests at once, slower than real time even by the ceiling. 8-bit
+# over 256 × 156,940 fp32 logits (0.5 GiB on the release installed here, 1.5 GiB where the sampler sorts) to
+# almost nothing, and eager mode gives back the CUDA-graph estimate. It then serves about two 30 s requests at once, slower than real time even by the ceiling. 8-bit
 # and 4-bit weights free 2.6-3.9 GiB for the KV cache, but the only published quality evidence for Orpheus is
 # about GGUF quants (Q8_0 word-exact, sub-8-bit broken), not vLLM's fp8 or AWQ: listen before relying on them.
 # The budget before and after, as stacked bars:

@@ -374,10 +374,21 @@ print(Table(gpt_stage_deploy.deploy_plan_rows(gsv_plan)))
 # splitter (`cut1`) groups four punctuation-separated pieces into a segment, so the text makes a few segments:
 # with the default `batch_size=1` each is decoded alone, with `batch_size=8` together. Expect, on a T4: the
 # batched run ahead of the defaults in GPT-stage tokens/s (section 10's mechanism, in upstream's code); our
-# greedy tokens identical to upstream's, since our decoder loads the same checkpoint and gets the same inputs.
-# Our two paths decode what the runner captured from the greedy run's first decode call (with `batch_size=1`,
-# one segment), so expect them near upstream's eager loop, not the bucket speed-up of section 10. The first
-# call installs and downloads (minutes); the measurements themselves take seconds.
+# greedy tokens identical to upstream's on every segment, since our decoder loads the same checkpoint and gets
+# the same inputs: the runner keeps the inputs of each decode call of the greedy run (one per segment at
+# `batch_size=1`) and compares the tokens segment by segment (the "segments identical" column). Our eager
+# paths decode those few segments, so expect them near upstream's eager loop, not the bucket speed-up of
+# section 10. Two more rows put CUDA graphs side by side on the same segments: upstream's own
+# `CUDAGraphRunner` (RVC-Boss/GPT-SoVITS `GPT_SoVITS/AR/models/t2s_model_cudagraph.py` @48b1a01, called as
+# its `inference_webui.py` does, one segment per request) and ours (section 6's compiled step, buckets of 8);
+# each decodes twice and the second pass is timed (the first captures or compiles). Upstream's decode step
+# there attends over its whole preallocated KV cache with no mask (`Attention.forward`), unwritten zero
+# slots included, and it blocks EOS on its first step only (the naive loop blocks it for 11); offline, with
+# upstream's modules and small random weights (`tests/test_gpt_sovits_upstream.py`), that path's greedy tokens
+# leave its naive path's on every segment and agree once cut to the written slots.
+# Trained weights may dilute less, so how many segments still agree on the GPU is what its row measures; a
+# row that disagrees is a faster path that decodes something else, not a faster same result. The first
+# call installs and downloads (minutes); the measurements themselves take seconds (plus the compile).
 
 # %%
 from IPython.display import display
@@ -398,7 +409,7 @@ else:
 # audio it made: what a user waits for. The upstream rows sample (`top_k=15`) except the greedy one, so their
 # token counts differ; compare rates, not counts. The first `TTS.run` also pays one-time CUDA warm-up, so
 # read its row as an upper bound. Identical greedy tokens mean our decoder is a drop-in for upstream's on this
-# checkpoint and these inputs (the segment the runner compared): upstream's SoVITS stage turns our tokens
+# checkpoint and these inputs (every segment of the greedy run): upstream's SoVITS stage turns our tokens
 # into exactly the greedy clip below, so the only difference is the time it took. A mismatch in float16 would
 # show where half-precision rounding flips a near-tie, which random weights (sections 3-10) cannot show.
 # Unlike every clip this notebook could make offline, these are real speech.
@@ -427,6 +438,7 @@ else:
 # real, the tokens themselves are noise, and the
 # CPU-only effects are labelled "on this CPU". On a Colab GPU the same sections are measured on CUDA at the
 # real size, and section 14 adds the real deployment: upstream GPT-SoVITS v2 with its weights, its defaults
-# against its own `parallel_infer` / `batch_size` / `split_bucket`, and our decoder on the same greedy inputs
-# (GPT-stage tokens/s, RTF, identical tokens, real speech), all measured in that run on that GPU. Offline,
+# against its own `parallel_infer` / `batch_size` / `split_bucket`, our decoder on every segment of the same
+# greedy inputs, and upstream's CUDA-graph decoder beside ours (GPT-stage tokens/s, RTF, identical tokens,
+# real speech), all measured in that run on that GPU. Offline,
 # section 14 prints its plan and says in one line that it skipped the run.

