@@ -346,11 +346,12 @@ def _weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vl
             continue
         fixes.append(f"quality={lower!r} ({plan.quantization} weights: {plan.weights_gib:.2f} GiB, fitted by fit_vllm)")
         break
-    four = [s for s in ("awq", "gptq") if s in quant.allowed_schemes(gpu, _version(vllm_version))]
+    four = {s: vllm_budget(spec, gpu, gpu_memory_utilization=smallest.gpu_memory_utilization,
+                           max_model_len=max_model_len, quantization=s, vllm_version=vllm_version).weights
+            for s in ("awq", "gptq") if s in quant.allowed_schemes(gpu, _version(vllm_version))}
     if not fixes and quality != "4bit" and four:
-        weights = vllm_budget(spec, gpu, gpu_memory_utilization=smallest.gpu_memory_utilization,
-                              max_model_len=max_model_len, quantization=four[0], vllm_version=vllm_version).weights
-        fixes.append(f"no quality fits it here: even 4-bit ({four[0]}) weights are {weights / GIB:.2f} GiB of the "
+        least = min(four, key=four.get)
+        fixes.append(f"no quality fits it here: even 4-bit ({least}) weights are {four[least] / GIB:.2f} GiB of the "
                      f"{smallest.budget / GIB:.2f} GiB budget")
     room = smallest.budget - (smallest.fixed - smallest.weights) - smallest.kv_bytes_per_token * kv_tokens
     if room > 0:
