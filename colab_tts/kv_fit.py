@@ -4,8 +4,9 @@
 person with an 8 GB card or a free T4 has: which settings fit, and how fast are they? It searches
 what a person may change -
 
-- ``max_num_seqs``: the sampler's warm-up holds ~10 fp32 copies of [max_num_seqs, vocab] logits,
-  1.5 GiB for Orpheus's 156,940-token vocabulary at vLLM's default of 256;
+- ``max_num_seqs``: the sampler's warm-up holds fp32 copies of [max_num_seqs, vocab] logits (~10 where
+  top-k/top-p sorts the vocabulary, fewer with the in-place kernels: ``vllm_versions.sampler_sorts``),
+  up to 1.5 GiB for Orpheus's 156,940-token vocabulary at vLLM's default of 256;
 - ``max_num_batched_tokens``: the profile forward pass grows with it;
 - ``enforce_eager``: no CUDA-graph pool (vLLM >= 0.20 sets it aside), at some speed cost;
 - ``gpu_memory_utilization``: from vLLM's default (0.9; 0.92 from v0.20) up to ``SAFE_GMU_CEILING``;
