@@ -39,6 +39,8 @@ REFERENCE = {
     "url": "https://raw.githubusercontent.com/metavoiceio/metavoice-src/"
            "de3fa211ac4621e03a5f990651aeecc64da418f5/data/audio.wav",
     "transcript": "Please call Stella.",  # metavoiceio/metavoice-src data/caption.txt @de3fa21
+    # the blob data/audio.wav @de3fa21 (git cat-file -s; git show | sha256sum): a cut download is refused
+    "size": 266762, "sha256": "a535aa63a5a4e4960272b7e3f61b5902bdc9d48fb53c31f5bf106c808af0b0db",
     "file": "ref.wav", "pad_to_seconds": 3.3,
 }
 
@@ -351,6 +353,7 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
         "settings": s,
         "reference": {**REFERENCE, "path": f"{out}/{REFERENCE['file']}"},
         "calls": _CALLS[spec.name](s, out),
+        "oom_advice": list(spec.oom_advice),
         "notes": list(spec.notes),
     }
     json.dumps(result)  # a plan is JSON by construction; fail here, not in the subprocess
