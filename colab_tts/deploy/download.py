@@ -111,6 +111,4 @@ def download(url: str, dest, size: int | None = None, sha256: str | None = None,
             if is_disk_full(err):
                 raise DiskFullError(what, dest.parent, total, free_bytes(dest.parent), free_up) from None
             raise
-    if sha256 is not None:
-        _stamp(dest, sha256)
     return dest

@@ -3,8 +3,8 @@
 SPEC is one ``plan["weights"]`` entry with ``dest`` (a folder, or "" for the hub cache) and ``free_up``
 (where the user can free disk). Each file the patterns select is listed with its size and, for LFS files,
 its sha256 (``HfApi.model_info(files_metadata=True)``); a file already there with that size and hash is
-kept, any other is deleted and downloaded again (huggingface_hub writes ``.incomplete`` files and renames
-them); each download is checked the same way. Before downloading, the bytes still missing are compared
+kept, any other is downloaded again (``force_download``; huggingface_hub writes ``.incomplete`` files and
+renames them); each download is checked the same way and deleted when it does not match. Before downloading, the bytes still missing are compared
 with the free disk. On failure REPORT gets ``{"error", "message", ...}`` and the exit code is 1; the
 kernel turns it into one exception (``env.download_weights``).
 """
@@ -73,7 +73,6 @@ def fetch(spec: dict, list_files=listing, download=hub_download, locate=cached_p
     ensure_space(missing, folder, f"{repo} ({len(todo)} files)", free_up)
     for f in todo:
         what = f"{repo}/{f['name']}"
-        _discard(locate(repo, f["name"], dest))  # cut or corrupted: never trusted
         try:
             path = Path(download(repo, f["name"], dest, force=True))
         except OSError as err:
