@@ -120,12 +120,22 @@ def test_dry_run_installs_from_the_lock_and_resolves_nothing_else(system):
 
 
 def test_the_runner_refuses_a_stale_lock_before_installing_anything(tmp_path, monkeypatch):
+    from colab_tts.deploy import env as deploy_env
+
     text = lock_path("metavoice").read_text().replace("\ntorch==2.2.1\n", "\ntorch==2.1.0\n")
     (tmp_path / "metavoice.txt").write_text(text)
     monkeypatch.setattr(lockfile, "LOCKS", tmp_path)
+
+    def install(*args, **kwargs):  # never a real install from a test, whatever the check does
+        raise AssertionError("an install step ran from a stale lock")
+
+    monkeypatch.setattr(deploy_env, "run_step", install)
     with pytest.raises(ValueError, match=r"(?s)no longer matches.*torch==2.1.0.*regenerate it: python tools/deploy_locks.py"
                                          r" metavoice"):
-        plan("metavoice")
+        deploy_env.deploy("metavoice", workdir=str(tmp_path / "work"), progress=False)
+    assert not (tmp_path / "work").exists(), "nothing may be installed from a stale lock"
     monkeypatch.setattr(lockfile, "LOCKS", tmp_path / "none")
     with pytest.raises(ValueError, match="has no lock"):
         check_lock(SYSTEMS["metavoice"])
+    with pytest.raises(ValueError, match="has no lock"):
+        plan("metavoice")

@@ -31,7 +31,9 @@ from pathlib import Path
 from .._files import atomic_path
 from ..errors import DiskFullError
 from .download import download, free_bytes
+from .lockfile import check_lock
 from .protocol import RESULT, read_result
+from .systems import SYSTEMS
 from .systems import plan as make_plan
 
 DRIVE = Path("/content/drive/MyDrive")
@@ -196,6 +198,9 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
         plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
                          out=str(Path(out).resolve()) if out else None)
+    spec = SYSTEMS.get(plan["system"])
+    if spec is not None and spec.lock is not None and plan.get("lock"):
+        check_lock(spec)  # a lock that no longer matches the runner: one message, nothing installed
     root = Path(plan["env"]).parent
     root.mkdir(parents=True, exist_ok=True)
     log = root / "install.log"

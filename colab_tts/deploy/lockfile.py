@@ -6,8 +6,8 @@ resolved against PyPI from upstream's requirement files at the pinned commit plu
 header's ``command`` line is the exact resolver call). The runner installs the lock with ``--no-deps``,
 so a new release of anything upstream depends on cannot change what Colab installs.
 
-``check_lock`` refuses a lock that no longer matches: another upstream commit or Python, a pin of the
-runner the locked version does not satisfy, a package the runner requires missing, an excluded package
+``check_lock`` (``env.deploy`` calls it before installing anything) refuses a lock that no longer
+matches: another upstream commit or Python, a pin of the runner the locked version does not satisfy, a package the runner requires missing, an excluded package
 present, or inputs (pins, overrides, excludes) changed since it was resolved.
 """
 
@@ -68,10 +68,12 @@ def read_lock(path) -> Lockfile:
     return Lockfile(path, header, pins, hashlib.sha256(text.encode()).hexdigest())
 
 
-def _requirement(line: str):
-    from packaging.requirements import Requirement
+def _requirement(line: str) -> tuple[str, object]:
+    """``"numpy<2.0"`` -> ("numpy", SpecifierSet("<2.0")): the runner's pins carry no extras or markers."""
+    from packaging.specifiers import SpecifierSet  # not packaging.requirements: a third of the import time
 
-    return Requirement(line)
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)", line.strip())
+    return m[1], SpecifierSet(m[2])
 
 
 def mismatches(system, lock: Lockfile) -> list[str]:
@@ -88,28 +90,40 @@ def mismatches(system, lock: Lockfile) -> list[str]:
         problems.append(f"torch-index is {lock.header.get('torch-index')!r} in the lock, the runner uses "
                         f"{spec.torch_index or 'none'!r}")
     for line in (*spec.pins, *spec.overrides):
-        req = _requirement(line)
-        version = lock.pins.get(normalize(req.name))
+        name, specifier = _requirement(line)
+        version = lock.pins.get(normalize(name))
         if version is None:
-            problems.append(f"{req.name} (the runner requires {line}) is not in the lock")
-        elif not req.specifier.contains(version, prereleases=True):
-            problems.append(f"the lock has {req.name}=={version}, which the runner's {line} excludes")
+            problems.append(f"{name} (the runner requires {line}) is not in the lock")
+        elif not specifier.contains(version, prereleases=True):
+            problems.append(f"the lock has {name}=={version}, which the runner's {line} excludes")
     for name in spec.excludes:
         if normalize(name) in lock.pins:
             problems.append(f"{name} is excluded by the runner but the lock installs it")
     return problems
 
 
+def committed_lock(system_name: str) -> Lockfile:
+    """The committed lock of ``system_name``, read once per version of the file (``plan()`` asks every time)."""
+    path = lock_path(system_name)
+    if not path.exists():
+        raise ValueError(f"{system_name} has no lock at {path}; create it with "
+                         f"python tools/deploy_locks.py {system_name} --upstream CLONE")
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _READ:
+        _READ[key] = read_lock(path)
+    return _READ[key]
+
+
+_READ: dict = {}
+
+
 def check_lock(system) -> Lockfile:
     """The system's lock, or one ValueError listing every mismatch and how to regenerate it."""
-    path = lock_path(system.name)
-    if not path.exists():
-        raise ValueError(f"{system.name} has no lock at {path}; create it with "
-                         f"python tools/deploy_locks.py {system.name} --upstream CLONE")
-    lock = read_lock(path)
+    lock = committed_lock(system.name)
     problems = mismatches(system, lock)
     if problems:
-        raise ValueError(f"{path} no longer matches the runner's requirements for {system.name}:"
+        raise ValueError(f"{lock.path} no longer matches the runner's requirements for {system.name}:"
                          + "".join(f"\n  - {p}" for p in problems)
                          + f"\nregenerate it: python tools/deploy_locks.py {system.name} --upstream CLONE "
                            "(a clone of upstream at the pinned commit)")

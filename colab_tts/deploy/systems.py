@@ -310,12 +310,13 @@ def clone_command(url: str, dest: str) -> str:
 
 
 def _lock_fill(spec: System) -> dict:
-    """``{lock}`` and ``{torch_pins}`` for the install commands, read from the committed lock (checked)."""
+    """``{lock}`` and ``{torch_pins}`` for the install commands, read from the committed lock (``env.deploy``
+    checks it against the runner before installing; the dry run only reads it)."""
     if spec.lock is None:
         return {}
-    from .lockfile import check_lock, torch_pins
+    from .lockfile import committed_lock, torch_pins
 
-    lock = check_lock(spec)
+    lock = committed_lock(spec.name)
     # the lock's hash in the command: a regenerated lock changes the command, so its marker, so it reruns
     return {"lock": f"{lock.path}  # lock sha256 {lock.sha256[:16]}", "torch_pins": " ".join(torch_pins(spec, lock)),
             "lock_info": {"path": str(lock.path), "sha256": lock.sha256, "packages": len(lock.pins),
