@@ -81,10 +81,14 @@ def run_step(command: str, root: Path, log: Path, env: dict | None = None) -> bo
     with open(log, "a") as f:
         f.write(f"$ {command}\n")
         f.flush()
+        start = f.tell()
         done = subprocess.run(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT, env=command_env(env))
     if done.returncode != 0:
         tail = log.read_text()[-1500:]
-        if "No space left on device" in tail:
+        with open(log, "rb") as f:
+            f.seek(start)
+            own = f.read().decode(errors="replace")  # this step's output only
+        if "No space left on device" in own:
             raise DiskFullError(f"the install step '{command[:80]}'", root, None, free_bytes(root),
                                 free_up_hints(root.parent))
         raise RuntimeError(f"install step failed (exit {done.returncode}): {command}\n--- {log} (end) ---\n{tail}")
