@@ -170,7 +170,9 @@ GPT_SOVITS = System(
     import_paths=(".", "GPT_SoVITS"),  # as api_v2.py does
     lock=Lock(
         inputs=("requirements.txt", "extra-req.txt"),
-        # torchcodec: install.sh @48b1a01 installs it beside torch (torchaudio >= 2.9 loads audio through it)
+        # torchcodec: install.sh @48b1a01 installs it beside torch (torchaudio >= 2.9 loads audio through it);
+        # 0.11 is torch 2.11's (meta-pytorch/torchcodec PR #1328 tests release/0.11 on torch 2.11) and the last
+        # with CUDA 12.8 builds (unslothai/unsloth PR #7474: "0.12 dropped CUDA 12.8")
         pins=("torch==2.11.0", "torchaudio==2.11.0", "torchcodec==0.11.0", "numpy<2.0", "huggingface_hub"),
         excludes=("cuda-bindings", "cuda-toolkit", "nvidia-cudnn-cu13", "nvidia-cusparselt-cu13",
                   "nvidia-nccl-cu13", "nvidia-nvshmem-cu13", "onnxruntime"),
