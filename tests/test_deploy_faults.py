@@ -235,6 +235,7 @@ def test_a_full_disk_in_an_install_step_is_one_disk_full_error(tmp_path):
 # --- a CUDA out-of-memory error mid-run -----------------------------------------------------------------
 
 STANDIN = "colab_tts.deploy._oom_standin"
+FAILURE = {}
 
 
 def oom_plan(tmp_path) -> dict:
@@ -258,9 +259,9 @@ def oom_system(monkeypatch):
             self.out = None
 
         def speak(self, n):
-            if n > 10**6:  # upstream writes part of its output, then CUDA runs out of memory
+            if n > 10**6:  # upstream writes part of its output, then CUDA (or the disk) runs out
                 (self.out / "long.wav").write_bytes(b"RIFF" + b"\0" * 100)
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.81 GiB")
+                raise FAILURE["error"]
             return [0.1] * n
 
     module = types.ModuleType(STANDIN)
@@ -270,6 +271,7 @@ def oom_system(monkeypatch):
     monkeypatch.setitem(sys.modules, STANDIN, module)
     monkeypatch.setitem(worker.MODULES, "stand-in", STANDIN.rsplit(".", 1)[1])
     monkeypatch.chdir(os.getcwd())  # run_plan changes into the clone
+    FAILURE["error"] = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.81 GiB")
 
 
 def test_a_cuda_oom_mid_run_is_one_message_with_advice_and_no_partial_output(tmp_path, oom_system):
@@ -286,6 +288,16 @@ def test_a_cuda_oom_mid_run_is_one_message_with_advice_and_no_partial_output(tmp
         assert w.getnframes() == 800
     with pytest.raises(ValueError, match=r"(?s)the stand-in runner failed: OutOfMemoryAdvice: .*is_half=True"):
         read_result(out)  # what the kernel (and a second look at this folder) gets
+
+
+def test_a_full_disk_mid_run_is_one_disk_full_message_and_no_partial_output(tmp_path, oom_system):
+    FAILURE["error"] = OSError(errno.ENOSPC, "No space left on device")
+    p = oom_plan(tmp_path)
+    result = worker.run_plan(p)
+    assert result["error"].startswith(f"DiskFullError: upstream's Model.speak [long] writing into {p['out']} ran "
+                                      f"out of disk; {p['out']} has ")
+    assert "bytes) free. Free space" in result["error"] and "hub cache" in result["error"]
+    assert leftovers(Path(p["out"])) == ["ref.wav", "result.json", "short.wav"]
 
 
 def test_a_worker_that_dies_leaves_no_result_a_second_run_would_read(tmp_path):

@@ -193,18 +193,14 @@ def describe_failure(err: BaseException, plan: dict, done: int) -> str:
         advice = OutOfMemoryAdvice(stage, plan.get("oom_advice", []))
         return f"{type(advice).__name__}: {advice}"
     if is_disk_full(err):
+        from .download import free_bytes
+        from .env import free_up_hints
+
         out = Path(plan["out"])
-        full = DiskFullError(f"{stage} writing into {out}", out, None, _free(out),
-                             ["earlier runs' out*/ folders and other systems' envs under the workdir",
-                              "'!df -h' shows which disk is full"])
+        workdir = Path(plan["env"]).parent.parent if plan.get("env") else out.parent
+        full = DiskFullError(f"{stage} writing into {out}", out, None, free_bytes(out), free_up_hints(workdir))
         return f"{type(full).__name__}: {full}"
     return f"{type(err).__name__}: {err}"
-
-
-def _free(folder: Path) -> int:
-    from .download import free_bytes
-
-    return free_bytes(folder)
 
 
 def snapshot(out: Path) -> dict:
