@@ -17,7 +17,7 @@ The runtime, one module per concern; importing the package itself loads nothing 
   dtype/int8, the compiled step
 - ``flow_model``, ``flow``, ``memory``, ``text``: the flow-matching stage (DiT and vocoder; sampler and
   FlowTTS), peak memory and offloading, text chunks
-- ``widgets``, ``errors``, ``display``, ``plots``, ``cli``: panels, OOM and gated-model advice, tables,
+- ``widgets``, ``errors``, ``display``, ``plots``, ``cli``: panels, OOM, full-disk and gated-model advice, tables,
   notebook 00's plots, the CLI
 - ``deploy``: real GPT-SoVITS / IndexTTS-2 / MetaVoice runs in their own environments
   (``python -m colab_tts.deploy SYSTEM --dry-run``)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ._checks import positive
+from ._files import atomic_path
 
 
 @dataclass
@@ -75,15 +74,8 @@ class Speech:
         path = Path(path)
         if not path.suffix:
             raise ValueError(f"give the file a suffix such as .wav or .flac, got {str(path)!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             sf.write(tmp, self.samples, self.sample_rate)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     def play(self):

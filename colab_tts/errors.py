@@ -1,4 +1,4 @@
-"""Out-of-memory on the GPU turned into advice instead of a traceback.
+"""Out-of-memory on the GPU, a full disk and a gated model turned into advice instead of a traceback.
 
 ``with oom_advice("synthesis", ["lower max_model_len to 4096", ...]):`` re-raises a CUDA
 out-of-memory error (torch.cuda.OutOfMemoryError, or a RuntimeError saying "out of memory") as one
@@ -7,6 +7,7 @@ out-of-memory error (torch.cuda.OutOfMemoryError, or a RuntimeError saying "out 
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 
@@ -75,3 +76,30 @@ class GatedModelError(PermissionError):
     def _render_traceback_(self) -> list[str]:
         """What IPython (Jupyter, Colab) shows instead of a traceback: the message with its steps, nothing else."""
         return [f"{type(self).__name__}: {self}"]
+
+
+class DiskFullError(OSError):
+    """Not enough disk for a download or a write: what needs how many bytes, how many are free, where to free.
+
+    ``needed`` may be None when the writer hit ENOSPC without a known total (then only ``free`` is shown).
+    """
+
+    def __init__(self, what: str, folder, needed: int | None, free: int, free_up: Iterable[str] = ()):
+        from .units import GIB
+
+        self.what, self.folder, self.needed, self.free = what, str(folder), needed, free
+        self.free_up = list(free_up)
+        need = f"needs {needed / GIB:.2f} GiB ({needed:,} bytes)" if needed is not None else "ran out of disk"
+        tips = "".join(f"\n  - {t}" for t in self.free_up)
+        super().__init__(errno.ENOSPC, f"{what} {need}; {self.folder} has {free / GIB:.2f} GiB ({free:,} bytes) "
+                                       f"free. Free space, then run the cell again:{tips}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno == errno.ENOSPC

@@ -260,9 +260,9 @@ def test_env_and_worker_protocol_end_to_end_with_a_stand_in_upstream(tmp_path):
     # the real install list starts with uv venv + git clone + checkout; here: a venv seeing this one's packages
     p["install"] = [f"{sys.executable} -m venv --without-pip {env}",
                     f"echo {shared} > {env}/lib/{v}/site-packages/shared.pth",
-                    *[c for c in p["install"] if c.startswith("git ")]]
+                    *[c for c in p["install"] if "git " in c]]
     p["weights"] = []
-    p["reference"]["url"] = reference_wav(tmp_path / "ref.wav").as_uri()
+    p["reference"].update(url=reference_wav(tmp_path / "ref.wav").as_uri(), size=None, sha256=None)  # a stand-in clip
     ckpt = Path(clone) / p["calls"][0]["kwargs"]["configs"]["custom"]["t2s_weights_path"]
 
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ the notebook's kernel never imports upstream code. It calls the runner, which
 
 1. builds the *plan* (``systems``): upstream repo + commit, Python, install commands, weights, and
    the upstream calls with exactly the kwargs the worker will pass (``--dry-run`` prints it);
-2. makes the environment, clones, installs, downloads the weights (``env``);
+2. makes the environment, clones, installs from the system's committed lock (``lockfile``, ``locks/``),
+   downloads the weights, each checked by size and sha256 (``env``, ``download``, ``weights``);
 3. runs ``colab_tts.deploy.worker`` in that environment: the calls, the technique under study,
    timing and ``track_peak`` per call and per stage, audio written to wav (``worker`` and the
    per-system modules ``gpt_sovits``, ``indextts2``, ``metavoice``);

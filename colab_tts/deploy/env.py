@@ -4,6 +4,12 @@ Nothing here imports torch or upstream code: the notebook kernel (Colab's Python
 runs shell commands and reads JSON. Every step is idempotent (a marker file per install command),
 so re-running a cell after a disconnect skips what is done.
 
+Faults end in one message and leave nothing a second run would trust: the clone goes to
+``upstream.partial`` and is renamed when complete (``systems.clone_command``), downloads are written under
+a temporary name and renamed after their size and sha256 match (``download``, ``weights``), a full disk
+raises ``DiskFullError`` (bytes needed, bytes free, where to free), and a stale ``result.json`` is deleted
+before the worker starts, which writes its files atomically and deletes a failed call's partial outputs.
+
 Colab specifics: ``uv`` is installed with pip when missing; Colab's ``UV_CONSTRAINT`` /
 ``UV_BUILD_CONSTRAINT`` point at a file that may not exist and would also pin upstream's
 environment to Colab's versions, so they are cleared for every command
@@ -19,11 +25,15 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 import wave
 from pathlib import Path
 
-from .protocol import read_result
+from .._files import atomic_path
+from ..errors import DiskFullError
+from .download import download, free_bytes
+from .lockfile import check_lock
+from .protocol import RESULT, read_result
+from .systems import SYSTEMS
 from .systems import plan as make_plan
 
 DRIVE = Path("/content/drive/MyDrive")
@@ -33,6 +43,16 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding colab_t
 def hub_cache() -> str | None:
     """``HF_HOME`` on Drive when Drive is mounted (weights survive the runtime), else None."""
     return str(DRIVE / "colab_tts_cache" / "huggingface") if DRIVE.is_dir() else None
+
+
+def free_up_hints(workdir) -> list[str]:
+    """Where a full disk can be freed, for DiskFullError's message."""
+    hints = [f"earlier runs and other systems under {workdir} (each system's env/, upstream/, out*/)"]
+    cache = os.environ.get("HF_HOME") or hub_cache()
+    hints.append(f"weights of systems you no longer run in the hub cache {cache or '~/.cache/huggingface'}"
+                 + (" (on Drive: they survive the runtime, but count against the Drive quota)" if cache else ""))
+    hints.append("'!df -h' shows which disk is full; Colab's local disk is reset with the runtime")
+    return hints
 
 
 def command_env(extra: dict | None = None) -> dict:
@@ -61,9 +81,16 @@ def run_step(command: str, root: Path, log: Path, env: dict | None = None) -> bo
     with open(log, "a") as f:
         f.write(f"$ {command}\n")
         f.flush()
+        start = f.tell()
         done = subprocess.run(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT, env=command_env(env))
     if done.returncode != 0:
         tail = log.read_text()[-1500:]
+        with open(log, "rb") as f:
+            f.seek(start)
+            own = f.read().decode(errors="replace")  # this step's output only
+        if "No space left on device" in own:
+            raise DiskFullError(f"the install step '{command[:80]}'", root, None, free_bytes(root),
+                                free_up_hints(root.parent))
         raise RuntimeError(f"install step failed (exit {done.returncode}): {command}\n--- {log} (end) ---\n{tail}")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(command)
@@ -71,19 +98,20 @@ def run_step(command: str, root: Path, log: Path, env: dict | None = None) -> bo
 
 
 def fetch_reference(reference: dict) -> Path:
-    """Download the reference clip and pad it with silence to ``pad_to_seconds`` (16-bit PCM wav)."""
+    """Download the reference clip (size and sha256 checked) and pad it with silence to ``pad_to_seconds``.
+
+    Both files are written under temporary names and renamed, so an existing ``path`` is complete."""
     path = Path(reference["path"])
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = path.with_suffix(".download")
-    urllib.request.urlretrieve(reference["url"], raw)
+    raw = download(reference["url"], path.with_suffix(".download"), reference.get("size"), reference.get("sha256"),
+                   what="the reference clip")
     with wave.open(str(raw), "rb") as src:
         params, frames = src.getparams(), src.readframes(src.getnframes())
     want = int(reference.get("pad_to_seconds", 0) * params.framerate)
     have = len(frames) // (params.sampwidth * params.nchannels)
     frames += b"\0" * max(0, want - have) * params.sampwidth * params.nchannels
-    with wave.open(str(path), "wb") as dst:
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as dst:
         dst.setnchannels(params.nchannels)
         dst.setsampwidth(params.sampwidth)
         dst.setframerate(params.framerate)
@@ -92,26 +120,31 @@ def fetch_reference(reference: dict) -> Path:
     return path
 
 
-WEIGHTS_SCRIPT = r"""
-import json, sys
-from huggingface_hub import HfApi, snapshot_download
-from fnmatch import fnmatch
-spec = json.loads(sys.argv[1])
-files = [f for f in HfApi().model_info(spec["hub_repo"], files_metadata=True).siblings
-         if any(fnmatch(f.rfilename, p) for p in spec["patterns"])]
-total = sum(f.size or 0 for f in files)
-print(f"{spec['hub_repo']}: {len(files)} files, {total / 1024**3:.2f} GiB", flush=True)
-snapshot_download(spec["hub_repo"], allow_patterns=spec["patterns"], local_dir=spec["dest"] or None)
-"""
+def weights_failure(report: Path, returncode: int) -> Exception:
+    """The exception for a failed ``colab_tts.deploy.weights`` run, from the report it wrote."""
+    try:
+        fields = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return RuntimeError(f"the weight download stopped (exit {returncode}) before saying why; run the cell "
+                            "again (complete files are kept, the rest is fetched again)")
+    if fields["error"] == "DiskFullError":
+        return DiskFullError(fields["what"], fields["folder"], fields["needed"], fields["free"], fields["free_up"])
+    return ValueError(fields["message"])
 
 
 def download_weights(plan: dict, log: Path) -> None:
-    """Each weight entry through huggingface_hub inside the system's env (its own progress bars, sizes first)."""
+    """Each weight entry through ``colab_tts.deploy.weights`` inside the system's env (its own progress bars,
+    sizes first); every file checked by size and sha256, a full disk named before it fills."""
     py = Path(plan["env"]) / "bin" / "python"
+    root = Path(plan["env"]).parent
+    report = root / "weights-error.json"
     for w in plan["weights"]:
         dest = str(Path(plan["clone"]) / w["local_dir"]) if w["local_dir"] else ""
-        spec = json.dumps({**w, "dest": dest})
-        subprocess.run([str(py), "-c", WEIGHTS_SCRIPT, spec], check=True, env=command_env())
+        spec = json.dumps({**w, "dest": dest, "free_up": free_up_hints(root.parent)})
+        done = subprocess.run([str(py), "-m", "colab_tts.deploy.weights", spec, str(report)],
+                              env=command_env(worker_env(plan)))
+        if done.returncode != 0:
+            raise weights_failure(report, done.returncode)
 
 
 def package_path(root: Path) -> str:
@@ -144,8 +177,10 @@ def run_worker(plan: dict, timeout: float | None = None) -> dict:
     """Run the plan's calls in the system's env (a subprocess); returns the checked result."""
     out = Path(plan["out"])
     out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT).unlink(missing_ok=True)  # a worker that dies must not leave the last run's result to be read
     plan_path = out / "plan.json"
-    plan_path.write_text(json.dumps(plan, indent=1))
+    with atomic_path(plan_path) as tmp:
+        tmp.write_text(json.dumps(plan, indent=1))
     py = Path(plan["env"]) / "bin" / "python"
     with open(out / "worker.log", "w") as log:
         subprocess.run([str(py), "-m", "colab_tts.deploy.worker", str(plan_path)], stdout=log,
@@ -167,6 +202,9 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
         plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
                          out=str(Path(out).resolve()) if out else None)
+    spec = SYSTEMS.get(plan["system"])
+    if spec is not None and spec.lock is not None and plan.get("lock"):
+        check_lock(spec)  # a lock that no longer matches the runner: one message, nothing installed
     root = Path(plan["env"]).parent
     root.mkdir(parents=True, exist_ok=True)
     log = root / "install.log"

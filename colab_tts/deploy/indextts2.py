@@ -1,7 +1,7 @@
 """IndexTTS-2 in its own environment: peak memory per stage, idle stages offloaded, under a cap.
 
-Imported only by the worker inside the IndexTTS-2 environment (``uv sync`` of index-tts/index-tts
-@ee40fa7, Python 3.11). The worker caps the CUDA allocator first (``memory_cap_gib``: an 8 GB card
+Imported only by the worker inside the IndexTTS-2 environment (``locks/indextts2.txt``, index-tts/index-tts
+@ee40fa7 installed without its dependencies, Python 3.11). The worker caps the CUDA allocator first (``memory_cap_gib``: an 8 GB card
 emulated on a bigger GPU). After ``IndexTTS2(...)`` is built this module wraps the methods
 ``infer`` reaches on each stage (indextts/infer_v2.py @ee40fa7) so that each is timed and its peak
 measured, and, with ``offload_idle_stages``, moved to the GPU only while it runs
@@ -29,7 +29,7 @@ STAGE_METHODS = {
 
 
 def import_upstream(plan: dict) -> dict:
-    from indextts.infer_v2 import IndexTTS2  # upstream, installed by uv sync
+    from indextts.infer_v2 import IndexTTS2  # upstream, installed with --no-deps -e beside the lock
 
     return {"IndexTTS2": IndexTTS2}
 

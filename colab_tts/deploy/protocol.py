@@ -17,6 +17,8 @@ import json
 import wave
 from pathlib import Path
 
+from .._files import atomic_path
+
 RESULT = "result.json"
 REQUIRED = ("system", "upstream", "device", "ok", "calls")
 
@@ -31,7 +33,7 @@ def write_wav(path, samples, sample_rate: int) -> dict:
     if a.dtype != np.int16:
         a = (np.clip(a.astype(np.float64), -1.0, 1.0) * 32767).astype(np.int16)
     path = Path(path)
-    with wave.open(str(path), "wb") as w:
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
@@ -68,7 +70,8 @@ def write_result(out_dir, result: dict) -> Path:
     if missing:
         raise ValueError(f"a result needs {', '.join(REQUIRED)}; missing {missing}")
     path = Path(out_dir) / RESULT
-    path.write_text(json.dumps(result, indent=1))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
     return path
 
 

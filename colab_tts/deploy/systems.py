@@ -28,8 +28,8 @@ from .._checks import choose
 
 COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # github.com/googlecolab/colabtools/issues/5237
 TORCH_CU128 = "https://download.pytorch.org/whl/cu128"
-# the pinned +cu128 builds must stay resolvable: the CUDA index beside PyPI
-KEEP_TORCH = f"-c {{root}}/torch-pin.txt --extra-index-url {TORCH_CU128} --index-strategy unsafe-best-match"
+# everything else comes from the system's committed lock (colab_tts/deploy/locks/SYSTEM.txt), exactly
+LOCKED = f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -r {{lock}}"
 # RVC-Boss/GPT-SoVITS install.sh @48b1a01 (--source HF) downloads these two archives from here
 GSV_DATA = "https://huggingface.co/XXXXRT/GPT-SoVITS-Pretrained/resolve/main"
 
@@ -39,6 +39,8 @@ REFERENCE = {
     "url": "https://raw.githubusercontent.com/metavoiceio/metavoice-src/"
            "de3fa211ac4621e03a5f990651aeecc64da418f5/data/audio.wav",
     "transcript": "Please call Stella.",  # metavoiceio/metavoice-src data/caption.txt @de3fa21
+    # the blob data/audio.wav @de3fa21 (git cat-file -s; git show | sha256sum): a cut download is refused
+    "size": 266762, "sha256": "a535aa63a5a4e4960272b7e3f61b5902bdc9d48fb53c31f5bf106c808af0b0db",
     "file": "ref.wav", "pad_to_seconds": 3.3,
 }
 
@@ -54,6 +56,22 @@ class Weight:
 
 
 @dataclass(frozen=True)
+class Lock:
+    """How the system's lock (``colab_tts/deploy/locks/SYSTEM.txt``) is resolved: ``tools/deploy_locks.py``
+    runs ``uv pip compile`` on upstream's files at the pinned commit with these; ``lockfile.check_lock``
+    fails when the committed lock no longer matches them."""
+
+    inputs: tuple[str, ...]  # upstream's requirement files, relative to the clone
+    pins: tuple[str, ...] = ()  # the runner's own requirements (uv constraints): the lock must satisfy them
+    overrides: tuple[str, ...] = ()  # replace upstream's own pins (uv --overrides); the lock must satisfy them
+    excludes: tuple[str, ...] = ()  # left out of the resolution with their own dependencies (uv --excludes)
+    torch_index: str | None = None  # these pins' torch packages are installed from here first, as pinned
+    upstream_lock: bool = False  # constrained to upstream's own uv.lock (exported; local +cuXXX dropped)
+    no_sources: bool = False  # ignore upstream's [tool.uv.sources] (an index this registry cannot reach)
+    why: tuple[str, ...] = ()  # the decisions above, written into the lock's header
+
+
+@dataclass(frozen=True)
 class System:
     name: str
     repo: str  # owner/name on GitHub
@@ -66,6 +84,8 @@ class System:
     import_paths: tuple[str, ...] = ()  # folders (relative to the clone) put on sys.path
     environment: dict = field(default_factory=dict)  # variables the worker runs with
     notes: tuple[str, ...] = ()
+    lock: Lock | None = None
+    oom_advice: tuple[str, ...] = ()  # what the worker suggests when the GPU runs out of memory, best first
 
     @property
     def url(self) -> str:
@@ -116,17 +136,14 @@ GPT_SOVITS = System(
     python="3.10",
     python_source="RVC-Boss/GPT-SoVITS Colab-Inference.ipynb @48b1a01 (conda create -n GPTSoVITS python=3.10)",
     install=(
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} torch torchaudio torchcodec --index-url {TORCH_CU128}",
-        # requirements.txt lists torchaudio unpinned: keep the CUDA 12.8 build, or PyPI's newer torch
-        # (CUDA 13 wheels from 2.11 on) would replace it and stop running on Colab's 12.8 driver
-        "{py} -c \"import torch, torchaudio; print('torch==' + torch.__version__); "
-        "print('torchaudio==' + torchaudio.__version__)\" > {root}/torch-pin.txt",
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} {KEEP_TORCH} -r {{repo}}/extra-req.txt --no-deps",
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} {KEEP_TORCH} -r {{repo}}/requirements.txt",
+        # the CUDA 12.8 builds first, at the lock's versions; the lock (--no-deps) then keeps them: its
+        # torch==2.11.0 is satisfied by 2.11.0+cu128 and it holds none of PyPI's CUDA 13 runtime packages
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} {{torch_pins}} --index-url {TORCH_CU128}",
+        LOCKED,
         # the data install.sh fetches after pip (nltk corpora for English g2p, the OpenJTalk dictionary)
-        f"curl -sSL {GSV_DATA}/nltk_data.zip -o {{root}}/nltk_data.zip && "
+        f"curl -sSLf {GSV_DATA}/nltk_data.zip -o {{root}}/nltk_data.zip && "
         f"unzip -q -o {{root}}/nltk_data.zip -d {{env}} && rm {{root}}/nltk_data.zip",
-        f"curl -sSL {GSV_DATA}/open_jtalk_dic_utf_8-1.11.tar.gz | tar -xz -C "
+        f"curl -sSLf {GSV_DATA}/open_jtalk_dic_utf_8-1.11.tar.gz | tar -xz -C "
         f"$({{py}} -c 'import os, pyopenjtalk; print(os.path.dirname(pyopenjtalk.__file__))')",
     ),
     weights=(
@@ -151,6 +168,26 @@ GPT_SOVITS = System(
         "greedy_max_new_tokens": 1500,  # upstream's cap (RVC-Boss/GPT-SoVITS GPT_SoVITS/AR/models/t2s_model.py @48b1a01)
     },
     import_paths=(".", "GPT_SoVITS"),  # as api_v2.py does
+    lock=Lock(
+        inputs=("requirements.txt", "extra-req.txt"),
+        # torchcodec: install.sh @48b1a01 installs it beside torch (torchaudio >= 2.9 loads audio through it);
+        # 0.11 is torch 2.11's (meta-pytorch/torchcodec PR #1328 tests release/0.11 on torch 2.11) and the last
+        # with CUDA 12.8 builds (unslothai/unsloth PR #7474: "0.12 dropped CUDA 12.8")
+        pins=("torch==2.11.0", "torchaudio==2.11.0", "torchcodec==0.11.0", "numpy<2.0", "huggingface_hub"),
+        excludes=("cuda-bindings", "cuda-toolkit", "nvidia-cudnn-cu13", "nvidia-cusparselt-cu13",
+                  "nvidia-nccl-cu13", "nvidia-nvshmem-cu13", "onnxruntime"),
+        torch_index=TORCH_CU128,
+        why=("torch 2.11.0 on PyPI is the CUDA 13.0 build (a 12.8 driver refuses it); the runner installs "
+             "torch, torchaudio, torchcodec from the cu128 index at these versions first. The PyPI wheel's "
+             "CUDA 13 runtime (cuda-toolkit, cuda-bindings, nvidia-*-cu13) is excluded: the cu128 wheel brings "
+             "its own. torch==2.11.0 in the lock is satisfied by the installed 2.11.0+cu128 (PEP 440), so "
+             "installing the lock with --no-deps keeps it",
+             "onnxruntime (CPU) is excluded: upstream installs faster-whisper with --no-deps "
+             "(install.sh @48b1a01); onnxruntime-gpu from requirements.txt provides the module"),
+    ),
+    oom_advice=("is_half=True (float16 halves the weights and activations)",
+                "fewer parallel segments: a smaller batch_size in the variants",
+                "a shorter text (fewer segments per call)"),
     notes=("TTS.run refuses a reference outside 3-10 s (RVC-Boss/GPT-SoVITS GPT_SoVITS/TTS_infer_pack/TTS.py @48b1a01 line 815): the 2.8 s clip is padded with silence",),
 )
 
@@ -161,7 +198,8 @@ INDEXTTS2 = System(
     python="3.11",
     python_source="index-tts/index-tts pyproject.toml @ee40fa7 (requires-python >=3.10,<3.12; .python-version 3.11.13)",
     install=(
-        f"cd {{repo}} && {COLAB_UV_FIX} UV_PROJECT_ENVIRONMENT={{env}} uv sync --all-extras",
+        LOCKED,
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -e {{repo}}",
     ),
     weights=(
         Weight("IndexTeam/IndexTTS-2", ("*",), "checkpoints",
@@ -177,6 +215,19 @@ INDEXTTS2 = System(
         # the technique under study: an 8 GB card emulated by capping the allocator, idle stages offloaded
         "memory_cap_gib": 8.0, "offload_idle_stages": True, "diffusion_steps": 25,
     },
+    lock=Lock(
+        inputs=("pyproject.toml",),
+        pins=("torch==2.8.0", "torchaudio==2.8.0", "huggingface_hub"),
+        upstream_lock=True, no_sources=True,
+        why=("resolved from pyproject.toml without extras, constrained to upstream's uv.lock @ee40fa7: the "
+             "runner calls IndexTTS2 with use_deepspeed=False and without use_accel, so neither deepspeed nor "
+             "flash-attn (FlashAttention-2 needs Ampere or newer: Dao-AILab/flash-attention README) is "
+             "installed, nor the webui's gradio",
+             "upstream takes torch 2.8.0+cu128 from download.pytorch.org; torch 2.8.0 on PyPI is the same "
+             "CUDA 12.8 build (its nvidia-cuda-runtime-cu12==12.8.90 here), so this lock comes from PyPI alone"),
+    ),
+    oom_advice=("use_fp16=True (halves the GPT)", "offload_idle_stages=True (one stage on the GPU at a time)",
+                "a smaller max_text_tokens_per_segment (shorter segments)", "fewer diffusion_steps"),
     notes=("diffusion_steps = 25 is hard-coded in index-tts/index-tts indextts/infer_v2.py @ee40fa7 (lines 656-657); the runner changes it by "
            "wrapping s2mel.models['cfm'].inference and replacing its n_timesteps argument",
            "use_fp16 halves only the GPT; s2mel runs with autocast off"),
@@ -189,8 +240,7 @@ METAVOICE = System(
     python="3.11",
     python_source="metavoiceio/metavoice-src README.md @de3fa21 (Python >=3.10,<3.12; torch==2.2.1)",
     install=(
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} -r {{repo}}/requirements.txt",
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} torch==2.2.1 torchaudio==2.2.1",
+        LOCKED,
         f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -e {{repo}}",
     ),
     weights=(
@@ -204,6 +254,22 @@ METAVOICE = System(
         "spk_ref_path": "assets/bria.mp3", "top_p": 0.95, "guidance_scale": 3.0, "temperature": 1.0,
         "float16_on_turing": True,
     },
+    lock=Lock(
+        inputs=("requirements.txt",),
+        pins=("huggingface_hub",),
+        overrides=("torch==2.2.1", "torchaudio==2.2.1", "xformers==0.0.25"),
+        why=("upstream's requirements.txt pins torch==2.1.0 (audiocraft 1.2.0 asks for it too) and its README "
+             "then installs torch==2.2.1 over it ('pip's dependency resolver will complain'): the overrides do "
+             "the same",
+             "xformers: upstream's 0.0.22.post7 depends on torch==2.1.0, so it cannot resolve beside torch 2.2.1 "
+             "(uv: 'Because xformers==0.0.22.post7 depends on torch==2.1.0 ... your requirements are "
+             "unsatisfiable'); 0.0.24 wants torch 2.2.0, 0.0.25.post1 torch 2.2.2; 0.0.25 depends on "
+             "torch==2.2.1 and is taken. It cannot be dropped: audiocraft/modules/transformer.py imports "
+             "xformers, and fam/llm/decoders.py imports audiocraft.models (MultiBandDiffusion), which loads it",
+             "torch 2.2.1 on PyPI is the CUDA 12.1 build, which runs on Colab's 12.8 driver"),
+    ),
+    oom_advice=("quantisation_mode='int8' (smaller first-stage weights; slower, upstream says)",
+                "a shorter text", "restart the runtime so no other process holds GPU memory"),
     # metavoiceio/metavoice-src fam/telemetry/posthog.py @de3fa21 tests bool(os.getenv("ANONYMIZED_TELEMETRY", True)): only "" turns it off
     environment={"ANONYMIZED_TELEMETRY": ""},
     notes=("metavoiceio/metavoice-src fam/llm/utils.py @de3fa21 get_default_dtype picks float16 on CC <= 7.x, "
@@ -238,6 +304,27 @@ def settings(system, overrides: dict | None = None) -> dict:
     return merged
 
 
+def clone_command(url: str, dest: str) -> str:
+    """Clone into ``DEST.partial`` and rename it when complete: an interrupted clone leaves only the
+    ``.partial`` folder, which the next run deletes, never a ``DEST`` that looks cloned."""
+    return (f"test -e {dest}/.git || {{ rm -rf {dest}.partial && git clone {url} {dest}.partial && "
+            f"mv -T {dest}.partial {dest}; }}")
+
+
+def _lock_fill(spec: System) -> dict:
+    """``{lock}`` and ``{torch_pins}`` for the install commands, read from the committed lock (``env.deploy``
+    checks it against the runner before installing; the dry run only reads it)."""
+    if spec.lock is None:
+        return {}
+    from .lockfile import committed_lock, torch_pins
+
+    lock = committed_lock(spec.name)
+    # the lock's hash in the command: a regenerated lock changes the command, so its marker, so it reruns
+    return {"lock": f"{lock.path}  # lock sha256 {lock.sha256[:16]}", "torch_pins": " ".join(torch_pins(spec, lock)),
+            "lock_info": {"path": str(lock.path), "sha256": lock.sha256, "packages": len(lock.pins),
+                          "torch_index": spec.lock.torch_index, "torch_pins": torch_pins(spec, lock)}}
+
+
 def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy", out: str | None = None,
          repo_url: str | None = None, commit: str | None = None, python: str | None = None) -> dict:
     """The JSON plan for ``system``: upstream, python, install commands, weights and calls.
@@ -250,8 +337,8 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
     env, repo = f"{root}/env", f"{root}/upstream"
     out = out or f"{root}/out"
     py = f"{env}/bin/python"
-    fill = {"env": env, "py": py, "repo": repo, "root": root}
     commit = commit or spec.commit
+    fill = {"env": env, "py": py, "repo": repo, "root": root, **_lock_fill(spec)}
     result = {
         "system": spec.name,
         "upstream": {"repo": spec.repo, "commit": commit, "url": repo_url or spec.url},
@@ -259,8 +346,9 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
         "python_source": spec.python_source,
         "env": env, "clone": repo, "out": out,
         "install": [f"uv venv --python {python or spec.python} {env}",
-                    f"git clone {repo_url or spec.url} {repo}", f"git -C {repo} checkout {commit}",
+                    clone_command(repo_url or spec.url, repo), f"git -C {repo} checkout {commit}",
                     *(cmd.format(**fill) for cmd in spec.install)],
+        "lock": fill.get("lock_info"),
         "weights": [{"hub_repo": w.hub_repo, "patterns": list(w.patterns), "local_dir": w.local_dir,
                      "note": w.note} for w in spec.weights],
         "import_paths": list(spec.import_paths),
@@ -268,6 +356,7 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
         "settings": s,
         "reference": {**REFERENCE, "path": f"{out}/{REFERENCE['file']}"},
         "calls": _CALLS[spec.name](s, out),
+        "oom_advice": list(spec.oom_advice),
         "notes": list(spec.notes),
     }
     json.dumps(result)  # a plan is JSON by construction; fail here, not in the subprocess

@@ -4,7 +4,10 @@ Runs the plan's upstream calls in order with the plan's kwargs (``{"$ref": name}
 earlier call built), timing each and measuring its peak GPU memory with ``colab_tts.memory.track_peak``;
 the system's module (``gpt_sovits``, ``indextts2``, ``metavoice`` in this package) imports upstream,
 applies the technique under study around the calls and turns their outputs into wav files. Writes
-``result.json`` into the plan's ``out`` folder, also when a call fails (``ok: false`` and the error).
+``result.json`` into the plan's ``out`` folder, also when a call fails (``ok: false`` and the error:
+for a CUDA out-of-memory error ``OutOfMemoryAdvice``'s message with the system's advice, for a full disk
+``DiskFullError``'s), after deleting the files the failed run left in ``out`` (a partial wav is never
+listed, nor left for a second run to find). Every file is written under a temporary name and renamed.
 
 Works with Python 3.10 (GPT-SoVITS's interpreter); imports torch only here, never in the kernel.
 """
@@ -20,8 +23,9 @@ import time
 import traceback
 from pathlib import Path
 
+from ..errors import DiskFullError, OutOfMemoryAdvice, is_disk_full, is_out_of_memory
 from ..units import GIB
-from .protocol import write_result
+from .protocol import RESULT, write_result
 
 MODULES = {"gpt-sovits": "gpt_sovits", "indextts2": "indextts2", "metavoice": "metavoice"}
 _PEAKS: list = []  # absolute CUDA peaks noted by stage wrappers that reset torch's peak statistics
@@ -121,10 +125,10 @@ class Measure:
         return False
 
 
-def execute(plan: dict, classes: dict, system) -> list[dict]:
-    """Run ``plan["calls"]``; ``system`` may define ``after_build(name, obj, plan)``,
-    ``around(call, plan)`` (a context manager) and ``audio(call, value, out, index)``."""
-    objects, records = {}, []
+def execute(plan: dict, classes: dict, system, records: list | None = None) -> list[dict]:
+    """Run ``plan["calls"]``, appending one record per finished call to ``records``; ``system`` may define
+    ``after_build(name, obj, plan)``, ``around(call, plan)`` (a context manager) and ``audio(call, value, out, index)``."""
+    objects, records = {}, ([] if records is None else records)
     out = Path(plan["out"])
     for i, call in enumerate(plan["calls"]):
         target = call["target"]
@@ -177,12 +181,53 @@ def cap_memory(gib) -> dict:
     return {"memory_cap_gib": gib, "memory_cap_fraction": round(fraction, 4)}
 
 
+KEEP = {RESULT, "plan.json", "worker.log"}
+
+
+def describe_failure(err: BaseException, plan: dict, done: int) -> str:
+    """One line (plus advice) for result.json: which call failed and what to change."""
+    calls = plan.get("calls", [])
+    stage = ("upstream's " + calls[done]["target"] + (f" [{calls[done]['label']}]" if "label" in calls[done] else "")
+             if done < len(calls) else f"the {plan['system']} run")
+    if is_out_of_memory(err):
+        advice = OutOfMemoryAdvice(stage, plan.get("oom_advice", []))
+        return f"{type(advice).__name__}: {advice}"
+    if is_disk_full(err):
+        from .download import free_bytes
+        from .env import free_up_hints
+
+        out = Path(plan["out"])
+        workdir = Path(plan["env"]).parent.parent if plan.get("env") else out.parent
+        full = DiskFullError(f"{stage} writing into {out}", out, None, free_bytes(out), free_up_hints(workdir))
+        return f"{type(full).__name__}: {full}"
+    return f"{type(err).__name__}: {err}"
+
+
+def snapshot(out: Path) -> dict:
+    """name -> (size, mtime) of the files in ``out``, to tell later which ones a run created or changed."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()}
+
+
+def remove_partial_outputs(out: Path, records: list, before: dict) -> list[str]:
+    """Delete the files this run created or changed in ``out`` (``before``: its snapshot at the start) that
+    no finished call lists."""
+    listed = {r["audio"]["file"] for r in records if r.get("audio")}
+    removed = []
+    for name, state in snapshot(out).items():
+        if name not in KEEP | listed and before.get(name) != state:
+            (out / name).unlink()
+            removed.append(name)
+    return sorted(removed)
+
+
 def run_plan(plan: dict) -> dict:
     out = Path(plan["out"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     plan = {**plan, "out": str(out)}
     result = {"system": plan["system"], "upstream": plan["upstream"], "device": "?", "ok": False,
               "calls": [], "stages": [], "extra": {}}
+    records: list = []
+    before = snapshot(out)
     try:
         clone = Path(plan["clone"]).resolve()
         os.chdir(clone)  # upstream reads configs and weights relative to its root
@@ -192,15 +237,17 @@ def run_plan(plan: dict) -> dict:
         result["device"] = device_name()
         result["extra"].update(cap_memory(plan["settings"].get("memory_cap_gib")))
         classes = system.import_upstream(plan)
-        result["calls"] = execute(plan, classes, system)
+        result["calls"] = execute(plan, classes, system, records)
         finish = getattr(system, "finish", None)
         if finish:
             result["extra"].update(finish(plan, out) or {})
         result["stages"] = getattr(system, "STAGES", [])
         result["ok"] = True
     except Exception as e:  # recorded for the notebook, which shows it in one line
-        result["error"] = f"{type(e).__name__}: {e}"
+        result["calls"] = records  # the calls that finished, with their audio
+        result["error"] = describe_failure(e, plan, len(records))
         result["traceback"] = traceback.format_exc()[-4000:]
+        result["removed_partial_outputs"] = remove_partial_outputs(out, records, before)
     write_result(out, result)
     return result
 

@@ -1,0 +1,137 @@
+"""Each system's committed lock: ``colab_tts/deploy/locks/SYSTEM.txt``, read and checked against the runner.
+
+A lock is ``uv pip compile`` output for the system's Python on Linux x86-64 (``x86_64-manylinux_2_28``),
+resolved against PyPI from upstream's requirement files at the pinned commit plus the runner's own pins
+(``systems.Lock``), under a header that records all of it (``tools/deploy_locks.py`` writes it; the
+header's ``command`` line is the exact resolver call). The runner installs the lock with ``--no-deps``,
+so a new release of anything upstream depends on cannot change what Colab installs.
+
+``check_lock`` (``env.deploy`` calls it before installing anything) refuses a lock that no longer
+matches: another upstream commit or Python, a pin of the runner the locked version does not satisfy, a package the runner requires missing, an excluded package
+present, or inputs (pins, overrides, excludes) changed since it was resolved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCKS = Path(__file__).resolve().parent / "locks"
+PLATFORM = "x86_64-manylinux_2_28"
+TORCH_PACKAGES = ("torch", "torchaudio", "torchvision", "torchcodec")  # what a PyTorch index serves
+_HEADER = re.compile(r"^# ([a-z-]+): (.*)$")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)")
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name: ``Jieba_Fast`` -> ``jieba-fast``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Lockfile:
+    path: Path
+    header: dict  # "# key: value" lines before the first requirement
+    pins: dict  # normalized name -> pinned version
+    sha256: str
+
+    def listed(self, key: str) -> list[str]:
+        """A header entry holding a list ("a; b; c"), as a list ([] for "none")."""
+        value = self.header.get(key, "none")
+        return [] if value == "none" else [v.strip() for v in value.split(";")]
+
+
+def lock_path(system_name: str) -> Path:
+    return LOCKS / f"{system_name}.txt"
+
+
+def read_lock(path) -> Lockfile:
+    """Parse a lock: its header and its ``name==version`` lines (every requirement must be pinned)."""
+    path = Path(path)
+    text = path.read_text()
+    header, pins = {}, {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            m = _HEADER.match(line)
+            if m and not pins:
+                header[m[1]] = m[2].strip()
+            continue
+        if line.startswith("--"):  # build options uv emits (--no-binary opencc)
+            continue
+        m = _PIN.match(line.strip())
+        if not m:
+            raise ValueError(f"{path}:{number} is not pinned with '==': {line.strip()!r}; regenerate the lock "
+                             "with tools/deploy_locks.py")
+        pins[normalize(m[1])] = m[3]
+    return Lockfile(path, header, pins, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _requirement(line: str) -> tuple[str, object]:
+    """``"numpy<2.0"`` -> ("numpy", SpecifierSet("<2.0")): the runner's pins carry no extras or markers."""
+    from packaging.specifiers import SpecifierSet  # not packaging.requirements: a third of the import time
+
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)", line.strip())
+    return m[1], SpecifierSet(m[2])
+
+
+def mismatches(system, lock: Lockfile) -> list[str]:
+    """Everything in ``lock`` that disagrees with what ``system`` (a ``systems.System``) declares."""
+    spec, problems = system.lock, []
+    expected = {"upstream": f"{system.repo} @ {system.commit}", "python": system.python, "platform": PLATFORM}
+    for key, want in expected.items():
+        if lock.header.get(key) != want:
+            problems.append(f"{key} is {lock.header.get(key)!r} in the lock, the runner uses {want!r}")
+    for key, want in (("pins", spec.pins), ("overrides", spec.overrides), ("excludes", spec.excludes)):
+        if lock.listed(key) != list(want):
+            problems.append(f"the lock was resolved with {key} {lock.listed(key)}, the runner declares {list(want)}")
+    if lock.header.get("torch-index", "none") != (spec.torch_index or "none"):
+        problems.append(f"torch-index is {lock.header.get('torch-index')!r} in the lock, the runner uses "
+                        f"{spec.torch_index or 'none'!r}")
+    for line in (*spec.pins, *spec.overrides):
+        name, specifier = _requirement(line)
+        version = lock.pins.get(normalize(name))
+        if version is None:
+            problems.append(f"{name} (the runner requires {line}) is not in the lock")
+        elif not specifier.contains(version, prereleases=True):
+            problems.append(f"the lock has {name}=={version}, which the runner's {line} excludes")
+    for name in spec.excludes:
+        if normalize(name) in lock.pins:
+            problems.append(f"{name} is excluded by the runner but the lock installs it")
+    return problems
+
+
+def committed_lock(system_name: str) -> Lockfile:
+    """The committed lock of ``system_name``, read once per version of the file (``plan()`` asks every time)."""
+    path = lock_path(system_name)
+    if not path.exists():
+        raise ValueError(f"{system_name} has no lock at {path}; create it with "
+                         f"python tools/deploy_locks.py {system_name} --upstream CLONE")
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _READ:
+        _READ[key] = read_lock(path)
+    return _READ[key]
+
+
+_READ: dict = {}
+
+
+def check_lock(system) -> Lockfile:
+    """The system's lock, or one ValueError listing every mismatch and how to regenerate it."""
+    lock = committed_lock(system.name)
+    problems = mismatches(system, lock)
+    if problems:
+        raise ValueError(f"{lock.path} no longer matches the runner's requirements for {system.name}:"
+                         + "".join(f"\n  - {p}" for p in problems)
+                         + f"\nregenerate it: python tools/deploy_locks.py {system.name} --upstream CLONE "
+                           "(a clone of upstream at the pinned commit)")
+    return lock
+
+
+def torch_pins(system, lock: Lockfile) -> list[str]:
+    """``name==version`` of the lock's PyTorch packages, for the install from ``system.lock.torch_index``."""
+    if not system.lock.torch_index:
+        return []
+    return [f"{n}=={lock.pins[n]}" for n in TORCH_PACKAGES if n in lock.pins]

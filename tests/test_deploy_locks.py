@@ -1,0 +1,141 @@
+"""Each system's committed lock matches the runner, and the runner installs from it (no network here)."""
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from colab_tts.deploy import lockfile, plan
+from colab_tts.deploy.lockfile import check_lock, lock_path, mismatches, read_lock
+from colab_tts.deploy.systems import SYSTEMS, TORCH_CU128
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edited(tmp_path, system, old, new, count=1):
+    """A copy of the system's lock with ``old`` replaced by ``new`` (which must occur)."""
+    text = lock_path(system).read_text()
+    assert old in text, old
+    path = tmp_path / f"{system}.txt"
+    path.write_text(text.replace(old, new, count))
+    return read_lock(path)
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_committed_lock_matches_the_runner(system):
+    spec = SYSTEMS[system]
+    lock = read_lock(lock_path(system))
+    assert mismatches(spec, lock) == []
+    assert lock.header["upstream"] == f"{spec.repo} @ {spec.commit}"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} with uv \S+ against \S+", lock.header["resolved"])
+    assert lock.header["command"].startswith("uv pip compile --python-version " + spec.python)
+    assert "--python-platform x86_64-manylinux_2_28" in lock.header["command"]
+    assert len(lock.pins) > 50  # a whole environment, not the direct requirements alone
+
+
+def test_a_lock_for_another_commit_or_python_is_refused(tmp_path):
+    spec = SYSTEMS["indextts2"]
+    other = edited(tmp_path, "indextts2", spec.commit, "0" * 40)
+    assert any("upstream" in p for p in mismatches(spec, other))
+    older = edited(tmp_path, "indextts2", "# python: 3.11", "# python: 3.10")
+    assert any("python" in p and "'3.10'" in p for p in mismatches(spec, older))
+
+
+def test_a_locked_version_the_runners_pins_exclude_is_refused(tmp_path):
+    lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0\n", "\ntorch==2.12.0\n")
+    assert mismatches(SYSTEMS["gpt-sovits"], lock) == [
+        "the lock has torch==2.12.0, which the runner's torch==2.11.0 excludes"]
+    lock = edited(tmp_path, "gpt-sovits", "\nnumpy==1.26.4\n", "\nnumpy==2.1.3\n")
+    assert any("numpy<2.0 excludes" in p for p in mismatches(SYSTEMS["gpt-sovits"], lock))
+
+
+def test_a_package_the_runner_needs_missing_from_the_lock_is_refused(tmp_path):
+    lock = edited(tmp_path, "metavoice", "\nxformers==0.0.25\n", "\n")
+    assert mismatches(SYSTEMS["metavoice"], lock) == [
+        "xformers (the runner requires xformers==0.0.25) is not in the lock"]
+
+
+def test_runner_requirements_changed_since_the_lock_was_resolved_are_refused():
+    spec = SYSTEMS["metavoice"]
+    moved = dataclasses.replace(spec, lock=dataclasses.replace(spec.lock, overrides=(
+        "torch==2.2.2", "torchaudio==2.2.2", "xformers==0.0.25.post1")))
+    problems = mismatches(moved, read_lock(lock_path("metavoice")))
+    assert any("resolved with overrides" in p for p in problems)
+    assert any("torch==2.2.1, which the runner's torch==2.2.2 excludes" in p for p in problems)
+    gsv = SYSTEMS["gpt-sovits"]
+    fewer = dataclasses.replace(gsv, lock=dataclasses.replace(gsv.lock, excludes=gsv.lock.excludes[:-1]))
+    assert any("resolved with excludes" in p for p in mismatches(fewer, read_lock(lock_path("gpt-sovits"))))
+
+
+def test_an_excluded_package_in_the_lock_is_refused(tmp_path):
+    lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0\n", "\ntorch==2.11.0\nnvidia-cudnn-cu13==9.19.0.56\n")
+    assert mismatches(SYSTEMS["gpt-sovits"], lock) == [
+        "nvidia-cudnn-cu13 is excluded by the runner but the lock installs it"]
+
+
+def test_an_unpinned_line_is_refused(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("# upstream: a @ b\nnumpy==1.26.4\ntorch>=2.2\n")
+    with pytest.raises(ValueError, match=r"x.txt:3 is not pinned"):
+        read_lock(path)
+
+
+def test_gpt_sovits_keeps_the_cuda_12_8_torch():
+    """torch/torchaudio/torchcodec come from the cu128 index at the lock's versions, before the lock; the
+    lock installs nothing of PyPI's CUDA 13 runtime."""
+    lock = read_lock(lock_path("gpt-sovits"))
+    install = plan("gpt-sovits")["install"]
+    torch_step = next(i for i, c in enumerate(install) if f"--index-url {TORCH_CU128}" in c)
+    lock_step = next(i for i, c in enumerate(install) if f"-r {lock.path}" in c)
+    assert torch_step < lock_step
+    assert [w for w in install[torch_step].split() if "==" in w] == [
+        f"torch=={lock.pins['torch']}", f"torchaudio=={lock.pins['torchaudio']}",
+        f"torchcodec=={lock.pins['torchcodec']}"]
+    assert lock.pins["torch"] == "2.11.0"  # Colab's 2.11.0+cu128 satisfies it (PEP 440 local versions)
+    cuda13 = [n for n in lock.pins if n.endswith("-cu13") or n.startswith("cuda-") or
+              (n.startswith("nvidia-") and not n.endswith("-cu12"))]
+    assert cuda13 == []
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_dry_run_installs_from_the_lock_and_resolves_nothing_else(system):
+    done = subprocess.run([sys.executable, "-m", "colab_tts.deploy", system, "--dry-run"], capture_output=True,
+                          text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    p = json.loads(done.stdout)
+    lock = read_lock(lock_path(system))
+    assert p["lock"]["path"] == str(lock.path) and p["lock"]["sha256"] == lock.sha256
+    installs = [c for c in p["install"] if "uv pip install" in c]
+    from_lock = [c for c in installs if f"-r {lock.path}" in c]
+    assert len(from_lock) == 1 and "--no-deps" in from_lock[0].split()
+    assert lock.sha256[:16] in from_lock[0]  # a regenerated lock reruns the step (its marker is per command)
+    for command in installs:  # anything else: pinned torch from its index, or upstream itself without deps
+        words = command.split()
+        assert "--no-deps" in words or "--index-url" in words, command
+        if "--index-url" in words:
+            assert all("==" in w for w in words[words.index("--python") + 2:words.index("--index-url")])
+
+
+def test_the_runner_refuses_a_stale_lock_before_installing_anything(tmp_path, monkeypatch):
+    from colab_tts.deploy import env as deploy_env
+
+    text = lock_path("metavoice").read_text().replace("\ntorch==2.2.1\n", "\ntorch==2.1.0\n")
+    (tmp_path / "metavoice.txt").write_text(text)
+    monkeypatch.setattr(lockfile, "LOCKS", tmp_path)
+
+    def install(*args, **kwargs):  # never a real install from a test, whatever the check does
+        raise AssertionError("an install step ran from a stale lock")
+
+    monkeypatch.setattr(deploy_env, "run_step", install)
+    with pytest.raises(ValueError, match=r"(?s)no longer matches.*torch==2.1.0.*regenerate it: python tools/deploy_locks.py"
+                                         r" metavoice"):
+        deploy_env.deploy("metavoice", workdir=str(tmp_path / "work"), progress=False)
+    assert not (tmp_path / "work").exists(), "nothing may be installed from a stale lock"
+    monkeypatch.setattr(lockfile, "LOCKS", tmp_path / "none")
+    with pytest.raises(ValueError, match="has no lock"):
+        check_lock(SYSTEMS["metavoice"])
+    with pytest.raises(ValueError, match="has no lock"):
+        plan("metavoice")
