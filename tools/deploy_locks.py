@@ -70,7 +70,7 @@ def resolve(system_name: str, clone: Path, uv: str) -> Path:
         f"# python: {system.python}",
         f"# platform: {PLATFORM}",
         f"# resolved: {datetime.date.today().isoformat()} with uv {version} against "
-        f"{os.environ.get('UV_INDEX_URL') or os.environ.get('UV_DEFAULT_INDEX') or 'https://pypi.org/simple'}",
+        f"{os.environ.get('UV_INDEX_URL') or os.environ.get('UV_DEFAULT_INDEX') or 'PyPI'}",
         f"# inputs: {'; '.join(spec.inputs)}" + ("; upstream's uv.lock (exported)" if spec.upstream_lock else ""),
         f"# pins: {'; '.join(spec.pins) or 'none'}",
         f"# overrides: {'; '.join(spec.overrides) or 'none'}",
