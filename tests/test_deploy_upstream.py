@@ -15,6 +15,19 @@ have no GPU. Each test starts a helper under ``tests/upstream_stages/`` in that 
 checkpoint folder with random weights from upstream's own classes and configs (sizes it shrinks are listed at
 its top), runs the plan through ``colab_tts.deploy.worker.run_plan`` as the runner's worker does, and reports
 the shape and dtype every stage returned. Nothing of upstream's is in this repository.
+
+How the environments were made (Python 3.11): ``python -m venv``, ``pip install torch==2.13.0``, then
+- index-tts: its ``pyproject.toml`` dependencies with pip (torch and torchaudio left out; the extras deepspeed,
+  flash-attn and the nvidia-* runtimes are GPU-only, gradio is the web UI), and ``torchaudio==2.11.1`` (PyPI has
+  no torchaudio for torch 2.13);
+- metavoice-src: ``requirements.txt`` with ``--no-deps`` less torch/torchaudio, ``posthog==3.5.0
+  python-dotenv==1.0.1`` (pyproject.toml, missing from requirements.txt), and ``torchaudio==2.2.1 --no-deps``
+  (deepfilternet 0.5.6 imports ``torchaudio.backend``, gone from torchaudio 2.9 on); requirements.txt's
+  ``xformers==0.0.22.post7`` too (audiocraft imports ``xformers.ops``; its CUDA extension does not load, the
+  Python part imports).
+PyPI's torchaudio wheels are CUDA builds whose ``torchaudio/lib/*.so`` do not load beside CPU torch 2.13
+("libc10_cuda.so: cannot open shared object file"): they were moved out of ``torchaudio/lib`` so that torchaudio
+imports without its C++ extension (resampling, kaldi fbank and mel transforms are Python).
 """
 
 import json
@@ -96,3 +109,37 @@ def test_indextts2_gpt_and_s2mel_run_through_the_worker(tmp_path):
     assert {"gpt", "semantic_model (w2v-BERT 2.0)", "campplus", "s2mel cfm", "bigvgan"} <= timed
     sizes = next(row["sizes"] for row in result["stages"] if row["stage"] == "weights by stage (GiB)")
     assert set(sizes) == set(STAGE_METHODS) and all(v > 0 for v in sizes.values())
+
+
+def test_metavoice_first_and_second_stage_run_in_float16_through_the_worker(tmp_path):
+    python, clone = upstream("METAVOICE")
+    data = run_helper(python, "metavoice_random.py", clone, tmp_path)
+    result, cfg = data["result"], data["config"]
+    first, second = cfg["first_stage"], cfg["second_stage"]
+    rows = data["records"]
+    assert [c["target"] for c in result["calls"]] == ["TTS", "TTS.synthesise"]
+    assert result["calls"][1]["audio"]["sample_rate"] == 24000
+
+    # the glue's patch: _load_model's hard-coded bfloat16 cast becomes float16 (bfloat16 without it)
+    assert {"stage": "patch", "what": "fam.llm.fast_inference_utils: torch.bfloat16 -> float16"} in result["stages"]
+    built = next(r for r in rows if r["stage"] == "first stage built")
+    assert built["precision"] == "float16" and built["weight_dtypes"] == ["float16"]
+
+    # first stage: build_model's 200-token warm-up, then main's generation, int32 token ids up to block_size
+    warm_up, generation = [r for r in rows if r["stage"] == "first stage generate"]
+    assert warm_up["out"]["shape"][0] == warm_up["in"]["shape"][0] + 200
+    assert generation["out"]["dtype"] == "int32"
+    assert generation["in"]["shape"][0] < generation["out"]["shape"][0] <= first["block_size"]
+
+    # second stage: the two first-stage codebooks (with the text) in, the six remaining codebooks out
+    stage2 = next(r for r in rows if r["stage"] == "second stage generate")
+    assert stage2["in"] == {"shape": [1, 2, second["block_size"]], "dtype": "int64"}
+    assert stage2["out"] == {"shape": [1, len(second["target_vocab_sizes"]), second["block_size"]], "dtype": "int64"}
+    decoded = next(r for r in rows if r["stage"] == "second stage tokens to decode")
+    assert decoded["hierarchies"] == 8 and decoded["lengths"] == [second["block_size"]]
+
+    # the plan's environment turned upstream's telemetry off; every stage the glue wraps was timed
+    assert next(r for r in rows if r["stage"] == "telemetry")["disabled"] is True
+    timed = {r["stage"] for r in result["stages"] if "seconds" in r}
+    assert {"first stage GPT + speaker encoder (build_model, compile, warm-up)", "first-stage generation (main)",
+            "second stage (non-causal transformer)", "second stage + multi-band diffusion (decode)"} <= timed
