@@ -191,6 +191,9 @@ METAVOICE = System(
     install=(
         f"{COLAB_UV_FIX} uv pip install --python {{py}} -r {{repo}}/requirements.txt",
         f"{COLAB_UV_FIX} uv pip install --python {{py}} torch==2.2.1 torchaudio==2.2.1",
+        # fam/telemetry/posthog.py (imported by fam.llm.fast_inference) imports dotenv and posthog: pyproject.toml
+        # lists both, requirements.txt does not, and the -e install below is --no-deps (versions: poetry.lock)
+        f"{COLAB_UV_FIX} uv pip install --python {{py}} posthog==3.5.0 python-dotenv==1.0.1",
         f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -e {{repo}}",
     ),
     weights=(
