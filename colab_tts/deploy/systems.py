@@ -256,7 +256,9 @@ METAVOICE = System(
     },
     lock=Lock(
         inputs=("requirements.txt",),
-        pins=("huggingface_hub",),
+        # fam/telemetry/posthog.py (imported by fam.llm.fast_inference) imports dotenv and posthog: upstream's
+        # pyproject.toml lists both, its requirements.txt does not (versions: its poetry.lock)
+        pins=("huggingface_hub", "posthog==3.5.0", "python-dotenv==1.0.1"),
         overrides=("torch==2.2.1", "torchaudio==2.2.1", "xformers==0.0.25"),
         why=("upstream's requirements.txt pins torch==2.1.0 (audiocraft 1.2.0 asks for it too) and its README "
              "then installs torch==2.2.1 over it ('pip's dependency resolver will complain'): the overrides do "
