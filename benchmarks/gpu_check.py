@@ -1,25 +1,35 @@
 """One prepared GPU check: every CUDA path of this project measured once, in under 8 minutes, one report.
 
-Parts, in order, each with its own time budget (a part that no longer fits the deadline is NOT-RUN, saying so):
+Parts, in this order (cheap first), each with a time budget: a part that no longer fits the deadline is
+NOT-RUN and says so, as does every check that cannot run here (no CUDA, no vLLM) - nothing is skipped silently.
 
-- environment: the device, torch/CUDA/transformers/vLLM versions, and the device-to-device copy bandwidth
+- environment: the device, torch/CUDA/transformers/vLLM versions, the device-to-device copy bandwidth
   (measured: the roofline's ceiling) beside the datasheet bandwidth (cited);
 - selftest: ``python -m colab_tts selftest``'s checks (a SKIP there is NOT-RUN here, with its reason);
-- orpheus_3b (notebook 01): Orpheus-3B's shape (a Llama-3.2-3B with Orpheus's 156,940 ids) with random
-  weights in float16, through vLLM if it imports (dummy weights), and through transformers: eager with a
-  dynamic cache, a static cache, a static cache under CUDA graphs (torch.compile "reduce-overhead"), and a
-  batch of 8; greedy tokens compared across paths; batch-1 ms/token against the bandwidth roofline;
-- gpt_sovits_t2s (notebook 04): GPT-SoVITS's GPT stage at its real size in float16: the upstream concat cache,
-  a static cache, CUDA graphs (``colab_tts.compiled``), buckets of 8; the same figures;
-- snac (notebooks 01/04's codec): SNAC 24 kHz decode of 10 s of audio tokens on CUDA, real-time factor;
-- flow_8gb (notebook 03): the IndexTTS-2-sized DiT + vocoder stand-in in float16 under an 8 GiB allocator cap
-  (``torch.cuda.set_per_process_memory_fraction``): its peak, and ``track_peak`` against the allocator
-  (the CUDA caching allocator's reserved peak, and the CPU storage counter on the same work).
+- snac: SNAC 24 kHz decode of 10 s of audio tokens on CUDA (chunked and frame by frame), real-time factor;
+- flow_8gb (notebook 03): the IndexTTS-2-sized DiT + vocoder stand-in in float16, 10 s of audio, 25 steps,
+  under an 8 GiB allocator cap (``torch.cuda.set_per_process_memory_fraction``): its peak; and
+  ``track_peak`` against the allocator (CUDA's tensor peak vs the CPU storage counter on the same work, and
+  the caching allocator's reserved growth vs the tracked peak);
+- gpt_sovits_t2s (notebook 04): GPT-SoVITS's GPT stage at its real size in float16: the upstream concat
+  cache, a static cache, CUDA graphs (``colab_tts.compiled``), batch 8 eager and under CUDA graphs;
+- orpheus_3b (notebook 01): Orpheus-3B's shape (Llama-3.2-3B, 156,940 ids) with random weights in float16,
+  through vLLM if it imports (dummy weights), and through transformers: eager with a dynamic cache, a static
+  cache, CUDA graphs (torch.compile "reduce-overhead" over a fixed-shape static-cache step), batch 8.
+Greedy tokens are compared across every pair of paths; decode ms/token is a steady-state step time
+(runs of n and 2n steps, differenced) against the batch-1 roofline (bytes read per token / bandwidth).
 
 Every figure carries the device it was measured on and its provenance (measured / predicted / cited), and
-whether it transfers to a T4: a bandwidth-bound batch-1 decode (near its roofline) scales with memory
-bandwidth; CUDA-graph speed-ups, launch-bound steps and codec RTFs do not transfer by the roofline.
-The report is rewritten after every part (a part in flight is marked RUNNING), so a kill leaves what ran.
+whether it transfers to a T4. A batch-1 decode near its roofline is bandwidth-bound and scales with memory
+bandwidth (T4: 320 GB/s against the H200's 4,800); CUDA-graph speed-ups, launch-bound steps (the 77 M
+T2S: far under its roofline on any big GPU), batching gains and codec or flow RTFs do not transfer by the
+roofline. Memory peaks do (same kernels, same bytes). The report is rewritten after every part (a part in
+flight is marked RUNNING), so a kill leaves what ran.
+
+Seconds per part - measured here on 2 shared CPU cores with --dry-run (tiny sizes, 1 thread): environment 2,
+selftest 0 (CUDA checks NOT-RUN), snac 15, flow_8gb 0.1, gpt_sovits_t2s 5, orpheus_3b 9; predicted for an
+H200 (real sizes; torch.compile of a 24-28 layer decoder ~30-80 s per shape on 16 host cores): 10, 70, 10,
+40, 100, 150 = 380 s, inside the 440 s deadline and the 470 s kill of tools/gpu_check.sh.
 
     python benchmarks/gpu_check.py --dry-run --out build/gpu_check   # CPU, tiny sizes, same report shape
     tools/gpu_check.sh                                                # on a CUDA machine: the real run
@@ -28,7 +38,7 @@ Prepared call of the device tool (``run``), from a checkout holding this script,
 ``tools/gpu_check.sh --fetch-wheels`` here (it saves the snac wheel, the one package the H200 image lacks,
 into the ignored folder .whl/):
 
-    run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=540)
+    run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=500)
 
 then copy $OUT's gpu_check.json and gpu_check.md to benchmarks/results/gpu_check_<gpu>.{json,md}.
 """
@@ -207,7 +217,9 @@ def part_environment(ctx: Context, part: Part) -> None:
 
     from colab_tts.orpheus_engines import installed_vllm_version
 
-    vllm_version = installed_vllm_version() or "not installed"  # whether it imports: the orpheus_3b part
+    # whether it imports: the orpheus_3b part. The H200 image has no vLLM, and its CUDA wheel (hundreds of MB)
+    # is far over the 64 MiB a device call carries, so there the transformers paths stand in for it.
+    vllm_version = installed_vllm_version() or "not installed"
     ctx.versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                     "transformers": transformers.__version__, "vllm": vllm_version}
     part.checks.append(Check("versions", "PASS", ", ".join(f"{k} {v}" for k, v in ctx.versions.items())))
@@ -278,6 +290,28 @@ def graph_check(name: str, seconds: float, n: int, skips: int) -> Check:
         return Check(name, "FAIL", f"inductor skipped CUDA graphs {skips} time(s): this path ran without them "
                                    "(TORCH_LOGS=perf_hints says why)")
     return Check(name, "PASS", f"compile + capture + {n} tokens in {seconds:.0f} s, no CUDA-graph skips")
+
+
+def graph_path(ctx, part, runs, n, name, key, eager_key, compile_step, make_run):
+    """A decoder's CUDA-graph path: compile, time it into ``runs[key]``, compare its tokens with eager's.
+
+    Returns the graphs' step function for batch runs, or None (no CUDA, or it failed: the check says which).
+    """
+    if not ctx.cuda:
+        part.checks.append(Check(name, "NOT-RUN", NO_CUDA))
+        return None
+    try:
+        t0, skips = time.perf_counter(), cudagraph_skips()
+        step = graph_step(compile_step())
+        runs[key] = steady(make_run(step), n, 3)
+        part.checks.append(graph_check(name, time.perf_counter() - t0, 3 * n, cudagraph_skips() - skips))
+        if eager_key in runs:
+            part.checks.append(token_check("greedy tokens: eager vs CUDA graphs", runs[eager_key][0].tokens,
+                                           runs[key][0].tokens))
+        return step
+    except Exception as err:  # noqa: BLE001 - reported, and the part goes on
+        part.checks.append(_failed(name, err))
+        return None
 
 
 def first_difference(a: list[list[int]], b: list[list[int]]) -> str:
@@ -420,23 +454,10 @@ def part_orpheus(ctx: Context, part: Part) -> None:
                                        runs["eager, static cache"][0].tokens))
     except Exception as err:  # noqa: BLE001 - reported, and the part goes on
         part.checks.append(_failed("eager paths", err))
-    graphs = None
-    if not ctx.cuda:
-        part.checks.append(Check("CUDA graphs (torch.compile reduce-overhead, static cache)", "NOT-RUN", NO_CUDA))
-    else:
-        try:
-            t0, skips = time.perf_counter(), cudagraph_skips()
-            graphs = graph_step(torch.compile(hf_decode_step(model), mode="reduce-overhead", dynamic=False))
-            runs["CUDA graphs, static cache"] = steady(path(lambda: FixedShapeHFRunner(model, prompts[:1], 2 * n,
-                                                                                       graphs)), n, 3)
-            part.checks.append(graph_check("CUDA graphs (torch.compile reduce-overhead, static cache)",
-                                           time.perf_counter() - t0, 3 * n, cudagraph_skips() - skips))
-            if "eager, static cache" in runs:
-                part.checks.append(token_check("greedy tokens: eager vs CUDA graphs",
-                                               runs["eager, static cache"][0].tokens,
-                                               runs["CUDA graphs, static cache"][0].tokens))
-        except Exception as err:  # noqa: BLE001
-            part.checks.append(_failed("CUDA graphs (torch.compile reduce-overhead, static cache)", err))
+    graphs = graph_path(ctx, part, runs, n, "CUDA graphs (torch.compile reduce-overhead, static cache)",
+                        "CUDA graphs, static cache", "eager, static cache",
+                        lambda: torch.compile(hf_decode_step(model), mode="reduce-overhead", dynamic=False),
+                        lambda step: path(lambda: FixedShapeHFRunner(model, prompts[:1], 2 * n, step)))
     try:
         use_graphs = graphs is not None and ctx.left() > 150  # a batch of 8 compiles once more
         label = "batch 8, CUDA graphs" if use_graphs else "batch 8, eager static cache"
@@ -543,22 +564,9 @@ def part_t2s(ctx: Context, part: Part) -> None:
                                        runs["static cache, eager"][0].tokens))
     except Exception as err:  # noqa: BLE001
         part.checks.append(_failed("eager paths", err))
-    graphs = None
-    if not ctx.cuda:
-        part.checks.append(Check("CUDA graphs (colab_tts.compiled)", "NOT-RUN", NO_CUDA))
-    else:
-        try:
-            t0, skips = time.perf_counter(), cudagraph_skips()
-            graphs = graph_step(compiled_step(model))
-            runs["static cache, CUDA graphs"] = steady(path(seg, "static", fixed_shape=True, step_fn=graphs), n, 3)
-            part.checks.append(graph_check("CUDA graphs (colab_tts.compiled)", time.perf_counter() - t0, 3 * n,
-                                           cudagraph_skips() - skips))
-            if "static cache, eager" in runs:
-                part.checks.append(token_check("greedy tokens: eager vs CUDA graphs",
-                                               runs["static cache, eager"][0].tokens,
-                                               runs["static cache, CUDA graphs"][0].tokens))
-        except Exception as err:  # noqa: BLE001
-            part.checks.append(_failed("CUDA graphs (colab_tts.compiled)", err))
+    graphs = graph_path(ctx, part, runs, n, "CUDA graphs (colab_tts.compiled)", "static cache, CUDA graphs",
+                        "static cache, eager", lambda: compiled_step(model),
+                        lambda step: path(seg, "static", fixed_shape=True, step_fn=step))
     batches = {"batch 8 (notebook 04's bucket), static cache, eager": {}}
     if graphs is not None and ctx.left() > 90:
         batches["batch 8, static cache, CUDA graphs"] = {"fixed_shape": True, "step_fn": graphs}
@@ -716,16 +724,16 @@ def part_flow(ctx: Context, part: Part) -> None:
 
 # predicted seconds on an H200 (16 host cores): compile times from torch.compile of similar decoders, the rest
 # from the sizes; the CPU dry run's own seconds are measured and printed beside them
-PARTS = [
+PARTS = [  # cheap parts first: a slow compile late in the run can then only cost the optional steps
     ("environment", "device, versions, copy bandwidth", part_environment, 15, 10, False),
     ("selftest", "python -m colab_tts selftest", part_selftest, 110, 70, False),
-    ("orpheus_3b", "notebook 01: Orpheus-3B shape, float16, static cache, CUDA graphs, batch 8", part_orpheus,
-     200, 150, True),
-    ("gpt_sovits_t2s", "notebook 04: GPT-SoVITS T2S real size, float16, static cache, CUDA graphs, buckets",
-     part_t2s, 120, 80, True),
     ("snac", "SNAC 24 kHz decode on CUDA", part_snac, 30, 10, True),
     ("flow_8gb", "notebook 03: flow stand-in real size under an 8 GiB cap; track_peak vs the allocator",
      part_flow, 70, 40, True),
+    ("gpt_sovits_t2s", "notebook 04: GPT-SoVITS T2S real size, float16, static cache, CUDA graphs, batch 8",
+     part_t2s, 130, 100, True),
+    ("orpheus_3b", "notebook 01: Orpheus-3B shape, float16, static cache, CUDA graphs, batch 8", part_orpheus,
+     180, 150, True),
 ]
 
 

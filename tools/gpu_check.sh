@@ -10,7 +10,9 @@
 # The Python part has a deadline of 440 s and is killed at 470 s: the whole call stays under 8 minutes.
 #
 # Prepared device call (the H200 image has torch, transformers, tokenizers, triton; not snac, not vLLM):
-#   run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=540)
+#   run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=500)
+# (the script stops itself by 480 s; of the 15 device minutes that leaves time to rerun one part with
+#  run(command="bash tools/gpu_check.sh --only orpheus_3b --deadline 200", carry=[".whl"], timeout_s=240))
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
