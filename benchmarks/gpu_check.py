@@ -122,8 +122,16 @@ class Context:
             self.label = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
         if dry_run:
             self.label += ", dry run (tiny sizes)"
-        self.copy_gbs: float | None = None  # measured by the environment part
-        self.datasheet_gbs: tuple[float, str] | None = None  # (GB/s, source)
+        self.copy_gbs: float | None = None  # measured once, by whichever part needs it first
+        self.copy_bytes = (2 << 30) if self.cuda else (16 << 20)  # 2 GiB: far past the H200's 50 MiB L2
+        # (GB/s, source) of the datasheet, where colab_tts cites one for this GPU
+        self.datasheet_gbs = datasheet_bandwidth(torch.cuda.get_device_name(0)) if self.cuda else None
+
+    def bandwidth(self) -> float:
+        """The device-to-device copy bandwidth in GB/s, measured on first use: every roofline's ceiling."""
+        if self.copy_gbs is None:
+            self.copy_gbs = copy_bandwidth_gbs(self.device, self.copy_bytes)
+        return self.copy_gbs
 
     def left(self) -> float:
         return self.deadline_s - (time.perf_counter() - self.t0)
@@ -223,14 +231,14 @@ def part_environment(ctx: Context, part: Part) -> None:
     ctx.versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                     "transformers": transformers.__version__, "vllm": vllm_version}
     part.checks.append(Check("versions", "PASS", ", ".join(f"{k} {v}" for k, v in ctx.versions.items())))
-    nbytes = (2 << 30) if ctx.cuda else (16 << 20)  # 2 GiB: far past the H200's 50 MiB L2
-    ctx.copy_gbs = copy_bandwidth_gbs(ctx.device, nbytes)
-    part.checks.append(Check("copy bandwidth", "PASS", f"{ctx.copy_gbs:.0f} GB/s over {nbytes >> 20} MiB"))
-    part.figures.append(ctx.figure("device-to-device copy bandwidth", ctx.copy_gbs, "GB/s",
-                                   f"(read + written bytes) / median of 20 copies of {nbytes >> 20} MiB",
-                                   "no: the T4's own (catalog: 320 GB/s datasheet)"))
+    from colab_tts import hardware
+
+    mib = ctx.copy_bytes >> 20
+    part.checks.append(Check("copy bandwidth", "PASS", f"{ctx.bandwidth():.0f} GB/s over {mib} MiB"))
+    part.figures.append(ctx.figure("device-to-device copy bandwidth", ctx.bandwidth(), "GB/s",
+                                   f"(read + written bytes) / median of 20 copies of {mib} MiB",
+                                   f"no: a T4 has its own ({hardware.get_gpu(T4).bandwidth_gbs:g} GB/s datasheet)"))
     if ctx.cuda:
-        ctx.datasheet_gbs = datasheet_bandwidth(ctx.label.split(",")[0])
         props = torch.cuda.get_device_properties(0)
         part.figures.append(ctx.figure("compute capability", f"{props.major}.{props.minor}", "", "torch"))
         part.figures.append(ctx.figure("memory", props.total_memory / (1 << 30), "GiB", "torch total_memory"))
@@ -338,7 +346,7 @@ def roofline_figures(ctx: Context, what: str, ms_per_token: dict, bytes_per_toke
     from colab_tts import hardware
 
     figs = []
-    ceiling_ms = bytes_per_token / (ctx.copy_gbs * 1e9) * 1e3
+    ceiling_ms = bytes_per_token / (ctx.bandwidth() * 1e9) * 1e3
     figs.append(Figure(f"{what}: batch-1 roofline", _round(ceiling_ms), "ms/token", ctx.label,
                        f"predicted: {bytes_per_token / 1e6:.1f} MB read per token / the copy bandwidth measured "
                        f"in this run on {ctx.label} ({ctx.copy_gbs:.0f} GB/s)", "scales with bandwidth"))
@@ -785,6 +793,7 @@ def markdown(rep: dict) -> str:
              f"{'Dry run on a CPU at tiny sizes: no figure below is a GPU figure.' if rep['dry_run'] else ''}"
              f" Written {rep['written_utc']}, {rep['seconds']} s of {rep['deadline_s']} s; "
              + ", ".join(f"{k} {v}" for k, v in rep["versions"].items()), "",
+             f"Seconds are measured on {rep['device']}; the H200 column is {rep['expected_h200_provenance']}.", "",
              "| part | status | seconds | expected on an H200 (predicted) | reason |", "| --- | --- | --- | --- | --- |"]
     for p in rep["parts"]:
         lines.append(f"| {p['name']} | {p['status']} | {p['seconds']} | {p['expected_h200_s']} | {p['reason']} |")

@@ -106,3 +106,13 @@ def test_roofline_transfer_says_bandwidth_bound_only_near_the_ceiling(gpu_check)
     assert figs["m: batch-1 decode, fast"].transfers_to_t4.startswith("yes")
     assert "T4 about 3.9 ms/token" in figs["m: batch-1 decode, fast"].transfers_to_t4  # 1e9 B / 320 GB/s / 0.8
     assert figs["m: batch-1 decode, slow"].transfers_to_t4.startswith("no")
+
+
+def test_datasheet_bandwidth_is_cited_for_the_h200_and_absent_for_unknown_gpus(gpu_check):
+    gbs, source = gpu_check.datasheet_bandwidth("NVIDIA H200")
+    assert gbs == 4800 and source.startswith("https://")
+    from colab_tts import hardware
+
+    assert gpu_check.datasheet_bandwidth("Tesla T4") == (hardware.GPUS["T4"].bandwidth_gbs,
+                                                          hardware.figure_source("T4", "bandwidth_gbs"))
+    assert gpu_check.datasheet_bandwidth("NVIDIA B200") is None
