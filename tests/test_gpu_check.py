@@ -104,7 +104,7 @@ def test_roofline_transfer_says_bandwidth_bound_only_near_the_ceiling(gpu_check)
     assert figs["m: batch-1 roofline"].value == 1.0 and figs["m: batch-1 roofline"].provenance.startswith("predicted")
     assert figs["m: fast, share of the roofline"].value == 80.0
     assert figs["m: batch-1 decode, fast"].transfers_to_t4.startswith("yes")
-    assert "T4 about 3.9 ms/token" in figs["m: batch-1 decode, fast"].transfers_to_t4  # 1e9 B / 320 GB/s / 0.8
+    assert "T4 about 3.91 ms/token" in figs["m: batch-1 decode, fast"].transfers_to_t4  # 1e9 B / 320 GB/s / 0.8
     assert figs["m: batch-1 decode, slow"].transfers_to_t4.startswith("no")
 
 
