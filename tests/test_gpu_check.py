@@ -73,6 +73,10 @@ def test_without_cuda_each_cuda_check_is_not_run_with_its_reason(gpu_check, dry_
     ran = [k for k, c in checks.items() if c["status"] == "PASS"]
     assert ("orpheus_3b", "greedy tokens: dynamic vs static cache") in ran
     assert ("gpt_sovits_t2s", "greedy tokens: concat vs static cache") in ran
+    # teacher-forced logits: what catches a cache that drops or overwrites a position (greedy tokens of a small
+    # random model may not change); seen failing with StaticCache writing each step over the previous one
+    assert ("gpt_sovits_t2s", "logits: static cache, eager vs upstream concat cache, eager") in ran
+    assert ("orpheus_3b", "logits: eager, static cache vs eager, dynamic cache") in ran
 
 
 def test_without_dry_run_a_cpu_skips_cuda_parts_by_name(gpu_check):
@@ -93,6 +97,8 @@ def test_part_status_and_token_comparison(gpu_check):
     assert gpu_check.first_difference([[1, 2, 3]], [[1, 2, 3]]) == "identical"
     assert gpu_check.first_difference([[1, 2, 3]], [[1, 5, 3]]) == "row 0 differs from step 1 of 3"
     assert gpu_check.token_check("t", [[1, 2]], [[1, 3]]).status == "FAIL"
+    assert gpu_check.token_check("t", [[1, 2, 1, 3, 4]], [[1, 2, 1, 3, 4]]).status == "PASS"
+    assert gpu_check.token_check("t", [[7] * 8], [[7] * 8]).status == "FAIL"  # agreeing on NaN logits
     with pytest.raises(ValueError, match="status must be one of"):
         Check("x", "SKIP")
 
