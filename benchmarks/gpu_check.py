@@ -16,20 +16,23 @@ NOT-RUN and says so, as does every check that cannot run here (no CUDA, no vLLM)
 - orpheus_3b (notebook 01): Orpheus-3B's shape (Llama-3.2-3B, 156,940 ids) with random weights in float16,
   through vLLM if it imports (dummy weights), and through transformers: eager with a dynamic cache, a static
   cache, CUDA graphs (torch.compile "reduce-overhead" over a fixed-shape static-cache step), batch 8.
-Greedy tokens are compared across every pair of paths; decode ms/token is a steady-state step time
-(runs of n and 2n steps, differenced) against the batch-1 roofline (bytes read per token / bandwidth).
+Greedy tokens are compared across paths, and so are teacher-forced logits (each path fed the reference's
+tokens: what catches a cache that loses a position); decode ms/token is a steady-state step time (runs of n
+and 2n steps, differenced) against the batch-1 roofline (bytes read per token / bandwidth).
 
 Every figure carries the device it was measured on and its provenance (measured / predicted / cited), and
 whether it transfers to a T4. A batch-1 decode near its roofline is bandwidth-bound and scales with memory
-bandwidth (T4: 320 GB/s against the H200's 4,800); CUDA-graph speed-ups, launch-bound steps (the 77 M
-T2S: far under its roofline on any big GPU), batching gains and codec or flow RTFs do not transfer by the
-roofline. Memory peaks do (same kernels, same bytes). The report is rewritten after every part (a part in
+bandwidth (T4: 320 GB/s against the H200's 4,800); CUDA-graph speed-ups, launch-bound steps (the T2S's
+76 M parameters per token: far under its roofline on any big GPU), batching gains and codec or flow RTFs do
+not transfer by the roofline. Memory peaks mostly do (the same tensors; attention workspaces differ). The report is rewritten after every part (a part in
 flight is marked RUNNING), so a kill leaves what ran.
 
-Seconds per part - measured here on 2 shared CPU cores with --dry-run (tiny sizes, 1 thread): environment 2,
-selftest 0 (CUDA checks NOT-RUN), snac 15, flow_8gb 0.1, gpt_sovits_t2s 5, orpheus_3b 9; predicted for an
-H200 (real sizes; torch.compile of a 24-28 layer decoder ~30-80 s per shape on 16 host cores): 10, 70, 10,
-40, 100, 150 = 380 s, inside the 440 s deadline and the 470 s kill of tools/gpu_check.sh.
+Seconds per part - measured here with --dry-run (tiny sizes, CUDA checks NOT-RUN) on 2 shared CPU cores:
+each under 1 s when the machine was quiet (15:26 UTC, 2026-12-03), up to 2 / 0 / 25 / 0.1 / 21 / 16 s
+(environment / selftest / snac / flow_8gb / gpt_sovits_t2s / orpheus_3b) under other jobs' load. Predicted for an
+H200 at real sizes (torch.compile + capture of a 24-28 layer decoder ~30-80 s per shape on 16 host cores; the
+rest from the sizes): 10, 70, 10, 40, 100, 150 = 380 s, inside the 440 s deadline and the 470 s kill of
+tools/gpu_check.sh.
 
     python benchmarks/gpu_check.py --dry-run --out build/gpu_check   # CPU, tiny sizes, same report shape
     tools/gpu_check.sh                                                # on a CUDA machine: the real run
