@@ -103,7 +103,7 @@ class Part:
     name: str
     title: str
     budget_s: float
-    expected_h200_s: float  # predicted: what this part should take on an H200 (see EXPECTED_H200 below)
+    expected_h200_s: float  # predicted: what this part should take on an H200 (the estimates in PARTS)
     needs_cuda: bool  # the part's figures are CUDA figures; without CUDA it runs only with --dry-run
     status: str = "NOT-RUN"
     reason: str = ""
@@ -128,7 +128,7 @@ class Context:
         if dry_run:
             self.label += ", dry run (tiny sizes)"
         self.copy_gbs: float | None = None  # measured once, by whichever part needs it first
-        self.copy_bytes = (2 << 30) if self.cuda else (16 << 20)  # 2 GiB: far past the H200's 50 MiB L2
+        self.copy_bytes = (2 << 30) if self.cuda else (16 << 20)  # 2 GiB: many times any GPU's L2 cache
         # (GB/s, source) of the datasheet, where colab_tts cites one for this GPU
         self.datasheet_gbs = datasheet_bandwidth(torch.cuda.get_device_name(0)) if self.cuda else None
 
@@ -795,9 +795,11 @@ def part_flow(ctx: Context, part: Part) -> None:
 
 # --- the run ------------------------------------------------------------------------------------------------
 
-# predicted seconds on an H200 (16 host cores): compile times from torch.compile of similar decoders, the rest
-# from the sizes; the CPU dry run's own seconds are measured and printed beside them
-PARTS = [  # cheap parts first: a slow compile late in the run can then only cost the optional steps
+# (name, title, function, budget: seconds that must be left to start it, expected seconds on an H200, needs CUDA).
+# Expected: predicted for 16 host cores, compile times from torch.compile of similar decoders, the rest from the
+# sizes; the run's own seconds are measured and reported beside them. Cheap parts first: a slow compile late in
+# the run can then only cost the optional steps.
+PARTS = [
     ("environment", "device, versions, copy bandwidth", part_environment, 15, 10, False),
     ("selftest", "python -m colab_tts selftest", part_selftest, 110, 70, False),
     ("snac", "SNAC 24 kHz decode on CUDA", part_snac, 30, 10, True),
