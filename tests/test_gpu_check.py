@@ -40,6 +40,7 @@ def test_every_part_runs_on_the_cpu_and_the_report_has_their_shape(gpu_check, dr
         assert part["status"] in gpu_check.STATUSES and part["checks"], part["name"]
         assert part["seconds"] >= 0 and part["expected_h200_s"] <= part["budget_s"], part["name"]
         assert all(c["status"] in gpu_check.STATUSES for c in part["checks"])
+        assert all(c["detail"] for c in part["checks"] if c["status"] != "PASS"), part["name"]  # never silently
     assert sum(p[4] for p in gpu_check.PARTS) <= gpu_check.DEADLINE_S < 8 * 60  # expected H200 seconds
     for part in report["parts"]:  # the markdown holds every part and check the JSON holds
         assert f"| {part['name']} | {part['status']} |" in md
