@@ -381,7 +381,7 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         settings["quantization"] = r.quantization
     below, note = versions.below_sm80(version, gpu.compute_capability, r.dtype)  # CC < 8.0: T4, V100
     settings.update(below)
-    warnings += [note] if note else []
+    warnings = ([note] if note else []) + warnings  # what the GPU itself needs is read first
     plan = VllmPlan(
         model=spec, gpu=gpu, dtype=r.dtype, kv_cache_dtype=r.kv_dtype, gpu_memory_utilization=gmu,
         max_model_len=max_model_len, max_num_seqs=r.max_num_seqs, max_num_batched_tokens=r.profile_tokens,

