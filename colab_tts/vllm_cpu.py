@@ -62,6 +62,9 @@ def int4_weight_path(act_dtype: torch.dtype) -> str:
 
 def describe() -> str:
     """One line naming the branches this CPU takes (what the real-engine tests report)."""
+    try:
+        int4 = int4_weight_path(torch.bfloat16)
+    except ValueError:
+        int4 = "ZenCpuPlatform (not modelled)"
     return (f"fp8 KV cache {'accepted' if fp8_kv_cache_supported() else 'refused'} "
-            f"(AMX {_amx()}, AVX-512 {bool(torch.cpu._is_avx512_supported())}); "
-            f"bf16 int4 weights -> {int4_weight_path(torch.bfloat16)}")
+            f"(AMX {_amx()}, AVX-512 {bool(torch.cpu._is_avx512_supported())}); bf16 int4 weights -> {int4}")

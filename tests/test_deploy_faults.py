@@ -312,3 +312,21 @@ def test_a_worker_that_dies_leaves_no_result_a_second_run_would_read(tmp_path):
     p = {"system": "metavoice", "env": str(env.parent), "out": str(out), "clone": str(tmp_path), "environment": {}}
     with pytest.raises(ValueError, match="did not finish"):
         deploy_env.run_worker(p)
+
+
+@pytest.mark.parametrize("error,kind,says", [
+    (ConnectionError("Max retries exceeded with url: /api/models/org/model"), RuntimeError,
+     "weight download failed (ConnectionError): Max retries exceeded"),
+    (RuntimeError("Cannot access gated repo for url https://huggingface.co/org/model"), RuntimeError,
+     "HF_TOKEN"),
+])
+def test_a_hub_failure_reaches_the_kernel_as_one_message_not_a_silent_stop(tmp_path, monkeypatch, error, kind, says):
+    def refuse(repo, patterns):
+        raise error
+    monkeypatch.setattr(weights, "listing", refuse)
+    monkeypatch.setattr(weights.fetch, "__defaults__", (refuse, *weights.fetch.__defaults__[1:]))
+    spec, _, _ = hub(tmp_path)
+    report = tmp_path / "report.json"
+    assert weights.main([json.dumps(spec), str(report)]) == 1
+    failure = deploy_env.weights_failure(report, 1)
+    assert isinstance(failure, kind) and says in str(failure) and "before saying why" not in str(failure)

@@ -71,6 +71,17 @@ def test_runner_requirements_changed_since_the_lock_was_resolved_are_refused():
     assert any("resolved with excludes" in p for p in mismatches(fewer, read_lock(lock_path("gpt-sovits"))))
 
 
+@pytest.mark.parametrize("change,why", [
+    (dict(inputs=("requirements.txt",)), "resolved with inputs"),
+    (dict(upstream_lock=True), "resolved with inputs"),
+    (dict(no_sources=True), "--no-sources"),
+])
+def test_a_lock_resolved_from_other_inputs_or_modes_is_refused(change, why):
+    gsv = SYSTEMS["gpt-sovits"]
+    other = dataclasses.replace(gsv, lock=dataclasses.replace(gsv.lock, **change))
+    assert any(why in p for p in mismatches(other, read_lock(lock_path("gpt-sovits"))))
+
+
 def test_an_excluded_package_in_the_lock_is_refused(tmp_path):
     lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0\n", "\ntorch==2.11.0\nnvidia-cudnn-cu13==9.19.0.56\n")
     assert mismatches(SYSTEMS["gpt-sovits"], lock) == [

@@ -13,6 +13,7 @@ import torch
 
 from colab_tts import quantization as quant
 from colab_tts import vllm_cpu
+from colab_tts.models import ModelSpec
 
 pytest.importorskip("vllm")
 
@@ -97,8 +98,15 @@ def test_float16_activations_never_take_the_w4a8_branch():
 
 
 def test_cuda_keeps_the_checkpoints_bytes_and_w4a8_keeps_more():
-    spec = quant.ModelSpec.known("orpheus-3b")
+    spec = ModelSpec.known("orpheus-3b")
     cuda, w4a16, w4a8 = (quant.weight_bytes(spec, "bfloat16", "awq", platform=p) for p in quant.PLATFORMS)
     assert cuda == w4a16 < w4a8 < quant.weight_bytes(spec, "bfloat16")
     with pytest.raises(ValueError, match="cpu_w4a8"):
         quant.weight_bytes(spec, "bfloat16", "awq", platform="cpu")
+
+
+def test_zen_platform_with_zentorch_is_refused_by_name_not_guessed(monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "zen_platform", lambda: True)
+    with pytest.raises(ValueError, match="ZenCpuPlatform.*uninstall zentorch"):
+        vllm_cpu.int4_weight_path(torch.bfloat16)
+    assert "not modelled" in vllm_cpu.describe()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colab_tts.deploy.lockfile import PLATFORM, lock_path, read_lock  # noqa: E402
+from colab_tts.deploy.lockfile import PLATFORM, lock_path, read_lock, recorded_inputs  # noqa: E402
 from colab_tts.deploy.systems import get_system  # noqa: E402
 
 INPUTS = ".colab_tts_lock"  # inside the clone, so that the recorded command runs from the clone as is
@@ -71,7 +71,7 @@ def resolve(system_name: str, clone: Path, uv: str) -> Path:
         f"# platform: {PLATFORM}",
         f"# resolved: {datetime.date.today().isoformat()} with uv {version} against "
         f"{os.environ.get('UV_INDEX_URL') or os.environ.get('UV_DEFAULT_INDEX') or 'PyPI'}",
-        f"# inputs: {'; '.join(spec.inputs)}" + ("; upstream's uv.lock (exported)" if spec.upstream_lock else ""),
+        f"# inputs: {'; '.join(recorded_inputs(spec))}",
         f"# pins: {'; '.join(spec.pins) or 'none'}",
         f"# overrides: {'; '.join(spec.overrides) or 'none'}",
         f"# excludes: {'; '.join(spec.excludes) or 'none'}",

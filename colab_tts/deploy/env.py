@@ -129,7 +129,9 @@ def weights_failure(report: Path, returncode: int) -> Exception:
                             "again (complete files are kept, the rest is fetched again)")
     if fields["error"] == "DiskFullError":
         return DiskFullError(fields["what"], fields["folder"], fields["needed"], fields["free"], fields["free_up"])
-    return ValueError(fields["message"])
+    if fields["error"] == "ValueError":
+        return ValueError(fields["message"])
+    return RuntimeError(f"the weight download failed ({fields['error']}): {fields['message']}")
 
 
 def download_weights(plan: dict, log: Path) -> None:

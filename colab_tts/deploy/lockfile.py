@@ -76,6 +76,14 @@ def _requirement(line: str) -> tuple[str, object]:
     return m[1], SpecifierSet(m[2])
 
 
+UPSTREAM_LOCK_INPUT = "upstream's uv.lock (exported)"
+
+
+def recorded_inputs(spec) -> list[str]:
+    """The ``inputs`` header entry a lock resolved from ``spec`` (a ``systems.Lock``) records."""
+    return [*spec.inputs, *([UPSTREAM_LOCK_INPUT] if spec.upstream_lock else [])]
+
+
 def mismatches(system, lock: Lockfile) -> list[str]:
     """Everything in ``lock`` that disagrees with what ``system`` (a ``systems.System``) declares."""
     spec, problems = system.lock, []
@@ -83,7 +91,11 @@ def mismatches(system, lock: Lockfile) -> list[str]:
     for key, want in expected.items():
         if lock.header.get(key) != want:
             problems.append(f"{key} is {lock.header.get(key)!r} in the lock, the runner uses {want!r}")
-    for key, want in (("pins", spec.pins), ("overrides", spec.overrides), ("excludes", spec.excludes)):
+    if ("--no-sources" in lock.header.get("command", "").split()) != spec.no_sources:
+        problems.append(f"the lock was resolved {'with' if not spec.no_sources else 'without'} --no-sources, "
+                        f"the runner declares no_sources={spec.no_sources}")
+    for key, want in (("inputs", recorded_inputs(spec)), ("pins", spec.pins), ("overrides", spec.overrides),
+                      ("excludes", spec.excludes)):
         if lock.listed(key) != list(want):
             problems.append(f"the lock was resolved with {key} {lock.listed(key)}, the runner declares {list(want)}")
     if lock.header.get("torch-index", "none") != (spec.torch_index or "none"):

@@ -21,6 +21,8 @@ import shutil
 import types
 from pathlib import Path
 
+from .._files import atomic_path
+
 STAGES: list = []
 
 
@@ -92,7 +94,8 @@ def audio(call: dict, value, out, index: int):
     src = Path(value)
     dst = Path(out) / f"metavoice_{index}.wav"
     if src.resolve() != dst.resolve():
-        shutil.copy2(src, dst)
+        with atomic_path(dst) as tmp:  # a copy cut short never stands under the final name
+            shutil.copy2(src, tmp)
     from .protocol import describe_wav
 
     return describe_wav(dst)

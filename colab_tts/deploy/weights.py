@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .._files import atomic_path
 from ..errors import DiskFullError, is_disk_full
+from ..hub import gated_advice
 from ..units import GIB
 from .download import ensure_space, free_bytes, verified
 
@@ -64,7 +65,8 @@ def _discard(path: Path | None) -> None:
 
 def fetch(spec: dict, list_files=listing, download=hub_download, locate=cached_path, cache_folder=_cache_folder) -> list:
     repo, dest, free_up = spec["hub_repo"], spec.get("dest") or "", spec.get("free_up", [])
-    files = list_files(repo, spec["patterns"])
+    with gated_advice(repo):  # a gated or refused repository ends in the steps to get access
+        files = list_files(repo, spec["patterns"])
     todo = [f for f in files if not verified(locate(repo, f["name"], dest) or "", f["size"], f["sha256"])]
     missing = sum(f["size"] or 0 for f in todo)
     print(f"{repo}: {len(files)} files, {sum(f['size'] or 0 for f in files) / GIB:.2f} GiB; "
@@ -74,7 +76,8 @@ def fetch(spec: dict, list_files=listing, download=hub_download, locate=cached_p
     for f in todo:
         what = f"{repo}/{f['name']}"
         try:
-            path = Path(download(repo, f["name"], dest, force=True))
+            with gated_advice(repo):
+                path = Path(download(repo, f["name"], dest, force=True))
         except OSError as err:
             if is_disk_full(err):
                 raise DiskFullError(what, folder, f["size"], free_bytes(folder), free_up) from None
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
     Path(report_path).unlink(missing_ok=True)
     try:
         fetch(spec)
-    except (DiskFullError, ValueError) as err:
+    except Exception as err:  # the kernel shows this one message (hub, network, disk, size/hash check)
         report(report_path, err)
         print(f"error: {err}", file=sys.stderr)
         return 1
