@@ -7,6 +7,7 @@ instead of letting it surface as a deep traceback from torch or vLLM.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -30,6 +31,8 @@ def positive(value, name: str, *, integer: bool = False, allow_zero: bool = Fals
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "a whole number" if integer else "a number"
         raise TypeError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")

@@ -110,19 +110,26 @@ def linear_params(spec: ModelSpec) -> int:
 
 def layout(scheme: str, platform: str = "cuda", double_quant: bool = False) -> Layout:
     """How vLLM keeps ``scheme``'s linear layers after loading on ``platform`` (one of ``PLATFORMS``)."""
+    check_platform(platform)
+    scheme = scheme_name(scheme)
+    if scheme is None:
+        raise ValueError("unquantized weights have no quantized layout: use weight_bytes(spec, dtype)")
+    if scheme == "bitsandbytes" and double_quant:
+        return Layout(bits=4, group_size=64, double_quant=True)
+    return CPU_W4A8 if platform == "cpu_w4a8" and scheme in ("awq", "gptq") else LAYOUTS[scheme]
+
+
+def check_platform(platform: str) -> str:
     if platform not in PLATFORMS:
         raise ValueError(f"Unknown platform {platform!r}: use one of {', '.join(PLATFORMS)} "
                          "(colab_tts.vllm_cpu.int4_weight_path() names this CPU's)")
-    if platform == "cpu_w4a8" and scheme in ("awq", "gptq"):
-        return CPU_W4A8
-    if scheme == "bitsandbytes" and double_quant:
-        return Layout(bits=4, group_size=64, double_quant=True)
-    return LAYOUTS[scheme]
+    return platform
 
 
 def weight_bytes_delta(spec: ModelSpec, dtype: str, quantization, tensor_parallel_size: int = 1,
                        double_quant: bool = False, platform: str = "cuda") -> float:
     """Bytes a scheme saves per GPU against ``dtype`` weights (<= 0): only the linear layers change."""
+    check_platform(platform)
     scheme = scheme_name(quantization)
     if scheme is None:
         return 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import vllm_versions as versions
 from ._checks import positive
 from .cited import cited
 from .hardware import DTYPE_BYTES, GPUS, dtype_name, get_gpu
@@ -140,7 +141,11 @@ def fit_table(seconds: float = 30, dtype: str = "float16", gpus=None, systems=SY
                "other GiB": system.other_gib(dtype)}
         for k, cell in cells.items():
             row[k] = f"{cell.share:.0%}" if cell.fits else "OOM"
-        row["fits on"] = ", ".join(k for k, c in cells.items() if c.fits) or "none"
+        default = versions.default_gmu(versions.parse(vllm_version))
+        at_default = [k for k, c in cells.items() if c.fits and c.gmu <= default]
+        raised = [f"{k} (gpu_memory_utilization {c.gmu:.2f})" for k, c in cells.items() if c.fits and c.gmu > default]
+        row["fits on"] = (", ".join(at_default) or "none") + f" at vLLM's default share ({default})" + (
+            f"; only with a raised share: {', '.join(raised)}" if raised else "")
         row["note"] = system.note
         rows.append(row)
     return rows

@@ -113,6 +113,10 @@ def test_roofline_transfer_says_bandwidth_bound_only_near_the_ceiling(gpu_check)
     assert figs["m: batch-1 decode, fast"].transfers_to_t4.startswith("yes")
     assert "T4 about 3.91 ms/token" in figs["m: batch-1 decode, fast"].transfers_to_t4  # 1e9 B / 320 GB/s / 0.8
     assert figs["m: batch-1 decode, slow"].transfers_to_t4.startswith("no")
+    # with a cited datasheet the T4 figure scales by the share of the datasheet roofline (like for like)
+    ctx.datasheet_gbs = (1250.0, "https://example.invalid/datasheet")  # 0.8 ms datasheet ceiling: 64% reached
+    sheet = {f.name: f for f in gpu_check.roofline_figures(ctx, "m", {"fast": 1.25}, 1e9)}
+    assert "T4 about 4.88 ms/token" in sheet["m: batch-1 decode, fast"].transfers_to_t4  # 3.125 ms / 0.64
 
 
 def test_datasheet_bandwidth_is_cited_for_the_h200_and_absent_for_unknown_gpus(gpu_check):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from colab_tts import colab, hardware, kv_cache, systems, vllm_versions
 from colab_tts.kv_cache import (
+    DEFAULT_OVERHEADS,
     ORPHEUS_TOKENS_PER_SECOND,
     kv_blocks,
     kv_bytes_per_token,
@@ -247,6 +248,10 @@ def test_fit_table_orpheus_needs_more_than_an_8_gb_card_with_vllm_defaults():
     assert orpheus["KV GiB"] == pytest.approx(orpheus["tokens"] * 112 / 1024 ** 2)
     assert orpheus["other GiB"] == pytest.approx(systems.snac_gib())
     assert rows["GPT-SoVITS"]["fits on"].startswith("T4")
+    # a card that needs more than vLLM's default share is not said to fit "with its defaults"
+    at_default, _, raised = orpheus["fits on"].partition("only with a raised share")
+    assert all(g not in at_default and (orpheus[g] == "OOM" or g in raised) for g in ("RTX-3070", "RTX-4060"))
+    assert "T4" in at_default
     assert "disputed" in rows["MetaVoice-1B"]["note"] and rows["MetaVoice-1B"]["T4"] != "OOM"  # first stage only
     longer = {r["system"]: r for r in systems.fit_table(120, gpus=["T4"])}
     assert longer["Orpheus 3B + SNAC"]["KV GiB"] > orpheus["KV GiB"]
@@ -275,9 +280,10 @@ def test_budget_splits_the_forward_pass_from_the_sampler():
     assert parts["forward pass"] == pytest.approx(plan.forward_gib)
     assert parts["sampler warm-up"] == pytest.approx(plan.sampler_gib - plan.forward_gib)
     # max_num_seqs x vocab x fp32 x copies: 3.5 where nothing sorts (the Colab release), 10 where top-k/top-p sorts
-    assert plan.sampler_gib == pytest.approx(3.5 * 256 * 156940 * 4 / GIB)
+    logits = 256 * ORPHEUS.vocab_size * 4 / GIB  # vLLM's default max_num_seqs x vocab, fp32
+    assert plan.sampler_gib == pytest.approx(DEFAULT_OVERHEADS.sampler_copies_unsorted * logits)
     sorting = plan_vllm("orpheus-3b", "T4", max_model_len=2592, dtype="float16", vllm_version="0.16.0")
-    assert sorting.sampler_gib == pytest.approx(10 * 256 * 156940 * 4 / GIB)
+    assert sorting.sampler_gib == pytest.approx(DEFAULT_OVERHEADS.sampler_copies * logits)
     fewer = plan_vllm("orpheus-3b", "T4", max_model_len=2592, dtype="float16", max_num_seqs=16, vllm_version="0.16.0")
     assert fewer.activation_gib == pytest.approx(fewer.forward_gib) and fewer.kv_cache_tokens > sorting.kv_cache_tokens
 
@@ -343,7 +349,8 @@ def test_each_version_term_switches_where_vllms_source_changed_it():
     # apply_top_k_top_p @v0.16.0 (torch sort), not @v0.17.0 (Triton kernel for >= 8 rows); FlashInfer samples
     # where installed @v0.8.0-@v0.11.0 (an extra of the wheel), opted in @v0.11.1-@v0.20.2, by default @v0.21.0
     sorting, unsorted = plan("0.16.0"), plan("0.17.0")
-    assert sorting.sampler_gib == pytest.approx(unsorted.sampler_gib * 10 / 3.5)
+    copies = DEFAULT_OVERHEADS.sampler_copies / DEFAULT_OVERHEADS.sampler_copies_unsorted
+    assert sorting.sampler_gib == pytest.approx(unsorted.sampler_gib * copies)
     assert v.sampler_sorts("0.17.0", False, rows=4) and not v.sampler_sorts("0.21.0", False, rows=4)
     assert v.sampler_sorts("0.10.1", False, rows=256) and not v.sampler_sorts("0.10.1", False, 256, True)
     assert v.sampler_sorts("0.16.0", True, rows=256)  # V0 always sorted

