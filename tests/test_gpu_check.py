@@ -127,3 +127,28 @@ def test_datasheet_bandwidth_is_cited_for_the_h200_and_absent_for_unknown_gpus(g
     assert gpu_check.datasheet_bandwidth("Tesla T4") == (hardware.GPUS["T4"].bandwidth_gbs,
                                                           hardware.figure_source("T4", "bandwidth_gbs"))
     assert gpu_check.datasheet_bandwidth("NVIDIA B200") is None
+
+
+def test_logit_check_fails_a_path_whose_cache_changes_one_position(gpu_check):
+    """Teacher-forced logits catch what greedy tokens of a small model can miss: one step computed differently."""
+    class Runner:
+        def __init__(self, off_at=None):
+            self.seen, self.off_at = [0], off_at
+
+        def logits(self):
+            x = torch.arange(16, dtype=torch.float32) * (1 + sum(self.seen)) / 16
+            return (x * 1.01 if len(self.seen) == self.off_at else x)[None]
+
+        def start(self):
+            return self.logits()
+
+        def step(self, token):
+            self.seen.append(int(token))
+            return self.logits()
+
+    ctx = gpu_check.Context(dry_run=True, deadline_s=60, device="cpu")
+    part = gpu_check.Part("p", "p", 10.0, 10.0, False)
+    gpu_check.logit_checks(ctx, part, "m", torch.float32, Runner, "ref",
+                           {"same": Runner, "off at step 3": lambda: Runner(off_at=3)}, [1, 2, 3, 4, 5])
+    status = {c.name: c.status for c in part.checks}
+    assert status == {"logits: same vs ref": "PASS", "logits: off at step 3 vs ref": "FAIL"}
