@@ -1,9 +1,15 @@
 """Fixtures shared across test modules: the flow-stage models, and the vLLM code paths the run exercised."""
 
+import sys
+
 import pytest
 import torch
 
-from colab_tts import flow
+from colab_tts import flow, vllm_cpu
+
+# COLAB_TTS_VLLM_CPU_LIBRARY (e.g. _C_AVX2) before any test imports vLLM: this run takes the kernel library
+# and CPU branches of that CPU family (`make test-kernel-libraries` runs the vLLM tests under each).
+vllm_cpu.force_kernel_library_from_env()
 
 TINY_DIT = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
 TINY_VOCODER = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
@@ -38,7 +44,8 @@ def report_vllm_path(request):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if VLLM_PATHS:
+    if VLLM_PATHS or "vllm" in sys.modules:
         terminalreporter.section("vLLM code paths exercised")
+        terminalreporter.write_line(vllm_cpu.kernel_library_line())
         for line in VLLM_PATHS:
             terminalreporter.write_line(line)
