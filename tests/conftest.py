@@ -31,7 +31,18 @@ def models():
     return flow.DiT(TINY_DIT).eval(), flow.Vocoder(TINY_VOCODER).eval()
 
 
+@pytest.fixture(scope="session")
+def vllm_engines(tmp_path_factory):
+    """What every engine of tests/vllm_engines.py reported, started once in one subprocess for the session."""
+    import vllm_engines as script
+
+    result = script.run(tmp_path_factory.mktemp("vllm_engines"))
+    KERNEL_LIBRARY_LINES.append(f"engine subprocess: {result['kernel_library']}")
+    return result
+
+
 VLLM_PATHS: list[str] = []
+KERNEL_LIBRARY_LINES: list[str] = []  # from processes other than this one
 
 
 @pytest.fixture
@@ -44,8 +55,11 @@ def report_vllm_path(request):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if VLLM_PATHS or "vllm" in sys.modules:
+    if VLLM_PATHS or KERNEL_LIBRARY_LINES or "vllm" in sys.modules:
         terminalreporter.section("vLLM code paths exercised")
-        terminalreporter.write_line(vllm_cpu.kernel_library_line())
+        if "vllm" in sys.modules:
+            terminalreporter.write_line(f"this process: {vllm_cpu.kernel_library_line()}")
+        for line in KERNEL_LIBRARY_LINES:
+            terminalreporter.write_line(line)
         for line in VLLM_PATHS:
             terminalreporter.write_line(line)
