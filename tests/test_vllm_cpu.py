@@ -167,3 +167,50 @@ def test_zen_platform_with_zentorch_is_refused_by_name_not_guessed(monkeypatch):
     with pytest.raises(ValueError, match="ZenCpuPlatform.*uninstall zentorch"):
         vllm_cpu.int4_weight_path(torch.bfloat16)
     assert "not modelled" in vllm_cpu.describe()
+
+
+# --- the switch that makes this CPU load another kernel library (COLAB_TTS_VLLM_CPU_LIBRARY) ---------------
+
+@pytest.fixture
+def restored_cpu_checks(monkeypatch):
+    """force_kernel_library patches torch.cpu for the process; put every check back after the test."""
+    for name in vllm_cpu._NATIVE:
+        monkeypatch.setattr(torch.cpu, name, getattr(torch.cpu, name))
+    monkeypatch.setattr(vllm_cpu, "_forced", vllm_cpu._forced)
+
+
+def test_an_unknown_or_unrunnable_library_is_one_error_naming_the_choices(restored_cpu_checks, monkeypatch):
+    with pytest.raises(ValueError, match="use one of _C, _C_AVX512, _C_AVX2"):
+        vllm_cpu.force_kernel_library("avx2")
+    monkeypatch.setitem(vllm_cpu._NATIVE, "_is_avx512_supported", lambda: False)  # an AVX2-only CPU
+    assert vllm_cpu.loadable_kernel_libraries() == ("_C_AVX2",)
+    with pytest.raises(ValueError, match="cannot run vLLM's _C .*runs _C_AVX2"):
+        vllm_cpu.force_kernel_library("_C")
+
+
+def test_a_library_asked_after_another_is_loaded_is_refused(restored_cpu_checks, monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: "_C")
+    with pytest.raises(ValueError, match="already loaded _C.*before anything imports vLLM"):
+        vllm_cpu.force_kernel_library("_C_AVX2")
+
+
+def test_a_forced_library_answers_vllms_checks_as_that_cpu_would(restored_cpu_checks, monkeypatch):
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: None)  # as before vLLM imports its kernels
+    vllm_cpu.force_kernel_library("_C_AVX2")
+    assert not torch.cpu._is_avx512_supported() and not torch.cpu._is_amx_tile_supported()
+    assert not vllm_cpu.fp8_kv_cache_supported() and vllm_cpu.int4_weight_path(torch.bfloat16) == vllm_cpu.W4A16
+    with pytest.raises(NotImplementedError, match="AVX-512 or AMX"):
+        _get_attn_isa(torch.bfloat16, 128, 32, "fp8")
+    assert "forced by COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2" in vllm_cpu.kernel_library_line()
+
+
+@pytest.mark.skipif("_C_AVX2" not in vllm_cpu.loadable_kernel_libraries(), reason="not an x86 CPU with AVX2")
+def test_the_environment_variable_makes_vllm_load_that_library(tmp_path):
+    import subprocess
+    import sys
+    probe = ("import colab_tts, vllm._custom_ops; from colab_tts import vllm_cpu; "
+             "print(vllm_cpu.loaded_kernel_library())")
+    env = dict(__import__("os").environ, COLAB_TTS_VLLM_CPU_LIBRARY="_C_AVX2")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "_C_AVX2", out.stderr[-2000:]
