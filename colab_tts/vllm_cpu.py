@@ -21,8 +21,10 @@ have no ``convert_weight_packed_scale_zp``, the W4A8 repack), so a suite that pa
 under another. AVX2 is a subset of AVX-512: an AVX-512 machine can load every library this CPU can.
 ``COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2`` (or ``_C_AVX512``, ``_C``), read by ``force_kernel_library_from_env``
 before vLLM imports its kernels, makes vLLM see the CPU that library is built for (the capability checks
-above answer as there), so this machine runs vLLM's code as an AVX2-only machine would; set
-``ATEN_CPU_CAPABILITY`` to match so torch's own kernels follow (``make test-kernel-libraries`` does both).
+above answer as there), so this machine runs vLLM's code as an AVX2-only machine would. torch's own kernels
+are left to the real CPU: ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine makes torch choose a VNNI path
+by the CPU and then lack its kernel ("pack_vnni2 is only supported when avx512 is supported" in bf16
+attention), a failure no real CPU has.
 
 An AMD Zen CPU with the ``zentorch`` package installed gets ``ZenCpuPlatform`` instead
 (``vllm/platforms/__init__.py`` lines 168-215), whose int4 repack is not modelled here;
@@ -56,9 +58,9 @@ _LIBRARY_CPU = {
                 "_is_amx_fp16_supported": False},
 }
 KERNEL_LIBRARIES = tuple(_LIBRARY_CPU)  # vLLM's x86 kernel libraries, widest first
-_ATEN_CAPABILITY = {"_C": "avx512", "_C_AVX512": "avx512", "_C_AVX2": "avx2"}
+# This CPU's own answers, kept before any forcing (none where torch has no torch.cpu, e.g. a stand-in torch).
 _NATIVE = {name: getattr(torch.cpu, name) for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu}
-           if hasattr(torch.cpu, name)}
+           if hasattr(getattr(torch, "cpu", None), name)}
 _LOADED = re.compile(r"/vllm/(_C(?:_AVX512|_AVX2)?)\.abi3\.so$")
 _forced: str | None = None
 
@@ -101,7 +103,7 @@ def describe() -> str:
 
 def native_kernel_library() -> str | None:
     """The library vLLM loads on this CPU left to itself (None off x86)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if platform.machine().lower() not in ("x86_64", "amd64") or "_is_avx512_supported" not in _NATIVE:
         return None
     if not _NATIVE["_is_avx512_supported"]():
         return "_C_AVX2"
@@ -149,15 +151,10 @@ def force_kernel_library(library: str) -> None:
     _forced = library
 
 
-def aten_capability(library: str) -> str:
-    """The ``ATEN_CPU_CAPABILITY`` that makes torch's own kernels match ``library``'s CPU family."""
-    return _ATEN_CAPABILITY[library]
-
-
 def force_kernel_library_from_env() -> str | None:
     """Apply ``COLAB_TTS_VLLM_CPU_LIBRARY`` if set; returns the library forced (None: vLLM's own choice)."""
     library = os.environ.get(KERNEL_LIBRARY_ENV, "").strip()
-    if not library:
+    if not library or not _NATIVE:  # no torch.cpu checks (a stand-in torch): no vLLM to steer
         return None
     force_kernel_library(library)
     return library
@@ -168,12 +165,8 @@ def kernel_library_line() -> str:
     loaded = loaded_kernel_library() or "none loaded yet"
     how = (f"forced by {KERNEL_LIBRARY_ENV}={_forced}" if _forced else
            f"vLLM's own choice for this CPU ({native_kernel_library()})")
-    aten = os.environ.get("ATEN_CPU_CAPABILITY")
-    if _forced and aten != aten_capability(_forced):
-        how += f"; torch's kernels not matched (set ATEN_CPU_CAPABILITY={aten_capability(_forced)})"
     return f"vLLM kernel library: {loaded} ({how})"
 
 
-if __name__ == "__main__":  # `make test-kernel-libraries`: one "LIBRARY ATEN_CPU_CAPABILITY" line per loadable library
-    for _library in loadable_kernel_libraries():
-        print(_library, aten_capability(_library))
+if __name__ == "__main__":  # `make test-kernel-libraries`: the libraries this CPU can load
+    print(*loadable_kernel_libraries())
