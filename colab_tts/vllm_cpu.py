@@ -52,13 +52,15 @@ _LIBRARY_CPU = {
     "_C_AVX512": {"_is_avx512_supported": True, "_is_avx512_bf16_supported": False,
                   "_is_amx_tile_supported": False, "_is_amx_fp16_supported": False},
     "_C_AVX2": {"_is_avx512_supported": False, "_is_avx512_bf16_supported": False,
-                "_is_avx512_vnni_supported": False, "_is_amx_tile_supported": False,
+                "_is_vnni_supported": False, "_is_amx_tile_supported": False,
                 "_is_amx_fp16_supported": False},
 }
 KERNEL_LIBRARIES = tuple(_LIBRARY_CPU)  # vLLM's x86 kernel libraries, widest first
 _ATEN_CAPABILITY = {"_C": "avx512", "_C_AVX512": "avx512", "_C_AVX2": "avx2"}
-_NATIVE = {name: getattr(torch.cpu, name) for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu}
-           if hasattr(torch.cpu, name)}
+# This CPU's own answers. A forced check keeps the original as ``__wrapped__``, so a second import of this module
+# (``python -m colab_tts.vllm_cpu`` after the package forced a library, a reload) still reads the CPU, not the switch.
+_NATIVE = {name: getattr(getattr(torch.cpu, name), "__wrapped__", getattr(torch.cpu, name))
+           for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu} if hasattr(torch.cpu, name)}
 _LOADED = re.compile(r"/vllm/(_C(?:_AVX512|_AVX2)?)\.abi3\.so$")
 _forced: str | None = None
 
@@ -126,6 +128,13 @@ def loaded_kernel_library() -> str | None:
     return None
 
 
+def _answering(value: bool, native):
+    def check() -> bool:
+        return value
+    check.__wrapped__ = native
+    return check
+
+
 def force_kernel_library(library: str) -> None:
     """Make vLLM load ``library`` and take the branches of the CPU it is built for, in this process.
 
@@ -145,7 +154,7 @@ def force_kernel_library(library: str) -> None:
                          "before anything imports vLLM (a fresh process or kernel)")
     for name, answer in _LIBRARY_CPU[library].items():
         if name in _NATIVE:
-            setattr(torch.cpu, name, (lambda value: lambda: value)(answer))
+            setattr(torch.cpu, name, _answering(answer, _NATIVE[name]))
     _forced = library
 
 
@@ -168,9 +177,10 @@ def kernel_library_line() -> str:
     loaded = loaded_kernel_library() or "none loaded yet"
     how = (f"forced by {KERNEL_LIBRARY_ENV}={_forced}" if _forced else
            f"vLLM's own choice for this CPU ({native_kernel_library()})")
-    aten = os.environ.get("ATEN_CPU_CAPABILITY")
+    aten = torch.backends.cpu.get_cpu_capability().lower()  # what torch runs, not what the environment asked
     if _forced and aten != aten_capability(_forced):
-        how += f"; torch's kernels not matched (set ATEN_CPU_CAPABILITY={aten_capability(_forced)})"
+        how += (f"; torch runs its {aten} kernels, not {aten_capability(_forced)}: start the process with "
+                f"ATEN_CPU_CAPABILITY={aten_capability(_forced)}")
     return f"vLLM kernel library: {loaded} ({how})"
 
 

@@ -6,6 +6,7 @@ the AMX branch and an AMX machine the AVX2 one. ``colab_tts.vllm_cpu`` must name
 took, and ``colab_tts.quantization`` must count the bytes vLLM kept.
 """
 
+import platform
 from unittest import mock
 
 import pytest
@@ -214,3 +215,35 @@ def test_the_environment_variable_makes_vllm_load_that_library(tmp_path):
     env = dict(__import__("os").environ, COLAB_TTS_VLLM_CPU_LIBRARY="_C_AVX2")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split()[-1] == "_C_AVX2", out.stderr[-2000:]
+
+
+def test_every_check_the_switch_forces_is_one_torch_has():
+    """A misspelt check (torch has ``_is_vnni_supported``, not ``_is_avx512_vnni_supported``) would be skipped silently."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the switch forces x86 checks")
+    forced = {name for cpu in vllm_cpu._LIBRARY_CPU.values() for name in cpu}
+    assert forced == set(vllm_cpu._NATIVE) and all(callable(getattr(torch.cpu, name)) for name in forced)
+
+
+def test_the_library_list_is_this_cpus_even_after_the_package_forced_one():
+    """`make test-kernel-libraries` lists with `python -m colab_tts.vllm_cpu`; a library the caller forced must not
+    narrow it (the module is executed again after the package patched torch.cpu)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, **{vllm_cpu.KERNEL_LIBRARY_ENV: vllm_cpu.loadable_kernel_libraries()[-1]}) \
+        if vllm_cpu.loadable_kernel_libraries() else dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "colab_tts.vllm_cpu"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    listed = tuple(line.split()[0] for line in out.stdout.splitlines())
+    assert out.returncode == 0 and listed == vllm_cpu.loadable_kernel_libraries(), out.stderr[-2000:]
+
+
+def test_the_summary_says_which_kernels_torch_runs_not_what_the_environment_asked(restored_cpu_checks, monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: None)
+    vllm_cpu.force_kernel_library("_C_AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # set after torch chose its kernels: too late
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert "torch runs its avx512 kernels, not avx2" in vllm_cpu.kernel_library_line()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert "torch runs" not in vllm_cpu.kernel_library_line()
