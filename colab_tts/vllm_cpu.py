@@ -21,8 +21,11 @@ have no ``convert_weight_packed_scale_zp``, the W4A8 repack), so a suite that pa
 under another. AVX2 is a subset of AVX-512: an AVX-512 machine can load every library this CPU can.
 ``COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2`` (or ``_C_AVX512``, ``_C``), read by ``force_kernel_library_from_env``
 before vLLM imports its kernels, makes vLLM see the CPU that library is built for (the capability checks
-above answer as there), so this machine runs vLLM's code as an AVX2-only machine would; set
-``ATEN_CPU_CAPABILITY`` to match so torch's own kernels follow (``make test-kernel-libraries`` does both).
+above answer as there, and oneDNN, in torch and in each vLLM library, is capped with ``ONEDNN_MAX_CPU_ISA``), so
+this machine runs vLLM's code as an AVX2-only machine would; set ``ATEN_CPU_CAPABILITY`` to match so torch's own
+kernels follow (``make test-kernel-libraries`` does both). Not reproduced: ``torch.cpu.get_capabilities()`` (x86
+vLLM does not read it), MKL's own dispatch (``MKL_ENABLE_INSTRUCTIONS``), and ``/proc/cpuinfo`` (vLLM reads it only
+to detect an AMD Zen with zentorch).
 
 An AMD Zen CPU with the ``zentorch`` package installed gets ``ZenCpuPlatform`` instead
 (``vllm/platforms/__init__.py`` lines 168-215), whose int4 repack is not modelled here;
@@ -57,6 +60,10 @@ _LIBRARY_CPU = {
 }
 KERNEL_LIBRARIES = tuple(_LIBRARY_CPU)  # vLLM's x86 kernel libraries, widest first
 _ATEN_CAPABILITY = {"_C": "avx512", "_C_AVX512": "avx512", "_C_AVX2": "avx2"}
+# oneDNN (in torch, and built into each vLLM library: its onednn_mm GEMMs) picks its kernels from CPUID, not from the
+# checks above: without a cap _C_AVX2's bf16 GEMM runs AMX brgemm here, where an AVX2 CPU has no bf16 matmul and
+# vLLM falls back to torch's linear. Read at oneDNN's first use, so set when the library is forced.
+_ONEDNN_MAX_ISA = {"_C_AVX512": "AVX512_CORE_VNNI", "_C_AVX2": "AVX2"}
 # This CPU's own answers. A forced check keeps the original as ``__wrapped__``, so a second import of this module
 # (``python -m colab_tts.vllm_cpu`` after the package forced a library, a reload) still reads the CPU, not the switch.
 _NATIVE = {name: getattr(getattr(torch.cpu, name), "__wrapped__", getattr(torch.cpu, name))
@@ -145,8 +152,12 @@ def force_kernel_library(library: str) -> None:
     if library not in _LIBRARY_CPU:
         raise ValueError(f"{KERNEL_LIBRARY_ENV}={library!r} is not a vLLM x86 kernel library: "
                          f"use one of {', '.join(KERNEL_LIBRARIES)}")
-    if library not in loadable_kernel_libraries():
-        raise ValueError(f"this CPU cannot run vLLM's {library} (it runs {', '.join(loadable_kernel_libraries())}): "
+    runs = loadable_kernel_libraries()
+    if library not in runs:
+        if not runs:
+            raise ValueError(f"{KERNEL_LIBRARY_ENV} picks among vLLM's x86 kernel libraries; this is a "
+                             f"{platform.machine()} CPU, which has none: unset {KERNEL_LIBRARY_ENV}")
+        raise ValueError(f"this CPU cannot run vLLM's {library} (it runs {', '.join(runs)}): "
                          f"unset {KERNEL_LIBRARY_ENV} or pick one of those")
     loaded = loaded_kernel_library()
     if loaded is not None and loaded != library:
@@ -155,6 +166,8 @@ def force_kernel_library(library: str) -> None:
     for name, answer in _LIBRARY_CPU[library].items():
         if name in _NATIVE:
             setattr(torch.cpu, name, _answering(answer, _NATIVE[name]))
+    if library in _ONEDNN_MAX_ISA:
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", _ONEDNN_MAX_ISA[library])
     _forced = library
 
 
@@ -181,6 +194,9 @@ def kernel_library_line() -> str:
     if _forced and aten != aten_capability(_forced):
         how += (f"; torch runs its {aten} kernels, not {aten_capability(_forced)}: start the process with "
                 f"ATEN_CPU_CAPABILITY={aten_capability(_forced)}")
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    if _forced in _ONEDNN_MAX_ISA and onednn.upper() != _ONEDNN_MAX_ISA[_forced]:
+        how += f"; oneDNN not capped to {_ONEDNN_MAX_ISA[_forced]} (ONEDNN_MAX_CPU_ISA={onednn or 'unset'})"
     return f"vLLM kernel library: {loaded} ({how})"
 
 
