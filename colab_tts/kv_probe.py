@@ -158,6 +158,11 @@ def start_engine(model, kv_space_gib: int | None = None, log_file=None, **engine
     check_access([str(model)])  # a gated model ends in one message with the steps, not deep in vLLM's start
     if log_file is not None and "vllm" not in sys.modules:
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    from .vllm_cpu import force_kernel_library_from_env
+
+    # again here: a COLAB_TTS_VLLM_CPU_LIBRARY set after `import colab_tts` (a later notebook cell) takes effect,
+    # or is refused by name once vLLM has loaded another library, instead of being ignored
+    force_kernel_library_from_env()
     from vllm import LLM
 
     if kv_space_gib is not None and (isinstance(kv_space_gib, bool) or not isinstance(kv_space_gib, int)

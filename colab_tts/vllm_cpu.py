@@ -21,10 +21,12 @@ have no ``convert_weight_packed_scale_zp``, the W4A8 repack), so a suite that pa
 under another. AVX2 is a subset of AVX-512: an AVX-512 machine can load every library this CPU can.
 ``COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2`` (or ``_C_AVX512``, ``_C``), read by ``force_kernel_library_from_env``
 before vLLM imports its kernels, makes vLLM see the CPU that library is built for (the capability checks
-above answer as there), so this machine runs vLLM's code as an AVX2-only machine would. torch's own kernels
-are left to the real CPU: ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine makes torch choose a VNNI path
-by the CPU and then lack its kernel ("pack_vnni2 is only supported when avx512 is supported" in bf16
-attention), a failure no real CPU has.
+above answer as there, and oneDNN, in torch and in each vLLM library, is capped with ``ONEDNN_MAX_CPU_ISA``), so
+this machine runs vLLM's code as an AVX2-only machine would. torch's own kernel dispatch is left to the real CPU:
+``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine makes torch choose a VNNI path by the CPU and then lack its
+kernel ("pack_vnni2 is only supported when avx512 is supported" in bf16 attention), a failure no real CPU has.
+Not reproduced either: ``torch.cpu.get_capabilities()`` (x86 vLLM does not read it), MKL's own dispatch
+(``MKL_ENABLE_INSTRUCTIONS``), and ``/proc/cpuinfo`` (vLLM reads it only to detect an AMD Zen with zentorch).
 
 An AMD Zen CPU with the ``zentorch`` package installed gets ``ZenCpuPlatform`` instead
 (``vllm/platforms/__init__.py`` lines 168-215), whose int4 repack is not modelled here;
@@ -54,12 +56,19 @@ _LIBRARY_CPU = {
     "_C_AVX512": {"_is_avx512_supported": True, "_is_avx512_bf16_supported": False,
                   "_is_amx_tile_supported": False, "_is_amx_fp16_supported": False},
     "_C_AVX2": {"_is_avx512_supported": False, "_is_avx512_bf16_supported": False,
-                "_is_avx512_vnni_supported": False, "_is_amx_tile_supported": False,
+                "_is_vnni_supported": False, "_is_amx_tile_supported": False,
                 "_is_amx_fp16_supported": False},
 }
 KERNEL_LIBRARIES = tuple(_LIBRARY_CPU)  # vLLM's x86 kernel libraries, widest first
-# This CPU's own answers, kept before any forcing (none where torch has no torch.cpu, e.g. a stand-in torch).
-_NATIVE = {name: getattr(torch.cpu, name) for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu}
+# oneDNN (in torch, and built into each vLLM library: its onednn_mm GEMMs) picks its kernels from CPUID, not from the
+# checks above: without a cap _C_AVX2's bf16 GEMM runs AMX brgemm here, where an AVX2 CPU has no bf16 matmul and
+# vLLM falls back to torch's linear. Read at oneDNN's first use, so set when the library is forced.
+_ONEDNN_MAX_ISA = {"_C_AVX512": "AVX512_CORE_VNNI", "_C_AVX2": "AVX2"}
+# This CPU's own answers (none where torch has no torch.cpu, e.g. a stand-in torch). A forced check keeps the
+# original as ``__wrapped__``, so a second import of this module (``python -m colab_tts.vllm_cpu`` after the package
+# forced a library, a reload) still reads the CPU, not the switch.
+_NATIVE = {name: getattr(getattr(torch.cpu, name), "__wrapped__", getattr(torch.cpu, name))
+           for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu}
            if hasattr(getattr(torch, "cpu", None), name)}
 _LOADED = re.compile(r"/vllm/(_C(?:_AVX512|_AVX2)?)\.abi3\.so$")
 _forced: str | None = None
@@ -128,6 +137,13 @@ def loaded_kernel_library() -> str | None:
     return None
 
 
+def _answering(value: bool, native):
+    def check() -> bool:
+        return value
+    check.__wrapped__ = native
+    return check
+
+
 def force_kernel_library(library: str) -> None:
     """Make vLLM load ``library`` and take the branches of the CPU it is built for, in this process.
 
@@ -138,8 +154,12 @@ def force_kernel_library(library: str) -> None:
     if library not in _LIBRARY_CPU:
         raise ValueError(f"{KERNEL_LIBRARY_ENV}={library!r} is not a vLLM x86 kernel library: "
                          f"use one of {', '.join(KERNEL_LIBRARIES)}")
-    if library not in loadable_kernel_libraries():
-        raise ValueError(f"this CPU cannot run vLLM's {library} (it runs {', '.join(loadable_kernel_libraries())}): "
+    runs = loadable_kernel_libraries()
+    if library not in runs:
+        if not runs:
+            raise ValueError(f"{KERNEL_LIBRARY_ENV} picks among vLLM's x86 kernel libraries; this is a "
+                             f"{platform.machine()} CPU, which has none: unset {KERNEL_LIBRARY_ENV}")
+        raise ValueError(f"this CPU cannot run vLLM's {library} (it runs {', '.join(runs)}): "
                          f"unset {KERNEL_LIBRARY_ENV} or pick one of those")
     loaded = loaded_kernel_library()
     if loaded is not None and loaded != library:
@@ -147,7 +167,9 @@ def force_kernel_library(library: str) -> None:
                          "before anything imports vLLM (a fresh process or kernel)")
     for name, answer in _LIBRARY_CPU[library].items():
         if name in _NATIVE:
-            setattr(torch.cpu, name, (lambda value: lambda: value)(answer))
+            setattr(torch.cpu, name, _answering(answer, _NATIVE[name]))
+    if library in _ONEDNN_MAX_ISA:
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", _ONEDNN_MAX_ISA[library])
     _forced = library
 
 
@@ -165,6 +187,9 @@ def kernel_library_line() -> str:
     loaded = loaded_kernel_library() or "none loaded yet"
     how = (f"forced by {KERNEL_LIBRARY_ENV}={_forced}" if _forced else
            f"vLLM's own choice for this CPU ({native_kernel_library()})")
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    if _forced in _ONEDNN_MAX_ISA and onednn.upper() != _ONEDNN_MAX_ISA[_forced]:
+        how += f"; oneDNN not capped to {_ONEDNN_MAX_ISA[_forced]} (ONEDNN_MAX_CPU_ISA={onednn or 'unset'})"
     return f"vLLM kernel library: {loaded} ({how})"
 
 

@@ -140,3 +140,15 @@ def test_plan_fit_refuses_a_model_whose_weights_exceed_the_card(tmp_path, capsys
     assert weights == __import__("pytest").approx(ModelSpec.from_config(config).weight_gib("float16"), rel=0.01)
     assert f"{get_gpu('T4').memory_gib:.2f} GiB" in err and "smaller model" in err and "tensor_parallel_size=" in err
     assert "fits:" not in captured.out  # no plan printed
+
+
+def test_a_misspelt_kernel_library_is_one_warning_not_a_cli_that_cannot_start():
+    """COLAB_TTS_VLLM_CPU_LIBRARY is read when the package imports; a typo must not turn every command into a
+    traceback (vLLM's start refuses it by name: tests/test_kv_probe.py)."""
+    import os
+
+    env = dict(os.environ, COLAB_TTS_VLLM_CPU_LIBRARY="avx2")
+    done = subprocess.run([sys.executable, "-m", "colab_tts", "doctor", "--help"], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0 and "--gpu" in done.stdout and "Traceback" not in done.stderr
+    assert "COLAB_TTS_VLLM_CPU_LIBRARY='avx2' is not a vLLM x86 kernel library: use one of" in done.stderr

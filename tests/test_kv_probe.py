@@ -75,3 +75,18 @@ def test_start_against_plan_expects_the_plan_on_a_gpu_and_the_cpu_space_arithmet
     _, _, offline = kv_sizing.start_against_plan(plan, "m", spec, on_gpu=False, kv_space_gib=1)
     assert offline == kv_cache.kv_blocks(2**30, spec, "float32", block_size=128) != plan.num_blocks
     assert started[-1][0] == 1 and started[-1][1]["skip_tokenizer_init"] is True
+
+
+def test_a_kernel_library_chosen_after_import_is_applied_or_refused_before_vllm_starts(monkeypatch, tmp_path):
+    """COLAB_TTS_VLLM_CPU_LIBRARY set in a notebook cell after `import colab_tts` reaches start_engine, not silence."""
+    from colab_tts import vllm_cpu
+
+    monkeypatch.setenv(vllm_cpu.KERNEL_LIBRARY_ENV, "avx2")
+    with pytest.raises(ValueError, match="COLAB_TTS_VLLM_CPU_LIBRARY='avx2' .*use one of _C, _C_AVX512, _C_AVX2"):
+        kv_probe.start_engine(str(tmp_path))
+    other = next(lib for lib in vllm_cpu.KERNEL_LIBRARIES if lib != "_C_AVX2")
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: other)  # vLLM already loaded another library
+    monkeypatch.setenv(vllm_cpu.KERNEL_LIBRARY_ENV, "_C_AVX2")
+    if "_C_AVX2" in vllm_cpu.loadable_kernel_libraries():
+        with pytest.raises(ValueError, match=f"already loaded {other}"):
+            kv_probe.start_engine(str(tmp_path))

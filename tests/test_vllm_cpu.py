@@ -6,6 +6,7 @@ the AMX branch and an AMX machine the AVX2 one. ``colab_tts.vllm_cpu`` must name
 took, and ``colab_tts.quantization`` must count the bytes vLLM kept.
 """
 
+import platform
 from unittest import mock
 
 import pytest
@@ -177,6 +178,10 @@ def restored_cpu_checks(monkeypatch):
     for name in vllm_cpu._NATIVE:
         monkeypatch.setattr(torch.cpu, name, getattr(torch.cpu, name))
     monkeypatch.setattr(vllm_cpu, "_forced", vllm_cpu._forced)
+    # forcing caps oneDNN in os.environ: setenv first so the undo removes it again (a bare delenv of an absent
+    # variable records nothing), or every later subprocess of the run would inherit the cap
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
 
 
 def test_an_unknown_or_unrunnable_library_is_one_error_naming_the_choices(restored_cpu_checks, monkeypatch):
@@ -186,6 +191,9 @@ def test_an_unknown_or_unrunnable_library_is_one_error_naming_the_choices(restor
     assert vllm_cpu.loadable_kernel_libraries() == ("_C_AVX2",)
     with pytest.raises(ValueError, match="cannot run vLLM's _C .*runs _C_AVX2"):
         vllm_cpu.force_kernel_library("_C")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(ValueError, match="aarch64 CPU, which has none: unset COLAB_TTS_VLLM_CPU_LIBRARY"):
+        vllm_cpu.force_kernel_library("_C_AVX2")
 
 
 def test_a_library_asked_after_another_is_loaded_is_refused(restored_cpu_checks, monkeypatch):
@@ -209,8 +217,41 @@ def test_a_forced_library_answers_vllms_checks_as_that_cpu_would(restored_cpu_ch
 def test_the_environment_variable_makes_vllm_load_that_library(tmp_path):
     import subprocess
     import sys
-    probe = ("import colab_tts, vllm._custom_ops; from colab_tts import vllm_cpu; "
-             "print(vllm_cpu.loaded_kernel_library())")
-    env = dict(__import__("os").environ, COLAB_TTS_VLLM_CPU_LIBRARY="_C_AVX2")
+    probe = ("import colab_tts, torch, vllm._custom_ops; from colab_tts import vllm_cpu; "
+             "print(torch.ops.mkldnn._is_mkldnn_bf16_supported(), vllm_cpu.loaded_kernel_library())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    env["COLAB_TTS_VLLM_CPU_LIBRARY"] = "_C_AVX2"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.split()[-1] == "_C_AVX2", out.stderr[-2000:]
+    # oneDNN too runs as on an AVX2 CPU (no bf16 matmul there), not the AMX kernels this CPU has
+    assert out.returncode == 0 and out.stdout.split()[-2:] == ["False", "_C_AVX2"], out.stderr[-2000:]
+
+
+def test_every_check_the_switch_forces_is_one_torch_has():
+    """A misspelt check (torch has ``_is_vnni_supported``, not ``_is_avx512_vnni_supported``) would be skipped silently."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the switch forces x86 checks")
+    forced = {name for cpu in vllm_cpu._LIBRARY_CPU.values() for name in cpu}
+    assert forced == set(vllm_cpu._NATIVE) and all(callable(getattr(torch.cpu, name)) for name in forced)
+
+
+def test_the_library_list_is_this_cpus_even_after_the_package_forced_one():
+    """`make test-kernel-libraries` lists with `python -m colab_tts.vllm_cpu`; a library the caller forced must not
+    narrow it (the module is executed again after the package patched torch.cpu)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, **{vllm_cpu.KERNEL_LIBRARY_ENV: vllm_cpu.loadable_kernel_libraries()[-1]}) \
+        if vllm_cpu.loadable_kernel_libraries() else dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "colab_tts.vllm_cpu"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    listed = tuple(out.stdout.split())
+    assert out.returncode == 0 and listed == vllm_cpu.loadable_kernel_libraries(), out.stderr[-2000:]
+
+
+def test_the_summary_says_when_onednn_is_not_capped_to_the_forced_cpu(restored_cpu_checks, monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "loaded_kernel_library", lambda: None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    vllm_cpu.force_kernel_library("_C_AVX2")
+    assert "oneDNN not capped" not in vllm_cpu.kernel_library_line()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # the user's own cap, kept, and named
+    assert "oneDNN not capped to AVX2 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_AMX)" in vllm_cpu.kernel_library_line()
