@@ -325,6 +325,26 @@ def detect(simulate=None) -> DeviceReport:
                         colab, simulated=True, gpu=spec, notes=notes)
 
 
+def other_gib_now(gpu=None, device: int = 0) -> float:
+    """GiB already held on the GPU by others (``total - free`` from ``torch.cuda.mem_get_info``); 0.0 with no GPU.
+
+    What ``plan_vllm(other_gib=...)`` / ``fit_vllm(other_gib=...)`` need on a person's own card (a desktop
+    and a browser often hold a few hundred MiB to over 1 GiB). The figure includes this process's CUDA
+    context if it has one, which stays held while vLLM's engine runs in its own process. ``gpu`` (a catalog
+    name or GpuSpec) is the card being planned: a different card than the one present reads 0.0.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0.0
+    if not torch.cuda.is_available():
+        return 0.0
+    free, total = torch.cuda.mem_get_info(device)
+    if gpu is not None and abs(get_gpu(gpu).memory_gib - total / GIB) > 0.05 * total / GIB:
+        return 0.0
+    return (total - free) / GIB
+
+
 def recommendations(gpu) -> list[str]:
     """Plain advice for running this project's models on ``gpu``."""
     spec = get_gpu(gpu)

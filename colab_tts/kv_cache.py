@@ -25,7 +25,7 @@ from ._checks import fraction, positive
 from .cited import value as cited_value
 from .hardware import DTYPE_BYTES, GPUS, GpuSpec, dtype_name, get_gpu, pick_dtype, resolve_dtype
 from .models import ModelSpec
-from .units import GIB
+from .units import GIB, MIB
 from .vllm_plan import MemoryBudget, VllmPlan
 
 BLOCK_SIZE = 16
@@ -33,6 +33,9 @@ BLOCK_SIZE = 16
 # figure snac_decode.TOKENS_PER_SECOND reads; read here too so the planner does not import numpy)
 ORPHEUS_TOKENS_PER_SECOND = cited_value("orpheus.tokens_per_second")
 LATEST_VLLM = versions.LATEST
+# The CUDA context a process creates on its first CUDA call (cited: cuda.context_mb, pytorch/pytorch#109888):
+# vLLM's start-up check sees the free memory after its own context exists.
+CUDA_CONTEXT_GIB = cited_value("cuda.context_mb") * MIB / GIB
 # vLLM's kv_cache_dtype names (vllm/config/cache.py CacheDType), with our aliases
 _VLLM_KV_DTYPES = {"auto": "auto", "float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
                    "bf16": "bfloat16", "fp8": "fp8", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -116,8 +119,29 @@ def max_model_len_for_audio(seconds, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND
     positive(seconds, "seconds")
     positive(tokens_per_second, "tokens_per_second")
     positive(prompt_tokens, "prompt_tokens", integer=True, allow_zero=True)
+    if not math.isfinite(seconds * tokens_per_second):
+        raise ValueError(f"seconds x tokens_per_second = {seconds:g} x {tokens_per_second:g} is beyond any number of "
+                         "tokens: give the length of audio one request must hold, e.g. 30")
     tokens = prompt_tokens + math.ceil(seconds * tokens_per_second)
     return -(-tokens // BLOCK_SIZE) * BLOCK_SIZE
+
+
+def request_len(spec, seconds, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND, prompt_tokens: int = 128
+                ) -> tuple[int, str | None]:
+    """max_model_len for ``seconds`` of audio, capped at the model's context: (tokens, why it was capped or None).
+
+    vLLM refuses a max_model_len beyond max_position_embeddings, so a request derived from a length of audio
+    is planned at the model's context instead, and the reason says how much audio that holds.
+    """
+    spec = _spec(spec)
+    tokens = max_model_len_for_audio(seconds, tokens_per_second, prompt_tokens)
+    limit = spec.max_position_embeddings
+    if tokens <= limit:
+        return tokens, None
+    held = audio_seconds_for_tokens(limit, tokens_per_second, prompt_tokens)
+    return limit, (f"capped at {spec.name}'s context: {seconds:g} s of audio at {tokens_per_second:.2f} tokens/s is "
+                   f"{tokens:,} tokens, beyond max_position_embeddings={limit:,} (vLLM refuses more); planned for "
+                   f"{limit:,} tokens = {held:.0f} s of audio per request: split longer text")
 
 
 def audio_seconds_for_tokens(tokens: int, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND, prompt_tokens: int = 128):
@@ -243,6 +267,8 @@ def _resolve(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model
     gmu = fraction(gmu, "gpu_memory_utilization")
     max_model_len = spec.max_position_embeddings if max_model_len is None else max_model_len
     positive(max_model_len, "max_model_len", integer=True)
+    if max_model_len > spec.max_position_embeddings:
+        raise ValueError(beyond_context(spec, max_model_len))
     for value, name in ((max_num_seqs, "max_num_seqs"), (max_num_batched_tokens, "max_num_batched_tokens")):
         if value is not None:
             positive(value, name, integer=True)
@@ -302,14 +328,48 @@ def _memory(r: _Resolved, o: GpuOverheads) -> MemoryBudget:
     graphs = o.cudagraph_gib * GIB if not r.enforce_eager and versions.cudagraph_in_budget(version) else 0.0
     total, other = gpu.memory_gib * GIB, r.other_gib * GIB
     budget = total * r.gmu - (other if versions.gmu_counts_other_processes(version, r.v0) else 0.0)
-    if other and budget > total - other + 1:  # vllm/v1/worker/utils.py request_memory @v0.32.0
-        raise ValueError(f"vLLM needs gpu_memory_utilization x total = {total * r.gmu / GIB:.2f} GiB free at start-up "
-                         f"but only {(total - other) / GIB:.2f} GiB is (others hold {r.other_gib:.2f} GiB), so it "
-                         f"refuses to start: use gpu_memory_utilization <= {math.floor((1 - other / total) * 100) / 100}")
+    startup_free = None
+    if versions.startup_check(version, r.v0):
+        startup_free = math.ceil(total * r.gmu)  # vllm/v1/worker/utils.py request_memory @v0.32.0 line 724
+        free = total - other - CUDA_CONTEXT_GIB * GIB  # the snapshot is taken after vLLM's own CUDA context
+        if free < startup_free:  # line 761: "Free memory on device ... is less than desired GPU memory utilization"
+            raise ValueError(startup_refusal(gpu, r.gmu, r.other_gib, version))
     return MemoryBudget(gpu=gpu, gpu_memory_utilization=r.gmu, other=other, budget=budget, weights=weights,
                         weights_label=r.quantization or r.dtype, forward=forward, sampler=sampler,
                         non_torch=o.non_torch_gib * GIB, graphs=graphs,
-                        kv_bytes_per_token=kv_bytes_per_token(spec, r.kv_dtype, tp), kv_label=r.kv_dtype)
+                        kv_bytes_per_token=kv_bytes_per_token(spec, r.kv_dtype, tp), kv_label=r.kv_dtype,
+                        startup_free=startup_free)
+
+
+def beyond_context(spec: ModelSpec, max_model_len: int) -> str:
+    """Why a max_model_len beyond the model's context is refused: vLLM refuses it itself."""
+    return (f"max_model_len={max_model_len:,} is beyond {spec.name}'s context (max_position_embeddings="
+            f"{spec.max_position_embeddings:,}), and vLLM refuses it ('User-specified max_model_len ... is greater than "
+            "the derived max_model_len', vllm/config/model.py @v0.32.0 line 2645): use max_model_len <= "
+            f"{spec.max_position_embeddings:,}, or split the text into shorter requests")
+
+
+def max_startup_gmu(gpu, other_gib: float = 0.0) -> float:
+    """The highest gpu_memory_utilization (2 decimals) vLLM's start-up check passes with ``other_gib`` held by others.
+
+    The check (V1 from 0.9.1, ``vllm_versions.startup_check``) needs ``total x gmu`` free after vLLM's own CUDA
+    context (``CUDA_CONTEXT_GIB``) exists. 0 or less: vLLM cannot start at any share.
+    """
+    gpu = get_gpu(gpu)
+    positive(other_gib, "other_gib", allow_zero=True)
+    return math.floor((gpu.memory_gib - other_gib - CUDA_CONTEXT_GIB) / gpu.memory_gib * 100) / 100
+
+
+def startup_refusal(gpu, gmu: float, other_gib: float, version) -> str:
+    """The one line saying why vLLM refuses to start, and what to change."""
+    total = gpu.memory_gib
+    allowed = max_startup_gmu(gpu, other_gib)
+    fix = (f"use gpu_memory_utilization <= {allowed}" if allowed > 0 else
+           f"free the card: even gpu_memory_utilization=0.01 needs more than the {total - other_gib:.2f} GiB free")
+    return (f"vLLM {versions.base(version)} refuses to start on {gpu.name}: it needs gpu_memory_utilization x total = "
+            f"{total * gmu:.2f} GiB free once its own CUDA context (~{CUDA_CONTEXT_GIB:.2f} GiB) exists, but with "
+            f"{other_gib:.2f} GiB held by other processes only {total - other_gib - CUDA_CONTEXT_GIB:.2f} GiB is "
+            f"(vllm/v1/worker/utils.py request_memory): {fix}, or free memory (`nvidia-smi` lists what holds it)")
 
 
 def vllm_budget(model, gpu, *, overheads: GpuOverheads = DEFAULT_OVERHEADS, **plan_kwargs) -> MemoryBudget:
@@ -392,6 +452,8 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
         block_size=BLOCK_SIZE, kv_bytes_per_token=m.kv_bytes_per_token, engine_settings=settings,
         warnings=warnings, forward_gib=m.forward / GIB, sampler_gib=m.sampler / GIB, other_gib=other_gib,
         quantization=r.quantization,
+        startup_free_gib=None if m.startup_free is None else m.startup_free / GIB,
+        context_gib=0.0 if m.startup_free is None else CUDA_CONTEXT_GIB,
         inputs=dict(gpu_memory_utilization=gmu, dtype=dtype, max_num_seqs=max_num_seqs,
                     max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
                     enforce_eager=r.enforce_eager, kv_cache_dtype=r.kv_name, vllm_version=vllm_version, engine=engine,

@@ -40,6 +40,7 @@ class MemoryBudget:
     graphs: float
     kv_bytes_per_token: int
     kv_label: str  # the dtype the KV cache is stored in
+    startup_free: float | None = None  # bytes vLLM's start-up check needs free (None: the release has no check)
 
     @property
     def total(self) -> float:
@@ -134,6 +135,20 @@ class VllmPlan:
     other_gib: float = 0.0  # what other processes or stages hold on this GPU
     inputs: dict = field(default_factory=dict, repr=False)  # plan_vllm's arguments, to re-plan
     quantization: str | None = None  # weight scheme (colab_tts.quantization)
+    startup_free_gib: float | None = None  # free memory vLLM's start-up check needs (None: no check in this release)
+    context_gib: float = 0.0  # vLLM's own CUDA context, there before that check
+
+    def startup_line(self) -> str:
+        """One line: how much must be free when vLLM starts, and how to see it."""
+        if self.startup_free_gib is None:
+            return (f"start-up: vLLM {self.vllm_version} does not check free memory at start-up; memory other processes "
+                    "hold must fit beside its budget (see it with `nvidia-smi`)")
+        need_mib = math.ceil((self.startup_free_gib + self.context_gib) * 1024)
+        room = self.gpu.memory_gib - self.startup_free_gib - self.context_gib
+        return (f"start-up: vLLM needs {self.startup_free_gib:.2f} GiB free after its own CUDA context "
+                f"(~{self.context_gib:.2f} GiB): `nvidia-smi --query-gpu=memory.free --format=csv` must show >= "
+                f"{need_mib:,} MiB before it starts (other processes may hold at most {room:.2f} GiB"
+                + (f"; planned with {self.other_gib:.2f} GiB held)" if self.other_gib else ")"))
 
     def __post_init__(self):
         check_terms(self)
@@ -143,9 +158,14 @@ class VllmPlan:
         return self.num_blocks * self.block_size
 
     @property
-    def max_concurrency(self) -> float:
-        """How many requests of max_model_len tokens fit in the KV cache at once."""
-        return self.kv_cache_tokens / self.max_model_len
+    def kv_concurrency(self) -> float:
+        """vLLM's "Maximum concurrency" log figure: blocks / blocks one request of max_model_len holds."""
+        return self.num_blocks / -(-self.max_model_len // self.block_size)
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests of max_model_len tokens that run at once: whole blocks each, and no more than max_num_seqs."""
+        return min(self.max_num_seqs, int(self.kv_concurrency))
 
     @property
     def fits(self) -> bool:
@@ -204,8 +224,9 @@ class VllmPlan:
     def message(self) -> str:
         """One line: fits, or by how much it does not and what would make it fit."""
         if self.fits:
-            return (f"fits: {self.kv_cache_tokens:,} KV tokens, {self.max_concurrency:.2f} requests of "
-                    f"{self.max_model_len:,} tokens at once")
+            return (f"fits: {self.kv_cache_tokens:,} KV tokens, {self.max_concurrency:,} request(s) of "
+                    f"{self.max_model_len:,} tokens at once (KV room for {self.kv_concurrency:.2f}, max_num_seqs="
+                    f"{self.max_num_seqs})")
         return (f"max_model_len={self.max_model_len:,} does not fit on {self.gpu.name} at gpu_memory_utilization="
                 f"{self.gpu_memory_utilization}: one request needs {self.shortfall_gib:.2f} GiB more KV cache "
                 f"(it holds {self.kv_cache_tokens:,} tokens). " + "; or ".join(self.fixes()) + ".")
@@ -252,8 +273,10 @@ class VllmPlan:
             f"kv heads x {m.head_dim} x {_kv()._kv_dtype_bytes(self.kv_cache_dtype)} B = "
             f"{self.kv_bytes_per_token / 1024:g} KiB",
             f"  blocks = {self.num_blocks:,} of {self.block_size} tokens = {self.kv_cache_tokens:,} tokens",
-            f"  max_model_len {self.max_model_len:,} -> {self.max_concurrency:.2f} requests at once",
+            f"  max_model_len {self.max_model_len:,} -> KV room for {self.kv_concurrency:.2f} requests; "
+            f"{self.max_concurrency:,} at once (max_num_seqs {self.max_num_seqs})",
         ]
+        lines.append("  " + self.startup_line())
         lines += [f"  warning: {w}" for w in self.warnings if not w.startswith("does not fit")]
         lines.append("  " + self.message())
         return "\n".join(lines)

@@ -242,6 +242,19 @@ def gmu_counts_other_processes(version, v0: bool) -> bool:
     return v < Version("0.9.1")
 
 
+STARTUP_CHECK_FROM = Version("0.9.1")
+
+
+def startup_check(version, v0: bool) -> bool:
+    """Whether vLLM refuses to start when less than ``total x gpu_memory_utilization`` is free at start-up.
+
+    V1 from 0.9.1 (see TERMS["gmu_counts_other_processes"]): vllm/v1/worker/utils.py ``request_memory`` @v0.32.0
+    lines 724 and 761 compare ``ceil(total x gmu)`` with the free memory of the snapshot gpu_worker.py
+    ``init_device`` takes (line 534) after ``set_device_index`` (line 501) created the process's CUDA context.
+    """
+    return not v0 and base(version) >= STARTUP_CHECK_FROM
+
+
 def default_gmu(version) -> float:
     """vLLM's default gpu_memory_utilization at ``version``."""
     return 0.92 if base(version) >= Version("0.20.0") else 0.9

@@ -1,6 +1,7 @@
 """fit_vllm: the settings that fit, by plan_vllm's own account, with the fastest predicted decode."""
 
 import dataclasses
+import math
 import re
 
 import pytest
@@ -63,6 +64,16 @@ def test_fits_by_plan_vllms_own_account_across_the_catalog(seconds):
                 _check_fitted(plan, 1, quality)
                 fitted += 1
     assert fitted > 3 * refused  # most of the catalog fits something that memory allows
+
+
+def test_audio_beyond_the_context_is_capped_with_the_reason_and_an_explicit_length_refused():
+    plan = fit_vllm("gpt-sovits-v2-t2s", "T4", audio_seconds=300)  # 300 s x 25 tokens/s > its 1,500 steps
+    assert plan.max_model_len == 1500 and "capped" in plan.request_note and "7,632 tokens" in plan.request_note
+    assert "request: capped" in plan.explain()
+    assert fit_vllm("gpt-sovits-v2-t2s", "T4", audio_seconds=30).request_note == ""
+    with pytest.raises(ValueError, match="beyond"):
+        plan_vllm("metavoice-1b", "T4", max_model_len=2049)  # vLLM refuses more than max_position_embeddings
+    assert plan_vllm("metavoice-1b", "T4", max_model_len=2048).fits
 
 
 def test_orpheus_on_an_8gb_card_fits_with_settings_the_default_misses():
@@ -138,7 +149,7 @@ def test_importable_where_the_issue_says():
     (dict(), ValueError, ["audio_seconds", "max_model_len"]),
     (dict(audio_seconds=30, quality="3bit"), ValueError, ["quality", "lossless"]),
     (dict(audio_seconds=30, concurrency=0), ValueError, ["concurrency"]),
-    (dict(audio_seconds=300), ValueError, ["beyond"]),
+    (dict(max_model_len=1501), ValueError, ["beyond", "max_position_embeddings=1,500", "vllm/config/model.py"]),
 ])
 def test_bad_input(kwargs, exc, words):
     with pytest.raises(exc) as err:
@@ -234,9 +245,12 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
     card = get_gpu(gpu)
     try:
         plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
-    except ValueError:  # only when the weights exceed the budget (or the profile run the card)
-        budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
-        assert not budget.weights_fit or budget.activation > budget.total
+    except ValueError as err:  # vLLM would not start at this share, or the weights exceed the budget
+        if share > kv_cache.max_startup_gmu(card):
+            assert "refuses to start" in str(err)
+        else:
+            budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
+            assert not budget.weights_fit or budget.activation > budget.total
     else:
         assert plan.budget_gib == pytest.approx(card.memory_gib * share)
         _assert_within_the_card(plan)
@@ -257,3 +271,38 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
     assert fitted.fits and fitted.max_concurrency >= concurrency and fitted.quantization in ALLOWED[quality]
     assert fitted.gpu_memory_utilization <= gmu_ceiling(card)
     _assert_within_the_card(fitted)
+
+
+def test_fit_only_returns_a_share_that_passes_vllms_start_up_check():
+    card = get_gpu("RTX-3070")
+    headless = fit_vllm("orpheus-3b", card, audio_seconds=30)
+    desktop = fit_vllm("orpheus-3b", card, audio_seconds=30, other_gib=0.6)  # a display and a browser
+    # vllm/v1/worker/utils.py request_memory @v0.32.0: total x gmu must be free once vLLM's CUDA context exists
+    for plan, held in ((headless, 0.0), (desktop, 0.6)):
+        assert card.memory_gib * plan.gpu_memory_utilization <= card.memory_gib - held - kv_cache.CUDA_CONTEXT_GIB
+        assert plan.other_gib == held and f">= {math.ceil((plan.startup_free_gib + plan.context_gib) * 1024):,} MiB" \
+            in plan.explain() and "nvidia-smi" in plan.explain()
+    assert desktop.gpu_memory_utilization < headless.gpu_memory_utilization
+    assert desktop.gpu_memory_utilization < 0.92  # below vLLM's default: the default itself would not start
+    with pytest.raises(ValueError, match="refuses to start"):
+        plan_vllm("orpheus-3b", card, max_model_len=2592, other_gib=0.6)  # vLLM's default share, same desktop
+    with pytest.raises(ValueError, match=r"refuses to start.*free the card"):
+        fit_vllm("orpheus-3b", card, audio_seconds=30, other_gib=card.memory_gib - 0.3)
+    with pytest.raises(ValueError, match=r"use gpu_memory_utilization <= 0\.8"):
+        fit_vllm("orpheus-3b", card, audio_seconds=30, other_gib=0.6, gpu_memory_utilization=0.9)
+    # a release without the check (V0) plans with the memory held counted against nothing but the card
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=2048, vllm_version="0.8.2").startup_free_gib is None
+
+
+def test_other_gib_now_reads_the_card_present_and_is_zero_without_one(monkeypatch):
+    import torch
+
+    from colab_tts import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.other_gib_now("T4") == 0.0
+    total = get_gpu("RTX-3070").memory_gib * 2**30
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (total - 0.75 * 2**30, total))
+    assert hardware.other_gib_now("RTX-3070") == pytest.approx(0.75)
+    assert hardware.other_gib_now("H100-80GB") == 0.0  # planning another card than the one present
