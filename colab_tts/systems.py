@@ -20,8 +20,8 @@ from .kv_cache import (
     ORPHEUS_TOKENS_PER_SECOND,
     kv_bytes_per_token,
     lowest_gmu_for,
-    max_model_len_for_audio,
     plan_vllm,
+    request_len,
 )
 from .models import ModelSpec
 from .units import GIB
@@ -44,10 +44,14 @@ class System:
     note: str = ""
 
     def request_tokens(self, seconds: float) -> int:
+        return self.request(seconds)[0]
+
+    def request(self, seconds: float) -> tuple[int, str | None]:
+        """Tokens one request of ``seconds`` needs, capped at the decoder's context, and why it was capped."""
         spec = ModelSpec.known(self.model)
         if self.tokens_per_second is None:
-            return spec.max_position_embeddings
-        return min(spec.max_position_embeddings, max_model_len_for_audio(seconds, self.tokens_per_second))
+            return spec.max_position_embeddings, None
+        return request_len(spec, seconds, self.tokens_per_second)
 
     def other_gib(self, dtype: str = "float16") -> float:
         return snac_gib(dtype) if self.other else 0.0
@@ -146,6 +150,7 @@ def fit_table(seconds: float = 30, dtype: str = "float16", gpus=None, systems=SY
         raised = [f"{k} (gpu_memory_utilization {c.gmu:.2f})" for k, c in cells.items() if c.fits and c.gmu > default]
         row["fits on"] = (", ".join(at_default) or "none") + f" at vLLM's default share ({default})" + (
             f"; only with a raised share: {', '.join(raised)}" if raised else "")
-        row["note"] = system.note
+        capped = system.request(seconds)[1]
+        row["note"] = system.note + (f" ({capped})" if capped else "")
         rows.append(row)
     return rows

@@ -1,7 +1,13 @@
+import re
 import subprocess
 import sys
 
+import pytest
+
 from colab_tts.cli import main
+from colab_tts.hardware import GPUS
+
+GPUS_KEYS = set(GPUS)
 
 
 def test_doctor_simulates_a_gpu(capsys):
@@ -140,3 +146,50 @@ def test_plan_fit_refuses_a_model_whose_weights_exceed_the_card(tmp_path, capsys
     assert weights == __import__("pytest").approx(ModelSpec.from_config(config).weight_gib("float16"), rel=0.01)
     assert f"{get_gpu('T4').memory_gib:.2f} GiB" in err and "smaller model" in err and "tensor_parallel_size=" in err
     assert "fits:" not in captured.out  # no plan printed
+
+
+def test_plan_stays_within_the_models_context(capsys):
+    # metavoice-1b has no known audio rate: its whole 2,048-token context, never Orpheus' 82 tokens/s x 30 s
+    assert main(["plan", "--model", "metavoice-1b", "--gpu", "T4"]) == 0
+    out = capsys.readouterr().out
+    assert "--max-model-len 2048" in out and "whole context" in out
+    assert main(["plan", "--gpu", "H100-80GB", "--seconds", "3000"]) == 0  # 246k tokens asked, 131,072 exist
+    out = capsys.readouterr().out
+    assert "capped" in out and "--max-model-len 131072" in out and "246,224" not in out.split("note:")[-1][200:]
+    assert main(["plan", "--gpu", "T4", "--max-model-len", "131073"]) == 2
+    assert "beyond" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--seconds", "0"], ["--seconds", "> 0"]), (["--seconds", "nan"], ["finite"]),
+    (["--seconds", "1e308"], ["beyond any number"]), (["--other-gib", "-1"], ["--other-gib", ">= 0"]),
+    (["--quality", "8bit"], ["--fit"]), (["--max-model-len", "4096", "--seconds", "10"], ["not both"]),
+    (["--model", "metavoice-1b", "--seconds", "30"], ["--tokens-per-second"]),
+    (["--gpu", "RTX-3070", "--other-gib", "0.6"], ["refuses to start", "gpu_memory_utilization <= 0.87"]),
+    (["--model", "nope"], ["Unknown model"]),
+])
+def test_plan_flags_are_honoured_or_refused_in_one_line(argv, words, capsys):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+
+
+def test_plan_fit_honours_dtype_tensor_parallelism_share_and_memory_held(capsys):
+    assert main(["plan", "--fit", "--gpu", "T4", "--dtype", "float32", "--tensor-parallel-size", "2",
+                 "--gpu-memory-utilization", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert all(f in out for f in ("--dtype float32", "--tensor-parallel-size 2", "--gpu-memory-utilization 0.5"))
+    assert main(["plan", "--fit", "--gpu", "t4", "--seconds", "10", "--other-gib", "1.0"]) == 0  # lower case
+    out = capsys.readouterr().out
+    gmu = float(re.search(r"--gpu-memory-utilization ([\d.]+)", out).group(1))
+    assert 14.74 * gmu <= 14.74 - 1.0 - 0.39 and "planned with 1.00 GiB held" in out
+
+
+def test_plan_all_with_fit_is_a_table_whose_footer_reads_its_rows(capsys):
+    assert main(["plan", "--gpu", "all", "--fit", "--seconds", "120"]) == 0
+    out = capsys.readouterr().out
+    fits_on = out.split("fits on:")[-1].split(" at the share")[0]
+    table = {line.split()[0]: line.split()[1] for line in out.splitlines()
+             if line.split() and line.split()[0] in GPUS_KEYS}
+    assert {k for k, v in table.items() if v == "yes"} == {k.strip() for k in fits_on.split(",")} - {"none"}
+    assert "no" in table.values() and "yes" in table.values()  # 120 s of Orpheus: not on 8 GB cards
