@@ -197,7 +197,9 @@ class VllmPlan:
             return []
         out, seqs = [], self.max_num_seqs
         if (best := self.largest_max_model_len()) >= self.block_size:
-            out.append(f"max_model_len <= {best:,} ({_kv().audio_seconds_for_tokens(best):.0f} s of Orpheus audio)")
+            audio = (f" ({_kv().audio_seconds_for_tokens(best):.0f} s of Orpheus audio)"
+                     if self.model.name == "orpheus-3b" else "")  # the audio rate is Orpheus's alone
+            out.append(f"max_model_len <= {best:,}{audio}")
         gmu = _kv().lowest_gmu_for(self.model, self.gpu, **{**self.inputs, "gpu_memory_utilization": None,
                                                        "max_model_len": self.max_model_len})
         if gmu is not None and gmu > self.gpu_memory_utilization:

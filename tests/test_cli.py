@@ -3,6 +3,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from colab_tts.cli import main
 from colab_tts.hardware import GPUS
@@ -193,3 +195,34 @@ def test_plan_all_with_fit_is_a_table_whose_footer_reads_its_rows(capsys):
              if line.split() and line.split()[0] in GPUS_KEYS}
     assert {k for k, v in table.items() if v == "yes"} == {k.strip() for k in fits_on.split(",")} - {"none"}
     assert "no" in table.values() and "yes" in table.values()  # 120 s of Orpheus: not on 8 GB cards
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from(["orpheus-3b", "gpt-sovits-v2-t2s", "indextts2-gpt"]), seconds=st.floats(1, 400),
+       share=st.one_of(st.none(), st.floats(0.3, 0.95)), other=st.sampled_from([0.0, 0.5]),
+       gpus=st.lists(st.sampled_from(sorted(GPUS)), min_size=1, max_size=2, unique=True), fit=st.booleans())
+def test_the_tables_figures_and_footer_agree_with_the_plans_they_come_from(model, seconds, share, other, gpus, fit):
+    from colab_tts.kv_cache import lowest_gmu_for, plan_vllm, request_len
+    from colab_tts.kv_fit import audio_rate
+    from colab_tts.models import ModelSpec
+    from colab_tts.plan_table import catalog_rows, fit_rows, verdict
+
+    spec = ModelSpec.known(model)
+    max_len, _ = request_len(spec, seconds, audio_rate(model))
+    assert max_len <= spec.max_position_embeddings
+    rows = (fit_rows if fit else catalog_rows)(spec, max_len, gpus=gpus, other_gib=other, gpu_memory_utilization=share)
+    footer = verdict(rows)
+    said = set(footer.split("fits on: ")[1].split(" at the share")[0].split(", ")) - {"none"}
+    assert said == {r["gpu"] for r in rows if r["fits"]}  # the footer's verdict is the table's
+    for row in rows:
+        assert row["fits"] == (row["KV tokens"] >= max_len)
+        assert (row["at once"] >= 1) == row["fits"]
+        if "max_num_seqs" in row:
+            assert row["at once"] <= row["max_num_seqs"]
+        if not fit and row["fits"]:
+            again = plan_vllm(spec, row["gpu"], max_model_len=max_len, other_gib=other,
+                              gpu_memory_utilization=row["gpu_memory_utilization"])
+            assert (again.kv_cache_tokens, again.max_concurrency) == (row["KV tokens"], row["at once"])
+        if not fit and not row["fits"] and row["lowest share"] is not None:
+            assert row["gpu"] in footer.split("only with a raised share")[1]
+            assert row["lowest share"] == lowest_gmu_for(spec, row["gpu"], max_model_len=max_len, other_gib=other)

@@ -499,3 +499,10 @@ def test_plan_vllm_builds_on_vllm_budget():
         plan_vllm("orpheus-3b", "RTX-4060", dtype="float32")
     big = kv_cache.vllm_budget("orpheus-3b", "RTX-4060", dtype="float32")
     assert not big.weights_fit and big.weights / GIB == pytest.approx(ORPHEUS.weight_gib("float32"), rel=0.01)
+
+
+def test_a_fix_speaks_of_orpheus_audio_only_for_orpheus():
+    orpheus = plan_vllm("orpheus-3b", "RTX-3070", max_model_len=8192)
+    metavoice = plan_vllm("metavoice-1b", "RTX-3070", max_model_len=2048, gpu_memory_utilization=0.4)
+    assert not orpheus.fits and "s of Orpheus audio" in orpheus.message()
+    assert not metavoice.fits and "max_model_len <=" in metavoice.message() and "Orpheus" not in metavoice.message()

@@ -24,7 +24,8 @@ def _replan(plan: FitPlan):
     """plan_vllm with exactly the engine arguments the fitted plan hands to vLLM."""
     kw = plan.engine_kwargs()
     backend = kw.pop("attention_backend", None)  # no term of the memory sum: plan_vllm derives it (CC < 8.0)
-    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kw)
+    # what others hold on the card is the machine's, not an engine argument: re-planned as the plan states it
+    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, other_gib=plan.other_gib, **kw)
     assert again.engine_kwargs().get("attention_backend") == backend
     return again
 
@@ -233,20 +234,43 @@ def _assert_within_the_card(plan):
     if plan.num_blocks:
         spent = plan.weights_gib + plan.activation_gib + plan.non_torch_gib + plan.cudagraph_gib + plan.kv_cache_gib
         assert spent <= plan.budget_gib + 1e-9
+    _assert_figures_agree_with_engine_args(plan)
+
+
+def _assert_figures_agree_with_engine_args(plan):
+    """Every figure the plan reports agrees with the engine arguments it hands to vLLM."""
+    kw = plan.engine_kwargs()
+    assert kw["max_model_len"] == plan.max_model_len and kw["max_num_seqs"] == plan.max_num_seqs
+    assert kw["gpu_memory_utilization"] == plan.gpu_memory_utilization
+    assert plan.kv_cache_tokens == plan.num_blocks * plan.block_size
+    assert 0 <= plan.max_concurrency <= plan.max_num_seqs  # never more at once than vLLM schedules
+    per_request = -(-plan.max_model_len // plan.block_size)
+    assert plan.max_concurrency * per_request <= plan.num_blocks  # whole blocks each
+    assert plan.fits == (plan.kv_cache_tokens >= plan.max_model_len)
+    message = plan.message()
+    assert message.startswith("fits") == plan.fits
+    if plan.fits:
+        assert f"{plan.kv_cache_tokens:,} KV tokens, {plan.max_concurrency:,} request(s)" in message
+    if plan.startup_free_gib is not None:  # vLLM's start-up check passes with what the plan says is held
+        card = plan.gpu.memory_gib
+        assert card * plan.gpu_memory_utilization <= card - plan.other_gib - plan.context_gib + 1e-9
+        assert f"{math.ceil((plan.startup_free_gib + plan.context_gib) * 1024):,} MiB" in plan.explain()
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(spec=llama_shapes(), gpu=st.sampled_from(list(GPUS)), quality=st.sampled_from(list(QUALITIES)),
-       share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4), max_model_len=st.sampled_from([256, 1024, 4096]))
-@example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096)
-@example(spec=LLAMA_3_70B, gpu="A100-80GB", quality="8bit", share=0.9, concurrency=2, max_model_len=4096)
+       share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4),
+       max_model_len=st.sampled_from([256, 1000, 1024, 4096]), other_gib=st.sampled_from([0.0, 0.3, 1.2]))
+@example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096, other_gib=0.0)
+@example(spec=LLAMA_3_70B, gpu="A100-80GB", quality="8bit", share=0.9, concurrency=2, max_model_len=4096,
+         other_gib=0.0)
 def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwargs(
-        spec, gpu, quality, share, concurrency, max_model_len):
+        spec, gpu, quality, share, concurrency, max_model_len, other_gib):
     card = get_gpu(gpu)
     try:
-        plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
+        plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len, other_gib=other_gib)
     except ValueError as err:  # vLLM would not start at this share, or the weights exceed the budget
-        if share > kv_cache.max_startup_gmu(card):
+        if share > kv_cache.max_startup_gmu(card, other_gib):
             assert "refuses to start" in str(err)
         else:
             budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
@@ -255,13 +279,16 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
         assert plan.budget_gib == pytest.approx(card.memory_gib * share)
         _assert_within_the_card(plan)
     try:
-        fitted = fit_vllm(spec, gpu, max_model_len=max_model_len, quality=quality, concurrency=concurrency)
+        fitted = fit_vllm(spec, gpu, max_model_len=max_model_len, quality=quality, concurrency=concurrency,
+                          other_gib=other_gib)
     except ValueError as err:
         msg = str(err)
-        if "does not fit on" in msg:  # refused on the weights: every scheme the quality allows is too big here
+        if "refuses to start" in msg:
+            assert gmu_ceiling(card, other_gib) < 0.01
+        elif "does not fit on" in msg:  # refused on the weights: every scheme the quality allows is too big here
             schemes = [s for s in QUALITIES[quality][0] if s is None or s in quant.allowed_schemes(card)]
             for scheme in schemes:
-                assert not kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=gmu_ceiling(card),
+                assert not kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=gmu_ceiling(card, other_gib),
                                                 max_model_len=max_model_len, quantization=scheme).weights_fit
         else:
             need, gives = map(float, re.search(r"needs ([\d.]+) GiB; .* gives ([\d.]+) GiB", msg).groups())
@@ -269,7 +296,9 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
         return
     assert _plan_fields(fitted) == _engine_replan_fields(fitted)
     assert fitted.fits and fitted.max_concurrency >= concurrency and fitted.quantization in ALLOWED[quality]
-    assert fitted.gpu_memory_utilization <= gmu_ceiling(card)
+    assert fitted.gpu_memory_utilization <= gmu_ceiling(card, other_gib)
+    assert fitted.other_gib == other_gib
+    assert fitted.aggregate_tokens_per_second == pytest.approx(decode_tokens_per_second(fitted, concurrency))
     _assert_within_the_card(fitted)
 
 
