@@ -29,9 +29,11 @@ from . import vllm_versions as versions
 from ._checks import choose, fraction, positive
 from .cited import cited
 from .hardware import GPUS, GpuSpec, get_gpu
-from .kv_cache import (
+from .planner import (
     BLOCK_SIZE,
     ORPHEUS_TOKENS_PER_SECOND,
+    PlanInvariantError,
+    VllmPlan,
     _spec,
     _version,
     beyond_context,
@@ -42,7 +44,6 @@ from .kv_cache import (
     vllm_budget,
 )
 from .units import GIB
-from .vllm_plan import PlanInvariantError, VllmPlan
 
 # Never plan above 0.95, and never above what vLLM's start-up check passes (kv_cache.max_startup_gmu: the
 # share must be free after vLLM's own CUDA context exists, vllm/v1/worker/utils.py request_memory @v0.32.0).

@@ -23,7 +23,7 @@ from .kv_cache import (
     plan_vllm,
     request_len,
 )
-from .models import ModelSpec
+from .models import ModelSpec, covered_models  # noqa: F401  - covered_models re-exported: importable here
 from .units import GIB
 
 
@@ -78,18 +78,6 @@ SYSTEMS = (
                 "here. The '24 GB card' claim (metavoiceio/metavoice-src#30, ~20 GB on an RTX 4090 before a "
                 "memory fix) is disputed: its README asks >= 12 GB and its Colab demo targets a T4"),
 )
-
-
-def covered_models() -> dict[str, tuple[float, str]]:
-    """Parameters of each covered model with where the count comes from (hardware.COVERED_MODELS)."""
-    out = {}
-    for label, name in (("Orpheus 3B (LLM)", "orpheus-3b"), ("MetaVoice-1B (GPT)", "metavoice-1b"),
-                        ("GPT-SoVITS GPT stage", "gpt-sovits-v2-t2s")):
-        spec = ModelSpec.known(name)
-        out[label] = (spec.num_params, f"counted from its config: {spec.source.split(' (')[0]}")
-    snac = cited("snac.parameters_24khz")
-    out["SNAC 24 kHz codec"] = (snac.value, snac.source)
-    return out
 
 
 @dataclass

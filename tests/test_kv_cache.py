@@ -13,6 +13,7 @@ from colab_tts import colab, hardware, kv_cache, systems, vllm_versions
 from colab_tts.kv_cache import (
     DEFAULT_OVERHEADS,
     ORPHEUS_TOKENS_PER_SECOND,
+    PlanInvariantError,
     kv_blocks,
     kv_bytes_per_token,
     max_model_len_for_audio,
@@ -21,7 +22,6 @@ from colab_tts.kv_cache import (
 from colab_tts.lessons.kv_sizing import leave_one_out, plan_published_case, published_error
 from colab_tts.models import ModelSpec
 from colab_tts.units import GIB
-from colab_tts.vllm_plan import PlanInvariantError
 
 LOGS = json.loads((Path(__file__).parent / "data" / "vllm_logs.json").read_text())
 ORPHEUS = ModelSpec.known("orpheus-3b")
@@ -480,8 +480,10 @@ def test_a_plan_term_off_the_card_is_a_planner_bug_naming_the_term(term, value):
 
 
 def test_a_units_slip_in_the_kv_sum_fails_loudly(monkeypatch):
-    real = kv_cache.kv_blocks
-    monkeypatch.setattr(kv_cache, "kv_blocks", lambda *args, **kwargs: real(*args, **kwargs) * 1024)  # KiB as bytes
+    from colab_tts import planner
+
+    real = planner.kv_blocks
+    monkeypatch.setattr(planner, "kv_blocks", lambda *args, **kwargs: real(*args, **kwargs) * 1024)  # KiB as bytes
     with pytest.raises(PlanInvariantError, match="kv_cache_gib"):
         plan_vllm("orpheus-3b", "T4", max_model_len=4096)
     monkeypatch.undo()
