@@ -508,3 +508,14 @@ def test_a_fix_speaks_of_orpheus_audio_only_for_orpheus():
     metavoice = plan_vllm("metavoice-1b", "RTX-3070", max_model_len=2048, gpu_memory_utilization=0.4)
     assert not orpheus.fits and "s of Orpheus audio" in orpheus.message()
     assert not metavoice.fits and "max_model_len <=" in metavoice.message() and "Orpheus" not in metavoice.message()
+
+
+def test_the_held_out_010_log_is_within_10_percent_by_the_sampler_its_log_names():
+    from colab_tts.lessons.kv_sizing import plan_published_case
+
+    case = next(c for c in LOGS["cases"] if c["id"] == "qwen2-7b-a100-80gb-gmu025-flashinfer")
+    assert case["settings"]["flashinfer_sampler"] is True  # the log prints "Using FlashInfer for top-p & top-k"
+    planned = plan_published_case(case, LOGS["models"])
+    assert abs(published_error(case, planned)) < 0.02
+    sorting = dict(case, settings=dict(case["settings"], flashinfer_sampler=None))  # a pip install's sorting warm-up
+    assert published_error(sorting, plan_published_case(sorting, LOGS["models"])) < -0.15
