@@ -28,15 +28,18 @@ from . import quantization as quant
 from . import vllm_versions as versions
 from ._checks import choose, fraction, positive
 from .cited import cited
-from .hardware import GPUS, GpuSpec, get_gpu
-from .planner import (
+from .hardware import GPUS, get_gpu
+from .planner import (  # noqa: F401  - SAFE_GMU_CEILING, gmu_ceiling re-exported: importable here
     BLOCK_SIZE,
     ORPHEUS_TOKENS_PER_SECOND,
+    SAFE_GMU_CEILING,
     PlanInvariantError,
     VllmPlan,
     _spec,
     _version,
     beyond_context,
+    cards_that_fit,
+    gmu_ceiling,
     max_startup_gmu,
     plan_vllm,
     request_len,
@@ -45,9 +48,6 @@ from .planner import (
 )
 from .units import GIB
 
-# Never plan above 0.95, and never above what vLLM's start-up check passes (kv_cache.max_startup_gmu: the
-# share must be free after vLLM's own CUDA context exists, vllm/v1/worker/utils.py request_memory @v0.32.0).
-SAFE_GMU_CEILING = 0.95
 # KV room beyond what the requests need, so that an error in the fitted overheads does not turn a fit
 # into a start-up failure: the spread those overheads show in published logs (non-torch memory
 # -0.12..0.35 GiB, CUDA-graph estimates 0.09..0.58 GiB; see kv_cache.GpuOverheads).
@@ -61,14 +61,6 @@ QUALITIES = {
     "4bit": ((None, "fp8", "awq", "gptq", "bitsandbytes"), ("auto", "fp8")),
 }
 _RANK = {None: 0, "fp8": 1, "awq": 2, "gptq": 2, "bitsandbytes": 3}  # fewer bits (or slower kernel) last
-
-
-def gmu_ceiling(gpu: GpuSpec, other_gib: float = 0.0) -> float:
-    """The highest gpu_memory_utilization we plan with: 0.95, less where vLLM's start-up check needs it.
-
-    ``other_gib`` is what other processes hold on the card when vLLM starts. 0 or less: nothing can start.
-    """
-    return min(SAFE_GMU_CEILING, max_startup_gmu(gpu, other_gib))
 
 
 @dataclass(repr=False)
@@ -308,25 +300,15 @@ def _fitted(plan: VllmPlan, concurrency, quality, rate, searched, default_fits, 
         aggregate_tokens_per_second=decode_tokens_per_second(plan, min(concurrency, plan.max_num_seqs)),
         audio_tokens_per_second=rate,
         quality_note=quant.quality_note(plan.model.name, plan.quantization, plan.engine_settings.get(
-            "kv_cache_dtype", "auto")),
-        kernel=quant.kernel(plan.quantization, plan.gpu, version),
+            "kv_cache_dtype", "auto"), plan.dtype),
+        kernel=quant.kernel(plan.quantization, plan.gpu, version, plan.dtype),
         searched=searched, default_plan_fits=default_fits, headroom_gib=_headroom_gib(plan, concurrency),
     )
 
 
 def _bigger_cards(spec, gpu, settings, concurrency) -> list[str]:
-    """Catalog GPUs with more memory on which ``settings`` fit, by plan_vllm at each card's ceiling."""
-    out = []
-    for key, card in sorted(GPUS.items(), key=lambda kv: kv[1].memory_gib):
-        if card.memory_gib <= gpu.memory_gib:
-            continue
-        try:
-            if _fits(plan_vllm(spec, card, gpu_memory_utilization=gmu_ceiling(card, settings["other_gib"]),
-                                     **settings), concurrency):
-                out.append(key)
-        except ValueError:  # a scheme that card cannot run, or weights beyond it
-            continue
-    return out
+    """Catalog GPUs with more memory on which ``settings`` fit (planner.cards_that_fit, the one rule)."""
+    return cards_that_fit(spec, bigger_than=gpu, concurrency=concurrency, **settings)
 
 
 def _refusal(spec, gpu, closest, kv_tokens, concurrency, quality, max_model_len) -> str:

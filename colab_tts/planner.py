@@ -607,6 +607,49 @@ def startup_refusal(gpu, gmu: float, other_gib: float, version) -> str:
             f"(vllm/v1/worker/utils.py request_memory): {fix}, or free memory (`nvidia-smi` lists what holds it)")
 
 
+# Never plan above 0.95, and never above what vLLM's start-up check passes (max_startup_gmu).
+SAFE_GMU_CEILING = 0.95
+
+
+def gmu_ceiling(gpu, other_gib: float = 0.0) -> float:
+    """The highest gpu_memory_utilization we plan with: 0.95, less where vLLM's start-up check needs it.
+
+    ``other_gib`` is what other processes hold on the card when vLLM starts. 0 or less: nothing can start.
+    """
+    return min(SAFE_GMU_CEILING, max_startup_gmu(gpu, other_gib))
+
+
+def cards_that_fit(model, *, bigger_than=None, concurrency: int = 1, overheads=None, **plan_kwargs) -> list[str]:
+    """Catalog GPUs, smallest first, on which these settings hold ``concurrency`` requests of max_model_len.
+
+    The one rule for "which card would fit": the plan's own sum on each card at its ``gmu_ceiling`` (whole
+    blocks per request, no more requests than max_num_seqs). ``bigger_than`` (a GPU) keeps only bigger cards.
+    """
+    spec = _spec(model)
+    overheads = DEFAULT_OVERHEADS if overheads is None else overheads
+    plan_kwargs.pop("gpu_memory_utilization", None)
+    floor = 0.0 if bigger_than is None else get_gpu(bigger_than).memory_gib
+    out = []
+    for key, card in sorted(GPUS.items(), key=lambda kv: kv[1].memory_gib):
+        if card.memory_gib <= floor:
+            continue
+        ceiling = gmu_ceiling(card, plan_kwargs.get("other_gib", 0.0))
+        if ceiling < 0.01:
+            continue
+        try:
+            r = _resolve(spec, card, gpu_memory_utilization=ceiling, **plan_kwargs)
+            m = _memory(r, overheads)
+        except ValueError:  # a scheme or dtype this card cannot run
+            continue
+        if not m.weights_fit or m.activation > m.total:
+            continue
+        blocks = kv_blocks(m.kv_room, spec, r.kv_dtype, r.tensor_parallel_size)
+        per_request = -(-r.max_model_len // BLOCK_SIZE)
+        if blocks // per_request >= concurrency and r.max_num_seqs >= concurrency:
+            out.append(key)
+    return out
+
+
 def vllm_budget(model, gpu, *, overheads: GpuOverheads = DEFAULT_OVERHEADS, **plan_kwargs) -> MemoryBudget:
     """The memory sum ``plan_vllm`` does for these arguments, also where the weights alone exceed the budget.
 
@@ -649,12 +692,16 @@ def plan_vllm(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_mode
     spec, gpu, gmu, tp, max_model_len, version = r.spec, r.gpu, r.gmu, r.tensor_parallel_size, r.max_model_len, r.version
     warnings = list(r.warnings)
     if not m.weights_fit:
-        need = m.fixed + m.kv_bytes_per_token * max_model_len
-        fit = [k for k, g in GPUS.items() if g.memory_gib * gmu * GIB - m.other >= need]
+        fit = cards_that_fit(spec, max_model_len=max_model_len, dtype=dtype, max_num_seqs=max_num_seqs,
+                             max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tp,
+                             enforce_eager=enforce_eager, kv_cache_dtype=kv_cache_dtype, vllm_version=vllm_version,
+                             engine=engine, server=server, other_gib=other_gib, overheads=overheads,
+                             quantization=quantization, flashinfer_sampler=flashinfer_sampler)
         raise ValueError(
             f"{spec.name} does not fit on {gpu.name} at all: its {m.weights_label} weights ({m.weights / GIB:.2f} GiB) "
             f"exceed the {max(m.budget, 0) / GIB:.2f} GiB budget (gpu_memory_utilization={gmu}) by "
-            f"{(m.weights - m.budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,}: "
+            f"{(m.weights - m.budget) / GIB:.2f} GiB. Catalog GPUs that fit it with max_model_len={max_model_len:,} "
+            "(each at its highest safe gpu_memory_utilization, planner.gmu_ceiling): "
             f"{', '.join(fit) or 'none'}; or use tensor parallelism or a quantized checkpoint.")
     if m.activation > m.total:
         raise ValueError(

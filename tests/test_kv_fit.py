@@ -335,3 +335,34 @@ def test_other_gib_now_reads_the_card_present_and_is_zero_without_one(monkeypatc
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (total - 0.75 * 2**30, total))
     assert hardware.other_gib_now("RTX-3070") == pytest.approx(0.75)
     assert hardware.other_gib_now("H100-80GB") == 0.0  # planning another card than the one present
+
+
+def test_one_rule_says_which_card_would_fit():
+    with pytest.raises(ValueError) as err:  # bf16 weights (6.2 GiB) beyond half of an 8 GB card
+        plan_vllm("orpheus-3b", "RTX-3070", gpu_memory_utilization=0.5, max_model_len=8192)
+    named = str(err.value).split("gmu_ceiling): ")[1].split(";")[0].split(", ")
+    assert named == kv_cache.cards_that_fit("orpheus-3b", max_model_len=8192) and "RTX-3070" not in named
+    for key in GPUS:  # each card named fits at its highest safe share by plan_vllm; none left out does
+        try:
+            fits = plan_vllm("orpheus-3b", key, max_model_len=8192, gpu_memory_utilization=gmu_ceiling(GPUS[key])).fits
+        except ValueError:
+            fits = False
+        assert fits == (key in named), key
+    # fit_vllm's "a bigger card" is the same rule, above the card asked about
+    assert kv_fit_bigger("orpheus-3b", "RTX-3070") == [k for k in named if GPUS[k].memory_gib > GPUS["RTX-3070"].memory_gib]
+
+
+def kv_fit_bigger(model, gpu):
+    from colab_tts.kv_fit import _bigger_cards
+
+    return _bigger_cards(ModelSpec.known(model), get_gpu(gpu), dict(max_model_len=8192), 1)
+
+
+def test_fit_honours_the_sampler_the_log_names_and_a_float32_plan_says_float32():
+    pip = fit_vllm("orpheus-3b", "L4", audio_seconds=30, vllm_version="0.10.1")
+    flashinfer = fit_vllm("orpheus-3b", "L4", audio_seconds=30, vllm_version="0.10.1", flashinfer_sampler=True)
+    assert flashinfer.inputs["flashinfer_sampler"] is True and pip.inputs["flashinfer_sampler"] is None
+    assert flashinfer.sampler_gib < pip.sampler_gib  # FlashInfer samples without sorting the vocabulary
+    full = fit_vllm("orpheus-3b", "A100-40GB", audio_seconds=30, dtype="float32")
+    assert full.dtype == "float32" and "32-bit weights (float32)" in full.quality_note
+    assert full.kernel == "cuBLAS (float32)"
