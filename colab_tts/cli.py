@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{ORPHEUS_TOKENS_PER_SECOND:.2f})")
     plan.add_argument("--max-model-len", type=int, default=None, help="instead of --seconds")
     plan.add_argument("--gpu-memory-utilization", type=float, default=None,
-                      help="default: vLLM's own for --vllm-version (0.92 from 0.20, 0.9 before); with --fit: "
+                      help="default: vLLM's own for --vllm-version (vllm_versions.default_gmu); with --fit: "
                            "searched up to what vLLM's start-up check allows")
     plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
     plan.add_argument("--tensor-parallel-size", type=int, default=1)

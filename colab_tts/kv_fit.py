@@ -6,10 +6,11 @@ what a person may change -
 
 - ``max_num_seqs``: the sampler's warm-up holds fp32 copies of [max_num_seqs, vocab] logits (~10 where
   top-k/top-p sorts the vocabulary, fewer with the in-place kernels: ``vllm_versions.sampler_sorts``),
-  up to 1.5 GiB for Orpheus's 156,940-token vocabulary at vLLM's default of 256;
+  which for Orpheus's vocabulary at vLLM's default max_num_seqs outweighs the forward pass on small cards;
 - ``max_num_batched_tokens``: the profile forward pass grows with it;
 - ``enforce_eager``: no CUDA-graph pool (vLLM >= 0.20 sets it aside), at some speed cost;
-- ``gpu_memory_utilization``: from vLLM's default (0.9; 0.92 from v0.20) up to ``SAFE_GMU_CEILING``;
+- ``gpu_memory_utilization``: from vLLM's default (``vllm_versions.default_gmu``) up to ``gmu_ceiling`` (what
+  vLLM's start-up check allows with the memory others hold), below the default where that check needs it;
 - the KV dtype and the weight quantization, only within the ``quality`` the person allows -
 
 and keeps the plan, among those that fit by ``plan_vllm``'s own account, with the highest
@@ -173,8 +174,8 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
              tensor_parallel_size: int = 1, gpu_memory_utilization=None, flashinfer_sampler=None) -> FitPlan:
     """The vLLM settings that fit ``model`` on ``gpu`` with the highest predicted throughput.
 
-    ``audio_seconds`` sets max_model_len (prompt + seconds x the model's tokens per second; Orpheus:
-    82.03) unless ``max_model_len`` is given. ``concurrency`` requests of that length must fit at
+    ``audio_seconds`` sets max_model_len (prompt + seconds x the model's tokens per second, ``audio_rate``;
+    capped at the model's context with the reason in ``request_note``) unless ``max_model_len`` is given. ``concurrency`` requests of that length must fit at
     once. ``quality`` is the person's choice: "lossless" keeps 16-bit weights and KV, "8bit" also
     allows fp8 weights and an fp8 KV cache, "4bit" also AWQ / GPTQ / bitsandbytes. The plan returned
     is ``plan_vllm(**plan.engine_kwargs())``, field for field. Raises ValueError saying how much is

@@ -15,8 +15,9 @@ vllm/v1/worker/gpu_worker.py ``determine_available_memory`` @v0.32.0). The cache
 ``colab_tts.vllm_versions``, each with the release that changed it.
 
 The KV arithmetic (``kv_bytes_per_token``, ``kv_blocks``) is exact: tests compare it with real vLLM. The
-GPU-side terms are a physical model with four constants (``GpuOverheads``) fitted to published vLLM logs;
-``colab_tts.lessons.kv_sizing`` checks it against them, leave-one-out.
+GPU-side terms are a physical model whose constants (``GpuOverheads``) are fitted to or checked by published vLLM
+logs, except the CUDA-graph estimate (plans that use it say "not validated"); ``colab_tts.lessons.kv_sizing``
+checks the model against the logs, leave-one-out.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .units import GIB, MIB
 from .vllm_plan import MemoryBudget
 
 BLOCK_SIZE = 16
-# Orpheus: 7 LLM tokens per 2048-sample SNAC frame at 24 kHz, 82.03 tokens per second of audio (the cited
-# figure snac_decode.TOKENS_PER_SECOND reads; read here too so the planner does not import numpy)
+# Orpheus: 7 LLM tokens per 2048-sample SNAC frame at 24 kHz, in tokens per second of audio (the cited figure
+# snac_decode.TOKENS_PER_SECOND reads; read here too so the planner does not import numpy)
 ORPHEUS_TOKENS_PER_SECOND = cited_value("orpheus.tokens_per_second")
 LATEST_VLLM = versions.LATEST
 # The CUDA context a process creates on its first CUDA call (cited: cuda.context_mb, pytorch/pytorch#109888):
@@ -348,7 +349,7 @@ def logged_kv_tokens(num_blocks: int, max_model_len: int, block_size: int = BLOC
 def max_model_len_for_audio(seconds, tokens_per_second=ORPHEUS_TOKENS_PER_SECOND, prompt_tokens: int = 128) -> int:
     """max_model_len for ``seconds`` of audio: prompt + seconds x tokens/s, rounded up to a 16-token block.
 
-    Orpheus makes 82.03 tokens per second of audio (7 tokens per 2048-sample SNAC frame at 24 kHz);
+    Orpheus makes ``ORPHEUS_TOKENS_PER_SECOND`` (cited: 7 tokens per 2048-sample SNAC frame at 24 kHz);
     128 prompt tokens cover the special tokens, the voice name and about 80 words of text.
     """
     positive(seconds, "seconds")
@@ -404,11 +405,13 @@ class GpuOverheads:
       place, or FlashInfer's sampler), counted in vllm/v1/sample (sampler.py, ops/topk_topp_sampler.py
       @v0.28.0): the model-dtype logits (0.5), their fp32 copy (1), then FlashInfer's masked logits and
       probabilities (2) or softmax probabilities and the exponential noise of random_sample (2): 3.5.
+      Checked by one published log: Qwen2-7B, vLLM 0.10.1 with FlashInfer sampling on an A100 80GB (-0.5%,
+      tests/data/vllm_logs.json qwen2-7b-a100-80gb-gmu025-flashinfer).
     - ``non_torch_gib``: CUDA context, cuBLAS/NCCL buffers outside torch's allocator (logs print -0.12
       to 0.35 GiB on one GPU); the value that minimises the worst error over the published logs.
     - ``cudagraph_gib``: vLLM's CUDA-graph estimate (v0.20+). Published estimates for dense and hybrid models
       read 0.09-0.58 GiB (noonghunna/club-3090#434, vllm-project/vllm#30515, gpustack/runner#251,
-      wtdcode/vllm-backport#34): 0.3. No published case checks it yet.
+      wtdcode/vllm-backport#34): 0.3. Not validated: no published log held checks it (plans from 0.20.0 say so).
     """
 
     act_units: float = 3.0
