@@ -83,6 +83,10 @@ def cmd_plan(args) -> int:
         raise ValueError("--quality sets what --fit may change: add --fit, or drop --quality")
     if args.other_gib is not None:
         positive(args.other_gib, "--other-gib", allow_zero=True)
+        largest = max(g.memory_gib for g in hardware.GPUS.values())
+        if args.other_gib >= largest:
+            raise ValueError(f"--other-gib {args.other_gib:g} is more than any catalog card holds ({largest:.2f} GiB): "
+                             "it is in GiB (nvidia-smi prints MiB: divide by 1024)")
     max_len, why = _plan_request(args, spec)
     common = dict(dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size, vllm_version=args.vllm_version,
                   gpu_memory_utilization=args.gpu_memory_utilization)
@@ -113,7 +117,8 @@ def cmd_plan(args) -> int:
 
     for system in SYSTEMS:
         if system.model == spec.name:
-            print(f"{system.label}: {system.note}")
+            print(f"{system.label}: {system.note} (the table plans the decoder alone; "
+                  "colab_tts.systems.fit_table counts the other stages)")
     return 0
 
 

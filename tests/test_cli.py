@@ -168,7 +168,7 @@ def test_plan_stays_within_the_models_context(capsys):
     (["--quality", "8bit"], ["--fit"]), (["--max-model-len", "4096", "--seconds", "10"], ["not both"]),
     (["--model", "metavoice-1b", "--seconds", "30"], ["--tokens-per-second"]),
     (["--gpu", "RTX-3070", "--other-gib", "0.6"], ["refuses to start", "gpu_memory_utilization <= 0.87"]),
-    (["--model", "nope"], ["Unknown model"]),
+    (["--model", "nope"], ["Unknown model"]), (["--gpu", "all", "--other-gib", "900"], ["MiB", "1024"]),
 ])
 def test_plan_flags_are_honoured_or_refused_in_one_line(argv, words, capsys):
     assert main(["plan", *argv]) == 2
