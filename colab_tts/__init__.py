@@ -2,12 +2,12 @@
 
 The runtime, one module per concern; importing the package itself loads nothing heavy:
 
-- ``hardware``, ``devices``, ``units``, ``cited``: the GPU catalog and dtype choice (bf16 -> fp16 below CC 8.0),
+- ``hardware``, ``dtypes``, ``devices``, ``units``, ``cited``: the GPU catalog and dtype choice (bf16 -> fp16 below CC 8.0),
   one way to name and wait for a device, units, and every typed figure with its public source (``data/cited``)
-- ``colab``, ``selftest``: Colab detection, the vLLM install with its GPU check, restart and fall-back; every
+- ``colab``, ``colab_release``, ``selftest``: Colab detection, the vLLM install with its GPU check, restart and fall-back; every
   CUDA path once with a pass/fail table
-- ``models``, ``kv_cache`` (with ``vllm_plan`` and ``vllm_versions``: vLLM 0.6.4-0.32.0 modelled),
-  ``quantization``, ``kv_fit``, ``systems``, ``kv_probe``: model shapes, the vLLM KV-cache planner, quantized
+- ``models``, ``kv_cache`` (the public face of ``vllm_plan``, ``planner`` and ``kv_fit``; ``vllm_versions``: vLLM
+  0.6.4-0.32.0 modelled), ``quantization``, ``systems``, ``plan_table``, ``kv_probe``: model shapes, the vLLM KV-cache planner, quantized
   weight bytes and vLLM's CC rules, the settings that fit (``fit_vllm``), whether each TTS system fits a GPU
   by that plan, real-vLLM checks
 - ``orpheus``, ``orpheus_engines``, ``orpheus_demo``, ``snac_decode``, ``snac_official``, ``hub``, ``audio``:

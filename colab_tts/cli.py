@@ -44,54 +44,81 @@ def vllm_command_line(model_id: str, engine_kwargs: dict) -> str:
     return " ".join(parts)
 
 
+def _plan_request(args, spec) -> tuple[int, str | None]:
+    """max_model_len from --max-model-len, or from --seconds at the model's tokens per second (capped at its
+    context, with the reason), refusing flags that would be ignored."""
+    from . import kv_cache
+    from ._checks import positive
+    from .kv_fit import audio_rate
+
+    if args.max_model_len is not None:
+        if args.seconds is not None or args.tokens_per_second is not None:
+            raise ValueError("give --max-model-len, or --seconds (with --tokens-per-second), not both: "
+                             "--max-model-len would override them")
+        positive(args.max_model_len, "--max-model-len", integer=True)
+        return args.max_model_len, None  # an explicit length beyond the context is refused by the plan
+    seconds = 30.0 if args.seconds is None else positive(args.seconds, "--seconds")
+    if args.tokens_per_second is not None:
+        positive(args.tokens_per_second, "--tokens-per-second")
+    rate = audio_rate(spec.name, args.tokens_per_second)
+    if rate is None:
+        if args.seconds is not None:
+            raise ValueError(f"{spec.name} has no known tokens per second of audio, so --seconds cannot set its "
+                             "length: add --tokens-per-second, or give --max-model-len")
+        return spec.max_position_embeddings, (f"{spec.name} has no known tokens per second of audio: planned for its "
+                                              f"whole context of {spec.max_position_embeddings:,} tokens")
+    return kv_cache.request_len(spec, seconds, rate)
+
+
 def cmd_plan(args) -> int:
     from . import kv_cache
+    from ._checks import positive
     from .display import Table
     from .models import ModelSpec, known_models
+    from .plan_table import catalog_rows, fit_rows, verdict
 
     spec = ModelSpec.from_config(args.model) if args.model.endswith(".json") else ModelSpec.known(args.model)
     hub_id = known_models().get(spec.name, {}).get("hub_id", args.model)
-    max_len = args.max_model_len or kv_cache.max_model_len_for_audio(args.seconds, args.tokens_per_second)
-    options = dict(gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype, max_model_len=max_len,
-                   tensor_parallel_size=args.tensor_parallel_size, vllm_version=args.vllm_version)
-    if args.fit:
-        from .kv_fit import fit_vllm
-
-        plan = fit_vllm(spec, args.gpu, max_model_len=max_len, quality=args.quality,
-                        tokens_per_second=args.tokens_per_second, vllm_version=args.vllm_version)
-        print(plan.explain())
-        print("\nvLLM engine arguments:", plan.engine_kwargs())
-        print("Command line:", vllm_command_line(hub_id, plan.engine_kwargs()))
-        return 0
-    if args.gpu.lower() != "all":
-        plan = kv_cache.plan_vllm(spec, args.gpu, **options)
+    if args.quality is not None and not args.fit:
+        raise ValueError("--quality sets what --fit may change: add --fit, or drop --quality")
+    if args.other_gib is not None:
+        positive(args.other_gib, "--other-gib", allow_zero=True)
+        largest = max(g.memory_gib for g in hardware.GPUS.values())
+        if args.other_gib >= largest:
+            raise ValueError(f"--other-gib {args.other_gib:g} is more than any catalog card holds ({largest:.2f} GiB): "
+                             "it is in GiB (nvidia-smi prints MiB: divide by 1024)")
+    max_len, why = _plan_request(args, spec)
+    common = dict(dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size, vllm_version=args.vllm_version,
+                  gpu_memory_utilization=args.gpu_memory_utilization)
+    if why:
+        print(f"note: {why}")
+    every = args.gpu.strip().lower() == "all"
+    if not every:
+        other = args.other_gib if args.other_gib is not None else hardware.other_gib_now(args.gpu)
+        if args.fit:
+            plan = kv_cache.fit_vllm(spec, args.gpu, max_model_len=max_len, quality=args.quality or "lossless",
+                                     other_gib=other, **common)
+        else:
+            plan = kv_cache.plan_vllm(spec, args.gpu, max_model_len=max_len, other_gib=other, **common)
         print(plan.explain())
         print("\nvLLM engine arguments:", plan.engine_kwargs())
         print("Command line:", vllm_command_line(hub_id, plan.engine_kwargs()))
         return 0 if plan.fits else 1
-    rows = []
-    for key in hardware.GPUS:
-        try:
-            plan = kv_cache.plan_vllm(spec, key, **options)
-        except ValueError:  # weights alone exceed the budget
-            weights = spec.weight_gib(hardware.resolve_dtype(args.dtype, key).dtype if args.dtype == "auto"
-                                      else args.dtype)
-            rows.append({"gpu": key, "fits": False, "weights GiB": weights, "KV tokens": 0,
-                         "largest max_model_len": 0, "note": "weights exceed the budget"})
-            continue
-        rows.append({"gpu": key, "fits": plan.fits, "weights GiB": plan.weights_gib,
-                     "KV tokens": plan.kv_cache_tokens, "largest max_model_len": plan.largest_max_model_len(),
-                     "note": plan.dtype})
-    print(Table(rows, title=f"{spec.name}, max_model_len={max_len:,} ({args.seconds:g} s of audio at "
-                            f"{args.tokens_per_second:.2f} tokens/s), gpu_memory_utilization="
-                            f"{args.gpu_memory_utilization or 'vLLM default'}"))
-    from .systems import SYSTEMS, fit_table
+    if args.fit:
+        rows = fit_rows(spec, max_len, other_gib=args.other_gib, quality=args.quality or "lossless", **common)
+        title = f"fit_vllm: {spec.name}, max_model_len={max_len:,}, quality={args.quality or 'lossless'}"
+    else:
+        rows = catalog_rows(spec, max_len, other_gib=args.other_gib, **common)
+        title = (f"{spec.name}, max_model_len={max_len:,}, gpu_memory_utilization="
+                 f"{args.gpu_memory_utilization or 'vLLM default'}")
+    print(Table(rows, title=title))
+    print(f"\n{spec.name}, one request of {max_len:,} tokens: {verdict(rows)}.")
+    from .systems import SYSTEMS
 
-    systems = [s for s in SYSTEMS if s.model == spec.name]
-    for row in fit_table(args.seconds, gpus=list(hardware.GPUS), systems=systems):
-        print(f"\n{row['system']}: one {args.seconds:g} s request needs weights {row['weights GiB']:.2f} GiB + KV "
-              f"{row['KV GiB']:.2f} GiB + vLLM's runtime + other stages {row['other GiB']:.2f} GiB (plan_vllm); "
-              f"fits on: {row['fits on']}. {row['note']}")
+    for system in SYSTEMS:
+        if system.model == spec.name:
+            print(f"{system.label}: {system.note} (the table plans the decoder alone; "
+                  "colab_tts.systems.fit_table counts the other stages)")
     return 0
 
 
@@ -139,19 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a bundled model (orpheus-3b, llama-3.2-3b, metavoice-1b, indextts2-gpt, "
                            "gpt-sovits-v2-t2s) or a path to a config.json")
     plan.add_argument("--gpu", default="T4", help="a catalog GPU, or 'all' for a fit table across the catalog")
-    plan.add_argument("--seconds", type=float, default=30.0, help="longest audio one request must hold (30)")
-    plan.add_argument("--tokens-per-second", type=float, default=ORPHEUS_TOKENS_PER_SECOND,
-                      help="model tokens per second of audio (Orpheus: 82.03)")
+    plan.add_argument("--seconds", type=float, default=None,
+                      help="longest audio one request must hold (default 30), at the model's tokens per second; "
+                           "capped at the model's context")
+    plan.add_argument("--tokens-per-second", type=float, default=None,
+                      help=f"model tokens per second of audio (default: the model's own; Orpheus "
+                           f"{ORPHEUS_TOKENS_PER_SECOND:.2f})")
     plan.add_argument("--max-model-len", type=int, default=None, help="instead of --seconds")
     plan.add_argument("--gpu-memory-utilization", type=float, default=None,
-                      help="default: vLLM's own for --vllm-version (0.92 from 0.20, 0.9 before)")
+                      help="default: vLLM's own for --vllm-version (vllm_versions.default_gmu); with --fit: "
+                           "searched up to what vLLM's start-up check allows")
     plan.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
     plan.add_argument("--tensor-parallel-size", type=int, default=1)
+    plan.add_argument("--other-gib", type=float, default=None,
+                      help="GiB other processes already hold on the card (a desktop, a browser); default: read "
+                           "from the GPU present (torch.cuda.mem_get_info), 0 without one")
     plan.add_argument("--vllm-version", default=None, help="e.g. 0.8.3 for the V0 engine (default: the one notebooks install on Colab)")
     plan.add_argument("--fit", action="store_true",
                       help="search the settings that fit (max_num_seqs, gpu_memory_utilization, enforce_eager, "
                            "KV dtype, quantization within --quality) and print the fastest")
-    plan.add_argument("--quality", default="lossless", choices=["lossless", "8bit", "4bit"],
+    plan.add_argument("--quality", default=None, choices=["lossless", "8bit", "4bit"],
                       help="with --fit: the weight/KV precision you accept (default lossless)")
     plan.set_defaults(func=cmd_plan)
 

@@ -40,7 +40,7 @@ Which vLLM, and why (read 2026-11-29):
 What the rest of the package reads: ``VLLM_VERSION`` (the planner's default vLLM version:
 ``colab_tts.vllm_versions.COLAB_VLLM`` is this constant, so ``plan_vllm`` and ``fit_vllm`` plan for what is
 installed here) and :func:`preferred_backend` (``$COLAB_TTS_BACKEND``, else the last setup's choice).
-This module imports only the standard library at import time (``vllm_versions`` imports it).
+This module imports only the standard library (and ``colab_release``) at import time.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VLLM_VERSION = "0.25.1"  # also the planner's default (vllm_versions.COLAB_VLLM)
-VLLM_CUDA = "cu129"
+from .colab_release import VLLM_CUDA, VLLM_VERSION  # one home: also the planner's default (vllm_versions.COLAB_VLLM)
+
 VLLM_REQUIREMENT = f"vllm=={VLLM_VERSION}+{VLLM_CUDA}"
 VLLM_INDEX = f"https://wheels.vllm.ai/{VLLM_VERSION}/{VLLM_CUDA}"
 BACKEND_ENV = "COLAB_TTS_BACKEND"  # "vllm" or "transformers": what the Orpheus loader should use
@@ -301,6 +301,6 @@ def setup_vllm(*, show: bool = True, run=None, kill=None, restart_delay: float =
 
 def vllm_engine_kwargs(compute_capability) -> dict:
     """The engine arguments a GPU of this compute capability needs with the pinned vLLM (empty from CC 8.0)."""
-    from .vllm_versions import below_sm80  # imported here: vllm_versions reads VLLM_VERSION from this module
+    from .vllm_versions import below_sm80  # imported here: it needs `packaging`, which the install cell may lack
 
     return below_sm80(VLLM_VERSION, compute_capability)[0]

@@ -19,6 +19,8 @@ from typing import NamedTuple
 from ._checks import choose, positive
 from .cited import DATA, cited
 from .colab import in_colab  # noqa: F401  - re-exported: colab_tts.hardware.in_colab stays importable
+from .dtypes import DTYPE_BYTES, DTYPES, dtype_name, torch_dtype  # noqa: F401  - re-exported: importable here
+from .models import covered_models
 from .units import GIB
 
 
@@ -119,13 +121,6 @@ def get_gpu(gpu) -> GpuSpec:
 
 # --- dtypes ------------------------------------------------------------------------------------
 
-DTYPES = ("float32", "float16", "bfloat16")
-_DTYPE_ALIASES = {
-    "float32": "float32", "fp32": "float32", "float": "float32", "torch.float32": "float32",
-    "float16": "float16", "fp16": "float16", "half": "float16", "torch.float16": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
-}
-
 # The errors people meet when bf16 reaches a Turing GPU, quoted for the notebooks.
 BF16_ERRORS = {
     "vLLM": (
@@ -139,25 +134,6 @@ BF16_ERRORS = {
         "https://github.com/metavoiceio/metavoice-src/issues/27",
     ),
 }
-
-
-def dtype_name(dtype) -> str:
-    """Canonical name ("float16", ...) of a dtype given as a string alias or a torch.dtype."""
-    if dtype is not None and type(dtype).__name__ == "dtype" and type(dtype).__module__ == "torch":
-        dtype = str(dtype)
-    if not isinstance(dtype, str):
-        raise TypeError(f"dtype must be a string such as 'float16' or a torch dtype, got {type(dtype).__name__}")
-    key = dtype.strip().lower()
-    if key not in _DTYPE_ALIASES:
-        choose(key, DTYPES + ("auto",), "dtype")
-    return _DTYPE_ALIASES[key]
-
-
-def torch_dtype(dtype):
-    """The torch.dtype for a dtype name or alias."""
-    import torch
-
-    return getattr(torch, dtype_name(dtype))
 
 
 def _maybe_gpu(gpu) -> GpuSpec | None:
@@ -325,6 +301,26 @@ def detect(simulate=None) -> DeviceReport:
                         colab, simulated=True, gpu=spec, notes=notes)
 
 
+def other_gib_now(gpu=None, device: int = 0) -> float:
+    """GiB already held on the GPU by others (``total - free`` from ``torch.cuda.mem_get_info``); 0.0 with no GPU.
+
+    What ``plan_vllm(other_gib=...)`` / ``fit_vllm(other_gib=...)`` need on a person's own card (a desktop
+    and a browser often hold a few hundred MiB to over 1 GiB). The figure includes this process's CUDA
+    context if it has one, which stays held while vLLM's engine runs in its own process. ``gpu`` (a catalog
+    name or GpuSpec) is the card being planned: a different card than the one present reads 0.0.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0.0
+    if not torch.cuda.is_available():
+        return 0.0
+    free, total = torch.cuda.mem_get_info(device)
+    if gpu is not None and abs(get_gpu(gpu).memory_gib - total / GIB) > 0.05 * total / GIB:
+        return 0.0
+    return (total - free) / GIB
+
+
 def recommendations(gpu) -> list[str]:
     """Plain advice for running this project's models on ``gpu``."""
     spec = get_gpu(gpu)
@@ -355,24 +351,17 @@ def catalog_rows() -> list[dict]:
 class _CoveredModels(Mapping):
     """{label: (parameters, source)}, read on first use from the bundled configs and the cited data."""
 
-    def _table(self) -> dict:
-        from .systems import covered_models
-
-        return covered_models()
-
     def __getitem__(self, key):
-        return self._table()[key]
+        return covered_models()[key]
 
     def __iter__(self):
-        return iter(self._table())
+        return iter(covered_models())
 
     def __len__(self) -> int:
-        return len(self._table())
+        return len(covered_models())
 
 
 COVERED_MODELS = _CoveredModels()
-
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def weights_fit_rows(dtype: str = "float16", gpus=None, models=None) -> list[dict]:

@@ -6,10 +6,11 @@ what a person may change -
 
 - ``max_num_seqs``: the sampler's warm-up holds fp32 copies of [max_num_seqs, vocab] logits (~10 where
   top-k/top-p sorts the vocabulary, fewer with the in-place kernels: ``vllm_versions.sampler_sorts``),
-  up to 1.5 GiB for Orpheus's 156,940-token vocabulary at vLLM's default of 256;
+  which for Orpheus's vocabulary at vLLM's default max_num_seqs outweighs the forward pass on small cards;
 - ``max_num_batched_tokens``: the profile forward pass grows with it;
 - ``enforce_eager``: no CUDA-graph pool (vLLM >= 0.20 sets it aside), at some speed cost;
-- ``gpu_memory_utilization``: from vLLM's default (0.9; 0.92 from v0.20) up to ``SAFE_GMU_CEILING``;
+- ``gpu_memory_utilization``: from vLLM's default (``vllm_versions.default_gmu``) up to ``gmu_ceiling`` (what
+  vLLM's start-up check allows with the memory others hold), below the default where that check needs it;
 - the KV dtype and the weight quantization, only within the ``quality`` the person allows -
 
 and keeps the plan, among those that fit by ``plan_vllm``'s own account, with the highest
@@ -26,27 +27,28 @@ from dataclasses import dataclass, fields
 
 from . import quantization as quant
 from . import vllm_versions as versions
-from ._checks import choose, positive
+from ._checks import choose, fraction, positive
 from .cited import cited
-from .hardware import GPUS, GpuSpec, get_gpu
-from .kv_cache import (
+from .hardware import GPUS, get_gpu
+from .planner import (  # noqa: F401  - SAFE_GMU_CEILING, gmu_ceiling re-exported: importable here
     BLOCK_SIZE,
     ORPHEUS_TOKENS_PER_SECOND,
+    SAFE_GMU_CEILING,
+    PlanInvariantError,
+    VllmPlan,
     _spec,
     _version,
-    max_model_len_for_audio,
+    beyond_context,
+    cards_that_fit,
+    gmu_ceiling,
+    max_startup_gmu,
     plan_vllm,
+    request_len,
+    startup_refusal,
     vllm_budget,
 )
 from .units import GIB
-from .vllm_plan import PlanInvariantError, VllmPlan
 
-# vLLM V1 refuses to start when gpu_memory_utilization x total exceeds the memory free at start-up
-# (cited: vllm_quantization.startup_free_memory_check). The CUDA context and cuBLAS workspace are
-# allocated before that check; we assume 0.5 GiB for them (an assumption, not a measurement) and
-# never go above 0.95.
-SAFE_GMU_CEILING = 0.95
-STARTUP_RESERVE_GIB = 0.5
 # KV room beyond what the requests need, so that an error in the fitted overheads does not turn a fit
 # into a start-up failure: the spread those overheads show in published logs (non-torch memory
 # -0.12..0.35 GiB, CUDA-graph estimates 0.09..0.58 GiB; see kv_cache.GpuOverheads).
@@ -60,12 +62,6 @@ QUALITIES = {
     "4bit": ((None, "fp8", "awq", "gptq", "bitsandbytes"), ("auto", "fp8")),
 }
 _RANK = {None: 0, "fp8": 1, "awq": 2, "gptq": 2, "bitsandbytes": 3}  # fewer bits (or slower kernel) last
-
-
-def gmu_ceiling(gpu: GpuSpec) -> float:
-    """The highest gpu_memory_utilization we plan with: 0.95, less where the start-up reserve needs it."""
-    room = (gpu.memory_gib - STARTUP_RESERVE_GIB) / gpu.memory_gib
-    return min(SAFE_GMU_CEILING, int(room * 100) / 100)
 
 
 @dataclass(repr=False)
@@ -82,6 +78,7 @@ class FitPlan(VllmPlan):
     searched: int = 0  # settings tried
     default_plan_fits: bool = False
     headroom_gib: float = 0.0  # KV memory beyond what `concurrency` requests of max_model_len need
+    request_note: str = ""  # why max_model_len is less than the audio asked for (capped at the model's context)
 
     @property
     def real_time_factor(self) -> float | None:
@@ -97,6 +94,8 @@ class FitPlan(VllmPlan):
 
     def explain(self) -> str:
         lines = [super().explain(), f"  chosen by fit_vllm from {self.searched} settings (quality={self.quality!r})"]
+        if self.request_note:
+            lines.append(f"  request: {self.request_note}")
         lines.append(f"  weights kernel: {self.kernel}")
         lines.append(f"  predicted (bandwidth roofline, a ceiling): {self.tokens_per_second:.0f} tokens/s at batch 1"
                      + (f" = real-time factor {self.real_time_factor:.2f}" if self.real_time_factor else "")
@@ -171,16 +170,23 @@ def _headroom_gib(plan: VllmPlan, concurrency: int) -> float:
 
 
 def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency: int = 1, quality: str = "lossless",
-             tokens_per_second=None, vllm_version=None) -> FitPlan:
+             tokens_per_second=None, vllm_version=None, other_gib: float = 0.0, dtype="auto",
+             tensor_parallel_size: int = 1, gpu_memory_utilization=None, flashinfer_sampler=None) -> FitPlan:
     """The vLLM settings that fit ``model`` on ``gpu`` with the highest predicted throughput.
 
-    ``audio_seconds`` sets max_model_len (prompt + seconds x the model's tokens per second; Orpheus:
-    82.03) unless ``max_model_len`` is given. ``concurrency`` requests of that length must fit at
+    ``audio_seconds`` sets max_model_len (prompt + seconds x the model's tokens per second, ``audio_rate``;
+    capped at the model's context with the reason in ``request_note``) unless ``max_model_len`` is given. ``concurrency`` requests of that length must fit at
     once. ``quality`` is the person's choice: "lossless" keeps 16-bit weights and KV, "8bit" also
     allows fp8 weights and an fp8 KV cache, "4bit" also AWQ / GPTQ / bitsandbytes. The plan returned
     is ``plan_vllm(**plan.engine_kwargs())``, field for field. Raises ValueError saying how much is
     missing when nothing fits, and, when even the smallest weights the quality allows exceed the card,
     which smaller model, quality or tensor-parallel machine would fit.
+
+    ``other_gib`` is the memory other processes hold on the card when vLLM starts (``hardware.other_gib_now()``
+    reads it on a GPU): the share returned always passes vLLM's start-up check (the share must be free once
+    vLLM's own CUDA context exists), lowered below vLLM's default where it must; if no share can, one
+    ValueError says how much must be free. ``gpu_memory_utilization`` fixes the share instead of searching it;
+    ``dtype``, ``tensor_parallel_size`` and ``flashinfer_sampler`` are passed to every plan as asked.
     """
     spec = _spec(model)
     gpu = get_gpu(gpu)
@@ -193,16 +199,29 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
         if rate is None:
             raise ValueError(f"{spec.name} has no known tokens per second of audio: pass tokens_per_second= "
                              "or max_model_len=")
-        max_model_len = max_model_len_for_audio(audio_seconds, rate)
+        max_model_len, capped = request_len(spec, audio_seconds, rate)
+    else:
+        capped = None
     positive(max_model_len, "max_model_len", integer=True)
     if max_model_len > spec.max_position_embeddings:
-        raise ValueError(f"max_model_len={max_model_len:,} is beyond {spec.name}'s context of "
-                         f"{spec.max_position_embeddings:,} tokens: ask for less audio or split the text")
+        raise ValueError(beyond_context(spec, max_model_len))
     version = _version(vllm_version)  # None: plan_vllm's default release (vllm_versions.COLAB_VLLM)
-    ceiling = gmu_ceiling(gpu)
-    start = versions.default_gmu(versions.parse(vllm_version))
-    grid = [round(g / 100, 2) for g in range(int(round(start * 100)), int(ceiling * 100) + 1)] or [ceiling]
-    common = dict(max_model_len=max_model_len, vllm_version=vllm_version, dtype="auto")
+    positive(other_gib, "other_gib", allow_zero=True)
+    ceiling = gmu_ceiling(gpu, other_gib)
+    checked = versions.startup_check(versions.parse(vllm_version), versions.engine_v0(
+        versions.parse(vllm_version), gpu.compute_capability))
+    if ceiling < 0.01:
+        raise ValueError(startup_refusal(gpu, 0.01, other_gib, versions.parse(vllm_version)))
+    if gpu_memory_utilization is not None:
+        gmu = fraction(gpu_memory_utilization, "gpu_memory_utilization")
+        if checked and gmu > max_startup_gmu(gpu, other_gib):
+            raise ValueError(startup_refusal(gpu, gmu, other_gib, versions.parse(vllm_version)))
+        grid = [gmu]
+    else:
+        start = min(versions.default_gmu(versions.parse(vllm_version)), ceiling)
+        grid = [round(g / 100, 2) for g in range(int(round(start * 100)), int(round(ceiling * 100)) + 1)] or [ceiling]
+    common = dict(max_model_len=max_model_len, vllm_version=vllm_version, dtype=dtype, other_gib=other_gib,
+                  tensor_parallel_size=tensor_parallel_size, flashinfer_sampler=flashinfer_sampler)
     kv_tokens = _kv_tokens(max_model_len, concurrency)
     default_fits = _fits_default(spec, gpu, common, concurrency)
     best, best_key, closest, searched, budgets = None, None, None, 0, []
@@ -232,16 +251,20 @@ def fit_vllm(model, gpu, *, audio_seconds=None, max_model_len=None, concurrency:
             best, best_key = plan, key
     if best is None:
         if not any(b.weights_fit for b in budgets):
-            raise ValueError(_weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vllm_version))
+            raise ValueError(_weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vllm_version,
+                                              common, gpu_memory_utilization))
         raise ValueError(_refusal(spec, gpu, closest, kv_tokens, concurrency, quality, max_model_len))
-    return _fitted(_engine_plan(best), concurrency, quality, rate, searched, default_fits, version)
+    fitted = _fitted(_engine_plan(best), concurrency, quality, rate, searched, default_fits, version)
+    fitted.request_note = capped or ""
+    return fitted
 
 
 def _engine_plan(plan: VllmPlan) -> VllmPlan:
     """plan_vllm of exactly the engine arguments ``plan`` hands to vLLM: what a person re-planning them gets."""
     kwargs = plan.engine_kwargs()
     kwargs.pop("attention_backend", None)  # no input of the sum: plan_vllm derives it below CC 8.0
-    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kwargs)
+    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, other_gib=plan.other_gib,
+                      flashinfer_sampler=plan.inputs.get("flashinfer_sampler"), **kwargs)
     if again.num_blocks != plan.num_blocks or again.engine_kwargs() != plan.engine_kwargs():
         raise PlanInvariantError(f"planner bug: the engine arguments {plan.engine_kwargs()} re-plan to "
                                  f"{again.num_blocks:,} blocks, not the {plan.num_blocks:,} fit_vllm chose")
@@ -278,24 +301,15 @@ def _fitted(plan: VllmPlan, concurrency, quality, rate, searched, default_fits, 
         aggregate_tokens_per_second=decode_tokens_per_second(plan, min(concurrency, plan.max_num_seqs)),
         audio_tokens_per_second=rate,
         quality_note=quant.quality_note(plan.model.name, plan.quantization, plan.engine_settings.get(
-            "kv_cache_dtype", "auto")),
-        kernel=quant.kernel(plan.quantization, plan.gpu, version),
+            "kv_cache_dtype", "auto"), plan.dtype),
+        kernel=quant.kernel(plan.quantization, plan.gpu, version, plan.dtype),
         searched=searched, default_plan_fits=default_fits, headroom_gib=_headroom_gib(plan, concurrency),
     )
 
 
 def _bigger_cards(spec, gpu, settings, concurrency) -> list[str]:
-    """Catalog GPUs with more memory on which ``settings`` fit, by plan_vllm at each card's ceiling."""
-    out = []
-    for key, card in sorted(GPUS.items(), key=lambda kv: kv[1].memory_gib):
-        if card.memory_gib <= gpu.memory_gib:
-            continue
-        try:
-            if _fits(plan_vllm(spec, card, gpu_memory_utilization=gmu_ceiling(card), **settings), concurrency):
-                out.append(key)
-        except ValueError:  # a scheme that card cannot run, or weights beyond it
-            continue
-    return out
+    """Catalog GPUs with more memory on which ``settings`` fit (planner.cards_that_fit, the one rule)."""
+    return cards_that_fit(spec, bigger_than=gpu, concurrency=concurrency, **settings)
 
 
 def _refusal(spec, gpu, closest, kv_tokens, concurrency, quality, max_model_len) -> str:
@@ -333,7 +347,8 @@ def _tensor_parallel(spec, scheme, max_model_len, concurrency, vllm_version) -> 
     return None
 
 
-def _weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vllm_version) -> str:
+def _weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vllm_version, common=None,
+                     gpu_memory_utilization=None) -> str:
     """Even the fewest bits ``quality`` allows leave weights beyond the budget: say so and what would fit."""
     smallest = min(budgets, key=lambda b: b.weights)
     kv_tokens = _kv_tokens(max_model_len, concurrency)
@@ -341,8 +356,9 @@ def _weights_refusal(spec, gpu, quality, budgets, max_model_len, concurrency, vl
     fixes = []
     for lower in list(QUALITIES)[list(QUALITIES).index(quality) + 1:]:
         try:
+            same = {k: v for k, v in (common or {}).items() if k not in ("max_model_len", "vllm_version")}
             plan = fit_vllm(spec, gpu, max_model_len=max_model_len, concurrency=concurrency, quality=lower,
-                            vllm_version=vllm_version)
+                            vllm_version=vllm_version, gpu_memory_utilization=gpu_memory_utilization, **same)
         except ValueError:
             continue
         fixes.append(f"quality={lower!r} ({plan.quantization} weights: {plan.weights_gib:.2f} GiB, fitted by fit_vllm)")

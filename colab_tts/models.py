@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from ._checks import choose
-from .hardware import DTYPE_BYTES, dtype_name
+from .cited import cited
+from .dtypes import DTYPE_BYTES, dtype_name
 from .units import GIB
 
 # Config keys per field, first match wins (Llama/Qwen2/Mistral/Phi-3 names, then GPT-2 names).
@@ -125,6 +126,18 @@ def known_models() -> dict[str, dict]:
     """The bundled model configs: {name: {"source": ..., "hub_id": ..., "config": {...}}}."""
     text = resources.files("colab_tts").joinpath("data/models.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def covered_models() -> dict[str, tuple[float, str]]:
+    """Parameters of each covered model with where the count comes from (hardware.COVERED_MODELS)."""
+    out = {}
+    for label, name in (("Orpheus 3B (LLM)", "orpheus-3b"), ("MetaVoice-1B (GPT)", "metavoice-1b"),
+                        ("GPT-SoVITS GPT stage", "gpt-sovits-v2-t2s")):
+        spec = ModelSpec.known(name)
+        out[label] = (spec.num_params, f"counted from its config: {spec.source.split(' (')[0]}")
+    snac = cited("snac.parameters_24khz")
+    out["SNAC 24 kHz codec"] = (snac.value, snac.source)
+    return out
 
 
 def _need(cfg: dict, what: str) -> int:

@@ -161,13 +161,13 @@ def _min_cc(scheme: str, version) -> tuple[int, str]:
     return int(fact.value), fact.source
 
 
-def kernel(scheme: str | None, gpu: GpuSpec, version=RULES_VERSION) -> str:
+def kernel(scheme: str | None, gpu: GpuSpec, version=RULES_VERSION, dtype: str = "float16") -> str:
     """The GEMM kernel vLLM picks for ``scheme`` on ``gpu`` (assuming the scheme is allowed there)."""
     version = _release(version)
     cc = _cc(gpu)
     marlin = cc >= 75 if version >= _turing_release() else cc >= 80
     if scheme is None:
-        return "cuBLAS (fp16/bf16)"
+        return f"cuBLAS ({dtype})"
     if scheme == "fp8":
         return "CUTLASS FP8 (W8A8, native)" if cc >= int(cited("vllm_quantization.fp8_native_cc").value) \
             else "Marlin FP8 (weight-only W8A16)"
@@ -302,12 +302,14 @@ def check_kv_cache_dtype(kv_cache_dtype: str, gpu: GpuSpec, version=RULES_VERSIO
     return notes
 
 
-def quality_note(model_name: str, scheme: str | None, kv_cache_dtype: str = "auto") -> str:
-    """What is known about this quantization's quality for this model, with the source."""
+def quality_note(model_name: str, scheme: str | None, kv_cache_dtype: str = "auto", dtype: str = "float16") -> str:
+    """What is known about this quantization's quality for this model, with the source (``dtype``: unquantized)."""
     parts = []
     orpheus = "orpheus" in model_name.lower()
     if scheme is None:
-        parts.append("16-bit weights: the model as published")
+        parts.append(f"{8 * DTYPE_BYTES[dtype]}-bit weights ({dtype}): the model as published"
+                     + (", held in float32 (twice the memory, no better than its 16-bit release)"
+                        if dtype == "float32" else ""))
     elif orpheus and QUALITY[scheme] == "8bit":
         c = cited("vllm_quantization.orpheus_q8_quality")
         parts.append(f"8-bit: GGUF authors report '{c.value}' ({c.source}); fp8 in vLLM is a different "

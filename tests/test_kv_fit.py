@@ -1,6 +1,7 @@
 """fit_vllm: the settings that fit, by plan_vllm's own account, with the fastest predicted decode."""
 
 import dataclasses
+import math
 import re
 
 import pytest
@@ -23,7 +24,8 @@ def _replan(plan: FitPlan):
     """plan_vllm with exactly the engine arguments the fitted plan hands to vLLM."""
     kw = plan.engine_kwargs()
     backend = kw.pop("attention_backend", None)  # no term of the memory sum: plan_vllm derives it (CC < 8.0)
-    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, **kw)
+    # what others hold on the card is the machine's, not an engine argument: re-planned as the plan states it
+    again = plan_vllm(plan.model, plan.gpu, vllm_version=plan.vllm_version, other_gib=plan.other_gib, **kw)
     assert again.engine_kwargs().get("attention_backend") == backend
     return again
 
@@ -63,6 +65,16 @@ def test_fits_by_plan_vllms_own_account_across_the_catalog(seconds):
                 _check_fitted(plan, 1, quality)
                 fitted += 1
     assert fitted > 3 * refused  # most of the catalog fits something that memory allows
+
+
+def test_audio_beyond_the_context_is_capped_with_the_reason_and_an_explicit_length_refused():
+    plan = fit_vllm("gpt-sovits-v2-t2s", "T4", audio_seconds=300)  # 300 s x 25 tokens/s > its 1,500 steps
+    assert plan.max_model_len == 1500 and "capped" in plan.request_note and "7,632 tokens" in plan.request_note
+    assert "request: capped" in plan.explain()
+    assert fit_vllm("gpt-sovits-v2-t2s", "T4", audio_seconds=30).request_note == ""
+    with pytest.raises(ValueError, match="beyond"):
+        plan_vllm("metavoice-1b", "T4", max_model_len=2049)  # vLLM refuses more than max_position_embeddings
+    assert plan_vllm("metavoice-1b", "T4", max_model_len=2048).fits
 
 
 def test_orpheus_on_an_8gb_card_fits_with_settings_the_default_misses():
@@ -138,7 +150,7 @@ def test_importable_where_the_issue_says():
     (dict(), ValueError, ["audio_seconds", "max_model_len"]),
     (dict(audio_seconds=30, quality="3bit"), ValueError, ["quality", "lossless"]),
     (dict(audio_seconds=30, concurrency=0), ValueError, ["concurrency"]),
-    (dict(audio_seconds=300), ValueError, ["beyond"]),
+    (dict(max_model_len=1501), ValueError, ["beyond", "max_position_embeddings=1,500", "vllm/config/model.py"]),
 ])
 def test_bad_input(kwargs, exc, words):
     with pytest.raises(exc) as err:
@@ -222,32 +234,61 @@ def _assert_within_the_card(plan):
     if plan.num_blocks:
         spent = plan.weights_gib + plan.activation_gib + plan.non_torch_gib + plan.cudagraph_gib + plan.kv_cache_gib
         assert spent <= plan.budget_gib + 1e-9
+    _assert_figures_agree_with_engine_args(plan)
+
+
+def _assert_figures_agree_with_engine_args(plan):
+    """Every figure the plan reports agrees with the engine arguments it hands to vLLM."""
+    kw = plan.engine_kwargs()
+    assert kw["max_model_len"] == plan.max_model_len and kw["max_num_seqs"] == plan.max_num_seqs
+    assert kw["gpu_memory_utilization"] == plan.gpu_memory_utilization
+    assert plan.kv_cache_tokens == plan.num_blocks * plan.block_size
+    assert 0 <= plan.max_concurrency <= plan.max_num_seqs  # never more at once than vLLM schedules
+    per_request = -(-plan.max_model_len // plan.block_size)
+    assert plan.max_concurrency * per_request <= plan.num_blocks  # whole blocks each
+    assert plan.fits == (plan.kv_cache_tokens >= plan.max_model_len)
+    message = plan.message()
+    assert message.startswith("fits") == plan.fits
+    if plan.fits:
+        assert f"{plan.kv_cache_tokens:,} KV tokens, {plan.max_concurrency:,} request(s)" in message
+    if plan.startup_free_gib is not None:  # vLLM's start-up check passes with what the plan says is held
+        card = plan.gpu.memory_gib
+        assert card * plan.gpu_memory_utilization <= card - plan.other_gib - plan.context_gib + 1e-9
+        assert f"{math.ceil((plan.startup_free_gib + plan.context_gib) * 1024):,} MiB" in plan.explain()
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(spec=llama_shapes(), gpu=st.sampled_from(list(GPUS)), quality=st.sampled_from(list(QUALITIES)),
-       share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4), max_model_len=st.sampled_from([256, 1024, 4096]))
-@example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096)
-@example(spec=LLAMA_3_70B, gpu="A100-80GB", quality="8bit", share=0.9, concurrency=2, max_model_len=4096)
+       share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4),
+       max_model_len=st.sampled_from([256, 1000, 1024, 4096]), other_gib=st.sampled_from([0.0, 0.3, 1.2]))
+@example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096, other_gib=0.0)
+@example(spec=LLAMA_3_70B, gpu="A100-80GB", quality="8bit", share=0.9, concurrency=2, max_model_len=4096,
+         other_gib=0.0)
 def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwargs(
-        spec, gpu, quality, share, concurrency, max_model_len):
+        spec, gpu, quality, share, concurrency, max_model_len, other_gib):
     card = get_gpu(gpu)
     try:
-        plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
-    except ValueError:  # only when the weights exceed the budget (or the profile run the card)
-        budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
-        assert not budget.weights_fit or budget.activation > budget.total
+        plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len, other_gib=other_gib)
+    except ValueError as err:  # vLLM would not start at this share, or the weights exceed the budget
+        if share > kv_cache.max_startup_gmu(card, other_gib):
+            assert "refuses to start" in str(err)
+        else:
+            budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
+            assert not budget.weights_fit or budget.activation > budget.total
     else:
         assert plan.budget_gib == pytest.approx(card.memory_gib * share)
         _assert_within_the_card(plan)
     try:
-        fitted = fit_vllm(spec, gpu, max_model_len=max_model_len, quality=quality, concurrency=concurrency)
+        fitted = fit_vllm(spec, gpu, max_model_len=max_model_len, quality=quality, concurrency=concurrency,
+                          other_gib=other_gib)
     except ValueError as err:
         msg = str(err)
-        if "does not fit on" in msg:  # refused on the weights: every scheme the quality allows is too big here
+        if "refuses to start" in msg:
+            assert gmu_ceiling(card, other_gib) < 0.01
+        elif "does not fit on" in msg:  # refused on the weights: every scheme the quality allows is too big here
             schemes = [s for s in QUALITIES[quality][0] if s is None or s in quant.allowed_schemes(card)]
             for scheme in schemes:
-                assert not kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=gmu_ceiling(card),
+                assert not kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=gmu_ceiling(card, other_gib),
                                                 max_model_len=max_model_len, quantization=scheme).weights_fit
         else:
             need, gives = map(float, re.search(r"needs ([\d.]+) GiB; .* gives ([\d.]+) GiB", msg).groups())
@@ -255,5 +296,73 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
         return
     assert _plan_fields(fitted) == _engine_replan_fields(fitted)
     assert fitted.fits and fitted.max_concurrency >= concurrency and fitted.quantization in ALLOWED[quality]
-    assert fitted.gpu_memory_utilization <= gmu_ceiling(card)
+    assert fitted.gpu_memory_utilization <= gmu_ceiling(card, other_gib)
+    assert fitted.other_gib == other_gib
+    assert fitted.aggregate_tokens_per_second == pytest.approx(decode_tokens_per_second(fitted, concurrency))
     _assert_within_the_card(fitted)
+
+
+def test_fit_only_returns_a_share_that_passes_vllms_start_up_check():
+    card = get_gpu("RTX-3070")
+    headless = fit_vllm("orpheus-3b", card, audio_seconds=30)
+    desktop = fit_vllm("orpheus-3b", card, audio_seconds=30, other_gib=0.6)  # a display and a browser
+    # vllm/v1/worker/utils.py request_memory @v0.32.0: total x gmu must be free once vLLM's CUDA context exists
+    for plan, held in ((headless, 0.0), (desktop, 0.6)):
+        assert card.memory_gib * plan.gpu_memory_utilization <= card.memory_gib - held - kv_cache.CUDA_CONTEXT_GIB
+        assert plan.other_gib == held and f">= {math.ceil((plan.startup_free_gib + plan.context_gib) * 1024):,} MiB" \
+            in plan.explain() and "nvidia-smi" in plan.explain()
+    assert desktop.gpu_memory_utilization < headless.gpu_memory_utilization
+    assert desktop.gpu_memory_utilization < 0.92  # below vLLM's default: the default itself would not start
+    with pytest.raises(ValueError, match="refuses to start"):
+        plan_vllm("orpheus-3b", card, max_model_len=2592, other_gib=0.6)  # vLLM's default share, same desktop
+    with pytest.raises(ValueError, match=r"refuses to start.*free the card"):
+        fit_vllm("orpheus-3b", card, audio_seconds=30, other_gib=card.memory_gib - 0.3)
+    with pytest.raises(ValueError, match=r"use gpu_memory_utilization <= 0\.8"):
+        fit_vllm("orpheus-3b", card, audio_seconds=30, other_gib=0.6, gpu_memory_utilization=0.9)
+    # a release without the check (V0) plans with the memory held counted against nothing but the card
+    assert plan_vllm("orpheus-3b", "T4", max_model_len=2048, vllm_version="0.8.2").startup_free_gib is None
+
+
+def test_other_gib_now_reads_the_card_present_and_is_zero_without_one(monkeypatch):
+    import torch
+
+    from colab_tts import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.other_gib_now("T4") == 0.0
+    total = get_gpu("RTX-3070").memory_gib * 2**30
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (total - 0.75 * 2**30, total))
+    assert hardware.other_gib_now("RTX-3070") == pytest.approx(0.75)
+    assert hardware.other_gib_now("H100-80GB") == 0.0  # planning another card than the one present
+
+
+def test_one_rule_says_which_card_would_fit():
+    with pytest.raises(ValueError) as err:  # bf16 weights (6.2 GiB) beyond half of an 8 GB card
+        plan_vllm("orpheus-3b", "RTX-3070", gpu_memory_utilization=0.5, max_model_len=8192)
+    named = str(err.value).split("gmu_ceiling): ")[1].split(";")[0].split(", ")
+    assert named == kv_cache.cards_that_fit("orpheus-3b", max_model_len=8192) and "RTX-3070" not in named
+    for key in GPUS:  # each card named fits at its highest safe share by plan_vllm; none left out does
+        try:
+            fits = plan_vllm("orpheus-3b", key, max_model_len=8192, gpu_memory_utilization=gmu_ceiling(GPUS[key])).fits
+        except ValueError:
+            fits = False
+        assert fits == (key in named), key
+    # fit_vllm's "a bigger card" is the same rule, above the card asked about
+    assert kv_fit_bigger("orpheus-3b", "RTX-3070") == [k for k in named if GPUS[k].memory_gib > GPUS["RTX-3070"].memory_gib]
+
+
+def kv_fit_bigger(model, gpu):
+    from colab_tts.kv_fit import _bigger_cards
+
+    return _bigger_cards(ModelSpec.known(model), get_gpu(gpu), dict(max_model_len=8192), 1)
+
+
+def test_fit_honours_the_sampler_the_log_names_and_a_float32_plan_says_float32():
+    pip = fit_vllm("orpheus-3b", "L4", audio_seconds=30, vllm_version="0.10.1")
+    flashinfer = fit_vllm("orpheus-3b", "L4", audio_seconds=30, vllm_version="0.10.1", flashinfer_sampler=True)
+    assert flashinfer.inputs["flashinfer_sampler"] is True and pip.inputs["flashinfer_sampler"] is None
+    assert flashinfer.sampler_gib < pip.sampler_gib  # FlashInfer samples without sorting the vocabulary
+    full = fit_vllm("orpheus-3b", "A100-40GB", audio_seconds=30, dtype="float32")
+    assert full.dtype == "float32" and "32-bit weights (float32)" in full.quality_note
+    assert full.kernel == "cuBLAS (float32)"
