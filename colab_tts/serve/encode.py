@@ -15,7 +15,7 @@ STREAMING_SIZE = 0xFFFFFFFF  # a WAV header's size fields when the length is not
 
 def pcm16(samples: np.ndarray) -> bytes:
     """Little-endian signed 16-bit, mono: OpenAI's ``pcm`` (24 kHz)."""
-    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return np.rint(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
 def wav_header(sample_rate: int = SAMPLE_RATE) -> bytes:

@@ -192,6 +192,8 @@ class StreamingEngine:
                     commands, self._commands = self._commands, []
                     stopping = self.state != "running"
                 self._apply(commands)
+                if commands:
+                    self._stats = self._read_stats()
                 if stopping:
                     self._shutdown()
                     return
