@@ -78,7 +78,8 @@ class StreamingEngine:
         """Requests admitted at once: max_num_seqs decoding plus the rest waiting in vLLM's queue."""
         return self.max_num_seqs * self.queue_limit
 
-    def sampling(self, prompt_len: int, temperature: float | None, seed: int | None):
+    def sampling(self, prompt_len: int, temperature: float | None, seed: int | None, *, full_length: bool = False):
+        """vLLM sampling for one request (Orpheus's defaults). ``full_length``: no early stop (benchmarks)."""
         from ..orpheus import SAMPLING
 
         s = self.tts._sampling(prompt_len, SAMPLING["temperature"], SAMPLING["top_p"], SAMPLING["repetition_penalty"],
@@ -87,6 +88,8 @@ class StreamingEngine:
             s["temperature"] = float(temperature)  # 0: greedy
         from ..orpheus_engines import END_OF_SPEECH
 
+        if full_length:
+            s["min_tokens"] = s["max_tokens"]
         return self._params(**s, stop_token_ids=[END_OF_SPEECH], detokenize=False)
 
     def submit(self, prompt: list[int], sampling, loop) -> Stream:
