@@ -164,13 +164,13 @@ def main(argv=None):
             prompts, seeds = _prompts(tts, n), list(range(100, 100 + n))
             best = {}
             for _ in range(args.rounds):
-                for name, fn in (("ours", lambda: run_ours(ours, prompts, seeds)),
-                                 ("upstream", lambda: run_upstream(upstream, prompts, seeds, tts.snac))):
-                    if name == "upstream":
+                for name in ("ours", "upstream"):
+                    if name == "ours":
+                        s = summary(*run_ours(ours, prompts, seeds))
+                    else:  # the same engine and model, handing tokens to a thread per request
                         ours.stop()
                         upstream = _TokenEngine(tts, max_num_seqs=max(args.streams), queue_limit=2)
-                    s = summary(*fn())
-                    if name == "upstream":
+                        s = summary(*run_upstream(upstream, prompts, seeds, tts.snac))
                         upstream.stop()
                         ours = StreamingEngine(tts, max_num_seqs=max(args.streams), queue_limit=2)
                     if name not in best or s["audio s / s"] > best[name]["audio s / s"]:
