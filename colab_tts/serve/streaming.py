@@ -3,7 +3,7 @@ together, one decoder call per window length (in the steady state one call for a
 
 Each stream follows :func:`colab_tts.snac_decode.stream_audio` exactly (the first chunk after
 ``first_frames`` frames, then one frame at a time with ``lookahead_frames`` of lookahead and
-``context_frames`` of context, the rest flushed at the end), so a stream's audio is the audio it would
+``context_frames`` of context, ``group_frames`` at a time, the rest flushed at the end), so a stream's audio is the audio it would
 get alone; only the decoder calls are shared. Streams start and end at different steps, so their
 windows are grouped by length and each group is one batched call.
 """
@@ -25,6 +25,7 @@ class FrameStream:
     """One request's audio frames and how many have been emitted (stream_audio's state)."""
 
     first_frames: int = 4
+    group_frames: int = 1
     lookahead_frames: int = 1
     context_frames: int = 2
     pending: list[int] = field(default_factory=list)
@@ -51,12 +52,14 @@ class FrameStream:
 
     def window(self):
         """(lo, start, stop, hi) of the frames to decode now, or None. At most one window per step: with one
-        token per step a stream completes at most one frame per step, as stream_audio sees them."""
+        token per step a stream completes at most one frame per step, as stream_audio sees them.
+        ``group_frames``: after the first chunk, emit every that many frames (fewer, longer decoder calls:
+        context + group + lookahead frames decoded per group instead of per frame)."""
         n = len(self.frames)
         if self.finished:
             return (max(0, self.emitted - self.context_frames), self.emitted, n, n) if self.emitted < n else None
         ready = n - self.lookahead
-        due = self.first_frames - self.lookahead if self.emitted == 0 else self.emitted + 1
+        due = self.first_frames - self.lookahead if self.emitted == 0 else self.emitted + self.group_frames
         if n >= self.first_frames and ready >= due:
             return max(0, self.emitted - self.context_frames), self.emitted, ready, n
         return None
