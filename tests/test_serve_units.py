@@ -63,3 +63,13 @@ def test_serve_cli_bad_input_is_one_line_and_exit_2(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_on_a_gpu_the_server_runs_fit_vllms_plan_with_max_num_seqs_from_concurrency():
+    from colab_tts.kv_fit import fit_vllm
+    from colab_tts.serve.server import ServePlan
+
+    fit = fit_vllm("orpheus-3b", "T4", audio_seconds=30, concurrency=3)
+    kwargs = ServePlan(fit.gpu, 3, 30, "lossless", fit).engine_kwargs()
+    assert kwargs["max_num_seqs"] == 3 and kwargs["dtype"] == "float16"  # a T4 has no bfloat16
+    assert kwargs["max_model_len"] == fit.max_model_len

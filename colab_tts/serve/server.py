@@ -26,6 +26,16 @@ class ServePlan:
     fit: object = None  # FitPlan on a GPU
 
     @property
+    def max_num_seqs(self) -> int:
+        """Streams vLLM decodes together: the concurrency asked for (fit_vllm made sure that many fit)."""
+        return self.concurrency
+
+    def engine_kwargs(self) -> dict:
+        """fit_vllm's engine arguments with max_num_seqs = concurrency: fit_vllm may keep vLLM's default (256)
+        when it fits, but fewer sequences only shrink the sampler's warm-up, so the plan still holds."""
+        return dict(self.fit.engine_kwargs(), max_num_seqs=self.concurrency)
+
+    @property
     def offline(self) -> bool:
         return self.gpu is None
 
@@ -35,7 +45,7 @@ class ServePlan:
                     "noise; the serving mechanics are real")
         f = self.fit
         return (f"{f.model.name} on {f.gpu.name}: {f.quantization or f.dtype} weights, max_model_len "
-                f"{f.max_model_len:,} ({self.seconds:g} s), max_num_seqs {f.max_num_seqs}; predicted by fit_vllm "
+                f"{f.max_model_len:,} ({self.seconds:g} s), max_num_seqs {self.max_num_seqs}; predicted by fit_vllm "
                 f"(bandwidth roofline, a ceiling): {f.stream_tokens_per_second:.0f} tokens/s per stream with "
                 f"{self.concurrency} streams")
 
@@ -72,7 +82,7 @@ def load_model(plan: ServePlan, *, weights: str = "canopylabs", log_path=None, s
         if not snac_noise:
             tts.snac = build_snac(pretrained=False, noise=False)
         return tts
-    kwargs = plan.fit.engine_kwargs()
+    kwargs = plan.engine_kwargs()
     return OrpheusTTS.from_pretrained(weights, backend="vllm", gpu=plan.gpu, max_audio_seconds=plan.seconds,
                                       engine_log=log_path, **kwargs)
 
@@ -91,7 +101,7 @@ class SpeechServer:
 
         self.tts, self.plan = tts, plan
         self.model_name = "orpheus-demo-tiny" if plan.offline else Path(str(tts.model_id)).name
-        self.engine = StreamingEngine(tts, max_num_seqs=plan.concurrency, queue_limit=queue_limit)
+        self.engine = StreamingEngine(tts, max_num_seqs=plan.max_num_seqs, queue_limit=queue_limit)
         self.app = create_app(self.engine, model_name=self.model_name, voices=VOICES, formats=supported_formats(),
                               note=plan.note())
         self._socket = _bind(host, port)

@@ -53,7 +53,7 @@ from colab_tts.orpheus import TOKENS_PER_SECOND
 
 fit = fit_vllm("orpheus-3b", detect().gpu or PLAN_GPU, audio_seconds=30, concurrency=CONCURRENCY, quality=QUALITY)
 print(f"plan for {fit.gpu.name} (predicted by fit_vllm, 30 s requests): {fit.quantization or fit.dtype} weights, "
-      f"max_model_len={fit.max_model_len:,}, max_num_seqs={fit.max_num_seqs}")
+      f"max_model_len={fit.max_model_len:,}; the server runs max_num_seqs={CONCURRENCY}")
 per_stream = fit.stream_tokens_per_second
 print(f"each of {CONCURRENCY} streams: {per_stream:.0f} tokens/s = {per_stream / TOKENS_PER_SECOND:.2f}x real time "
       "(predicted, bandwidth roofline: a ceiling)")
