@@ -57,11 +57,11 @@ for line in hardware.recommendations(gpu):
 # PyTorch reports). Memory is what PyTorch reports, in GiB, because that is what a model can use;
 # bandwidth (GB/s, as datasheets give it) sets how fast one token can be decoded at batch 1.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 rows, references = gpu_check.catalog_table()
 print(Table(rows, columns=["key", "cc", "memory_gib", "bandwidth_gbs", "fp16_tflops", "bf16", "dtype", "sources"]))
-print("\n".join(references))
+for pair in zip(references[::2], references[1::2] + [""]):  # two sources a line: the cell fits a screen
+    print("  ".join(pair).rstrip())
 
 # %%
 fig = plots.gpu_catalog(highlight=gpu.name)
@@ -90,8 +90,7 @@ for library, (message, source) in hardware.BF16_ERRORS.items():
 # warning where there is a known risk. Expect float16 for a bfloat16 request on a T4, bfloat16 left alone
 # on an L4 (CC 8.9), and float16 kept on a GTX 1660 Ti with a sourced warning:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 gtx = hardware.GpuSpec("NVIDIA GeForce GTX 1660 Ti", (7, 5), 5.8, 288, 11)
 for request, target in [("bfloat16", "T4"), ("bfloat16", "L4"), ("auto", "T4"), ("auto", "cpu"), ("float16", gtx)]:
     choice = hardware.resolve_dtype(request, target)
@@ -117,8 +116,7 @@ except ValueError as err:
 # bound, since activations, the KV cache and the framework come on top (notebook 02 plans all of it).
 # Expect Orpheus' 3.3 B parameters to take well over a third of a T4 before anything else is loaded.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(Table(hardware.weights_fit_rows("float16", gpus=["T4", "RTX-3070", "RTX-4060", "L4", "A100-40GB"])))
 
 # %%

@@ -88,8 +88,7 @@ print(lesson.sambert_premise())
 # costs nothing and gives exact parameter counts (*counted* from the architecture): expect about 95 M for the
 # DiT and about 112 M for the vocoder (BigVGAN v2's README lists 112 M for its 22 kHz 80-band model).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 rows = [{"stage": name, "params_M": flow.param_count(cfg) / 1e6, "fp32_MiB": flow.param_count(cfg) * 4 / 2**20,
          "fp16_MiB": flow.param_count(cfg) * 2 / 2**20}
         for name, cfg in [("s2mel DiT (IndexTTS-2 size)", flow.INDEXTTS2_DIT),
@@ -208,8 +207,7 @@ save_figure(lesson.plot_variants(measured, gpu_line), "precision_offload");
 # `split_text` cuts at sentence punctuation first (。！？；… and . ! ? ;), then at commas (，、 and ,), then hard,
 # and never loses or reorders a character. The chunks of the two texts below, at 20 tokens:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 TEXTS = {
     "zh": "今天天气很好，我们去公园散步吧。你想一起来吗？当然！不过，我要先把作业写完，再吃午饭；然后我们出发。"
           "公园里有很多人，有的在跑步，有的在下棋，还有几个孩子在湖边喂鸭子。傍晚的时候，风停了，我们慢慢地走回家。",
@@ -290,8 +288,7 @@ for gpu in dict.fromkeys(cards):  # the detected GPU first, each card once
 #
 # The dry run prints what the runner would call, with which keyword arguments (nothing is installed):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from colab_tts import deploy
 from colab_tts.lessons import indextts2_8gb as real
 

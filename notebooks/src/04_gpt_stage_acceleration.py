@@ -77,8 +77,7 @@ COLUMNS = ["technique", "tokens/s", "speed-up", "RTF", "kind", "on a GPU"]
 # 25 tokens/s and the **real-time factor** (RTF = compute time / audio time) must stay below 1. The real
 # GPT-SoVITS v2 sizes (`T2SConfig()`, from upstream's `s1longer-v2.yaml`) and the decode limits, each with its source:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(Table([T2SConfig().as_dict()]))
 print(Table([{"figure": c.key, "value": c.value, "unit": c.unit, "source": c.label()} for c in map(cited, [
     "gpt_sovits.semantic_tokens_per_second", "gpt_sovits.max_decode_steps", "gpt_sovits.eos_blocked_steps",
@@ -198,8 +197,7 @@ Table(results, columns=COLUMNS)
 # token: the **roofline**, a prediction from the datasheet bandwidth. For the real GPT stage in float16
 # with 500 cached positions:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 Table(gpt_stage.roofline_rows(["T4", "RTX-3070", "RTX-4060", "L4"], "float16"), digits=2)
 
 # %% [markdown]
@@ -259,8 +257,7 @@ Table(sampling_rows)
 # longest row ends; `generate` drops it from the batch (cache rows included), as upstream's batched decode
 # does. Counting the row-steps for our 8 segments decoded as one batch, each to its own length:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 caps = [TOKENS_PER_PHONEME * n for n in SEGMENT_PHONEMES]
 runner = T2SRunner(fp32, segments, prompt, "static", max_new_tokens=max(caps))
 batch = generate(runner, FIXED_LENGTH, config.eos_id, caps)
@@ -302,8 +299,7 @@ Table(long_rows, columns=COLUMNS)
 # GPT-SoVITS's `TTS.run()` (the API behind `api_v2.py` and the WebUI's fast path) already has the two levers
 # measured above. What each option does, with the code it runs, and what it corresponds to here:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 Table(gpt_stage.gpt_sovits_options_rows())
 
 # %% [markdown]
@@ -318,8 +314,7 @@ Table(gpt_stage.gpt_sovits_options_rows())
 # preallocated KV cache (what our `StaticCache(fixed_shape=True)` is), exported to ONNX, and an engine built
 # on the target machine (rebuilt whenever CUDA or TensorRT change). What upstream says and what people report:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 Table(gpt_stage.tensorrt_rows())
 
 # %% [markdown]
@@ -358,8 +353,7 @@ for line in gpt_stage.headline(results, long_rows, device):
 # back a JSON result and wav files. The plan it follows, printed without running anything (the same JSON as
 # `python -m colab_tts.deploy gpt-sovits --dry-run`):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from colab_tts.deploy import deploy, plan
 from colab_tts.lessons import gpt_stage_deploy
 
