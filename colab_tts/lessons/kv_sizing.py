@@ -415,6 +415,7 @@ def engines_alive() -> int:
     here has been stopped (``kv_probe.stop_engine``)."""
     import gc
 
+    gc.unfreeze()  # vLLM freezes what exists after its start-up: frozen objects are invisible to get_objects
     gc.collect()
     return sum(1 for o in gc.get_objects()
                if type(o).__name__ == "EngineCore" and type(o).__module__.startswith("vllm") and _holds_memory(o))
