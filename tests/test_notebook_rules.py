@@ -89,3 +89,24 @@ def test_under_nbval_a_cell_that_prints_a_log_dump_fails(tmp_path):
                           timeout=300)
     assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:]
     assert "prints 60 lines" in done.stdout
+
+
+def _ran(markdown, printed):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell("...")]
+    nb.cells[1].outputs = [stream(printed)]
+    return nb
+
+
+def test_a_typed_number_must_appear_rounded_in_an_output():
+    assert nbrules.unbacked_numbers(_ran("a T4 reaches about 47 tokens/s", "ceiling 47.2 tokens/s\n")) == []
+    assert nbrules.unbacked_numbers(_ran("it holds 52,400 tokens", "52,400 tokens\n")) == []
+    # a figure from another model of the same quantity: 48 is not what this run printed
+    assert nbrules.unbacked_numbers(_ran("a T4 reaches about 48 tokens/s", "ceiling 47.2 tokens/s\n")) == [(0, "48")]
+    assert nbrules.unbacked_numbers(_ran("quoted as 60–80 % for good engines", "0.69\n")) == [(0, "60"), (0, "80")]
+
+
+def test_citations_versions_years_and_names_excuse_a_number():
+    prose = ("52,400 tokens (cited: canopyai/Orpheus-TTS PR #77) on vLLM 0.25.1 in 2025, an RTX 4060, "
+             "section 12, `max_num_seqs=256`, Orpheus 3B")
+    assert nbrules.unbacked_numbers(_ran(prose, "nothing\n")) == []

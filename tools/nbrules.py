@@ -80,7 +80,7 @@ _EXCUSED = [
     re.compile(r"\b(?:19|20)\d\d(?:-\d\d(?:-\d\d)?)?\b"),  # years and dates
     re.compile(r"\b(?:v|vLLM |vllm |release |version |Python |torch |CUDA |Colab |Llama[- ]?)\d+(?:\.\d+)*\w*", re.I),
     re.compile(r"\d+(?:\.\d+)+(?:\.post\d+)?"),  # dotted versions such as 0.25.1
-    re.compile(r"(?:#|PR |issue |section |sections |cell |notebook |notebooks |step |stage |Q)\s?\d+(?:\s*(?:and|,|–|-|to)\s*\d+)*",
+    re.compile(r"(?:#|PR |issue |section |sections |cell |notebook |notebooks |step |stage |lines? |Q)\s?\d+(?:\s*(?:and|,|–|-|to)\s*\d+)*",
                re.I),
     re.compile(r"\b(?:T4|L4|A10G|A100|H100|H200|V100|P100|RTX[- ]?\d+\w*|\d{4} ?Ti|GTX[- ]?\d+|A\d{2,4}\w*)\b"),
     re.compile(r"\b\w*\d+[A-Za-z]\w*\b"),  # model names and units glued to letters: 3B, 24kHz, fp16, 8GB...
@@ -91,7 +91,14 @@ _EXCUSED = [
 ]
 
 
+_SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*`\"'])|\n\s*(?:[-*]|\d+\.)\s|\n\s*\n")
+_CITATION = re.compile(r"\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
+                       re.I)
+
+
 def _words(markdown: str) -> str:
+    """The prose whose numbers need an output: sentences with a citation, and excused patterns, removed."""
+    markdown = " ".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown

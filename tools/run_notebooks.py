@@ -4,7 +4,8 @@
 
 Each notebook writes its audio and plots to build/notebooks/<name>/ (via COLAB_TTS_OUTPUT_DIR).
 Prints a summary: notebook, pass/fail, seconds, files written; exits 1 naming the cell that broke, or the
-cell whose output does not fit a screen (tools/nbrules.py: at most 40 lines and 4,000 characters).
+cell whose output does not fit a screen (tools/nbrules.py: at most 40 lines and 4,000 characters), or the
+numbers typed in markdown that no output of the run shows and no citation backs.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def run_one(path: Path, out_dir: Path) -> dict:
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
     error = error or too_long(nb)
+    unbacked = [] if error else nbrules.unbacked_numbers(nb)
+    if unbacked:
+        error = "numbers in the prose no output shows and no citation backs: " + ", ".join(
+            f"cell {i}: {n}" for i, n in unbacked[:12])
     nbformat.write(nb, out_dir / path.name)
     body, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / f"{path.stem}.html").write_text(body, encoding="utf-8")

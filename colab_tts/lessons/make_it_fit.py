@@ -166,5 +166,5 @@ def roofline_caveat() -> str:
     return (f"a ceiling, not a measurement: on an A10G the same roofline predicts {orpheus_speed.ceiling('A10G'):.0f} "
             f"tokens/s for 16-bit Orpheus at batch 1; a published vLLM run measured {c.value} (cited: {c.source}, "
             f"{c.date}), {cited_share():.0%} of it. The 'engines reach' column applies the cited shares per weight "
-            "format (16-bit: this run and gpt-fast; quantized: gpt-fast's 8- and 4-bit runs), not a T4 measurement "
-            "(none is published).")
+            "format (16-bit: this run and gpt-fast; quantized: gpt-fast's 8- and 4-bit runs), not a measurement on this card "
+            "(none is published for this card).")

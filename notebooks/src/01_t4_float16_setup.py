@@ -167,7 +167,7 @@ save_figure(fig, "orpheus_waveform");
 #
 # ## 5. Streaming: audio before the text is done
 #
-# `stream` decodes while tokens arrive: the first chunk after at most 4 frames (28 tokens), then one per
+# `stream` decodes while tokens arrive: the first chunk after at most 4 frames (4 × 7 tokens), then one per
 # frame, each decoded with 2 frames of left context and 1 frame of lookahead, so the stream is close to the
 # whole-utterance decode (the tests measure the difference). Expect the first chunk long before the last.
 
