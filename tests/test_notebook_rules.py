@@ -110,3 +110,15 @@ def test_citations_versions_years_and_names_excuse_a_number():
     prose = ("52,400 tokens (cited: canopyai/Orpheus-TTS PR #77) on vLLM 0.25.1 in 2025, an RTX 4060, "
              "section 12, `max_num_seqs=256`, Orpheus 3B")
     assert nbrules.unbacked_numbers(_ran(prose, "nothing\n")) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_parameters_cell_is_a_colab_form(path):
+    """Every one-line parameter carries `# @param` (Colab draws a form; papermill still finds the tag)."""
+    import ast
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and node.lineno == node.end_lineno:
+            assert "# @param" in lines[node.lineno - 1], f"{path.name}: {lines[node.lineno - 1]!r}"

@@ -36,22 +36,35 @@
 # - on a GPU: real IndexTTS-2's peak memory per stage for each setting, and the 8 GB recipe built from it
 
 # %% tags=["parameters"]
-# Parameters: change these, or let papermill set them.
-REAL_SIZE = None        # None: real size on a GPU, reduced width on the CPU; True/False to force
-STEPS = (5, 10, 25)     # Euler steps to compare (IndexTTS-2 uses 25); on a GPU try (10, 25, 50, 100)
-REFERENCE_STEPS = 200   # the converged solution deviations are measured against (computed once per input)
-FRAMES = 32             # target mel frames per utterance (86 frames = 1 s at 22,050 Hz, hop 256)
-PROMPT_FRAMES = 16      # reference-audio mel frames given as the prompt
-CHUNK_TOKENS = (20, 60, None)  # split_text limits to compare; None = no split
-CHUNK_STEPS = 1         # steps in the chunking section (memory does not depend on it; time does)
-TOKENS_PER_S = 4.0      # assumed speaking rate (text tokens per second of speech): only scales lengths
-CPU_THREADS = 1         # one thread is steadier on a shared 2-core CPU
-SIMULATE_GPU = "T4"     # the GPU to plan for when there is none (a detected GPU always wins)
-GPU_8GB = "RTX-4060"    # the 8 GB card to plan for when the detected GPU is not one (any catalog name)
-RUN_INDEXTTS2 = None    # None: run real IndexTTS-2 (section 8) only on CUDA; False to skip it there
-SEGMENTS = (120, 40)    # max_text_tokens_per_segment values for real IndexTTS-2 (120 is upstream's default)
-DEPLOY_DIR = "colab_tts_deploy"  # the runner's environment, clone, weights and outputs
-
+# Parameters (a Colab form; papermill sets the same names).
+# REAL_SIZE: None: real size on a GPU, reduced width on the CPU; True/False to force
+REAL_SIZE = None  # @param {type:"raw"}
+# STEPS: Euler steps to compare (IndexTTS-2 uses 25); on a GPU try (10, 25, 50, 100)
+STEPS = (5, 10, 25)  # @param {type:"raw"}
+# REFERENCE_STEPS: the converged solution deviations are measured against (computed once per input)
+REFERENCE_STEPS = 200  # @param {type:"integer"}
+# FRAMES: target mel frames per utterance (86 frames = 1 s at 22,050 Hz, hop 256)
+FRAMES = 32  # @param {type:"integer"}
+# PROMPT_FRAMES: reference-audio mel frames given as the prompt
+PROMPT_FRAMES = 16  # @param {type:"integer"}
+# CHUNK_TOKENS: split_text limits to compare; None = no split
+CHUNK_TOKENS = (20, 60, None)  # @param {type:"raw"}
+# CHUNK_STEPS: steps in the chunking section (memory does not depend on it; time does)
+CHUNK_STEPS = 1  # @param {type:"integer"}
+# TOKENS_PER_S: assumed speaking rate (text tokens per second of speech): only scales lengths
+TOKENS_PER_S = 4.0  # @param {type:"number"}
+# CPU_THREADS: one thread is steadier on a shared 2-core CPU
+CPU_THREADS = 1  # @param {type:"integer"}
+# SIMULATE_GPU: the GPU to plan for when there is none (a detected GPU always wins)
+SIMULATE_GPU = "T4"  # @param {type:"string"}
+# GPU_8GB: the 8 GB card to plan for when the detected GPU is not one (any catalog name)
+GPU_8GB = "RTX-4060"  # @param {type:"string"}
+# RUN_INDEXTTS2: None: run real IndexTTS-2 (section 8) only on CUDA; False to skip it there
+RUN_INDEXTTS2 = None  # @param {type:"raw"}
+# SEGMENTS: max_text_tokens_per_segment values for real IndexTTS-2 (120 is upstream's default)
+SEGMENTS = (120, 40)  # @param {type:"raw"}
+# DEPLOY_DIR: the runner's environment, clone, weights and outputs
+DEPLOY_DIR = "colab_tts_deploy"  # @param {type:"string"}
 # %%
 import torch
 

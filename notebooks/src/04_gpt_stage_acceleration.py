@@ -20,23 +20,33 @@
 # - on a GPU: real GPT-SoVITS v2 run through upstream's own pipeline in an environment of its own, against our decoder on the same inputs
 
 # %% tags=["parameters"]
-# Parameters: change these, or let papermill set them.
-SIZE = "auto"            # "real" (24 layers, hidden 512) on a GPU; "small" (4 layers, hidden 128) on a CPU, as in CI
-TOKENS = 48              # tokens decoded per measurement
-SEGMENT_PHONEMES = [6, 30, 14, 40, 4, 22, 34, 10]   # a long text split into 8 segments (phonemes each)
-TOKENS_PER_PHONEME = 2   # random weights never stop: each segment gets the tokens a real voice would take
-BATCH_SIZE = 8           # segments per bucket
-CPU_THREADS = 1          # on a shared 2-core machine more threads spin against each other
-CHECKPOINT = ""          # path to a GPT-SoVITS s1 .ckpt (GPT_weights_v2/...); empty: random weights
-TRY_COMPILE = "auto"     # "auto": torch.compile only on a GPU (on a CPU the warm-up costs minutes)
-SIMULATE_GPU = "T4"      # section 7's budget is for the detected GPU; with none, for this catalog GPU
-DEPLOY = "auto"          # section 14, real GPT-SoVITS: "auto" = on a CUDA runtime only; False = never
-DEPLOY_DIR = "colab_tts_deploy"  # its environment, upstream clone, weights and audio (weights on Drive if mounted)
+# Parameters (a Colab form; papermill sets the same names).
+# SIZE: "real" (24 layers, hidden 512) on a GPU; "small" (4 layers, hidden 128) on a CPU, as in CI
+SIZE = "auto"  # @param {type:"string"}
+# TOKENS: tokens decoded per measurement
+TOKENS = 48  # @param {type:"integer"}
+# SEGMENT_PHONEMES: a long text split into 8 segments (phonemes each)
+SEGMENT_PHONEMES = [6, 30, 14, 40, 4, 22, 34, 10]  # @param {type:"raw"}
+# TOKENS_PER_PHONEME: random weights never stop: each segment gets the tokens a real voice would take
+TOKENS_PER_PHONEME = 2  # @param {type:"integer"}
+# BATCH_SIZE: segments per bucket
+BATCH_SIZE = 8  # @param {type:"integer"}
+# CPU_THREADS: on a shared 2-core machine more threads spin against each other
+CPU_THREADS = 1  # @param {type:"integer"}
+# CHECKPOINT: path to a GPT-SoVITS s1 .ckpt (GPT_weights_v2/...); empty: random weights
+CHECKPOINT = ""  # @param {type:"string"}
+# TRY_COMPILE: "auto": torch.compile only on a GPU (on a CPU the warm-up costs minutes)
+TRY_COMPILE = "auto"  # @param {type:"string"}
+# SIMULATE_GPU: section 7's budget is for the detected GPU; with none, for this catalog GPU
+SIMULATE_GPU = "T4"  # @param {type:"string"}
+# DEPLOY: section 14, real GPT-SoVITS: "auto" = on a CUDA runtime only; False = never
+DEPLOY = "auto"  # @param {type:"string"}
+# DEPLOY_DIR: its environment, upstream clone, weights and audio (weights on Drive if mounted)
+DEPLOY_DIR = "colab_tts_deploy"  # @param {type:"string"}
 DEPLOY_TEXT = ("A long text is split into segments. Each segment becomes phonemes. The GPT stage turns them "
                "into semantic tokens, one at a time. Upstream decodes the segments one after another. With a "
                "batch, they share each step. Sorting by length keeps the padding small. Finished rows leave the "
                "batch early. The tokens stay the same. Only the time changes. Listen, and compare the clips.")
-
 # %%
 import copy
 
