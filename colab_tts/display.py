@@ -5,8 +5,10 @@ Kept free of torch so that it imports instantly.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
+import sys
 from pathlib import Path
 
 OUTPUT_ENV = "COLAB_TTS_OUTPUT_DIR"
@@ -17,6 +19,63 @@ def output_dir() -> Path:
     path = Path(os.environ.get(OUTPUT_ENV) or "outputs")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class _Diverted:
+    """A stream that writes to a log file while a ``quiet`` block runs and to the stream it replaced after,
+    so a logging handler created inside the block (bound to this object) keeps working once it ends."""
+
+    def __init__(self, log, original):
+        self.log, self.original = log, original
+
+    def write(self, text):
+        return (self.log if self.log is not None else self.original).write(text)
+
+    def flush(self):
+        (self.log if self.log is not None else self.original).flush()
+
+    def isatty(self):
+        return False
+
+    def __getattr__(self, name):  # encoding, errors, fileno ...: the stream it replaced answers
+        return getattr(self.original, name)
+
+
+@contextlib.contextmanager
+def quiet(log_file):
+    """Send everything printed inside the block (Python's and C's stdout and stderr: vLLM's and transformers'
+    logs, warnings, progress bars) to ``log_file`` (appended), so a cell shows only what it prints after.
+
+    ``log_file=None`` changes nothing. The file's path is what a cell prints beside the line that matters.
+    """
+    if log_file is None:
+        yield None
+        return
+    path = Path(log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    with open(path, "a") as log:
+        saved = []
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(log.fileno(), fd)
+        except OSError:  # no real descriptors (an embedded interpreter): Python's streams only
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            saved = []
+        out, err = _Diverted(log, sys.stdout), _Diverted(log, sys.stderr)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                yield path
+        finally:
+            log.flush()
+            out.log = err.log = None
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def save_figure(fig, name: str) -> Path:

@@ -211,3 +211,15 @@ def test_sambert_premise_is_refuted_from_its_sources():
 def test_the_error_column_is_explained_as_deviation_not_quality(measured):
     text = L.what_the_error_shows(measured)
     assert "does not show quality" in text and "on this CPU" in text
+
+
+def test_the_8gb_recipe_counts_the_gpts_kv_cache_for_one_segment_and_says_what_to_watch(measured):
+    from colab_tts.kv_cache import kv_bytes_per_token
+    from colab_tts.models import ModelSpec
+
+    recipe = L.recommend_8gb("RTX-4060", measured)  # 120-token segments at 4 tokens/s: 30 s, 50 tokens/s
+    kv = kv_bytes_per_token(ModelSpec.known("indextts2-gpt"), "float16") * (120 + 1500) / 2**30
+    line = next(r for r in recipe.reasons if r.startswith("the GPT's KV cache for one segment"))
+    assert f"{kv:.3f} GiB in float16" in line
+    assert any("max_memory_reserved" in r and "prediction for" in r for r in recipe.reasons)
+    assert not any("error unchecked" in r for r in L.recommend_8gb("RTX-4060", measured, {"dit": 1.0, "vocoder": 1.0}).reasons)

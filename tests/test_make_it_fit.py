@@ -1,6 +1,5 @@
 """Notebook 02's fit section (colab_tts.lessons.make_it_fit): the tables say what fit_vllm decided."""
 
-import pytest
 
 from colab_tts.kv_cache import plan_vllm
 from colab_tts.kv_fit import fit_vllm
@@ -37,7 +36,9 @@ def test_realtime_on_a_t4_only_with_4bit_weights_by_the_roofline():
     assert [rows[q]["real time"] for q in ("lossless", "8bit", "4bit")] == ["no", "no", "yes"]
     share = make_it_fit.cited_share()
     assert 0.4 < share < 1  # a real engine reaches part of the ceiling, never more
-    assert rows["4bit"][f"x {share:.0%} share"] == pytest.approx(rows["4bit"]["tokens/s"] * share, abs=0.1)
+    # quantized weights: the cited quantized shares (gpt-fast 8/4-bit), not the 16-bit A10G share
+    lo, hi = (float(x) for x in rows["4bit"]["engines reach tokens/s"].split("-"))
+    assert hi < rows["4bit"]["tokens/s"] * share and hi < 82.03 <= rows["4bit"]["tokens/s"]
 
 
 def test_batching_grows_the_aggregate_and_counts_real_time_streams():

@@ -60,7 +60,12 @@ def test_bad_quantisation_mode_names_the_choices():
         mv.first_stage_weight_bytes("fp8")
 
 
-def test_verdict_states_the_claim_refuted_with_its_sources():
+def test_verdict_is_the_one_status_and_names_what_the_count_leaves_out():
+    from colab_tts import systems
+
     line = mv.verdict()
-    assert line.startswith("'Needs ~20 GB, at least a 24 GB card': refuted by count")
-    assert "issues/30" in line and "14.74 GiB" in line
+    assert line.startswith(f"'Needs ~20 GB, at least a 24 GB card': {mv.CLAIM_STATUS}")
+    assert "issues/30" in line and "activations" in line and "12 GB" in line and "refuted" not in line
+    # notebook 02 shows both: the fit table's note and this verdict must give the same status
+    note = next(r["note"] for r in systems.fit_table(30, "float16", gpus=["T4"]) if "MetaVoice" in r["system"])
+    assert mv.CLAIM_STATUS in note and "refuted" not in note

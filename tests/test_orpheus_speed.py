@@ -6,35 +6,37 @@ from colab_tts.lessons import orpheus_speed as speed
 from colab_tts.snac_decode import TOKENS_PER_SECOND
 
 
-def test_8bit_on_a_t4_clears_the_ceiling_but_not_what_an_engine_reaches():
+def test_on_a_t4_8bit_weights_stay_below_real_time_even_at_the_ceiling():
     rows = {r["weights"]: r for r in speed.real_time_rows("T4")}
-    eight = rows["8-bit"]
-    assert eight["ceiling tokens/s"] > TOKENS_PER_SECOND  # the roofline alone would say "real time"
-    assert eight["ceiling tokens/s"] * max(speed.EFFICIENCY_BAND) < TOKENS_PER_SECOND
-    assert eight["real time?"] == "no" and rows["16-bit"]["real time?"] == "no"
-    assert "8-bit weights: ceiling 95, 57-76" in speed.verdict("T4") and "real time: no" in speed.verdict("T4")
+    # vLLM keeps the 16-bit embedding and output matrix: fp8 does not reach 82 tokens/s even as a ceiling
+    assert rows["8-bit"]["ceiling tokens/s"] < TOKENS_PER_SECOND < rows["4-bit"]["ceiling tokens/s"]
+    assert [r["real time?"] for r in rows.values()] == ["no", "no", "no"]
+    assert "8-bit weights: ceiling 81, 34-42 at the cited 42%-52%" in speed.verdict("T4")
 
 
-def test_bits_for_real_time_land_exactly_on_real_time():
-    for eff in speed.EFFICIENCY_BAND:
-        bits = speed.bits_for_real_time("T4", eff)
-        assert speed.ceiling("T4", bits) * eff == pytest.approx(TOKENS_PER_SECOND, rel=1e-6)
+def test_bits_for_real_time_follow_the_one_roofline():
+    # at the efficiency that makes a format exactly real time, the bound is that format's width
+    for bits in (16, 8):
+        efficiency = TOKENS_PER_SECOND / speed.ceiling("T4", bits)
+        assert speed.bits_for_real_time("T4", efficiency) == pytest.approx(bits, rel=1e-3)
 
 
 def test_a_fast_gpu_is_real_time_in_16_bit():
     rows = {r["weights"]: r for r in speed.real_time_rows("A100-40GB")}
     assert rows["16-bit"]["real time?"] == "yes"
-    assert "bits per weight" not in speed.verdict("A100-40GB")
+    assert "bits per" not in speed.verdict("A100-40GB")
 
 
-def test_the_cited_orpheus_measurement_sits_in_the_quoted_efficiency_band():
-    shares = {r["what"]: r["share of the roofline"] for r in speed.efficiency_rows()}
-    orpheus_a10g = next(v for k, v in shares.items() if k.startswith("Orpheus"))
-    lo, hi = speed.EFFICIENCY_BAND
-    assert lo <= orpheus_a10g <= hi
+def test_efficiency_bands_come_only_from_cited_shares_per_weight_format():
+    cited_shares = {round(r["share of the roofline"], 9) for r in speed.efficiency_rows()}
+    for bits in (16, 8, 4):
+        assert {round(e, 9) for e in speed.efficiency_band(bits)} <= cited_shares
+    assert max(speed.efficiency_band(4)) < min(speed.efficiency_band(16))  # dequantising costs share
     assert speed.gpt_fast_efficiency(16) > speed.gpt_fast_efficiency(8) > speed.gpt_fast_efficiency(4)
     with pytest.raises(ValueError, match="16-, 8- and 4-bit"):
         speed.gpt_fast_efficiency(2)
+    with pytest.raises(ValueError, match="bits must be one of"):
+        speed.ceiling("T4", 3)
 
 
 def test_batching_shares_the_weights_but_no_request_gets_faster():

@@ -19,7 +19,9 @@ Colab-only install cell after "What you will learn". The build checks the rest o
     python tools/nbtemplate.py build [NAME ...]   # write, execute once, keep checked outputs
     python tools/nbtemplate.py write [NAME ...]   # write only; unchanged checked cells keep their outputs
 
-Executing keeps the outputs of cells marked `# NBVAL_CHECK_OUTPUT` only (nbval compares those in CI).
+Executing keeps the outputs of cells tagged `nbval-check-output` only (nbval compares those in CI):
+`# %% tags=["nbval-check-output"]`. The rules of tools/nbrules.py hold for every code cell: no markdown
+written as comments, no test markers a reader sees.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SOURCES = NOTEBOOKS / "src"
-CHECK = "NBVAL_CHECK_OUTPUT"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nbrules  # noqa: E402
+
+CHECK = nbrules.CHECK_TAG  # the nbval tag on cells whose stored output CI compares
 LEARN_HEADING = "## What you will learn"
 MEASURED_HEADING = "## What we measured"
 INSTALL_MARK = "# Colab only:"
@@ -150,6 +155,10 @@ def _check(name: str, cells: list) -> None:
     params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     if len(params) != 1 or params[0].cell_type != "code":
         problem('exactly one code cell must be tagged parameters: # %% tags=["parameters"]')
+    for i, cell in enumerate(cells):
+        why = nbrules.markdown_in_code(cell.source) if cell.cell_type == "code" else None
+        if why:
+            problem(f"cell {i} ({cell.source.splitlines()[0][:60]!r}...): {why}")
     heads = [c.source for c in md if c.source.startswith("## ")]
     if not heads[-1].startswith(MEASURED_HEADING):
         problem(f"the last '## ' section must be {MEASURED_HEADING!r}")
@@ -177,6 +186,11 @@ def notebook_from_source(path: Path):
     return nb
 
 
+def checked(cell) -> bool:
+    """Whether nbval compares this cell's stored output (its `nbval-check-output` tag)."""
+    return cell.cell_type == "code" and CHECK in cell.metadata.get("tags", [])
+
+
 def without_outputs(nb):
     """What the drift test compares: cell types, sources, tags and ids, and the notebook metadata."""
     return {
@@ -193,16 +207,16 @@ def _strip_unchecked(nb) -> None:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        if CHECK not in cell.source:  # checked cells keep their count: nbval skips "unrun" cells
+        if not checked(cell):  # checked cells keep their count: nbval skips "unrun" cells
             cell.outputs, cell.execution_count = [], None
 
 
 def store_checked_outputs(path: Path, timeout: int = 1800) -> None:
-    """Execute the notebook once and keep only the outputs of `# NBVAL_CHECK_OUTPUT` cells."""
+    """Execute the notebook once and keep only the outputs of cells tagged `nbval-check-output`."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    if not any(CHECK in c.source for c in nb.cells if c.cell_type == "code"):
+    if not any(checked(c) for c in nb.cells):
         return
     with tempfile.TemporaryDirectory() as out:
         os.environ["COLAB_TTS_OUTPUT_DIR"] = out
@@ -228,7 +242,7 @@ def _keep_checked_outputs(nb, path: Path) -> None:
     old = {c.get("id"): c for c in nbformat.read(path, as_version=4).cells}
     for cell in nb.cells:
         prev = old.get(cell.get("id"))
-        if cell.cell_type == "code" and CHECK in cell.source and prev is not None and prev.source == cell.source:
+        if checked(cell) and prev is not None and prev.source == cell.source:
             cell.outputs, cell.execution_count = prev.outputs, prev.execution_count
 
 

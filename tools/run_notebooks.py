@@ -3,7 +3,9 @@
     python tools/run_notebooks.py notebooks build/notebooks [NAME ...]
 
 Each notebook writes its audio and plots to build/notebooks/<name>/ (via COLAB_TTS_OUTPUT_DIR).
-Prints a summary: notebook, pass/fail, seconds, files written; exits 1 naming the cell that broke.
+Prints a summary: notebook, pass/fail, seconds, files written; exits 1 naming the cell that broke, or the
+cell whose output does not fit a screen (tools/nbrules.py: at most 40 lines and 4,000 characters), or the
+numbers typed in markdown that no output of the run shows and no citation backs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nbrules  # noqa: E402
+
 
 def failing_cell(nb) -> tuple[int, str]:
     for i, cell in enumerate(nb.cells):
@@ -26,6 +31,15 @@ def failing_cell(nb) -> tuple[int, str]:
             if out.get("output_type") == "error":
                 return i, f"{out.get('ename')}: {out.get('evalue')}"
     return -1, "unknown error"
+
+
+def too_long(nb) -> str | None:
+    """The first code cell whose output does not fit a screen, as 'cell N: why', or None."""
+    for i, cell in enumerate(nb.cells):
+        problem = nbrules.output_problem(cell.get("outputs")) if cell.cell_type == "code" else None
+        if problem:
+            return f"cell {i}: {problem}"
+    return None
 
 
 def run_one(path: Path, out_dir: Path) -> dict:
@@ -45,6 +59,11 @@ def run_one(path: Path, out_dir: Path) -> dict:
     except Exception as exc:  # kernel died, timeout: still write what ran
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
+    error = error or too_long(nb)
+    unbacked = [] if error else nbrules.unbacked_numbers(nb)
+    if unbacked:
+        error = "numbers in the prose no output shows and no citation backs: " + ", ".join(
+            f"cell {i}: {n}" for i, n in unbacked[:12])
     nbformat.write(nb, out_dir / path.name)
     body, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / f"{path.stem}.html").write_text(body, encoding="utf-8")

@@ -15,6 +15,9 @@ from colab_tts import hardware
 from colab_tts._checks import fraction, positive
 from colab_tts.cited import cited, value
 from colab_tts.flow_model import BIGVGAN_V2_22K, INDEXTTS2_DIT, param_count
+from colab_tts.kv_cache import kv_bytes_per_token
+from colab_tts.kv_fit import INDEXTTS2_TOKENS_PER_SECOND
+from colab_tts.models import ModelSpec
 from colab_tts.units import GB, GIB, MIB
 
 from .diffusion_8gb_plots import plot_steps, plot_variants  # noqa: F401  (re-exported)
@@ -316,7 +319,16 @@ def recommend_8gb(gpu, measured: Measurements, activations: dict | None = None, 
         reasons.append(f"a {max_text_tokens}-token chunk (~{chunk_s:g} s of speech at an assumed {tokens_per_s:g} "
                        f"tokens/s) adds ~{act / GIB:.2f} GiB of s2mel activations: predicted from "
                        f"{activations['dit']:.2f} (DiT) / {activations['vocoder']:.2f} (vocoder) MiB per s "
-                       f"{measured.where}, scaled x{dit_scale:g} / x{voc_scale:g} to the real widths (error unchecked)")
+                       f"{measured.where} at reduced width, multiplied by the width ratios x{dit_scale:g} / "
+                       f"x{voc_scale:g} (predicted: assumes activations grow linearly with width; never compared "
+                       "with a run at the real width)")
+    gpt_spec = ModelSpec.known("indextts2-gpt")
+    kv_tokens = max_text_tokens + round(chunk_s * INDEXTTS2_TOKENS_PER_SECOND)
+    kv = kv_bytes_per_token(gpt_spec, gpt_dtype) * kv_tokens
+    act += kv
+    reasons.append(f"the GPT's KV cache for one segment: {max_text_tokens} text + ~{kv_tokens - max_text_tokens} "
+                   f"semantic tokens = {kv / GIB:.3f} GiB in {gpt_dtype} (predicted by count from its config; the "
+                   "cited peak's text length is not stated, so this may count part of it twice)")
     resident = (total + act) / GIB
     largest = max(weights, key=weights.get)
     offloaded = (weights[largest] + rest + act) / GIB
@@ -335,5 +347,7 @@ def recommend_8gb(gpu, measured: Measurements, activations: dict | None = None, 
             reasons.append(f"even one stage at a time needs ~{offloaded:.2f} GiB: {spec.name} is too small")
     reasons.append(f"text in chunks of {max_text_tokens} tokens (IndexTTS-2's default): the peak follows the "
                    "longest chunk, not the text (measured above)")
+    reasons.append(f"a prediction for {spec.name}, where this project has not run IndexTTS-2: watch "
+                   "torch.cuda.max_memory_reserved() after the first utterance against the planned peak")
     return Recipe(spec.name, round(budget, 2), gpt_dtype, "float32", steps, max_text_tokens, offload,
                   round(peak, 2), round(extra, 2), reasons)

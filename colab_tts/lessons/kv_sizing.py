@@ -259,67 +259,107 @@ def log_excerpt(path, pattern: str = "KV cache size") -> str:
 
 # --- plots --------------------------------------------------------------------------------------
 
-def plot_budget(plans, labels=None):
-    """Stacked bars of where each GPU's memory goes under vLLM; the forward pass apart from the sampler."""
+def plot_budget(plans, labels=None, need_tokens=None, device="no GPU: planned"):
+    """Stacked bars of where each GPU's memory goes under vLLM (predicted), the forward pass apart from the
+    sampler. With ``need_tokens``: beside each bar, the KV cache one request of that many tokens needs,
+    stacked on what vLLM reserves before its KV cache, against the share vLLM gives itself (gmu x memory):
+    where it rises above that line, vLLM refuses to start."""
     import matplotlib.pyplot as plt
 
     labels = labels or [f"{p.gpu.name}, vLLM {p.vllm_version}\nmax_model_len={p.max_model_len:,}" for p in plans]
     colors = ["tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:pink", "tab:green", "tab:brown", "lightgray"]
-    fig, ax = plt.subplots(figsize=(max(6, 3.2 * len(plans)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 3.4 * len(plans)), 4.8))
+    xs = list(range(len(plans)))
     bottoms = [0.0] * len(plans)
     rows = [p.breakdown() for p in plans]
     names = [r["part"].split(" (")[0] for r in rows[0]]
     for k, name in enumerate(names):
         values = [max(0.0, r[k]["GiB"]) if k < len(r) else 0.0 for r in rows]
-        ax.bar(labels, values, bottom=bottoms, color=colors[k % len(colors)], label=name)
+        ax.bar(xs, values, width=0.5, bottom=bottoms, color=colors[k % len(colors)], label=name)
         bottoms = [b + v for b, v in zip(bottoms, values)]
-    ax.set_ylabel("GiB (predicted by plan_vllm)")
+    kv = names.index("KV cache")
+    before_kv = [sum(max(0.0, r[k]["GiB"]) for k in range(kv)) for r in rows]  # what vLLM reserves first
+    if need_tokens:
+        for i, p in enumerate(plans):
+            need = p.kv_bytes_per_token * need_tokens / GIB
+            share = p.gpu_memory_utilization * p.gpu.memory_gib
+            fits = before_kv[i] + need <= share
+            ax.bar(i + 0.4, need, width=0.25, bottom=before_kv[i], color="none", edgecolor="k", hatch="///",
+                   label=f"KV one {need_tokens:,}-token request needs" if i == 0 else None)
+            ax.hlines(share, i - 0.3, i + 0.55, color="k", lw=1.5,
+                      label="vLLM's share: gpu_memory_utilization x memory" if i == 0 else None)
+            ax.annotate("fits" if fits else "no room:\nvLLM refuses", (i + 0.4, max(share, before_kv[i] + need)),
+                        xytext=(0, 4), textcoords="offset points", ha="center", fontsize=8,
+                        color="darkgreen" if fits else "darkred")
+    ax.set_xticks(xs, labels)
+    ax.set_ylabel("GiB")
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_title(f"vLLM memory budget: {plans[0].model.name} (predicted)")
+    ax.set_title(f"vLLM memory budget: {plans[0].model.name} (predicted by plan_vllm; {device})")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_capacity_vs_gmu(model, gpus=("T4", "L4", "A100-40GB"), gmus=None, need_tokens=None, **plan_kwargs):
-    """KV-cache tokens vLLM gets against gpu_memory_utilization, one line per GPU (predicted)."""
+    """Requests of ``need_tokens`` vLLM's KV cache holds at once against gpu_memory_utilization, one line per
+    GPU (predicted), on a scale where 0, 1 and 100 all show: the line at 1 is one request."""
     import matplotlib.pyplot as plt
 
     gmus = gmus or [round(0.5 + 0.025 * i, 3) for i in range(21)]
     fig, ax = plt.subplots(figsize=(7, 4))
+    per = need_tokens or 1
     for key in gpus:
-        tokens = []
+        held = []
         for g in gmus:
             try:
-                tokens.append(plan_vllm(model, key, gpu_memory_utilization=g, **plan_kwargs).kv_cache_tokens)
+                held.append(plan_vllm(model, key, gpu_memory_utilization=g, **plan_kwargs).kv_cache_tokens / per)
             except ValueError:  # the weights alone do not fit at this utilization
-                tokens.append(0)
-        ax.plot(gmus, tokens, marker="o", ms=3, label=hardware.get_gpu(key).name)
+                held.append(0)
+        ax.plot(gmus, held, marker="o", ms=3, label=hardware.get_gpu(key).name)
+    ax.set_yscale("symlog", linthresh=1)
     if need_tokens:
-        ax.axhline(need_tokens, color="k", ls="--", lw=1, label=f"one request: {need_tokens:,} tokens")
-    ax.set_xlabel("gpu_memory_utilization")
-    ax.set_ylabel("KV cache (tokens, predicted)")
+        ax.axhline(1, color="k", ls="--", lw=1, label="one request: below it vLLM refuses to start")
+        ax.set_ylabel(f"requests of {need_tokens:,} tokens at once")
+    else:
+        ax.set_ylabel("KV cache (tokens)")
     ax.set_ylim(bottom=0)
-    ax.legend()
-    ax.set_title("KV capacity against gpu_memory_utilization (plan_vllm)")
+    ax.set_xlabel("gpu_memory_utilization")
+    ax.legend(fontsize=8)
+    ax.set_title("What gpu_memory_utilization buys (predicted by plan_vllm; no GPU measured)")
     fig.tight_layout()
     return fig
 
 
-def plot_fit_heatmap(rows, title="Share of GPU memory one request needs, by plan_vllm (OOM: no KV room)"):
-    """systems.fit_table as a grid: systems x GPUs, coloured by the share of memory, OOM marked."""
+def plot_fit_heatmap(rows, seconds=None):
+    """systems.fit_table as a grid: systems x GPUs, coloured by the share of memory one request needs
+    (predicted); a share above vLLM's default ``gpu_memory_utilization`` is starred (fits only with a raised
+    share), and OOM marks cells where no share fits."""
     import matplotlib.pyplot as plt
     import numpy as np
 
+    default = versions.default_gmu(versions.parse(versions.COLAB_VLLM))
     gpus = [k for k in rows[0] if k in hardware.GPUS]
     share = np.array([[float(r[g].rstrip("%")) / 100 if r[g] != "OOM" else np.nan for g in gpus] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.1 * len(gpus) + 3, 0.6 * len(rows) + 1.6))
-    image = ax.imshow(np.nan_to_num(share, nan=1.2), cmap="RdYlGn_r", vmin=0, vmax=1.2, aspect="auto")
+    fig, ax = plt.subplots(figsize=(1.1 * len(gpus) + 3, 0.6 * len(rows) + 2.0))
+    image = ax.imshow(np.nan_to_num(share, nan=1.0), cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
+    raised = 0
     for i, j in np.ndindex(share.shape):
-        ax.text(j, i, "OOM" if np.isnan(share[i, j]) else f"{share[i, j]:.0%}", ha="center", va="center", fontsize=8)
+        if np.isnan(share[i, j]):
+            text = "OOM"
+        else:
+            text = f"{share[i, j]:.0%}" + ("*" if share[i, j] > default else "")
+            raised += share[i, j] > default
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, fontweight="bold" if "*" in text else None)
     ax.set_xticks(range(len(gpus)), gpus, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), [r["system"] for r in rows])
-    ax.set_title(title)
+    request = f"one {seconds:g} s request" if seconds else "one request"
+    notes = []
+    if raised:
+        notes.append(f"* above vLLM's default share ({default}): fits only with a raised gpu_memory_utilization")
+    if np.isnan(share).any():
+        notes.append("OOM: no share fits")
+    ax.set_title(f"Share of GPU memory {request} needs (predicted by plan_vllm; no GPU measured)"
+                 + ("\n" + "; ".join(notes) if notes else ""), fontsize=9)
     fig.colorbar(image, ax=ax, label="needed share of GPU memory")
     fig.tight_layout()
     return fig
@@ -334,12 +374,79 @@ def start_against_plan(plan, model, spec: ModelSpec, *, on_gpu: bool, kv_space_g
     space, in the dtype the engine chose: an exact check of the arithmetic, not of a GPU's budget.
     """
     from .. import kv_probe
+    from ..display import quiet
     from ..kv_cache import kv_blocks
 
     kwargs = dict(plan.engine_kwargs(), **overrides)
-    if on_gpu:
-        llm, engine = kv_probe.start_engine(model, log_file=log_file, **kwargs)
-        return llm, engine, plan.num_blocks
-    llm, engine = kv_probe.start_engine(model, kv_space_gib, log_file=log_file, skip_tokenizer_init=True, **kwargs)
+    with quiet(log_file):  # warnings and C-level output too: the cell shows the KV line, not the log
+        if on_gpu:
+            llm, engine = kv_probe.start_engine(model, log_file=log_file, **kwargs)
+            return llm, engine, plan.num_blocks
+        llm, engine = kv_probe.start_engine(model, kv_space_gib, log_file=log_file, skip_tokenizer_init=True,
+                                            **kwargs)
     dtype = str(llm.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
     return llm, engine, kv_blocks(kv_space_gib * GIB, spec, dtype, block_size=engine.block_size)
+
+
+def import_vllm(log_file):
+    """Import vLLM with its logging left to ``kv_probe`` (``VLLM_CONFIGURE_LOGGING=0``, as ``start_engine``
+    sets it) and whatever the import prints sent to ``log_file``."""
+    import os
+
+    from ..display import quiet
+
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    with quiet(log_file):
+        import vllm
+    return vllm
+
+
+def _holds_memory(core) -> bool:
+    """Whether a vLLM engine core still holds its model or its KV cache (a stopped one holds neither)."""
+    runner = getattr(getattr(getattr(getattr(core, "model_executor", None), "driver_worker", None), "worker", None),
+                     "model_runner", None)
+    if runner is None:
+        return getattr(core, "model_executor", None) is not None
+    return getattr(runner, "model", None) is not None or bool(getattr(runner, "kv_caches", None))
+
+
+def engines_alive() -> int:
+    """vLLM engine cores in this process that still hold a model or a KV cache: 0 once every engine started
+    here has been stopped (``kv_probe.stop_engine``)."""
+    import gc
+
+    gc.unfreeze()  # vLLM freezes what exists after its start-up: frozen objects are invisible to get_objects
+    gc.collect()
+    return sum(1 for o in gc.get_objects()
+               if type(o).__name__ == "EngineCore" and type(o).__module__.startswith("vllm") and _holds_memory(o))
+
+
+def memory_now() -> tuple[str, float]:
+    """What an engine's memory comes out of, and how much of it is in use or free now (GiB, measured): on a
+    GPU the free memory (``torch.cuda.mem_get_info``); on the CPU this process's resident memory."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        return "GPU free", torch.cuda.mem_get_info()[0] / GIB
+    with open("/proc/self/statm") as f:
+        return "resident in this process", int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / GIB
+
+
+def memory_back(before: tuple[str, float], tolerance_gib: float = 0.5) -> str:
+    """After ``kv_probe.stop_engine(llm)`` and ``del llm``: check that no engine holds memory and that the
+    memory came back to within ``tolerance_gib`` of ``before`` (``memory_now()`` taken before it started),
+    so the next engine can start. Raises RuntimeError naming the fix when not."""
+    alive = engines_alive()
+    if alive:
+        raise RuntimeError(f"{alive} vLLM engine(s) still hold memory after the stop: call kv_probe.stop_engine on "
+                           "each, or restart the runtime, before starting another")
+    what, now = memory_now()
+    back = now >= before[1] - tolerance_gib if what == "GPU free" else now <= before[1] + tolerance_gib
+    if not back:
+        raise RuntimeError(f"the stopped engine's memory did not come back: {what} {now:.2f} GiB now, "
+                           f"{before[1]:.2f} before it started; restart the runtime before starting another engine")
+    return (f"engine stopped, memory back: {what} {now:.2f} GiB, {before[1]:.2f} before it started (measured), "
+            "so the next engine can start")

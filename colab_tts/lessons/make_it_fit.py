@@ -10,10 +10,9 @@ it). The runtime (``colab_tts.kv_fit``) chooses; this module only lays its answe
 from __future__ import annotations
 
 from ..cited import cited
-from ..hardware import get_gpu
-from ..kv_cache import plan_vllm
-from ..kv_fit import QUALITIES, FitPlan, audio_rate, decode_tokens_per_second, fit_vllm
+from ..kv_fit import QUALITIES, FitPlan, audio_rate, fit_vllm
 from ..vllm_versions import batch_defaults, default_gmu, parse
+from . import orpheus_speed
 
 TTS_MODELS = ("orpheus-3b", "gpt-sovits-v2-t2s", "indextts2-gpt", "metavoice-1b")
 FIT_GPUS = ("T4", "RTX-3070", "RTX-4060", "RTX-3060-12GB", "L4", "A100-40GB")
@@ -110,19 +109,24 @@ def cheapest_fit_table(models=TTS_MODELS, gpus=FIT_GPUS, audio_seconds=30) -> li
     return rows
 
 
+_BITS = {None: 16, "fp8": 8, "awq": 4, "gptq": 4, "bitsandbytes": 4}
+
+
 def realtime_rows(model="orpheus-3b", gpu="T4", audio_seconds=30) -> list[dict]:
-    """Batch-1 speed per quality against the rate real time needs (bandwidth roofline, predicted), and the
-    same speed scaled by the one cited share of the roofline a real engine reached (``cited_share``)."""
-    rows, share = [], cited_share()
+    """Batch-1 speed per quality against the rate real time needs (bandwidth roofline, predicted), and what
+    engines reach at the cited shares for that weight format (``orpheus_speed.efficiency_band``, as in 01)."""
+    rows = []
     for quality, plan in quality_plans(model, gpu, audio_seconds).items():
         if isinstance(plan, str):
             rows.append({"quality": quality, "weights": "-", "tokens/s": None, "needed": None, "RTF": None,
-                         "real time": "does not fit", f"x {share:.0%} share": None})
+                         "real time": "does not fit", "cited share": None, "engines reach tokens/s": None})
             continue
+        lo, hi = orpheus_speed.efficiency_band(_BITS[plan.quantization])
         rows.append({"quality": quality, "weights": plan.quantization or plan.dtype,
                      "tokens/s": round(plan.tokens_per_second, 1), "needed": round(plan.audio_tokens_per_second, 2),
                      "RTF": plan.real_time_factor, "real time": "yes" if plan.real_time_factor < 1 else "no",
-                     f"x {share:.0%} share": round(plan.tokens_per_second * share, 1)})
+                     "cited share": f"{lo:.0%}-{hi:.0%}",
+                     "engines reach tokens/s": f"{plan.tokens_per_second * lo:.0f}-{plan.tokens_per_second * hi:.0f}"})
     return rows
 
 
@@ -146,26 +150,21 @@ def batching_rows(model="orpheus-3b", gpu="T4", audio_seconds=30, quality="lossl
 
 
 def compute_ceiling_tokens_per_s(model="orpheus-3b", gpu="T4") -> float:
-    """The compute roofline: peak fp16 FLOP/s over 2 x parameters per token (batched decode's other bound)."""
-    from ..models import ModelSpec
-
-    spec, g = ModelSpec.known(model), get_gpu(gpu)
-    return g.fp16_tflops * 1e12 / (2 * spec.num_params)
-
-
-def _a10g_ceiling() -> float:
-    return decode_tokens_per_second(plan_vllm("orpheus-3b", "A10G", max_model_len=2592, dtype="bfloat16"), 1)
+    """The compute roofline: peak fp16 FLOP/s over 2 x parameters per token (``orpheus_speed.compute_ceiling``)."""
+    return orpheus_speed.compute_ceiling(gpu, model)
 
 
 def cited_share() -> float:
-    """The share of the bandwidth roofline one published Orpheus vLLM run reached (A10G, fp16, batch 1)."""
-    return cited("orpheus_speed.a10g_vllm_tokens_per_s").value / _a10g_ceiling()
+    """The share of the bandwidth roofline the published Orpheus vLLM run reached (A10G, 16-bit, batch 1):
+    ``orpheus_speed.a10g_share``, the one value notebooks 01 and 02 show."""
+    return orpheus_speed.a10g_share()
 
 
 def roofline_caveat() -> str:
     """The roofline is a ceiling: a cited GPU measurement beside the same model's prediction for that GPU."""
     c = cited("orpheus_speed.a10g_vllm_tokens_per_s")
-    return (f"a ceiling, not a measurement: on an A10G the same roofline predicts {_a10g_ceiling():.0f} tokens/s "
-            f"for 16-bit Orpheus at batch 1; a published vLLM run measured {c.value} (cited: {c.source}, {c.date}), "
-            f"{cited_share():.0%} of it. One run on one GPU: the 'x share' column is that share applied, not a "
-            "T4 measurement (none is published).")
+    return (f"a ceiling, not a measurement: on an A10G the same roofline predicts {orpheus_speed.ceiling('A10G'):.0f} "
+            f"tokens/s for 16-bit Orpheus at batch 1; a published vLLM run measured {c.value} (cited: {c.source}, "
+            f"{c.date}), {cited_share():.0%} of it. The 'engines reach' column applies the cited shares per weight "
+            "format (16-bit: this run and gpt-fast; quantized: gpt-fast's 8- and 4-bit runs), not a measurement on this card "
+            "(none is published for this card).")

@@ -159,17 +159,22 @@ def fit_rows(quantisation_mode=None, gpus=None) -> list[dict]:
     return rows
 
 
+CLAIM_STATUS = "disputed"  # the one verdict on the 24 GB claim, in every section that names it (systems' note too)
+
+
 def verdict() -> str:
-    """The line on the "needs ~20 GB, at least a 24 GB card" claim, with its numbers and sources."""
+    """The line on the "needs ~20 GB, at least a 24 GB card" claim, with its numbers, sources and what the
+    count leaves out."""
     t4 = stage_table("T4")
     total, weights = t4[-1]["gib"], t4[0]["gib"]
     report = cited("metavoice.user_report_gb")
     readme = cited("metavoice.readme_vram_gb_now")
-    return (f"'Needs ~20 GB, at least a 24 GB card': refuted by count. MetaVoice-1B's first stage is "
-            f"{first_stage_params()['total'] / 1e9:.2f} B parameters, {weights:.2f} GiB in fp16; with its KV cache, "
-            "speaker encoder, second stage, "
-            f"multi-band diffusion and EnCodec it counts {total:.2f} GiB before activations - inside a T4's "
-            f"{get_gpu('T4').memory_gib} GiB. The ~{report.value} GB figure is one user's RTX 4090 observation "
-            f"({report.source}, {report.date}) from before upstream's 'reduce memory footprint' change (#62); the "
-            f"README's requirement fell from 24 to 16 (#62) to {readme.value} GB (#71). Peak with activations is not "
-            "measured here (no GPU): the runner measures it stage by stage.")
+    return (f"'Needs ~20 GB, at least a 24 GB card': {CLAIM_STATUS}, not settled by this count. MetaVoice-1B's first "
+            f"stage is {first_stage_params()['total'] / 1e9:.2f} B parameters, {weights:.2f} GiB in fp16; with its KV "
+            "cache, speaker encoder, second stage, multi-band diffusion and EnCodec the weights and KV cache count "
+            f"{total:.2f} GiB (predicted by count). Left out: activations, torch.compile's workspaces, the CUDA "
+            f"context and DeepFilterNet, so the peak is higher by an amount not measured here (no GPU). Its README "
+            f"asks for {readme.value} GB ({readme.source}; 24, then 16 (#62), then {readme.value} (#71)); the "
+            f"~{report.value} GB figure is one user's RTX 4090 observation ({report.source}, {report.date}) from "
+            "before upstream's 'reduce memory footprint' change (#62). What settles it: the runner's peak "
+            "(torch.cuda.max_memory_reserved()) on a GPU, stage by stage.")

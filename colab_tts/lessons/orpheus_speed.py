@@ -1,31 +1,64 @@
 """Notebook 01's speed lesson: how fast Orpheus can ever decode on a GPU, and what real time would take.
 
-Every figure says its kind: *predicted* by the batch-1 roofline (memory bandwidth / bytes read per
-token, ``hardware.decode_ceiling_tokens_per_s``), *cited* (a published measurement, with its source), or
-*measured* (this run, on a named device). A roofline is a ceiling; what an engine reaches is a share of
-it, its bandwidth efficiency: gpt-fast reached 69 % of an A100-80GB's 2,039 GB/s in 16-bit, but 52 % with
-8-bit and 42 % with 4-bit weights (its README @32971d3), and Orpheus on vLLM reached ~61 % on an A10G
-(Orpheus-TTS issue #53). The verdict on real time uses that share, not the bare ceiling.
+Every figure says its kind: *predicted* by the bandwidth roofline, *cited* (a published measurement, with
+its source), or *measured* (this run, on a named device). The roofline is the one notebook 02 uses,
+``kv_fit.decode_tokens_per_second`` on vLLM's plan for the weight format (8-bit: fp8, 4-bit: GPTQ; vLLM
+keeps the embedding and the output matrix in 16 bits), so a ceiling is one number in both notebooks.
+A roofline is a ceiling; what an engine reaches is a share of it, its bandwidth efficiency, taken only from
+cited runs and per weight format: 16-bit between Orpheus on vLLM on an A10G (Orpheus-TTS issue #53) and
+gpt-fast on an A100-80GB; 8- and 4-bit between gpt-fast's 4-bit and 8-bit runs (its README @32971d3).
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 from ..cited import cited, value
-from ..hardware import GPUS, decode_ceiling_tokens_per_s, get_gpu
-from ..kv_cache import kv_bytes_per_token
-from ..models import ModelSpec
+from ..hardware import GPUS, get_gpu
+from ..kv_cache import max_model_len_for_audio, plan_vllm
+from ..kv_fit import decode_tokens_per_second, fit_vllm
 from ..snac_decode import TOKENS_PER_SECOND
-from ..units import GB, GIB
 
 MODEL = "orpheus-3b"
-EFFICIENCY_BAND = (0.6, 0.8)  # the share of the roofline good engines reach on big models in 16-bit (see below)
-ROOFLINE = "predicted: roofline (bandwidth / bytes read per token)"
+AUDIO_SECONDS = 30  # the request the ceilings assume (notebook 02's default): the KV read is half of it
+QUALITY = {16: "lossless", 8: "8bit", 4: "4bit"}  # fit_vllm's quality for each weight width
+SCHEME = {16: None, 8: "fp8", 4: "gptq"}  # the weight format when fit_vllm finds nothing that fits
+ROOFLINE = "predicted: roofline (bandwidth / bytes read per step, vLLM's layout)"
 _GPT_FAST = {16: "gpt_fast_llama2_7b_fp16_gbs", 8: "gpt_fast_llama2_7b_int8_gbs", 4: "gpt_fast_llama2_7b_int4_gbs"}
 _GPT_FAST_GPU = "A100-80GB"  # what gpt-fast ran on
+_A10G = "orpheus_speed.a10g_vllm_tokens_per_s"
 
 
-def _spec(model):
-    return ModelSpec.known(model) if isinstance(model, str) else model
+@cache
+def _plan(gpu, bits: int, audio_seconds: float, model):
+    try:  # the plan notebook 02 shows for that quality (fit_vllm: an fp8 KV cache too where the GPU allows it)
+        return fit_vllm(model, gpu, quality=QUALITY[bits], audio_seconds=audio_seconds)
+    except ValueError:  # nothing fits this card: the ceiling of vLLM's defaults in that weight format
+        return plan_vllm(model, gpu, dtype="float16", quantization=SCHEME[bits],
+                         max_model_len=max_model_len_for_audio(audio_seconds))
+
+
+def plan(gpu, bits: int = 16, audio_seconds: float = AUDIO_SECONDS, model=MODEL):
+    """vLLM's plan for Orpheus in ``bits``-bit weights on ``gpu`` for requests of ``audio_seconds``: the one
+    ``fit_vllm`` finds at that quality (notebook 02's), else vLLM's defaults in that format."""
+    if bits not in SCHEME:
+        raise ValueError(f"bits must be one of {sorted(SCHEME)} (16-bit, fp8 or 4-bit GPTQ weights), got {bits!r}")
+    return _plan(get_gpu(gpu), bits, audio_seconds, model)
+
+
+def compute_ceiling(gpu, model=MODEL) -> float:
+    """The compute roofline: peak fp16 FLOP/s over 2 x parameters per token (batched decode's other bound)."""
+    from ..models import ModelSpec
+
+    spec = ModelSpec.known(model) if isinstance(model, str) else model
+    return get_gpu(gpu).fp16_tflops * 1e12 / (2 * spec.num_params)
+
+
+def ceiling(gpu, bits: int = 16, batch: int = 1, audio_seconds: float = AUDIO_SECONDS, model=MODEL) -> float:
+    """Roofline tokens/s per request on ``gpu`` (predicted): ``kv_fit.decode_tokens_per_second`` on the plan
+    for ``bits``-bit weights, never above the compute roofline."""
+    total = min(decode_tokens_per_second(plan(gpu, bits, audio_seconds, model), batch), compute_ceiling(gpu, model))
+    return total / batch
 
 
 def gpt_fast_efficiency(bits: int) -> float:
@@ -35,100 +68,115 @@ def gpt_fast_efficiency(bits: int) -> float:
     return value(f"decode_bandwidth.{_GPT_FAST[bits]}") / GPUS[_GPT_FAST_GPU].bandwidth_gbs
 
 
+def a10g_share() -> float:
+    """The share of the roofline Orpheus on vLLM reached on an A10G, 16-bit, batch 1 (cited run / predicted
+    ceiling for the same GPU and model)."""
+    return value(_A10G) / ceiling("A10G", 16)
+
+
+def efficiency_band(bits: int) -> tuple[float, float]:
+    """The lowest and highest share of the roofline a cited engine reached with weights of this kind:
+    16-bit (Orpheus on an A10G, gpt-fast) or quantized (gpt-fast's 8- and 4-bit runs)."""
+    shares = [a10g_share(), gpt_fast_efficiency(16)] if bits == 16 else [gpt_fast_efficiency(8),
+                                                                           gpt_fast_efficiency(4)]
+    return min(shares), max(shares)
+
+
 def efficiency_rows() -> list[dict]:
-    """The evidence for the efficiency band: gpt-fast per weight format, and Orpheus on an A10G."""
+    """The evidence for the efficiency bands: gpt-fast per weight format, and Orpheus on an A10G."""
     rows = []
     for bits, key in _GPT_FAST.items():
         c = cited(f"decode_bandwidth.{key}")
         rows.append({"what": f"gpt-fast, Llama-2-7B, {bits}-bit weights, {_GPT_FAST_GPU}",
                      "share of the roofline": gpt_fast_efficiency(bits), "kind": c.label()})
-    a10g = cited("orpheus.a10g_vllm_tokens_per_second")
-    rows.append({"what": "Orpheus 3B on vLLM, 16-bit, A10G (55 tokens/s over its roofline)",
-                 "share of the roofline": a10g.value / ceiling("A10G", 16), "kind": a10g.label()})
+    a10g = cited(_A10G)
+    rows.append({"what": f"Orpheus 3B on vLLM, 16-bit, A10G ({a10g.value} tokens/s over its roofline)",
+                 "share of the roofline": a10g_share(), "kind": a10g.label()})
     return rows
 
 
-def ceiling(gpu, bits: int = 16, batch: int = 1, context_tokens: int = 538, model=MODEL) -> float:
-    """Roofline tokens/s per request on ``gpu``: each step reads the weights once (in ``bits``-bit form) plus
-    every sequence's KV cache of ``context_tokens``, and does no more than the GPU's fp16 FLOPs allow."""
-    spec, gpu = _spec(model), get_gpu(gpu)
-    kv_read = kv_bytes_per_token(spec, "float16") * context_tokens
-    compute = gpu.fp16_tflops * 1e12 / (2 * spec.num_params)
-    total = min(batch * decode_ceiling_tokens_per_s(spec.num_params * bits / 8, gpu, batch * kv_read), compute)
-    return total / batch
+def _band_text(bits: int) -> str:
+    lo, hi = efficiency_band(bits)
+    return f"{lo:.0%}-{hi:.0%}"
 
 
-def speed_ceiling_rows(gpu="T4", bits=(16, 8, 4), batches=(1, 2, 4, 8, 16), context_tokens: int = 538,
+def speed_ceiling_rows(gpu="T4", bits=(16, 8, 4), batches=(1, 2, 4, 8, 16), audio_seconds: float = AUDIO_SECONDS,
                        model=MODEL) -> list[dict]:
-    """Upper bounds on Orpheus's generated tokens/s on ``gpu``, per request and in total (predicted).
-
-    ``context_tokens`` defaults to the prompt plus half of a 10 s utterance."""
-    spec, gpu = _spec(model), get_gpu(gpu)
+    """Upper bounds on Orpheus's generated tokens/s on ``gpu``, per request and in total (predicted)."""
     rows = []
     for b in bits:
+        weights = plan(gpu, b, audio_seconds, model).weights_gib
         for batch in batches:
-            per = ceiling(gpu, b, batch, context_tokens, spec)
-            rows.append({"weights": f"{b}-bit", "weight GiB": spec.num_params * b / 8 / GIB, "batch": batch,
+            per = ceiling(gpu, b, batch, audio_seconds, model)
+            rows.append({"weights": f"{b}-bit", "weight GiB": weights, "batch": batch,
                          "tokens/s total": per * batch, "tokens/s per request": per,
                          "x real time per request": per / TOKENS_PER_SECOND})
     return rows
 
 
 def real_time_rows(gpu="T4", bits=(16, 8, 4), model=MODEL) -> list[dict]:
-    """Can one request run in real time? The batch-1 ceiling, then what an engine reaches at the quoted
-    60-80 % and at gpt-fast's own share for that weight format; real time needs 82.03 tokens/s."""
+    """Can one request run in real time? The batch-1 ceiling, then what engines reach at the cited shares for
+    that weight format; real time needs 82.03 tokens/s."""
     rows = []
     for b in bits:
         top = ceiling(gpu, b, model=model)
-        lo, hi = (top * e for e in EFFICIENCY_BAND)
-        fast = top * gpt_fast_efficiency(b)
-        above = [x >= TOKENS_PER_SECOND for x in (lo, hi, fast)]
-        verdict = "yes" if all(above) else "no" if not any(above) else "borderline: depends on the kernels"
-        rows.append({"weights": f"{b}-bit", "ceiling tokens/s": top, "at 60-80 %": f"{lo:.0f}-{hi:.0f}",
-                     "at gpt-fast share": fast, "real time?": verdict})
+        lo, hi = (top * e for e in efficiency_band(b))
+        verdict = "yes" if lo >= TOKENS_PER_SECOND else "no" if hi < TOKENS_PER_SECOND else "borderline"
+        rows.append({"weights": f"{b}-bit", "ceiling tokens/s": top, "cited share": _band_text(b),
+                     "engines reach tokens/s": f"{lo:.0f}-{hi:.0f}", "real time?": verdict})
     return rows
 
 
-def bits_for_real_time(gpu="T4", efficiency: float = EFFICIENCY_BAND[0], model=MODEL) -> float:
-    """The most bits per weight that still let one request reach real time at ``efficiency`` (predicted)."""
-    spec, gpu = _spec(model), get_gpu(gpu)
-    kv_read = kv_bytes_per_token(spec, "float16") * 538
-    budget = gpu.bandwidth_gbs * 1e9 * efficiency / TOKENS_PER_SECOND - kv_read  # bytes per token
-    return max(0.0, budget * 8 / spec.num_params)
+def bits_for_real_time(gpu="T4", efficiency: float | None = None, model=MODEL) -> float:
+    """The most bits per quantized weight that still let one request reach real time at ``efficiency``
+    (predicted, same roofline: the 16-bit embedding, output matrix and KV reads stay; the linear layers'
+    bytes scale with their width, fp8 halving them). ``efficiency`` defaults to the lowest cited share
+    for quantized weights."""
+    gpu = get_gpu(gpu)
+    efficiency = efficiency_band(8)[0] if efficiency is None else efficiency
+    bandwidth = gpu.bandwidth_gbs * 1e9
+    step16 = bandwidth / decode_tokens_per_second(plan(gpu, 16, model=model), 1)  # bytes read per step
+    step8 = bandwidth / decode_tokens_per_second(plan(gpu, 8, model=model), 1)
+    linear16 = 2 * (step16 - step8)  # bytes of the linear layers at 16 bits
+    budget = bandwidth * efficiency / TOKENS_PER_SECOND - (step16 - linear16)
+    return max(0.0, 16 * budget / linear16)
 
 
 def verdict(gpu="T4", model=MODEL) -> str:
-    """The honest sentence on real time for one request on ``gpu``: ceilings at the efficiency engines
-    reach, not bare ceilings (predicted, with the efficiencies cited)."""
+    """The honest sentence on real time for one request on ``gpu``: what engines reach at the cited shares,
+    not bare ceilings (predicted, with the shares cited)."""
     gpu = get_gpu(gpu)
     rows = real_time_rows(gpu, model=model)
-    need = [bits_for_real_time(gpu, e, model) for e in EFFICIENCY_BAND]
     quant = cited("orpheus.sub_q8_quality")
     parts = [f"{gpu.name}: real time needs {TOKENS_PER_SECOND:.2f} tokens/s per request."]
     for r in rows:
-        parts.append(f"{r['weights']} weights: ceiling {r['ceiling tokens/s']:.0f}, {r['at 60-80 %']} at 60-80 % "
-                     f"of it, {r['at gpt-fast share']:.0f} at gpt-fast's share -> real time: {r['real time?']}.")
-    if need[0] < 16:
-        parts.append(f"Real time needs at most {need[0]:.1f}-{need[1]:.1f} bits per weight at 60-80 % efficiency.")
-    if need[1] < 8:
-        parts.append(f"Below 8 bits Orpheus's audio is reported to break ({quant.value}, {quant.source}); "
-                     "the other ways are a GPU with more bandwidth, or batching, which serves more voices at "
-                     "once but none faster.")
+        parts.append(f"{r['weights']} weights: ceiling {r['ceiling tokens/s']:.0f}, {r['engines reach tokens/s']} "
+                     f"at the cited {r['cited share']} of it -> real time: {r['real time?']}.")
+    if rows[0]["real time?"] != "yes":
+        lo, hi = efficiency_band(8)
+        need = [bits_for_real_time(gpu, e, model) for e in (lo, hi)]
+        parts.append(f"Real time needs at most {need[0]:.1f}-{need[1]:.1f} bits per quantized weight at the cited "
+                     f"{lo:.0%}-{hi:.0%} for quantized weights.")
+        if need[1] < 8:
+            parts.append(f"Below 8 bits Orpheus's audio is reported to break ({quant.value}, {quant.source}); "
+                         "the other ways are a GPU with more bandwidth, or batching, which serves more voices "
+                         "at once but none faster.")
     parts.append("Kind: predicted by the roofline with cited efficiencies"
                  + ("; no published T4 measurement of Orpheus was found." if gpu == get_gpu("T4") else "."))
     return "\n".join(parts)
 
 
 def weights_line(gpu="T4", model=MODEL) -> str:
-    """fp16 weight bytes and the batch-1 ceiling, with their kinds."""
-    spec, gpu = _spec(model), get_gpu(gpu)
-    weights = spec.weight_bytes("float16")
-    top = decode_ceiling_tokens_per_s(weights, gpu)
-    return (f"fp16 weights {weights / GIB:.2f} GiB = {weights / GB:.2f} GB (10^9 bytes, as bandwidth is quoted) / "
-            f"{gpu.bandwidth_gbs:g} GB/s -> "
-            f"{gpu.name} ceiling {top:.1f} tokens/s at batch 1 [{ROOFLINE}]; real time needs "
-            f"{TOKENS_PER_SECOND:.2f} ({top / TOKENS_PER_SECOND:.2f}x real time) "
-            f"[cited: 7 tokens per 2048 samples at 24 kHz, {cited('orpheus.tokens_per_second').source}]")
+    """16-bit bytes read per decode step and the batch-1 ceiling, with their kinds."""
+    gpu = get_gpu(gpu)
+    p = plan(gpu, 16, model=model)
+    top = ceiling(gpu, 16, model=model)
+    step = gpu.bandwidth_gbs * 1e9 / decode_tokens_per_second(p, 1)
+    return (f"16-bit: {p.weights_gib:.2f} GiB of weights; a decode step reads {step / 1e9:.2f} GB (10^9 bytes, as "
+            f"bandwidth is quoted: every weight but the input embedding, plus the KV cache of half a "
+            f"{AUDIO_SECONDS} s request) / {gpu.bandwidth_gbs:g} GB/s -> {gpu.name} ceiling {top:.1f} tokens/s at "
+            f"batch 1 [{ROOFLINE}]; real time needs {TOKENS_PER_SECOND:.2f} ({top / TOKENS_PER_SECOND:.2f}x real "
+            f"time) [cited: 7 tokens per 2048 samples at 24 kHz, {cited('orpheus.tokens_per_second').source}]")
 
 
 def measured_line(speech, device: str) -> str:
@@ -137,8 +185,8 @@ def measured_line(speech, device: str) -> str:
 
 
 def plot_speed_ceiling(rows, measured: float | None = None, gpu_label: str = "T4", measured_on: str = ""):
-    """Per-request tokens/s ceiling against batch size, one line per weight format, real time and the
-    60-80 % band of the 16-bit line marked; ``measured`` (this run) as a dotted line."""
+    """Per-request tokens/s ceiling against batch size, one line per weight format shaded by the cited share
+    engines reach for that format, real time marked; ``measured`` (this run) as a dotted line."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -146,7 +194,7 @@ def plot_speed_ceiling(rows, measured: float | None = None, gpu_label: str = "T4
         sel = [r for r in rows if r["weights"] == fmt]
         xs, ys = [r["batch"] for r in sel], [r["tokens/s per request"] for r in sel]
         line, = ax.plot(xs, ys, "o-", label=f"{fmt} weights: roofline (predicted)")
-        lo, hi = EFFICIENCY_BAND
+        lo, hi = efficiency_band(int(fmt.split("-")[0]))
         ax.fill_between(xs, [y * lo for y in ys], [y * hi for y in ys], color=line.get_color(), alpha=0.12)
     ax.axhline(TOKENS_PER_SECOND, color="red", ls="--", label=f"real time ({TOKENS_PER_SECOND:.2f} tokens/s)")
     if measured:
@@ -155,7 +203,7 @@ def plot_speed_ceiling(rows, measured: float | None = None, gpu_label: str = "T4
     ax.set_xlabel("requests decoded together (batch)")
     ax.set_ylabel("tokens/s per request")
     ax.set_title(f"Orpheus 3B on {gpu_label}: decode ceiling per request\n"
-                 "(lines: roofline; shaded: 60-80 % of it, what engines reach)")
+                 "(lines: roofline, predicted; shaded: the share cited engines reach, per weight format)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 00 · Which GPU did I get, and what can it run?
 #
-# Colab's free tier hands you a **Tesla T4**; at home you may have an 8 GB card. Before loading any text-to-speech model, find out what the GPU is, which number formats it supports and roughly what fits. With no GPU (as in CI), this notebook *simulates* the GPU named in the parameters cell, so every cell still runs and teaches the same thing.
+# Colab's free tier hands you a **Tesla T4**; at home you may have an 8 GB card. Section 1 answers at once: which GPU this is, the number format to use on it, and which of this project's TTS models fit it. *Why* follows: bfloat16 on a T4, the GPUs people get, and a check of every CUDA path. With no GPU (as in CI), this notebook *simulates* the GPU named in the parameters cell, so every cell still runs and teaches the same thing.
 
 # %% [markdown]
 # ## What you will learn
@@ -16,22 +16,25 @@
 # listed under the table) or *predicted* (computed by this package, with what it leaves out).
 
 # %% tags=["parameters"]
-# Parameters: change these, or let papermill set them.
-SIMULATE_GPU = "T4"  # used only when no GPU is present; any name from the catalog
-RUN_SELFTEST = True  # section 5: every CUDA check (minutes on a GPU; skipped checks only, without one)
+# Parameters (a Colab form; papermill sets the same names).
+# SIMULATE_GPU: used only when no GPU is present; any name from the catalog.
+SIMULATE_GPU = "T4"  # @param {type:"string"}
+# RUN_SELFTEST: section 5, every CUDA check (minutes on a GPU; skipped checks only, without one).
+RUN_SELFTEST = True  # @param {type:"boolean"}
 
 # %%
-from colab_tts import hardware, plots, selftest
+from colab_tts import hardware, plots, selftest, systems
 from colab_tts.display import Table, save_figure
 from colab_tts.lessons import gpu_check
 
 # %% [markdown]
-# ## 1. The device in use
+# ## 1. Your GPU and what fits it
 #
 # `detect()` asks PyTorch for the GPU. On Colab with a GPU runtime it reports the real card and every
 # later label, size and plot uses it; only with no GPU does it fall back to the simulated `SIMULATE_GPU`,
-# and say so. Expect a compute capability (CC), the memory PyTorch sees (less than the number on the box)
-# and the dtype to use. The table says which figures were measured here and which are cited.
+# and say so. Expect a compute capability (CC), the memory PyTorch sees (less than the number on the box),
+# the dtype to use, and for each TTS model the share of this GPU one 30 s request needs (predicted by
+# `plan_vllm`, the same table as notebook 02's section 5).
 
 # %%
 report = hardware.detect(simulate=SIMULATE_GPU)
@@ -39,8 +42,17 @@ print(report)
 gpu = report.gpu
 print()
 print(Table(gpu_check.device_rows(report)))
+key = next((k for k, g in hardware.GPUS.items() if g == gpu), None)
+if key:
+    fit = systems.fit_table(30, "float16", gpus=[key])
+    print(Table(fit, columns=["system", "weights GiB", "KV GiB", "runtime GiB", key], digits=2,
+                title=f"share of {gpu.name} one 30 s request needs, float16 (predicted by plan_vllm)"))
+else:
+    print(f"{gpu.name} is not in the catalog: notebook 02 plans it from the memory PyTorch reports")
 
 # %% [markdown]
+# ## Why
+#
 # What it means: the **compute capability** decides the number formats. bfloat16 needs CC ≥ 8.0 (Ampere and
 # newer); a T4 is 7.5, so models published in bfloat16 must run in float16 there. The same advice as a
 # list, which `python -m colab_tts doctor --gpu T4` also prints in a terminal:
@@ -57,11 +69,11 @@ for line in hardware.recommendations(gpu):
 # PyTorch reports). Memory is what PyTorch reports, in GiB, because that is what a model can use;
 # bandwidth (GB/s, as datasheets give it) sets how fast one token can be decoded at batch 1.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 rows, references = gpu_check.catalog_table()
 print(Table(rows, columns=["key", "cc", "memory_gib", "bandwidth_gbs", "fp16_tflops", "bf16", "dtype", "sources"]))
-print("\n".join(references))
+for pair in zip(references[::2], references[1::2] + [""]):  # two sources a line: the cell fits a screen
+    print("  ".join(pair).rstrip())
 
 # %%
 fig = plots.gpu_catalog(highlight=gpu.name)
@@ -90,8 +102,7 @@ for library, (message, source) in hardware.BF16_ERRORS.items():
 # warning where there is a known risk. Expect float16 for a bfloat16 request on a T4, bfloat16 left alone
 # on an L4 (CC 8.9), and float16 kept on a GTX 1660 Ti with a sourced warning:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 gtx = hardware.GpuSpec("NVIDIA GeForce GTX 1660 Ti", (7, 5), 5.8, 288, 11)
 for request, target in [("bfloat16", "T4"), ("bfloat16", "L4"), ("auto", "T4"), ("auto", "cpu"), ("float16", gtx)]:
     choice = hardware.resolve_dtype(request, target)
@@ -117,8 +128,7 @@ except ValueError as err:
 # bound, since activations, the KV cache and the framework come on top (notebook 02 plans all of it).
 # Expect Orpheus' 3.3 B parameters to take well over a third of a T4 before anything else is loaded.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(Table(hardware.weights_fit_rows("float16", gpus=["T4", "RTX-3070", "RTX-4060", "L4", "A100-40GB"])))
 
 # %%
@@ -135,7 +145,7 @@ save_figure(fig, "weights_fit");
 #
 # `python -m colab_tts selftest` (the same as this cell) runs each CUDA path this project relies on once:
 # the bfloat16 refusal below CC 8.0, float16 Orpheus (the tiny offline model) through CUDA vLLM and
-# through transformers, SNAC on CUDA against the CPU, `track_peak` against a known 64 MiB allocation, the
+# through transformers, SNAC on CUDA against the CPU, `track_peak` against a known allocation (`64` MiB), the
 # offload hooks moving a module and freeing its memory, static-cache decoding with CUDA graphs against
 # eager (same greedy tokens), and an allocator capped at 8 GiB to behave like an 8 GB card. Expect PASS
 # rows on a GPU; with no GPU only the bfloat16 check runs and each CUDA check is listed as skipped.

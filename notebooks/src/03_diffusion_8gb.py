@@ -7,7 +7,7 @@
 # checkpointing ("saves 1.2 GB"), offload idle modules to the CPU, and synthesize long text in chunks. The
 # same write-ups name Sambert-HiFiGAN beside IndexTTS-2; section 0 checks that premise against its sources.
 # This notebook measures each claim on a stand-in for IndexTTS-2's s2mel stage — a DiT velocity estimator
-# built from IndexTTS-2's configuration (hidden 512, 8 heads, depth 13, 80 mel bins), an Euler
+# built from IndexTTS-2's configuration (cited: <https://huggingface.co/IndexTeam/IndexTTS-2/blob/main/config.yaml>: hidden 512, 8 heads, depth 13, 80 mel bins), an Euler
 # flow-matching sampler with classifier-free guidance as in its `indextts/infer_v2.py` (index-tts/index-tts
 # @ee40fa7), and a HiFi-GAN vocoder on
 # BigVGAN v2's layout — and keeps only what holds.
@@ -36,22 +36,35 @@
 # - on a GPU: real IndexTTS-2's peak memory per stage for each setting, and the 8 GB recipe built from it
 
 # %% tags=["parameters"]
-# Parameters: change these, or let papermill set them.
-REAL_SIZE = None        # None: real size on a GPU, reduced width on the CPU; True/False to force
-STEPS = (5, 10, 25)     # Euler steps to compare (IndexTTS-2 uses 25); on a GPU try (10, 25, 50, 100)
-REFERENCE_STEPS = 200   # the converged solution deviations are measured against (computed once per input)
-FRAMES = 32             # target mel frames per utterance (86 frames = 1 s at 22,050 Hz, hop 256)
-PROMPT_FRAMES = 16      # reference-audio mel frames given as the prompt
-CHUNK_TOKENS = (20, 60, None)  # split_text limits to compare; None = no split
-CHUNK_STEPS = 1         # steps in the chunking section (memory does not depend on it; time does)
-TOKENS_PER_S = 4.0      # assumed speaking rate (text tokens per second of speech): only scales lengths
-CPU_THREADS = 1         # one thread is steadier on a shared 2-core CPU
-SIMULATE_GPU = "T4"     # the GPU to plan for when there is none (a detected GPU always wins)
-GPU_8GB = "RTX-4060"    # the 8 GB card to plan for (any catalog name)
-RUN_INDEXTTS2 = None    # None: run real IndexTTS-2 (section 8) only on CUDA; False to skip it there
-SEGMENTS = (120, 40)    # max_text_tokens_per_segment values for real IndexTTS-2 (120 is upstream's default)
-DEPLOY_DIR = "colab_tts_deploy"  # the runner's environment, clone, weights and outputs
-
+# Parameters (a Colab form; papermill sets the same names).
+# REAL_SIZE: None: real size on a GPU, reduced width on the CPU; True/False to force
+REAL_SIZE = None  # @param {type:"raw"}
+# STEPS: Euler steps to compare (IndexTTS-2 uses 25); on a GPU try (10, 25, 50, 100)
+STEPS = (5, 10, 25)  # @param {type:"raw"}
+# REFERENCE_STEPS: the converged solution deviations are measured against (computed once per input)
+REFERENCE_STEPS = 200  # @param {type:"integer"}
+# FRAMES: target mel frames per utterance (86 frames = 1 s at 22,050 Hz, hop 256)
+FRAMES = 32  # @param {type:"integer"}
+# PROMPT_FRAMES: reference-audio mel frames given as the prompt
+PROMPT_FRAMES = 16  # @param {type:"integer"}
+# CHUNK_TOKENS: split_text limits to compare; None = no split
+CHUNK_TOKENS = (20, 60, None)  # @param {type:"raw"}
+# CHUNK_STEPS: steps in the chunking section (memory does not depend on it; time does)
+CHUNK_STEPS = 1  # @param {type:"integer"}
+# TOKENS_PER_S: assumed speaking rate (text tokens per second of speech): only scales lengths
+TOKENS_PER_S = 4.0  # @param {type:"number"}
+# CPU_THREADS: one thread is steadier on a shared 2-core CPU
+CPU_THREADS = 1  # @param {type:"integer"}
+# SIMULATE_GPU: the GPU to plan for when there is none (a detected GPU always wins)
+SIMULATE_GPU = "T4"  # @param {type:"string"}
+# GPU_8GB: the 8 GB card to plan for when the detected GPU is not one (any catalog name)
+GPU_8GB = "RTX-4060"  # @param {type:"string"}
+# RUN_INDEXTTS2: None: run real IndexTTS-2 (section 8) only on CUDA; False to skip it there
+RUN_INDEXTTS2 = None  # @param {type:"raw"}
+# SEGMENTS: max_text_tokens_per_segment values for real IndexTTS-2 (120 is upstream's default)
+SEGMENTS = (120, 40)  # @param {type:"raw"}
+# DEPLOY_DIR: the runner's environment, clone, weights and outputs
+DEPLOY_DIR = "colab_tts_deploy"  # @param {type:"string"}
 # %%
 import torch
 
@@ -86,10 +99,9 @@ print(lesson.sambert_premise())
 #
 # Nothing below needs the weights, only the shapes. Building the real-size models on PyTorch's *meta* device
 # costs nothing and gives exact parameter counts (*counted* from the architecture): expect about 95 M for the
-# DiT and about 112 M for the vocoder (BigVGAN v2's README lists 112 M for its 22 kHz 80-band model).
+# DiT and about 112 M for the vocoder (cited: BigVGAN v2's README lists 112 M for its 22 kHz 80-band model).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 rows = [{"stage": name, "params_M": flow.param_count(cfg) / 1e6, "fp32_MiB": flow.param_count(cfg) * 4 / 2**20,
          "fp16_MiB": flow.param_count(cfg) * 2 / 2**20}
         for name, cfg in [("s2mel DiT (IndexTTS-2 size)", flow.INDEXTTS2_DIT),
@@ -208,8 +220,7 @@ save_figure(lesson.plot_variants(measured, gpu_line), "precision_offload");
 # `split_text` cuts at sentence punctuation first (。！？；… and . ! ? ;), then at commas (，、 and ,), then hard,
 # and never loses or reorders a character. The chunks of the two texts below, at 20 tokens:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 TEXTS = {
     "zh": "今天天气很好，我们去公园散步吧。你想一起来吗？当然！不过，我要先把作业写完，再吃午饭；然后我们出发。"
           "公园里有很多人，有的在跑步，有的在下棋，还有几个孩子在湖边喂鸭子。傍晚的时候，风停了，我们慢慢地走回家。",
@@ -244,18 +255,22 @@ for verdict in lesson.claim_chunks(chunks):
 #
 # `recommend_8gb` starts from IndexTTS-2's *cited* peaks (PR #755, RTX 4090: 8.15 GB in fp32 with the emotion
 # model, 6.54 GB with `use_fp16`) and adds one 120-token chunk's s2mel activations, *measured* here per second
-# of audio and *predicted* at the real width by scaling. When that does not fit, stages run one at a time: the
+# of audio at a reduced width and multiplied by the width ratio (a *prediction* that assumes activations grow
+# linearly with width, never checked at the real width), plus the GPT's KV cache for that segment (*predicted*
+# by count from its config). When that does not fit, stages run one at a time: the
 # peak is then the largest stage plus what the cited total holds beyond the weights, and the PCIe copies are
 # *predicted* from the bus's peak rate. It plans for 90% of the card (the rest: CUDA context and
 # fragmentation). Expect `use_fp16` and no offload on an 8 GB card, and offloading — with its cost in seconds —
-# on a 6 GB one. On a GPU runtime the detected GPU comes first.
+# on a 6 GB one. On a GPU runtime the detected GPU comes first, with every reason; the other cards get their
+# summary line.
 
 # %%
 act = lesson.stage_activations(dit, vocoder, FRAMES, PROMPT_FRAMES, steps=2, device=device)
 cards = ([run.gpu] if not run.simulated and run.gpu is not None else []) + [
     hardware.get_gpu(GPU_8GB), hardware.get_gpu("T4"), hardware.GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)]
-for gpu in dict.fromkeys(cards):  # the detected GPU first, each card once
-    print(lesson.recommend_8gb(gpu, measured, act), end="\n\n")
+for i, gpu in enumerate(dict.fromkeys(cards)):  # the detected GPU first, each card once
+    recipe = str(lesson.recommend_8gb(gpu, measured, act))
+    print(recipe if i == 0 else recipe.splitlines()[0], end="\n\n")  # every reason for the first card only
 
 # %% [markdown]
 # What it costs in time: where everything stays resident, no copies (the `+0.00 s` above); fp16 for the GPT is
@@ -290,8 +305,7 @@ for gpu in dict.fromkeys(cards):  # the detected GPU first, each card once
 #
 # The dry run prints what the runner would call, with which keyword arguments (nothing is installed):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from colab_tts import deploy
 from colab_tts.lessons import indextts2_8gb as real
 

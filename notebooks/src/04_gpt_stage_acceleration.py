@@ -20,29 +20,39 @@
 # - on a GPU: real GPT-SoVITS v2 run through upstream's own pipeline in an environment of its own, against our decoder on the same inputs
 
 # %% tags=["parameters"]
-# Parameters: change these, or let papermill set them.
-SIZE = "auto"            # "real" (24 layers, hidden 512) on a GPU; "small" (4 layers, hidden 128) on a CPU, as in CI
-TOKENS = 48              # tokens decoded per measurement
-SEGMENT_PHONEMES = [6, 30, 14, 40, 4, 22, 34, 10]   # a long text split into 8 segments (phonemes each)
-TOKENS_PER_PHONEME = 2   # random weights never stop: each segment gets the tokens a real voice would take
-BATCH_SIZE = 8           # segments per bucket
-CPU_THREADS = 1          # on a shared 2-core machine more threads spin against each other
-CHECKPOINT = ""          # path to a GPT-SoVITS s1 .ckpt (GPT_weights_v2/...); empty: random weights
-TRY_COMPILE = "auto"     # "auto": torch.compile only on a GPU (on a CPU the warm-up costs minutes)
-GPU = "T4"               # the GPU the budget of section 7 is worked out for (any catalog name)
-DEPLOY = "auto"          # section 14, real GPT-SoVITS: "auto" = on a CUDA runtime only; False = never
-DEPLOY_DIR = "colab_tts_deploy"  # its environment, upstream clone, weights and audio (weights on Drive if mounted)
+# Parameters (a Colab form; papermill sets the same names).
+# SIZE: "real" (24 layers, hidden 512) on a GPU; "small" (4 layers, hidden 128) on a CPU, as in CI
+SIZE = "auto"  # @param {type:"string"}
+# TOKENS: tokens decoded per measurement
+TOKENS = 48  # @param {type:"integer"}
+# SEGMENT_PHONEMES: a long text split into 8 segments (phonemes each)
+SEGMENT_PHONEMES = [6, 30, 14, 40, 4, 22, 34, 10]  # @param {type:"raw"}
+# TOKENS_PER_PHONEME: random weights never stop: each segment gets the tokens a real voice would take
+TOKENS_PER_PHONEME = 2  # @param {type:"integer"}
+# BATCH_SIZE: segments per bucket
+BATCH_SIZE = 8  # @param {type:"integer"}
+# CPU_THREADS: on a shared 2-core machine more threads spin against each other
+CPU_THREADS = 1  # @param {type:"integer"}
+# CHECKPOINT: path to a GPT-SoVITS s1 .ckpt (GPT_weights_v2/...); empty: random weights
+CHECKPOINT = ""  # @param {type:"string"}
+# TRY_COMPILE: "auto": torch.compile only on a GPU (on a CPU the warm-up costs minutes)
+TRY_COMPILE = "auto"  # @param {type:"string"}
+# SIMULATE_GPU: section 7's budget is for the detected GPU; with none, for this catalog GPU
+SIMULATE_GPU = "T4"  # @param {type:"string"}
+# DEPLOY: section 14, real GPT-SoVITS: "auto" = on a CUDA runtime only; False = never
+DEPLOY = "auto"  # @param {type:"string"}
+# DEPLOY_DIR: its environment, upstream clone, weights and audio (weights on Drive if mounted)
+DEPLOY_DIR = "colab_tts_deploy"  # @param {type:"string"}
 DEPLOY_TEXT = ("A long text is split into segments. Each segment becomes phonemes. The GPT stage turns them "
                "into semantic tokens, one at a time. Upstream decodes the segments one after another. With a "
                "batch, they share each step. Sorting by length keeps the padding small. Finished rows leave the "
                "batch early. The tokens stay the same. Only the time changes. Listen, and compare the clips.")
-
 # %%
 import copy
 
 import torch
 
-from colab_tts import devices
+from colab_tts import devices, hardware
 from colab_tts.cited import cited
 from colab_tts.decoding import FIXED_LENGTH, generate
 from colab_tts.display import Table, save_figure
@@ -53,6 +63,7 @@ from colab_tts.t2s import T2SConfig, T2SModel, load_gpt_sovits_checkpoint
 from colab_tts.t2s_runner import T2SRunner, decode_segments, random_prompt, random_segments
 
 device = devices.accelerator().type
+GPU = hardware.detect(simulate=SIMULATE_GPU).gpu  # the detected GPU, else the simulated one
 if device == "cpu":
     torch.set_num_threads(CPU_THREADS)
 real = SIZE == "real" or (SIZE == "auto" and device == "cuda") or bool(CHECKPOINT)
@@ -69,6 +80,23 @@ print(f"device {device}; {'real size' if real else 'scaled down'}; "
 COLUMNS = ["technique", "tokens/s", "speed-up", "RTF", "kind", "on a GPU"]
 
 # %% [markdown]
+# ## 0. The fast decoder in one call
+#
+# For a long text, `decode_segments` sorts the segments by length, decodes neighbours together in buckets of
+# `BATCH_SIZE` with a static KV cache, and lets finished rows leave the batch: the fastest path this notebook
+# measures. Expect the whole text's tokens and the time, *measured* on this device (random weights offline:
+# the tokens mean nothing, the timing is real). Sections 1 to 13 are the *why*, technique by technique.
+
+# %%
+rng = torch.random.get_rng_state()  # the sections below draw the same random inputs as without this cell
+text_segments, text_prompt = random_segments(config, SEGMENT_PHONEMES), random_prompt(config, 50)
+fast = decode_segments(fp32, text_segments, text_prompt, FIXED_LENGTH, "static", BATCH_SIZE,
+                       [TOKENS_PER_PHONEME * n for n in SEGMENT_PHONEMES])
+torch.random.set_rng_state(rng)
+print(f"measured on {device}: {fast.n_tokens} semantic tokens for {len(text_segments)} segments in {fast.seconds:.2f} s "
+      f"({fast.tokens_per_s:.0f} tokens/s, {fast.tokens_per_s / fast.audio_rate:.1f}x real time)")
+
+# %% [markdown]
 # ## 1. What the GPT stage is, and what real time needs
 #
 # The model reads the text side (phoneme embeddings plus a projection of BERT features) and a prompt of
@@ -77,8 +105,7 @@ COLUMNS = ["technique", "tokens/s", "speed-up", "RTF", "kind", "on a GPU"]
 # 25 tokens/s and the **real-time factor** (RTF = compute time / audio time) must stay below 1. The real
 # GPT-SoVITS v2 sizes (`T2SConfig()`, from upstream's `s1longer-v2.yaml`) and the decode limits, each with its source:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(Table([T2SConfig().as_dict()]))
 print(Table([{"figure": c.key, "value": c.value, "unit": c.unit, "source": c.label()} for c in map(cited, [
     "gpt_sovits.semantic_tokens_per_second", "gpt_sovits.max_decode_steps", "gpt_sovits.eos_blocked_steps",
@@ -198,8 +225,7 @@ Table(results, columns=COLUMNS)
 # token: the **roofline**, a prediction from the datasheet bandwidth. For the real GPT stage in float16
 # with 500 cached positions:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 Table(gpt_stage.roofline_rows(["T4", "RTX-3070", "RTX-4060", "L4"], "float16"), digits=2)
 
 # %% [markdown]
@@ -259,8 +285,7 @@ Table(sampling_rows)
 # longest row ends; `generate` drops it from the batch (cache rows included), as upstream's batched decode
 # does. Counting the row-steps for our 8 segments decoded as one batch, each to its own length:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 caps = [TOKENS_PER_PHONEME * n for n in SEGMENT_PHONEMES]
 runner = T2SRunner(fp32, segments, prompt, "static", max_new_tokens=max(caps))
 batch = generate(runner, FIXED_LENGTH, config.eos_id, caps)
@@ -302,8 +327,7 @@ Table(long_rows, columns=COLUMNS)
 # GPT-SoVITS's `TTS.run()` (the API behind `api_v2.py` and the WebUI's fast path) already has the two levers
 # measured above. What each option does, with the code it runs, and what it corresponds to here:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 Table(gpt_stage.gpt_sovits_options_rows())
 
 # %% [markdown]
@@ -318,8 +342,7 @@ Table(gpt_stage.gpt_sovits_options_rows())
 # preallocated KV cache (what our `StaticCache(fixed_shape=True)` is), exported to ONNX, and an engine built
 # on the target machine (rebuilt whenever CUDA or TensorRT change). What upstream says and what people report:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 Table(gpt_stage.tensorrt_rows())
 
 # %% [markdown]
@@ -358,8 +381,7 @@ for line in gpt_stage.headline(results, long_rows, device):
 # back a JSON result and wav files. The plan it follows, printed without running anything (the same JSON as
 # `python -m colab_tts.deploy gpt-sovits --dry-run`):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from colab_tts.deploy import deploy, plan
 from colab_tts.lessons import gpt_stage_deploy
 

@@ -1,0 +1,124 @@
+"""The rules every notebook in notebooks/ keeps (tools/nbrules.py), and that they are enforced: by the
+template build, by `make run`, and under nbval (notebooks/conftest.py) on every executed cell."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbrules  # noqa: E402
+import nbtemplate  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def stream(text, name="stdout"):
+    return nbformat.v4.new_output("stream", name=name, text=text)
+
+
+def test_an_output_of_40_lines_fits_and_41_does_not():
+    assert nbrules.output_problem([stream("x\n" * 40)]) is None
+    assert "41 lines" in nbrules.output_problem([stream("x\n" * 41)])
+    assert "4,001 characters" in nbrules.output_problem([stream("y" * 4000 + "\n")])
+
+
+def test_stream_chunks_count_as_the_reader_sees_them():
+    # nbval keeps each chunk apart: 50 chunks of one line without newline are one line on screen
+    assert nbrules.visible_text([stream("a") for _ in range(50)]).count("\n") == 0
+    assert nbrules.output_problem([stream("a") for _ in range(50)]) is None
+    # a figure's "<Figure ...>" placeholder is not text a reader reads
+    fig = nbformat.v4.new_output("display_data", data={"image/png": "AA==", "text/plain": "<Figure>\n" * 50})
+    assert nbrules.visible_text([fig]) == ""
+
+
+@pytest.mark.parametrize("source, fix", [
+    ("x = 1\n#\n# What it means: prose.", "markdown"),
+    ("x = 1\n# ## 5. A heading", "markdown"),
+    ("# NBVAL_CHECK_OUTPUT\nprint(1)", "tag the cell"),
+])
+def test_markdown_or_a_visible_marker_in_a_code_cell_is_refused(source, fix):
+    assert fix in nbrules.markdown_in_code(source)
+
+
+def test_ordinary_comments_are_code():
+    assert nbrules.markdown_in_code("# enforce_eager: skip torch.compile on the CPU\nx = 1  # why\n") is None
+
+
+def test_the_template_build_refuses_markdown_in_a_code_cell(tmp_path):
+    source = (ROOT / "tests" / "test_notebook_template.py").read_text().split('GOOD = """', 1)[1].split('"""')[0]
+    path = tmp_path / "99_demo.py"
+    path.write_text(source.replace("print(X)", "print(X)\n#\n# ## 2. Next section"))
+    with pytest.raises(nbtemplate.SourceError, match="markdown"):
+        nbtemplate.notebook_from_source(path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_markdown_or_visible_marker_in_any_code_cell(path):
+    for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type == "code":
+            assert nbrules.markdown_in_code(cell.source) is None, f"{path.name} cell {i}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_fit_a_screen(path):
+    for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type == "code":
+            assert nbrules.output_problem(cell.get("outputs")) is None, f"{path.name} cell {i}"
+
+
+def test_under_nbval_a_cell_that_prints_a_log_dump_fails(tmp_path):
+    """notebooks/conftest.py checks every executed cell, so a log dump cannot pass `make test`."""
+    shutil.copy(ROOT / "notebooks" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "tools").mkdir()
+    shutil.copy(ROOT / "tools" / "nbrules.py", tmp_path / "tools" / "nbrules.py")
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    shutil.move(tmp_path / "conftest.py", nbs / "conftest.py")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("print('short')"),
+                nbformat.v4.new_code_cell("import sys\nfor i in range(60): print('WARNING vllm', i, file=sys.stderr)")]
+    nbformat.write(nb, nbs / "99_dump.ipynb")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                           "--nbval-current-env", str(nbs)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:]
+    assert "prints 60 lines" in done.stdout
+
+
+def _ran(markdown, printed):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell("...")]
+    nb.cells[1].outputs = [stream(printed)]
+    return nb
+
+
+def test_a_typed_number_must_appear_rounded_in_an_output():
+    assert nbrules.unbacked_numbers(_ran("a T4 reaches about 47 tokens/s", "ceiling 47.2 tokens/s\n")) == []
+    assert nbrules.unbacked_numbers(_ran("it holds 52,400 tokens", "52,400 tokens\n")) == []
+    # a figure from another model of the same quantity: 48 is not what this run printed
+    assert nbrules.unbacked_numbers(_ran("a T4 reaches about 48 tokens/s", "ceiling 47.2 tokens/s\n")) == [(0, "48")]
+    assert nbrules.unbacked_numbers(_ran("quoted as 60–80 % for good engines", "0.69\n")) == [(0, "60"), (0, "80")]
+
+
+def test_citations_versions_years_and_names_excuse_a_number():
+    prose = ("52,400 tokens (cited: canopyai/Orpheus-TTS PR #77) on vLLM 0.25.1 in 2025, an RTX 4060, "
+             "section 12, `max_num_seqs=256`, Orpheus 3B")
+    assert nbrules.unbacked_numbers(_ran(prose, "nothing\n")) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_parameters_cell_is_a_colab_form(path):
+    """Every one-line parameter carries `# @param` (Colab draws a form; papermill still finds the tag)."""
+    import ast
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and node.lineno == node.end_lineno:
+            assert "# @param" in lines[node.lineno - 1], f"{path.name}: {lines[node.lineno - 1]!r}"

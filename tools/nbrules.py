@@ -1,0 +1,136 @@
+"""Rules every notebook keeps, checked on its source (tools/nbtemplate.py) and on its executed copy
+(notebooks/conftest.py under nbval, tools/run_notebooks.py under `make run`):
+
+- every output fits a screen: a cell prints at most ``MAX_LINES`` lines and ``MAX_CHARS`` characters;
+- no markdown inside code cells (headings or prose paragraphs written as comments);
+- test markers are cell tags (``nbval-check-output``), not comments a reader sees;
+- a number typed in a markdown cell appears (rounded) in an output of the same notebook or sits beside
+  its citation.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_LINES = 40
+MAX_CHARS = 4000
+CHECK_TAG = "nbval-check-output"
+_MARKERS = re.compile(r"^\s*#\s*(NBVAL_[A-Z_]+|PYTEST_VALIDATE_IGNORE_OUTPUT)\s*$", re.M)
+
+
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else (value or "")
+
+
+def visible_text(outputs) -> str:
+    """The text a reader sees under a cell: streams, tracebacks and plain-text results (not images)."""
+    text = ""
+    for out in outputs or []:
+        kind = out.get("output_type")
+        if kind == "stream":  # nbval keeps stream chunks apart: join them as the reader sees them
+            text += _text(out.get("text"))
+            continue
+        if kind == "error":
+            part = "\n".join(out.get("traceback", []))
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data", {})
+            part = "" if any(k.startswith("image/") for k in data) else _text(data.get("text/plain"))
+        else:
+            continue
+        if part:
+            text += ("\n" if text and not text.endswith("\n") else "") + part.rstrip("\n") + "\n"
+    return text
+
+
+def output_problem(outputs, max_lines: int = MAX_LINES, max_chars: int = MAX_CHARS) -> str | None:
+    """Why a cell's output does not fit a screen, or None. The fix: send logs to a file, print the line
+    that matters (``colab_tts.display.quiet``), or show a table's head."""
+    text = visible_text(outputs)
+    lines = text.count("\n")
+    if lines > max_lines or len(text) > max_chars:
+        return (f"prints {lines} lines / {len(text):,} characters (at most {max_lines} / {max_chars:,}): send "
+                f"logs to a file under output_dir() and print the line that matters; it starts {text[:120]!r}")
+    return None
+
+
+_MD_HEADING = re.compile(r"^\s*#\s+#{1,6}\s")
+_MD_PROSE = re.compile(r"^\s*#\s+(What it means|Expect)\b")
+
+
+def markdown_in_code(source: str) -> str | None:
+    """Why a code cell holds markdown (a heading, a blank comment line between paragraphs, a "What it
+    means" paragraph) or a visible test marker, or None."""
+    if _MARKERS.search(source):
+        return (f"the comment {_MARKERS.search(source).group(1)} shows to readers: tag the cell instead "
+                f'(# %% tags=["{CHECK_TAG}"])')
+    for line in source.splitlines():
+        if _MD_HEADING.match(line) or _MD_PROSE.match(line):
+            return f"markdown written as a comment in a code cell ({line.strip()!r}): make it a '# %% [markdown]' cell"
+        if line.strip() == "#":
+            return "a blank '#' line separates comment paragraphs: prose belongs in a '# %% [markdown]' cell"
+    return None
+
+
+# Numbers a reader may type without an output to back them: years, versions, section/cell numbers,
+# GPU and model names, ids, and anything inside code spans or links.
+_NUMBER = re.compile(r"(?<![\w.@#/-])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w/])")
+_EXCUSED = [
+    re.compile(r"`[^`]*`"),  # code: names, arguments, versions
+    re.compile(r"\[[^\]]*\]\([^)]*\)|<https?://[^>]*>|https?://\S+"),  # links
+    re.compile(r"\b(?:19|20)\d\d(?:-\d\d(?:-\d\d)?)?\b"),  # years and dates
+    re.compile(r"\b(?:v|vLLM |vllm |release |version |Python |torch |CUDA |Colab |Llama[- ]?)\d+(?:\.\d+)*\w*", re.I),
+    re.compile(r"\d+(?:\.\d+)+(?:\.post\d+)?"),  # dotted versions such as 0.25.1
+    re.compile(r"(?:#|PR |issue |section |sections |cell |notebook |notebooks |step |stage |lines? |Q)\s?\d+(?:\s*(?:and|,|–|-|to)\s*\d+)*",
+               re.I),
+    re.compile(r"\b(?:T4|L4|A10G|A100|H100|H200|V100|P100|RTX[- ]?\d+\w*|\d{4} ?Ti|GTX[- ]?\d+|A\d{2,4}\w*)\b"),
+    re.compile(r"\b\w*\d+[A-Za-z]\w*\b"),  # model names and units glued to letters: 3B, 24kHz, fp16, 8GB...
+    re.compile(r"^\s*#+\s*\d+[.·]?", re.M),  # heading numbers
+    re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
+    re.compile(r"\(?\bcited\b[^.\n]*"),  # a figure beside its citation
+    re.compile(r"\b\d+\s*(?:×|x)\b"),
+]
+
+
+_SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*`\"'])|\n\s*(?:[-*]|\d+\.)\s|\n\s*\n")
+_CITATION = re.compile(r"\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
+                       re.I)
+
+
+def _words(markdown: str) -> str:
+    """The prose whose numbers need an output: sentences with a citation, and excused patterns, removed."""
+    markdown = " ".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))
+    for pattern in _EXCUSED:
+        markdown = pattern.sub(" ", markdown)
+    return markdown
+
+
+def _shown(outputs_text: str) -> set[str]:
+    """Every number in the outputs, as typed and at each coarser rounding (so 47.3 backs "47" and "47.3")."""
+    found = set()
+    for whole, frac in _NUMBER.findall(outputs_text):
+        whole = whole.replace(",", "")
+        found.add(whole)
+        value = float(f"{whole}.{frac}" if frac else whole)
+        for digits in range(len(frac) + 1):
+            found.add(f"{value:.{digits}f}")
+        for unit in (10, 100, 1000):  # "about 570" for 571.8, "52,400" for 52400
+            found.add(str(int(round(value / unit) * unit)))
+    return found
+
+
+def unbacked_numbers(nb, small: int = 10) -> list[tuple[int, str]]:
+    """(cell index, number) for each number typed in markdown that no output of the notebook shows (rounded)
+    and that no citation, version, year or name excuses. Numbers below ``small`` are counts in prose."""
+    outputs = "\n".join(visible_text(c.get("outputs")) for c in nb.cells if c.get("cell_type") == "code")
+    shown = _shown(outputs)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for whole, frac in _NUMBER.findall(_words(_text(cell.get("source")))):
+            typed = whole.replace(",", "") + (f".{frac}" if frac else "")
+            if float(typed) < small and not frac:
+                continue
+            if typed not in shown:
+                problems.append((i, whole + (f".{frac}" if frac else "")))
+    return problems
