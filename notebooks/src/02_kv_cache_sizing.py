@@ -58,8 +58,10 @@ from colab_tts.orpheus import WEIGHTS as ORPHEUS_WEIGHTS
 # `fit_vllm` plans Orpheus for the detected GPU (with none, `SIMULATE_GPU`) at the `QUALITY` you allow, for
 # requests of `AUDIO_SECONDS`: vLLM's defaults where they fit, otherwise the fewest changes that do. Expect the
 # plan (predicted by `plan_vllm`, whose error against published logs section 4 measures) and the `vllm serve`
-# line with its arguments. On a card the project never ran on, it is a prediction: watch the engine's
-# `GPU KV cache size` log line and `torch.cuda.max_memory_reserved()` against it.
+# line with its arguments. Memory other programs already hold on the card (a desktop's display, a browser) is
+# read from the GPU and planned for, and the plan says how much must be free when vLLM starts (check it with
+# `nvidia-smi`). On a card the project never ran on, it is a prediction: watch the engine's `GPU KV cache size`
+# log line and `torch.cuda.max_memory_reserved()` against it.
 
 # %%
 report = hardware.detect(simulate=SIMULATE_GPU)
@@ -69,7 +71,8 @@ COMPARE = list(dict.fromkeys(([GPU_KEY] if GPU_KEY else []) + ["T4", "L4", "A100
 GPU_LABEL = GPU.name + (" (simulated: no GPU here)" if report.simulated else "")
 print(f"{GPU_LABEL}, requests of {AUDIO_SECONDS} s, quality {QUALITY}:")
 try:
-    yours = fit_vllm("orpheus-3b", GPU, audio_seconds=AUDIO_SECONDS, quality=QUALITY)
+    held = hardware.other_gib_now(GPU)  # what a desktop, a browser or this kernel already hold (0 offline)
+    yours = fit_vllm("orpheus-3b", GPU, audio_seconds=AUDIO_SECONDS, quality=QUALITY, other_gib=held)
     print(yours.explain())
     print("\n" + vllm_command_line(ORPHEUS_WEIGHTS[WEIGHTS], yours.engine_kwargs()))
 except ValueError as err:  # nothing fits at this quality: the message says what would

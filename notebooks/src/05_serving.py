@@ -29,12 +29,17 @@
 
 # %% tags=["parameters"]
 # Parameters: change these, or let papermill set them.
-SECONDS = 4          # longest audio one request may produce (sets max_model_len); 30 on a GPU
-CONCURRENCY = 4      # streams decoded together (max_num_seqs)
-QUALITY = "lossless"  # weight/KV precision fit_vllm may use on a GPU: lossless, 8bit, 4bit
-PLAN_GPU = "T4"      # offline, the catalog GPU whose plan is shown (predicted)
-PORT = 0             # 0 picks a free port
-TEXT = "Hello there, this answer is streamed while it is spoken."
+# Longest audio one request may produce (sets max_model_len); 30 on a GPU.
+SECONDS = 4  # @param {type:"number"}
+# Streams decoded together (max_num_seqs).
+CONCURRENCY = 4  # @param {type:"integer"}
+# Weight/KV precision fit_vllm may use on a GPU.
+QUALITY = "lossless"  # @param ["lossless", "8bit", "4bit"]
+# Offline, the catalog GPU whose plan is shown (predicted).
+PLAN_GPU = "T4"  # @param {type:"string"}
+# 0 picks a free port.
+PORT = 0  # @param {type:"integer"}
+TEXT = "Hello there, this answer is streamed while it is spoken."  # @param {type:"string"}
 
 # %% [markdown]
 # ## 1. The plan: what this GPU allows
@@ -47,11 +52,13 @@ TEXT = "Hello there, this answer is streamed while it is spoken."
 # %%
 import torch
 
-from colab_tts.hardware import detect
+from colab_tts.hardware import detect, other_gib_now
 from colab_tts.kv_fit import fit_vllm
 from colab_tts.orpheus import TOKENS_PER_SECOND
 
-fit = fit_vllm("orpheus-3b", detect().gpu or PLAN_GPU, audio_seconds=30, concurrency=CONCURRENCY, quality=QUALITY)
+gpu = detect().gpu or PLAN_GPU
+fit = fit_vllm("orpheus-3b", gpu, audio_seconds=30, concurrency=CONCURRENCY, quality=QUALITY,
+               other_gib=other_gib_now(gpu))
 print(f"plan for {fit.gpu.name} (predicted by fit_vllm, 30 s requests): {fit.quantization or fit.dtype} weights, "
       f"max_model_len={fit.max_model_len:,}; the server runs max_num_seqs={CONCURRENCY}")
 per_stream = fit.stream_tokens_per_second
