@@ -21,3 +21,20 @@ def atomic_path(path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def writable_folder(folder, what: str = "the folder") -> Path:
+    """``folder`` if it is, or can be made, a folder this process may write into; else one ValueError naming
+    it and what to change (checked before any expensive work, nothing created)."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.is_symlink():
+            raise ValueError(f"{what} {folder} passes through a broken link {probe}; remove it or pick another folder")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {folder} is inside {probe}, which is a file, not a folder; pick another folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {folder} cannot be written: {probe} is read-only for this user; "
+                         "pick a folder you can write to")
+    return folder

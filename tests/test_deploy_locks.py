@@ -99,11 +99,11 @@ def test_gpt_sovits_keeps_the_cuda_12_8_torch():
     """torch/torchaudio/torchcodec come from the cu128 index at the lock's versions, before the lock; the
     lock installs nothing of PyPI's CUDA 13 runtime."""
     lock = read_lock(lock_path("gpt-sovits"))
-    install = plan("gpt-sovits")["install"]
-    torch_step = next(i for i, c in enumerate(install) if f"--index-url {TORCH_CU128}" in c)
-    lock_step = next(i for i, c in enumerate(install) if f"-r {lock.path}" in c)
+    install = [step.get("argv", []) for step in plan("gpt-sovits")["install"]]
+    torch_step = next(i for i, c in enumerate(install) if c[-2:] == ["--index-url", TORCH_CU128])
+    lock_step = next(i for i, c in enumerate(install) if c[-2:] == ["-r", str(lock.path)])
     assert torch_step < lock_step
-    assert [w for w in install[torch_step].split() if "==" in w] == [
+    assert [w for w in install[torch_step] if "==" in w] == [
         f"torch=={lock.pins['torch']}", f"torchaudio=={lock.pins['torchaudio']}",
         f"torchcodec=={lock.pins['torchcodec']}"]
     assert lock.pins["torch"] == "2.11.0"  # Colab's 2.11.0+cu128 satisfies it (PEP 440 local versions)
@@ -119,13 +119,13 @@ def test_dry_run_installs_from_the_lock_and_resolves_nothing_else(system):
     p = json.loads(done.stdout)
     lock = read_lock(lock_path(system))
     assert p["lock"]["path"] == str(lock.path) and p["lock"]["sha256"] == lock.sha256
-    installs = [c for c in p["install"] if "uv pip install" in c]
-    from_lock = [c for c in installs if f"-r {lock.path}" in c]
-    assert len(from_lock) == 1 and "--no-deps" in from_lock[0].split()
-    assert lock.sha256[:16] in from_lock[0]  # a regenerated lock reruns the step (its marker is per command)
-    for command in installs:  # anything else: pinned torch from its index, or upstream itself without deps
-        words = command.split()
-        assert "--no-deps" in words or "--index-url" in words, command
+    installs = [s for s in p["install"] if s.get("argv", [])[:3] == ["uv", "pip", "install"]]
+    from_lock = [s for s in installs if s["argv"][-2:] == ["-r", str(lock.path)]]
+    assert len(from_lock) == 1 and "--no-deps" in from_lock[0]["argv"]
+    assert from_lock[0]["lock_sha256"] == lock.sha256  # a regenerated lock reruns the step (its marker is per step)
+    for step in installs:  # anything else: pinned torch from its index, or upstream itself without deps
+        words = step["argv"]
+        assert "--no-deps" in words or "--index-url" in words, words
         if "--index-url" in words:
             assert all("==" in w for w in words[words.index("--python") + 2:words.index("--index-url")])
 
