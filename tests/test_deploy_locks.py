@@ -150,3 +150,56 @@ def test_the_runner_refuses_a_stale_lock_before_installing_anything(tmp_path, mo
         check_lock(SYSTEMS["metavoice"])
     with pytest.raises(ValueError, match="has no lock"):
         plan("metavoice")
+
+
+HASH = "    --hash=sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("line", [
+    "--extra-index-url https://evil.example/simple", "--index-url https://evil.example/simple",
+    "-i https://evil.example/simple", "--find-links https://evil.example/", "-f /tmp/wheels",
+    "--trusted-host evil.example", "-e git+https://evil.example/x.git#egg=x", "-e .", "-r other.txt",
+    "-c constraints.txt", "--requirement other.txt", "--no-binary numpy", "--only-binary :all:",
+    "--pre", "--prefer-binary", "--use-feature=truststore",
+    "evil @ https://evil.example/evil-1.0.tar.gz", "https://evil.example/evil-1.0-py3-none-any.whl",
+    "./evil-1.0-py3-none-any.whl", "/tmp/evil", "evil==1.0 --index-url https://evil.example/simple",
+    "evil==1.0 ; python_version > '3'", "evil==${VERSION}", "evil>=1.0", "evil", "evil==1.0 # a note",
+    "evil==1.0 \\", "    # a comment that joins the next line \\", "evil==1.0\r", "\u00e9vil==1.0",
+    "numpy==1.26.4",  # already pinned: a second pin of the same package
+])
+def test_a_lock_line_the_generator_does_not_write_is_refused(tmp_path, line):
+    text = lock_path("metavoice").read_text()
+    path = tmp_path / "metavoice.txt"
+    marker = "\nxformers==0.0.25\n"
+    path.write_bytes(text.replace(marker, f"\nxformers==0.0.25\n{line}\n").encode())
+    with pytest.raises(ValueError, match=r"metavoice\.txt(:\d+ | holds non-ASCII| ends inside)"):
+        read_lock(path)
+
+
+def test_the_option_lines_a_lock_may_hold_are_the_ones_its_header_records(tmp_path):
+    lock = read_lock(lock_path("gpt-sovits"))
+    assert lock.options == ("--no-binary opencc",) and lock.header["build-options"] == "--no-binary opencc"
+    unrecorded = tmp_path / "gpt-sovits.txt"
+    unrecorded.write_text(lock_path("gpt-sovits").read_text().replace("# build-options: --no-binary opencc",
+                                                                        "# build-options: none"))
+    with pytest.raises(ValueError, match=r"gpt-sovits\.txt:\d+ is an option line the lock's header does not record"):
+        read_lock(unrecorded)
+    widened = tmp_path / "indextts2.txt"  # an index recorded in the header is still not a build option
+    widened.write_text(lock_path("indextts2").read_text()
+                       .replace("# build-options: none", "# build-options: --extra-index-url https://evil.example")
+                       .replace("\nnumpy==", "\n--extra-index-url https://evil.example\nnumpy=="))
+    with pytest.raises(ValueError, match="does not record"):
+        read_lock(widened)
+
+
+def test_hash_lines_are_read_and_must_cover_every_pin(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text(f"# upstream: a @ b\nnumpy==1.26.4 \\\n{HASH} \\\n{HASH}\ntorch==2.2.1 \\\n{HASH}\n")
+    lock = read_lock(path)
+    assert lock.pins == {"numpy": "1.26.4", "torch": "2.2.1"} and len(lock.hashes["numpy"]) == 2
+    path.write_text(f"numpy==1.26.4 \\\n{HASH}\ntorch==2.2.1\n")
+    with pytest.raises(ValueError, match=r"hashes for some pins only \(\['torch'\]"):
+        read_lock(path)
+    path.write_text("numpy==1.26.4 \\\n--extra-index-url https://evil.example\n")
+    with pytest.raises(ValueError, match=r"x\.txt:2 should be a '--hash=sha256:\.\.\.' line"):
+        read_lock(path)

@@ -76,6 +76,8 @@ def resolve(system_name: str, clone: Path, uv: str) -> Path:
         f"# overrides: {'; '.join(spec.overrides) or 'none'}",
         f"# excludes: {'; '.join(spec.excludes) or 'none'}",
         f"# torch-index: {spec.torch_index or 'none'}",
+        # every option line uv wrote (--emit-build-options): read_lock refuses any option line not listed here
+        f"# build-options: {'; '.join(line for line in done.stdout.splitlines() if line.startswith('-')) or 'none'}",
         *(f"# why: {w}" for w in spec.why),
         f"# command: {shown}",
         f"# (run in CLONE = git clone {system.url} at {system.commit}, by: python tools/deploy_locks.py "
