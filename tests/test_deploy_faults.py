@@ -332,3 +332,45 @@ def test_a_hub_failure_reaches_the_kernel_as_one_message_not_a_silent_stop(tmp_p
     assert weights.main([json.dumps(spec), str(report)]) == 1
     failure = deploy_env.weights_failure(report, 1)
     assert isinstance(failure, kind) and says in str(failure) and "before saying why" not in str(failure)
+
+
+# --- an interrupted run ---------------------------------------------------------------------------------
+
+def test_ctrl_c_mid_run_leaves_no_partial_output(tmp_path, oom_system):
+    FAILURE["error"] = KeyboardInterrupt()
+    p = oom_plan(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        worker.run_plan(p)
+    out = Path(p["out"])
+    assert leftovers(out) == ["ref.wav", "result.json", "short.wav"]  # long.wav, half written, is gone
+    with pytest.raises(ValueError, match=r"interrupted \(KeyboardInterrupt\) during 2 of 3 calls"):
+        read_result(out)
+
+
+SLOW_WORKER = """#!{python}
+import os, sys, time
+out = os.path.dirname(sys.argv[-1])
+open(os.path.join(out, ".long.123.partial.wav"), "wb").write(b"RIFF half")
+open(os.path.join(out, "long.wav"), "wb").write(b"RIFF half")
+{body}
+"""
+
+
+@pytest.mark.parametrize("body", ["time.sleep(60)",  # stopped by SIGTERM (no handler: dies at once)
+                                  "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+def test_a_timeout_stops_the_worker_and_deletes_its_partial_outputs(tmp_path, monkeypatch, body):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ref.wav").write_bytes(b"reference")
+    (out / "result.json").write_text(json.dumps({"system": "metavoice", "upstream": {}, "device": "T4", "ok": True,
+                                                 "calls": []}))  # the previous run's
+    env = tmp_path / "env" / "bin"
+    env.mkdir(parents=True)
+    (env / "python").write_text(SLOW_WORKER.format(python=sys.executable, body=body))
+    (env / "python").chmod(0o755)
+    monkeypatch.setattr(deploy_env._stop, "__defaults__", (0.5,))  # the grace before SIGKILL
+    p = {"system": "metavoice", "env": str(env.parent), "out": str(out), "clone": str(tmp_path), "environment": {}}
+    with pytest.raises(TimeoutError, match=r"took longer than timeout=2 s and was stopped; its partial outputs "
+                                           r"were deleted \(2 files\)"):
+        deploy_env.run_worker(p, timeout=2)
+    assert leftovers(out) == ["plan.json", "ref.wav", "worker.log"]

@@ -120,6 +120,15 @@ def upstream(tmp_path_factory):
 def harness(tmp_path, monkeypatch, upstream):
     calls: list = []
     monkeypatch.setattr(subprocess, "run", fake_run(calls))
+
+    class Popen:  # the worker is started with Popen (to stop it gently on a timeout)
+        def __init__(self, argv, *args, **kwargs):
+            self.returncode = subprocess.run(argv, *args, **kwargs).returncode
+
+        def wait(self, timeout=None):
+            return self.returncode
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     monkeypatch.setattr(deploy_env, "hub_cache", lambda: None)
     base = tmp_path / "x"

@@ -40,6 +40,7 @@ from .lockfile import check_lock
 from .protocol import RESULT, read_result
 from .systems import SYSTEMS, shown
 from .systems import plan as make_plan
+from .worker import remove_partial_outputs, snapshot
 
 DRIVE = Path("/content/drive/MyDrive")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding colab_tts/
@@ -304,11 +305,49 @@ def run_worker(plan: dict, timeout: float | None = None) -> dict:
     with atomic_path(plan_path) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
     py = Path(plan["env"]) / "bin" / "python"
-    with open(out / "worker.log", "w") as log:
-        subprocess.run([str(py), "-m", "colab_tts.deploy.worker", str(plan_path)], stdout=log,
-                       stderr=subprocess.STDOUT, env=command_env(worker_env(plan)), cwd=plan["clone"],
-                       timeout=timeout)
+    before = snapshot(out)
+    try:
+        with open(out / "worker.log", "w") as log:
+            worker = subprocess.Popen([str(py), "-m", "colab_tts.deploy.worker", str(plan_path)], stdout=log,
+                                      stderr=subprocess.STDOUT, env=command_env(worker_env(plan)),
+                                      cwd=plan["clone"])
+            try:
+                worker.wait(timeout=timeout)
+            except BaseException:  # the timeout, or Ctrl-C in the kernel: the worker stops and cleans up
+                _stop(worker)
+                raise
+    except subprocess.TimeoutExpired:
+        removed = _remove_unlisted(out, before)
+        raise TimeoutError(f"the {plan['system']} run took longer than timeout={timeout} s and was stopped; "
+                           f"its partial outputs were deleted ({len(removed)} files); see {out / 'worker.log'}, "
+                           "or give it more time") from None
+    except BaseException:
+        _remove_unlisted(out, before)
+        raise
     return read_result(out)
+
+
+def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM (the worker then deletes its partial outputs), SIGKILL when it does not end in ``grace`` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _remove_unlisted(out: Path, before: dict) -> list[str]:
+    """After a stopped worker: delete what it created or changed in ``out`` that a result of its own does
+    not list (a worker killed before it wrote one lists nothing)."""
+    try:
+        result = json.loads((out / RESULT).read_text())
+        if before.get(RESULT) == snapshot(out).get(RESULT):
+            result = {}  # not this run's
+    except (OSError, ValueError):
+        result = {}
+    (out / RESULT).unlink(missing_ok=True)  # an interrupted run leaves no result to be read as its own
+    return remove_partial_outputs(out, result.get("calls", []) if result.get("ok") else [], before)
 
 
 def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy", plan: dict | None = None,
