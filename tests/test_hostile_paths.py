@@ -29,6 +29,7 @@ from colab_tts.deploy.systems import SYSTEMS, plan
 NAMES = ["my dir", "it's \"quoted\"", "$HOME $(touch pwned) `touch pwned2`", "ünïcødé ☃ 語", "-rf",
          "x" * 200, "a;b&c|d > e", "new\nline", "*glob?[ab]", "..."]
 REAL_RUN = subprocess.run
+REAL_POPEN = subprocess.Popen
 REAL_URLOPEN = urllib.request.urlopen
 
 
@@ -122,6 +123,11 @@ def harness(tmp_path, monkeypatch, upstream):
     monkeypatch.setattr(subprocess, "run", fake_run(calls))
 
     class Popen:  # the worker is started with Popen (to stop it gently on a timeout)
+        def __new__(cls, argv, *args, **kwargs):
+            if argv[0] in ("bash", "sh", "/bin/sh", "git"):  # what subprocess.run starts for real
+                return REAL_POPEN(argv, *args, **kwargs)
+            return super().__new__(cls)
+
         def __init__(self, argv, *args, **kwargs):
             self.returncode = subprocess.run(argv, *args, **kwargs).returncode
 
