@@ -6,6 +6,7 @@ instead of letting it surface as a deep traceback from torch or vLLM.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 from collections.abc import Iterable
@@ -45,3 +46,15 @@ def fraction(value, name: str):
     if value > 1:
         raise ValueError(f"{name} must lie in (0, 1] (a fraction of the GPU's memory), got {value!r}")
     return float(value)
+
+
+def one_line(message) -> str:
+    """A message as one line for stderr (a path holding a newline, a multi-line check result)."""
+    return " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line on stderr and exit code 2, like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")

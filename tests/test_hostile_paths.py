@@ -269,3 +269,19 @@ def test_every_file_writer_writes_exactly_the_hostile_name(tmp_path, monkeypatch
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{stem}.wav", f"{stem}-2.wav", "result.json",
                                                                f"{stem}.bin"])
     assert tree(tmp_path, skip=folder) == before
+
+
+@pytest.mark.parametrize("workdir", ["file", "file/inside", "/proc/colab_tts"])
+def test_deploy_cli_refuses_a_workdir_that_cannot_be_one_in_one_line(tmp_path, capsys, monkeypatch, workdir):
+    from colab_tts.deploy.__main__ import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("an install step ran")
+
+    monkeypatch.setattr(deploy_env, "run_step", never)
+    (tmp_path / "file").write_text("mine")
+    folder = workdir if workdir.startswith("/") else str(tmp_path / workdir)
+    assert main(["gpt-sovits", "--workdir", folder]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: the work directory ") and folder in err, err
+    assert (tmp_path / "file").read_text() == "mine"

@@ -7,10 +7,10 @@ A bad argument ends in one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from .._checks import OneLineParser, one_line
 from .systems import SYSTEMS, plan
 
 
@@ -29,7 +29,7 @@ def parse_set(items) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m colab_tts.deploy", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m colab_tts.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("system", help=f"one of: {', '.join(SYSTEMS)}")
     parser.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a default setting")
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
         result = deploy(args.system, overrides, workdir=args.workdir, weights=not args.no_weights)
     except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0
