@@ -50,11 +50,18 @@ def fraction(value, name: str):
 
 def one_line(message) -> str:
     """A message as one line for stderr (a path holding a newline, a multi-line check result)."""
-    return " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    text = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text.encode("utf-8", "backslashreplace").decode()  # undecodable argv bytes shown, not a crash
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line on stderr and exit code 2, like every other bad input."""
+
+    def _get_values(self, action, arg_strings):
+        # Python 3.11's argparse turns "--opt=--" into [] instead of a value: refuse it as a bad argument
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")

@@ -142,7 +142,10 @@ def cmd_synth(args) -> int:
 
 
 def cmd_selftest(args) -> int:
+    from ._checks import positive
     from .selftest import main as selftest_main
+
+    positive(args.emulate_gib, "--emulate-gib")  # before any CUDA work
 
     return selftest_main(only=args.only, fraction_gib=args.emulate_gib)
 

@@ -28,14 +28,18 @@ def parse_set(items) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m colab_tts.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("system", help=f"one of: {', '.join(SYSTEMS)}")
     parser.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a default setting")
     parser.add_argument("--workdir", default="colab_tts_deploy", help="where envs, clones and outputs go")
     parser.add_argument("--no-weights", action="store_true", help="skip the weight download")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         overrides = parse_set(args.set)
         if args.dry_run:
