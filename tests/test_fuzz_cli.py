@@ -235,3 +235,58 @@ def test_the_fuzz_reaches_every_option_of_every_subcommand():
             for name, sub in subparsers(cli.build_parser()).items()}
     assert {"--seconds", "--gpu", "--max-model-len"} <= seen["plan"] and {"-o", "--voice"} <= seen["synth"]
     assert sys.version_info >= (3, 11)
+
+
+# --- the public Python entry points: ValueError/TypeError raised by colab_tts, never a deep traceback ------
+
+HOSTILE = st.one_of(st.sampled_from([None, True, 0, -1, 2**70, float("nan"), float("inf"), 1e308, -1e308, "", " ",
+                                     "\udcff", "x" * 300, b"bytes", [], {}, object(), "T4", "orpheus-3b",
+                                     "gpt-sovits", "tara", 30, 0.5]),
+                    st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**80, 2**80), st.text(max_size=20))
+
+
+def _entry_points(tmp):
+    import torch  # noqa: F401  (load_gpt_sovits_checkpoint imports it; loaded once, not per example)
+
+    from colab_tts import kv_cache, kv_fit
+    from colab_tts.deploy import plan, settings
+    from colab_tts.t2s import load_gpt_sovits_checkpoint
+
+    return {
+        "deploy.plan": lambda a, b: plan(a, {"seed": b} if isinstance(b, (int, float)) else b, workdir=str(tmp)),
+        "deploy.plan workdir": lambda a, b: plan("metavoice", workdir=a, out=b),
+        "deploy.settings": lambda a, b: settings(a, b),
+        "Speech": lambda a, b: Speech(np.zeros(8) if a is None else a, b),
+        "Speech.save": lambda a, b: Speech(np.zeros(8), 8000).save(a if not isinstance(a, str) else tmp / a[:200]),
+        "load_gpt_sovits_checkpoint": lambda a, b: load_gpt_sovits_checkpoint(a if not isinstance(a, str)
+                                                                              else tmp / a[:200]),
+        "plan_vllm": lambda a, b: kv_cache.plan_vllm("orpheus-3b", "T4", max_model_len=a, gpu_memory_utilization=b),
+        "fit_vllm": lambda a, b: kv_fit.fit_vllm("orpheus-3b", a, audio_seconds=b),
+        "max_model_len_for_audio": lambda a, b: kv_cache.max_model_len_for_audio(a, b),
+    }
+
+
+@pytest.mark.parametrize("name", ["deploy.plan", "deploy.plan workdir", "deploy.settings", "Speech", "Speech.save",
+                                  "load_gpt_sovits_checkpoint", "plan_vllm", "fit_vllm", "max_model_len_for_audio"])
+def test_fuzzed_public_entry_points_raise_one_clear_error(name, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    call = _entry_points(tmp)[name]
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(HOSTILE, HOSTILE)
+    def check(a, b):
+        try:
+            call(a, b)
+        except (ValueError, TypeError) as err:
+            import traceback
+
+            ours = [f for f in traceback.extract_tb(err.__traceback__) if "/colab_tts/" in f.filename]
+            last = traceback.extract_tb(err.__traceback__)[-1]
+            assert ours and last.filename == ours[-1].filename, f"raised outside colab_tts: {last}"
+            assert str(err).strip(), "an error with no message"
+        except OverflowError as err:
+            if not in_planner(err):
+                raise
+
+    check()

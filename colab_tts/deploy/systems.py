@@ -306,6 +306,9 @@ def settings(system, overrides: dict | None = None) -> dict:
     """The notebook's defaults for ``system`` with ``overrides`` applied (unknown keys rejected)."""
     spec = get_system(system)
     merged = copy.deepcopy(spec.defaults)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of settings such as {{'use_fp16': False}}, got "
+                        f"{type(overrides).__name__}")
     for key, value in (overrides or {}).items():
         if key not in merged:
             raise ValueError(f"{spec.name} has no setting {key!r}; settings: {', '.join(sorted(merged))}")
