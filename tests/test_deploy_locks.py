@@ -203,3 +203,15 @@ def test_hash_lines_are_read_and_must_cover_every_pin(tmp_path):
     path.write_text("numpy==1.26.4 \\\n--extra-index-url https://evil.example\n")
     with pytest.raises(ValueError, match=r"x\.txt:2 should be a '--hash=sha256:\.\.\.' line"):
         read_lock(path)
+
+
+def test_the_runner_installs_the_uv_that_resolved_the_locks(monkeypatch):
+    from colab_tts.deploy import env as deploy_env
+
+    for system in SYSTEMS:
+        assert f" with uv {lockfile.UV_VERSION} " in read_lock(lock_path(system)).header["resolved"], system
+    ran = []
+    monkeypatch.setattr(deploy_env.shutil, "which", lambda name: None)
+    monkeypatch.setattr(deploy_env.subprocess, "run", lambda argv, **kw: ran.append(argv))
+    deploy_env.ensure_uv()
+    assert ran == [[sys.executable, "-m", "pip", "install", "-q", f"uv=={lockfile.UV_VERSION}"]]

@@ -36,7 +36,7 @@ from pathlib import Path
 from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
-from .lockfile import check_lock
+from .lockfile import UV_VERSION, check_lock
 from .protocol import RESULT, read_result
 from .systems import SYSTEMS, shown
 from .systems import plan as make_plan
@@ -73,8 +73,8 @@ def command_env(extra: dict | None = None) -> dict:
 
 def ensure_uv() -> None:
     """uv is not in Colab's image (pip freeze of googlecolab/backend-info): install it when a plan needs it."""
-    if shutil.which("uv") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uv"], check=True)
+    if shutil.which("uv") is None:  # pinned: the uv that resolved the locks, not whatever is newest
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], check=True)
 
 
 def step_key(step: dict) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 LOCKS = Path(__file__).resolve().parent / "locks"
 PLATFORM = "x86_64-manylinux_2_28"
+UV_VERSION = "0.13.9"  # the uv that resolved the committed locks (their "resolved:" header); the runner installs it
 TORCH_PACKAGES = ("torch", "torchaudio", "torchvision", "torchcodec")  # what a PyTorch index serves
 _HEADER = re.compile(r"^# ([a-z-]+): (.*)$")
 

@@ -392,6 +392,10 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
         "upstream": {"repo": spec.repo, "commit": commit, "url": repo_url or spec.url},
         "python": python or spec.python,
         "python_source": spec.python_source,
+        # uv venv --python X.Y takes an X.Y it finds on the machine and otherwise downloads its own managed
+        # build (docs.astral.sh/uv/concepts/python-versions, "Requesting a version")
+        "python_from": f"uv venv --python {python or spec.python}: a Python {python or spec.python} found on this "
+                       "machine (PATH), else uv downloads its managed CPython build",
         "env": env, "clone": repo, "out": out,
         "install": [{**step, "shown": shown(step)} for step in steps],
         "lock": fill.get("lock_info"),
