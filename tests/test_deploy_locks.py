@@ -215,3 +215,16 @@ def test_the_runner_installs_the_uv_that_resolved_the_locks(monkeypatch):
     monkeypatch.setattr(deploy_env.subprocess, "run", lambda argv, **kw: ran.append(argv))
     deploy_env.ensure_uv()
     assert ran == [[sys.executable, "-m", "pip", "install", "-q", f"uv=={lockfile.UV_VERSION}"]]
+
+
+def test_a_lock_with_hashes_is_installed_under_require_hashes(tmp_path, monkeypatch):
+    lines = []
+    for line in lock_path("metavoice").read_text().splitlines():
+        lines += [line + " \\", HASH] if re.match(r"^[A-Za-z0-9].*==", line) else [line]
+    (tmp_path / "metavoice.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(lockfile, "LOCKS", tmp_path)
+    step = next(s for s in plan("metavoice")["install"] if s.get("lock_sha256"))
+    assert step["argv"][-3:] == ["--require-hashes", "-r", str(tmp_path / "metavoice.txt")]
+    monkeypatch.setattr(lockfile, "LOCKS", lock_path("metavoice").parent)  # the committed lock has none yet
+    step = next(s for s in plan("metavoice")["install"] if s.get("lock_sha256"))
+    assert "--require-hashes" not in step["argv"]

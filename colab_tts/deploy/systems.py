@@ -347,6 +347,8 @@ def _fill(template: dict, fill: dict) -> dict:
             step[key] = value.format(**fill) if isinstance(value, str) else value
     if step.pop("lock", False):
         step["lock_sha256"] = fill["lock_info"]["sha256"]  # a regenerated lock changes the step: it reruns
+        if fill["lock_info"]["hashes"]:  # every file checked against the lock's sha256s
+            step["argv"].insert(step["argv"].index("-r"), "--require-hashes")
     if step.get("into_module"):
         step["python"] = fill["py"]
     return step
@@ -362,6 +364,7 @@ def _lock_fill(spec: System) -> dict:
     lock = committed_lock(spec.name)
     return {"lock": str(lock.path), "torch_pins": torch_pins(spec, lock),
             "lock_info": {"path": str(lock.path), "sha256": lock.sha256, "packages": len(lock.pins),
+                          "hashes": lock.hashes is not None,
                           "torch_index": spec.lock.torch_index, "torch_pins": torch_pins(spec, lock)}}
 
 
