@@ -218,13 +218,13 @@ def test_the_runner_installs_the_uv_that_resolved_the_locks(monkeypatch):
 
 
 def test_a_lock_with_hashes_is_installed_under_require_hashes(tmp_path, monkeypatch):
-    lines = []
+    committed, lines = lock_path("metavoice").parent, []
     for line in lock_path("metavoice").read_text().splitlines():
         lines += [line + " \\", HASH] if re.match(r"^[A-Za-z0-9].*==", line) else [line]
     (tmp_path / "metavoice.txt").write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(lockfile, "LOCKS", tmp_path)
     step = next(s for s in plan("metavoice")["install"] if s.get("lock_sha256"))
     assert step["argv"][-3:] == ["--require-hashes", "-r", str(tmp_path / "metavoice.txt")]
-    monkeypatch.setattr(lockfile, "LOCKS", lock_path("metavoice").parent)  # the committed lock has none yet
+    monkeypatch.setattr(lockfile, "LOCKS", committed)  # the committed lock has none yet
     step = next(s for s in plan("metavoice")["install"] if s.get("lock_sha256"))
     assert "--require-hashes" not in step["argv"]
