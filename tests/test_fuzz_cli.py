@@ -164,10 +164,13 @@ def outcome(main, argv, capsys):
 
 
 CLI_COMMANDS = sorted(subparsers(cli.build_parser()))
+STUBBED = {"doctor", "plan", "synth", "selftest"}  # commands whose expensive work the fixture stubs
 
 
 @pytest.mark.parametrize("command", CLI_COMMANDS)
 def test_fuzzed_colab_tts_cli_ends_in_one_line_or_success(command, tmp_path_factory, stubs, capsys):
+    if command not in STUBBED:  # e.g. `serve` starts vLLM and a server: fuzz it once its start is stubbed here
+        pytest.skip(f"{command}: no stub for the expensive work it starts; add one to this test's fixture")
     tmp = tmp_path_factory.mktemp(f"fuzz-{command}")
     sub = subparsers(cli.build_parser())[command]
     cwd = os.getcwd()
