@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # nbval runs each notebook's cells; stored outputs are compared only on '# NBVAL_CHECK_OUTPUT' cells.
 NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
-.PHONY: setup run test test-fast test-kernel-libraries test-browser notebooks benchmarks clean
+.PHONY: setup run test test-fast test-kernel-libraries test-browser notebooks benchmarks clean locks-check
 
 setup: $(STAMP)
 
@@ -59,6 +59,18 @@ notebooks: $(STAMP)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Rebuild every deploy lock with the command its header records and fail on any difference (needs GitHub and
+# the package index; not part of `make test`).
+LOCK_SYSTEMS := gpt-sovits indextts2 metavoice
+locks-check: $(STAMP)
+	for s in $(LOCK_SYSTEMS); do \
+		url=$$($(BIN)/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].url)"); \
+		commit=$$($(BIN)/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].commit)"); \
+		test -d build/locks/$$s/.git || git clone -q "$$url" build/locks/$$s || exit 1; \
+		git -C build/locks/$$s checkout -q "$$commit" || exit 1; \
+		$(BIN)/python tools/deploy_locks.py $$s --upstream build/locks/$$s --check || exit 1; \
+	done
 
 clean:
 	rm -rf build

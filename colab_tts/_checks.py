@@ -6,6 +6,7 @@ instead of letting it surface as a deep traceback from torch or vLLM.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 from collections.abc import Iterable
@@ -45,3 +46,22 @@ def fraction(value, name: str):
     if value > 1:
         raise ValueError(f"{name} must lie in (0, 1] (a fraction of the GPU's memory), got {value!r}")
     return float(value)
+
+
+def one_line(message) -> str:
+    """A message as one line for stderr (a path holding a newline, a multi-line check result)."""
+    text = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text.encode("utf-8", "backslashreplace").decode()  # undecodable argv bytes shown, not a crash
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line on stderr and exit code 2, like every other bad input."""
+
+    def _get_values(self, action, arg_strings):
+        # Python 3.11's argparse turns "--opt=--" into [] instead of a value: refuse it as a bad argument
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")

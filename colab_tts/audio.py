@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import positive
-from ._files import atomic_path
+from ._files import atomic_path, output_file
+
+
+def sound_suffixes() -> set[str]:
+    """The suffixes ``Speech.save`` writes (soundfile's formats): .wav, .flac, .ogg, ..."""
+    import soundfile as sf
+
+    usable = {"WAV", "FLAC", "OGG", "MP3", "AIFF", "AU", "CAF", "W64", "RF64"}  # RAW etc. need more than a rate
+    return {f".{fmt.lower()}" for fmt in sf.available_formats() if fmt in usable}
 
 
 @dataclass
@@ -71,11 +79,19 @@ class Speech:
         same folder and renamed, so an interrupted write never leaves half a file behind."""
         import soundfile as sf
 
-        path = Path(path)
-        if not path.suffix:
-            raise ValueError(f"give the file a suffix such as .wav or .flac, got {str(path)!r}")
-        with atomic_path(path) as tmp:
-            sf.write(tmp, self.samples, self.sample_rate)
+        path = output_file(path, sound_suffixes())
+        try:
+            with atomic_path(path) as tmp:
+                sf.write(tmp, self.samples, self.sample_rate)
+        except (OSError, RuntimeError) as err:  # soundfile's errors name the temporary file: name the user's
+            from .errors import DiskFullError, is_disk_full
+
+            if is_disk_full(err):
+                import shutil
+
+                raise DiskFullError(f"writing {path}", path.parent, None, shutil.disk_usage(path.parent).free,
+                                    ()) from None
+            raise OSError(f"could not write {path}: {str(err).replace(str(tmp), str(path))}") from None
         return path
 
     def play(self):

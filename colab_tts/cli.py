@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from . import hardware
+from ._checks import OneLineParser, one_line
 
 
 def cmd_doctor(args) -> int:
@@ -123,11 +124,37 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def check_synth_args(args):
+    """Every synth argument checked before a model loads: one ValueError naming the user's value."""
+    from ._checks import choose, positive
+    from ._files import output_file
+    from .audio import sound_suffixes
+    from .orpheus import VOICES
+
+    if not args.text.strip():
+        raise ValueError('text is empty: give the words to speak, e.g. synth "Hello there." -o hello.wav')
+    try:
+        args.text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text holds bytes that are not valid UTF-8: give the words as text") from None
+    args.output = output_file(args.output, sound_suffixes(), "-o/--output")
+    args.voice = choose(args.voice, VOICES, "voice")
+    positive(args.seconds, "--seconds")
+    if args.seconds > MAX_SECONDS:
+        raise ValueError(f"--seconds {args.seconds:g} is more audio than one request can hold; at most "
+                         f"{MAX_SECONDS:g} (longer texts are split into sentences anyway)")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must lie in 0 .. 2**63-1, got {args.seed}")
+    return args
+
+
+MAX_SECONDS = 3600.0
+
+
 def cmd_synth(args) -> int:
     from .orpheus import OrpheusTTS
 
-    if not args.text.strip():  # before loading a model
-        raise ValueError('text is empty: give the words to speak, e.g. synth "Hello there." -o hello.wav')
+    check_synth_args(args)  # before loading a model
     if args.offline:
         tts = OrpheusTTS.offline_demo(backend=args.backend)
         print("offline demo: random weights, so the audio is noise; the pipeline is the real one")
@@ -143,7 +170,10 @@ def cmd_synth(args) -> int:
 
 
 def cmd_selftest(args) -> int:
+    from ._checks import positive
     from .selftest import main as selftest_main
+
+    positive(args.emulate_gib, "--emulate-gib")  # before any CUDA work
 
     return selftest_main(only=args.only, fraction_gib=args.emulate_gib)
 
@@ -163,7 +193,7 @@ def cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m colab_tts", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m colab_tts", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     doctor = sub.add_parser("doctor", help="report the GPU in use (or a simulated one) and what it can run",
                             description="Report the GPU, its compute capability, memory, bf16 support and "
@@ -269,7 +299,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         if not is_bad_input(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

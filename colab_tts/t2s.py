@@ -293,6 +293,24 @@ def to_upstream_checkpoint(model: T2SModel) -> dict:
     return {"config": model.config.to_upstream(), "weight": weight}
 
 
+def _load_checkpoint_file(path: Path) -> dict:
+    """A ``.ckpt`` read with ``weights_only=True``: tensors, numbers, strings and containers only, so a file
+    from the internet cannot run code when it is loaded (a full unpickle would run whatever it names)."""
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} does not exist; pass the s1 .ckpt path (GPT_weights_v2/*.ckpt)")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} is a folder, not a file; pass the s1 .ckpt file inside it "
+                         "(GPT_weights_v2/*.ckpt)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt, not a torch file, or a pickle naming code: never run
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights only load failed" in str(err).lower() or "unsupported global" in str(err).lower():
+            reason = "it holds Python objects other than tensors, numbers and strings, which are not loaded"
+        raise ValueError(f"checkpoint {path} cannot be read as a GPT-SoVITS s1 checkpoint ({reason[:200]}); "
+                         "it may be truncated or corrupt: download it again") from None
+
+
 def load_gpt_sovits_checkpoint(path_or_dict, dtype=None, device=None) -> T2SModel:
     """Build a T2SModel from an upstream s1 checkpoint (a ``.ckpt`` path or the loaded dict).
 
@@ -300,12 +318,12 @@ def load_gpt_sovits_checkpoint(path_or_dict, dtype=None, device=None) -> T2SMode
     unexpected or mis-shaped tensor raises ValueError naming it.
     """
     if isinstance(path_or_dict, (str, Path)):
-        path = Path(path_or_dict)
-        if not path.exists():
-            raise ValueError(f"checkpoint {path} does not exist; pass the s1 .ckpt path (GPT_weights_v2/*.ckpt)")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    else:
+        ckpt = _load_checkpoint_file(Path(path_or_dict))
+    elif isinstance(path_or_dict, dict):
         ckpt = path_or_dict
+    else:
+        raise TypeError("load_gpt_sovits_checkpoint takes the s1 .ckpt path (str or Path) or the loaded dict, "
+                        f"got {type(path_or_dict).__name__}")
     if not isinstance(ckpt, dict) or "config" not in ckpt or "weight" not in ckpt:
         raise ValueError("an upstream s1 checkpoint is a dict with 'config' and 'weight'; got "
                          + (f"keys {sorted(ckpt)[:5]}" if isinstance(ckpt, dict) else type(ckpt).__name__))

@@ -13,9 +13,9 @@ import html
 from dataclasses import dataclass
 
 from . import hardware
-from ._checks import positive
+from ._checks import one_line, positive
 from .cited import value
-from .errors import OutOfMemoryAdvice
+from .errors import OutOfMemoryAdvice, is_out_of_memory
 from .units import GIB
 
 
@@ -104,35 +104,57 @@ class SynthesisPanel:
         return out
 
     def run(self):
-        """What the button does; returns the Speech, or None when the panel shows an error."""
+        """What the button does; returns the Speech, or None when the panel shows an error. Any error (a CUDA
+        out-of-memory RuntimeError, a bug, Ctrl-C) ends in one line in the panel, which is then ready for the
+        next click; Ctrl-C is raised again after that."""
         self.error, self.speech = None, None
         self.button.disabled = True
         self.progress.bar_style, self.progress.value = "info", 0.1
         self.status.value = "<i>synthesizing…</i>"
         try:
             speech = self.tts.synthesize(self.text.value, **self.values())
-        except (ValueError, TypeError, OutOfMemoryAdvice) as err:
-            self.error = str(err)
+            line, player = timing_line(speech), speech.play()
+        except BaseException as err:
+            self.error = error_line(err)
             self.progress.bar_style, self.progress.value = "danger", 1.0
             self.status.value = f"<span style='color:#b00'>⚠ {html.escape(self.error)}</span>"
+            if not isinstance(err, Exception):
+                raise
             return None
         finally:
             self.button.disabled = False
             if self.gauge is not None:
-                self.gauge.refresh()
+                try:
+                    self.gauge.refresh()
+                except Exception:  # a gauge that cannot read the GPU must not keep the panel from the next click
+                    pass
         self.speech = speech
         self.progress.bar_style, self.progress.value = "success", 1.0
-        self.status.value = html.escape(timing_line(speech))
+        self.status.value = html.escape(line)
         # Replace the outputs as state: Output.clear_output() sends a message that JupyterLab applies
         # after this state when the click comes from the browser, leaving no player (tests/test_browser.py).
         self.output.outputs = ()
-        self.output.append_display_data(speech.play())
+        self.output.append_display_data(player)
         return speech
 
     def _ipython_display_(self):
         from IPython.display import display
 
         display(self.widget)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for the panel: our own messages as they are, anything else with its type (and, for a CUDA
+    out-of-memory error, what to do)."""
+    text = one_line(err) or type(err).__name__
+    if isinstance(err, (ValueError, TypeError, OutOfMemoryAdvice)):
+        return text
+    if not isinstance(err, Exception):
+        return f"interrupted ({type(err).__name__}); click again to synthesize"
+    if is_out_of_memory(err):
+        return (f"the GPU ran out of memory ({type(err).__name__}): lower the settings or shorten the text, "
+                f"then click again. {text[:300]}")
+    return f"{type(err).__name__}: {text[:500]}"
 
 
 def timing_line(speech) -> str:

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from tiny_flow import TINY_DIT, TINY_VOCODER
 
 from colab_tts import flow, vllm_cpu
 
@@ -11,8 +12,6 @@ from colab_tts import flow, vllm_cpu
 # and CPU branches of that CPU family (`make test-kernel-libraries` runs the vLLM tests under each).
 vllm_cpu.force_kernel_library_from_env()
 
-TINY_DIT = flow.DiTConfig(hidden=32, heads=2, depth=3, content_dim=16, style_dim=8, wavenet_layers=1)
-TINY_VOCODER = flow.VocoderConfig(channels=32, upsample_rates=(4, 4), upsample_kernels=(8, 8), resblock_kernels=(3,))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 names the fix, raised from colab_tts itself (not from deep inside torch, numpy or vLLM)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +199,80 @@ def test_bad_input_gets_one_clear_error(call, exc, words, tmp_path):
 
 def test_table_of_nothing_is_empty_not_an_error():
     assert str(Table([])).strip() == ""
+
+
+# --- synth: every argument checked before a model loads, each error naming the user's path -------------
+
+def _read_only_folder(tmp_path):
+    import os
+    from pathlib import Path
+
+    if os.geteuid() == 0:  # root writes through permission bits: a file system that refuses new files
+        return Path("/proc")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+SYNTH_BAD = [
+    ("output is a folder", lambda tmp: ["-o", str(tmp)], ["is a folder", "speech.wav"]),
+    ("output in a read-only folder", lambda tmp: ["-o", str(_read_only_folder(tmp) / "speech.wav")],
+     ["cannot be written"]),
+    ("output with a .txt name", lambda tmp: ["-o", str(tmp / "speech.txt")], ["'.txt'", ".wav", ".flac"]),
+    ("output without a suffix", lambda tmp: ["-o", str(tmp / "speech")], ["no suffix", ".wav"]),
+    ("output with a 260-byte name", lambda tmp: ["-o", str(tmp / ("x" * 256 + ".wav"))], ["260 bytes", "255"]),
+    ("output inside a file", lambda tmp: ["-o", str(tmp / "file.txt" / "speech.wav")], ["which is a file"]),
+    ("output empty", lambda tmp: ["-o", ""], ["empty"]),
+    ("output undecodable", lambda tmp: ["-o", str(tmp / "\udcff.wav")], ["not valid text"]),
+    ("unknown voice", lambda tmp: ["-o", str(tmp / "a.wav"), "--voice", "nobody"], ["Unknown voice 'nobody'", "tara"]),
+    ("seconds NaN", lambda tmp: ["-o", str(tmp / "a.wav"), "--seconds", "nan"], ["--seconds", "finite"]),
+    ("seconds huge", lambda tmp: ["-o", str(tmp / "a.wav"), "--seconds", "1e308"], ["--seconds", "at most"]),
+    ("seconds negative", lambda tmp: ["-o", str(tmp / "a.wav"), "--seconds", "-3"], ["--seconds", "> 0"]),
+    ("seed huge", lambda tmp: ["-o", str(tmp / "a.wav"), "--seed", str(2**70)], ["--seed", "2**63-1"]),
+    ("seed negative", lambda tmp: ["-o", str(tmp / "a.wav"), "--seed", "-1"], ["--seed"]),
+    ("text undecodable", lambda tmp: ["-o", str(tmp / "a.wav"), "--", "\udcffhi"], ["UTF-8"]),
+]
+
+
+@pytest.mark.parametrize("args,words", [c[1:] for c in SYNTH_BAD], ids=[c[0] for c in SYNTH_BAD])
+@pytest.mark.parametrize("offline", [True, False])
+def test_synth_refuses_bad_arguments_before_loading_a_model(args, words, offline, tmp_path, capsys, monkeypatch):
+    from colab_tts.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("a model loaded before the arguments were checked")
+
+    monkeypatch.setattr(orpheus.OrpheusTTS, "from_pretrained", classmethod(no_model))
+    monkeypatch.setattr(orpheus.OrpheusTTS, "offline_demo", classmethod(no_model))
+    (tmp_path / "file.txt").write_text("x")
+    argv = args(tmp_path)
+    text = [] if "--" in argv else ["Hello."]
+    assert main(["synth", *(["--offline"] if offline else []), *text, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    for word in words:
+        assert word in err, (word, err)
+    assert ".partial" not in err
+    output = argv[argv.index("-o") + 1]
+    if "-o/--output" in err and output and "\udcff" not in output and len(Path(output).name) < 200:
+        assert output in err, "the error names the user's path"
+
+
+def test_save_names_the_users_path_when_the_write_fails(tmp_path, monkeypatch):
+    import soundfile
+
+    def fail(file, *a, **k):
+        raise RuntimeError(f"Error opening {str(file)!r}: System error.")
+
+    monkeypatch.setattr(soundfile, "write", fail)
+    target = tmp_path / "speech.wav"
+    with pytest.raises(OSError, match=f"could not write {target}: Error opening '{target}'") as info:
+        audio.Speech(np.zeros(100), 24000).save(target)
+    assert ".partial" not in str(info.value) and list(tmp_path.iterdir()) == []
+
+
+def test_a_name_near_the_file_system_limit_is_written(tmp_path):
+    name = "y" * 251 + ".wav"  # 255 bytes: the temporary name beside it must fit too
+    assert audio.Speech(np.zeros(100), 24000).save(tmp_path / name).name == name
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -69,7 +69,8 @@ def test_dry_run_prints_one_json_plan_whose_kwargs_upstream_takes(system):
     assert {s["commit"] for s in sigs} == {commit}, "the plan's commit must be the one the signatures were read at"
     assert {s["repo"] for s in sigs} == {p["upstream"]["repo"]}
     assert [c["target"] for c in p["calls"]] == EXPECTED_TARGETS[system]
-    assert any(commit in cmd for cmd in p["install"]), "the clone must be checked out at the pinned commit"
+    assert any(step.get("argv", [])[-1:] == [commit] and "checkout" in step["argv"] for step in p["install"]), \
+        "the clone must be checked out at the pinned commit"
     built = []
     for call in p["calls"]:
         check_kwargs(system, call, built)
@@ -258,9 +259,10 @@ def test_env_and_worker_protocol_end_to_end_with_a_stand_in_upstream(tmp_path):
     shared = [s for s in site.getsitepackages() if s.endswith("site-packages")][0]
     v = f"python{sys.version_info.major}.{sys.version_info.minor}"
     # the real install list starts with uv venv + git clone + checkout; here: a venv seeing this one's packages
-    p["install"] = [f"{sys.executable} -m venv --without-pip {env}",
-                    f"echo {shared} > {env}/lib/{v}/site-packages/shared.pth",
-                    *[c for c in p["install"] if "git " in c]]
+    p["install"] = [{"argv": [sys.executable, "-m", "venv", "--without-pip", env]},
+                    {"argv": [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+                              f"{env}/lib/{v}/site-packages/shared.pth", shared]},
+                    *[c for c in p["install"] if "clone" in c or c.get("argv", [""])[0] == "git"]]
     p["weights"] = []
     p["reference"].update(url=reference_wav(tmp_path / "ref.wav").as_uri(), size=None, sha256=None)  # a stand-in clip
     ckpt = Path(clone) / p["calls"][0]["kwargs"]["configs"]["custom"]["t2s_weights_path"]
@@ -304,14 +306,19 @@ def test_env_and_worker_protocol_end_to_end_with_a_stand_in_upstream(tmp_path):
     assert Path(p["reference"]["path"]).exists()
 
 
+APPEND = "import sys; open(sys.argv[1], 'a').write('x')"
+
+
 def test_install_steps_run_once(tmp_path):
     log = tmp_path / "log"
-    step = f"echo x >> {tmp_path / 'count'}"
+    step = {"argv": [sys.executable, "-c", APPEND, str(tmp_path / "count")]}
     assert deploy_env.run_step(step, tmp_path, log) is True
     assert deploy_env.run_step(step, tmp_path, log) is False
-    assert (tmp_path / "count").read_text() == "x\n"
+    assert (tmp_path / "count").read_text() == "x"
     with pytest.raises(RuntimeError, match="exit 3"):
-        deploy_env.run_step("exit 3", tmp_path, log)
+        deploy_env.run_step({"argv": [sys.executable, "-c", "raise SystemExit(3)"]}, tmp_path, log)
+    with pytest.raises(TypeError, match="argument list, never shell text"):
+        deploy_env.run_step({"argv": "rm -rf x"}, tmp_path, log)
 
 
 def test_reference_is_padded_to_the_length_gpt_sovits_accepts(tmp_path):

@@ -21,7 +21,7 @@ from colab_tts.deploy import download as dl
 from colab_tts.deploy import env as deploy_env
 from colab_tts.deploy import weights, worker
 from colab_tts.deploy.protocol import read_result, write_wav
-from colab_tts.deploy.systems import clone_command
+from colab_tts.deploy.systems import clone_step
 from colab_tts.errors import DiskFullError
 
 PAYLOAD = bytes(range(256)) * 1000  # 256,000 bytes
@@ -78,10 +78,10 @@ def test_an_interrupted_clone_leaves_no_clone_and_the_next_run_clones_afresh(tmp
     fake.mkdir()
     real_git = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
     # a git whose clone writes part of the repository and is then interrupted (Ctrl-C: exit 130)
-    (fake / "git").write_text(f'#!/bin/sh\nif [ "$1" = clone ]; then mkdir -p "$3/.git/objects" && '
-                              f'echo "ref: refs/heads/ma" > "$3/.git/HEAD"; exit 130; fi\nexec {real_git} "$@"\n')
+    (fake / "git").write_text(f'#!/bin/sh\nif [ "$1" = clone ]; then for d; do :; done; mkdir -p "$d/.git/objects" && '
+                              f'echo "ref: refs/heads/ma" > "$d/.git/HEAD"; exit 130; fi\nexec {real_git} "$@"\n')
     (fake / "git").chmod(0o755)
-    step = clone_command(str(repo), str(dest))
+    step = clone_step(str(repo), str(dest))
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     with pytest.raises(RuntimeError, match="exit 130"):
         deploy_env.run_step(step, tmp_path / "work", tmp_path / "log")
@@ -89,7 +89,8 @@ def test_an_interrupted_clone_leaves_no_clone_and_the_next_run_clones_afresh(tmp
     assert (tmp_path / "work" / "upstream.partial" / ".git").exists()  # what it left, under another name
     monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
     assert deploy_env.run_step(step, tmp_path / "work", tmp_path / "log") is True  # not marked done before
-    deploy_env.run_step(f"git -C {dest} checkout -q {commit}", tmp_path / "work", tmp_path / "log")
+    deploy_env.run_step({"argv": ["git", "-C", str(dest), "checkout", "-q", commit]}, tmp_path / "work",
+                        tmp_path / "log")
     head = subprocess.run(["git", "-C", str(dest), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert head.strip() == commit and (dest / "f.txt").read_text() == "x"
     assert "upstream.partial" not in leftovers(tmp_path / "work")
@@ -228,8 +229,9 @@ def test_a_full_disk_during_a_weight_download_reaches_the_kernel_as_one_disk_ful
 
 
 def test_a_full_disk_in_an_install_step_is_one_disk_full_error(tmp_path):
-    with pytest.raises(DiskFullError, match=r"the install step 'echo .*' ran out of disk; .* free"):
-        deploy_env.run_step("echo 'OSError: [Errno 28] No space left on device' >&2; exit 1", tmp_path, tmp_path / "log")
+    say = "import sys; print('OSError: [Errno 28] No space left on device', file=sys.stderr); sys.exit(1)"
+    with pytest.raises(DiskFullError, match=r"the install step '.*python.* -c .*' ran out of disk; .* free"):
+        deploy_env.run_step({"argv": [sys.executable, "-c", say]}, tmp_path, tmp_path / "log")
 
 
 # --- a CUDA out-of-memory error mid-run -----------------------------------------------------------------
@@ -330,3 +332,45 @@ def test_a_hub_failure_reaches_the_kernel_as_one_message_not_a_silent_stop(tmp_p
     assert weights.main([json.dumps(spec), str(report)]) == 1
     failure = deploy_env.weights_failure(report, 1)
     assert isinstance(failure, kind) and says in str(failure) and "before saying why" not in str(failure)
+
+
+# --- an interrupted run ---------------------------------------------------------------------------------
+
+def test_ctrl_c_mid_run_leaves_no_partial_output(tmp_path, oom_system):
+    FAILURE["error"] = KeyboardInterrupt()
+    p = oom_plan(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        worker.run_plan(p)
+    out = Path(p["out"])
+    assert leftovers(out) == ["ref.wav", "result.json", "short.wav"]  # long.wav, half written, is gone
+    with pytest.raises(ValueError, match=r"interrupted \(KeyboardInterrupt\) during 2 of 3 calls"):
+        read_result(out)
+
+
+SLOW_WORKER = """#!{python}
+import os, sys, time
+out = os.path.dirname(sys.argv[-1])
+open(os.path.join(out, ".long.123.partial.wav"), "wb").write(b"RIFF half")
+open(os.path.join(out, "long.wav"), "wb").write(b"RIFF half")
+{body}
+"""
+
+
+@pytest.mark.parametrize("body", ["time.sleep(60)",  # stopped by SIGTERM (no handler: dies at once)
+                                  "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+def test_a_timeout_stops_the_worker_and_deletes_its_partial_outputs(tmp_path, monkeypatch, body):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ref.wav").write_bytes(b"reference")
+    (out / "result.json").write_text(json.dumps({"system": "metavoice", "upstream": {}, "device": "T4", "ok": True,
+                                                 "calls": []}))  # the previous run's
+    env = tmp_path / "env" / "bin"
+    env.mkdir(parents=True)
+    (env / "python").write_text(SLOW_WORKER.format(python=sys.executable, body=body))
+    (env / "python").chmod(0o755)
+    monkeypatch.setattr(deploy_env._stop, "__defaults__", (0.5,))  # the grace before SIGKILL
+    p = {"system": "metavoice", "env": str(env.parent), "out": str(out), "clone": str(tmp_path), "environment": {}}
+    with pytest.raises(TimeoutError, match=r"took longer than timeout=2 s and was stopped; its partial outputs "
+                                           r"were deleted \(2 files\)"):
+        deploy_env.run_worker(p, timeout=2)
+    assert leftovers(out) == ["plan.json", "ref.wav", "worker.log"]

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_DIT as TINY
+from tiny_flow import TINY_DIT as TINY
 
 from colab_tts import flow
 from colab_tts.cited import value

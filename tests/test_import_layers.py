@@ -113,3 +113,19 @@ def test_the_planner_layers_import_downward_only(name):
     graph = import_graph()
     above = set(order[order.index(name) + 1:])
     assert not graph[name] & above, f"{name} imports a layer above it: {sorted(graph[name] & above)}"
+
+
+def test_no_test_imports_a_conftest():
+    """tests/ and notebooks/ each have a conftest.py, both imported as the module ``conftest``: a test that imports
+    from it gets whichever pytest loaded last (`pytest tests notebooks` failed to collect two test files)."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if "conftest" in names:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, f"import shared test code from a module of its own, not conftest: {offenders}"

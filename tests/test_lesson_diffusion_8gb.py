@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_DIT as TINY
+from tiny_flow import TINY_DIT as TINY
 
 from colab_tts import flow, hardware
 from colab_tts.hardware import GpuSpec

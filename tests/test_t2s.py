@@ -89,6 +89,56 @@ def test_checkpoint_errors_name_the_problem():
         load_gpt_sovits_checkpoint("/nonexistent/s1.ckpt")
 
 
+class _RunsCode:
+    """A pickle that calls a function when it is unpickled (what a hostile .ckpt does)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.write_text, (pathlib.Path(self.marker), "the checkpoint ran code"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    _, ckpt = _upstream_checkpoint()
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "evil.ckpt"
+    torch.save({**ckpt, "info": _RunsCode(marker)}, path)  # the real layout, plus one object that runs code
+    with pytest.raises(ValueError, match=r"evil\.ckpt cannot be read .*other than tensors, numbers and strings"):
+        load_gpt_sovits_checkpoint(path)
+    assert not marker.exists(), "loading a checkpoint ran code"
+    import pickle  # a plain pickle (not torch's zip format) naming os.system, too
+
+    plain = tmp_path / "plain.ckpt"
+    plain.write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
+    with pytest.raises(ValueError, match="plain.ckpt cannot be read"):
+        load_gpt_sovits_checkpoint(plain)
+    assert not marker.exists()
+
+
+def test_a_truncated_corrupt_or_folder_checkpoint_is_one_clear_error(tmp_path):
+    _, ckpt = _upstream_checkpoint()
+    good = tmp_path / "s1.ckpt"
+    torch.save(ckpt, good)
+    data = good.read_bytes()
+    cases = {"truncated.ckpt": data[: len(data) // 2], "empty.ckpt": b"", "noise.ckpt": bytes(range(256)) * 8,
+             "text.ckpt": b"not a checkpoint\n"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"checkpoint .*{name} cannot be read as a GPT-SoVITS s1 checkpoint"):
+            load_gpt_sovits_checkpoint(tmp_path / name)
+    (tmp_path / "folder.ckpt").mkdir()
+    with pytest.raises(ValueError, match="folder.ckpt is a folder, not a file"):
+        load_gpt_sovits_checkpoint(str(tmp_path / "folder.ckpt"))
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    with pytest.raises(ValueError, match="a dict with 'config' and 'weight'; got list"):
+        load_gpt_sovits_checkpoint(tmp_path / "list.ckpt")
+    with pytest.raises(TypeError, match="path .* or the loaded dict, got int"):
+        load_gpt_sovits_checkpoint(3)
+
+
 def test_prefix_mask_text_is_bidirectional_semantic_is_causal():
     # one row, 1 pad + 2 text + 3 semantic positions
     m = prefix_mask(torch.tensor([2]), torch.tensor([3]), 6)[0, 0]

@@ -117,3 +117,40 @@ def test_memory_gauge_says_what_it_counts(monkeypatch):
     read.refresh()
     assert read.used_gib == pytest.approx(11.0) and "read from the device" in read.label.value
     assert "KV cache" in read.label.value and "simulated" not in read.label.value
+
+
+class FailingTTS(EchoTTS):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def synthesize(self, text, **knobs):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().synthesize(text, **knobs)
+
+
+@pytest.mark.parametrize("error,says", [
+    (RuntimeError("CUDA out of memory. Tried to allocate 3.81 GiB (GPU 0; 14.74 GiB total)\nmore detail"),
+     "the GPU ran out of memory (RuntimeError): lower the settings"),
+    (KeyError("voice"), "KeyError: 'voice'"),
+    (OSError(28, "No space left on device"), "OSError: [Errno 28] No space left on device"),
+    (ZeroDivisionError("division by zero"), "ZeroDivisionError: division by zero"),
+])
+def test_any_error_is_one_line_in_the_panel_and_the_next_click_works(error, says):
+    panel = SynthesisPanel(FailingTTS(error))
+    assert panel.button.click() is None
+    assert panel.error.startswith(says) and "\n" not in panel.error, panel.error
+    assert panel.progress.bar_style == "danger" and "synthesizing" not in panel.status.value
+    assert not panel.button.disabled
+    panel.button.click()  # the next click synthesizes
+    assert panel.error is None and panel.speech is not None and panel.progress.bar_style == "success"
+
+
+def test_ctrl_c_leaves_the_panel_ready_and_is_raised_again():
+    panel = SynthesisPanel(FailingTTS(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        panel.run()
+    assert panel.error.startswith("interrupted") and not panel.button.disabled
+    assert panel.run() is not None

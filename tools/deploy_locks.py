@@ -33,7 +33,10 @@ def _write(folder: Path, name: str, lines) -> str:
     return f"{INPUTS}/{name}"
 
 
-def resolve(system_name: str, clone: Path, uv: str) -> Path:
+def resolve(system_name: str, clone: Path, uv: str, exclude_newer: str | None = None, hashes: bool = False,
+            out: Path | None = None) -> Path:
+    """Write the lock (to ``out``, default the committed path). ``exclude_newer`` (YYYY-MM-DD, recorded in the
+    header and passed to uv) and ``hashes`` (--generate-hashes) make a rebuild byte for byte reproducible."""
     system = get_system(system_name)
     spec = system.lock
     head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -44,6 +47,8 @@ def resolve(system_name: str, clone: Path, uv: str) -> Path:
     folder.mkdir(exist_ok=True)
     command = [uv, "pip", "compile", "--python-version", system.python, "--python-platform", PLATFORM,
                "--no-header", "--emit-build-options", *(["--no-sources"] if spec.no_sources else []),
+               *(["--exclude-newer", exclude_newer] if exclude_newer else []),
+               *(["--generate-hashes"] if hashes else []),
                *spec.inputs]
     if spec.pins:
         command.append(_write(folder, "pins.txt", spec.pins))  # requirements, not only constraints
@@ -69,20 +74,22 @@ def resolve(system_name: str, clone: Path, uv: str) -> Path:
         f"# upstream: {system.repo} @ {system.commit}",
         f"# python: {system.python}",
         f"# platform: {PLATFORM}",
-        f"# resolved: {datetime.date.today().isoformat()} with uv {version} against "
+        f"# resolved: {exclude_newer or datetime.date.today().isoformat()} with uv {version} against "
         f"{os.environ.get('UV_INDEX_URL') or os.environ.get('UV_DEFAULT_INDEX') or 'PyPI'}",
         f"# inputs: {'; '.join(recorded_inputs(spec))}",
         f"# pins: {'; '.join(spec.pins) or 'none'}",
         f"# overrides: {'; '.join(spec.overrides) or 'none'}",
         f"# excludes: {'; '.join(spec.excludes) or 'none'}",
         f"# torch-index: {spec.torch_index or 'none'}",
+        # every option line uv wrote (--emit-build-options): read_lock refuses any option line not listed here
+        f"# build-options: {'; '.join(line for line in done.stdout.splitlines() if line.startswith('-')) or 'none'}",
         *(f"# why: {w}" for w in spec.why),
         f"# command: {shown}",
         f"# (run in CLONE = git clone {system.url} at {system.commit}, by: python tools/deploy_locks.py "
         f"{system.name} --upstream CLONE, which writes the {INPUTS}/ files from colab_tts.deploy.systems)",
         "",
     ]
-    out = lock_path(system.name)
+    out = out or lock_path(system.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(header) + "\n" + done.stdout)
     shutil.rmtree(folder)
@@ -95,9 +102,29 @@ def main(argv=None) -> int:
     parser.add_argument("system")
     parser.add_argument("--upstream", required=True, type=Path, help="upstream cloned at the pinned commit")
     parser.add_argument("--uv", default=shutil.which("uv") or "uv")
+    parser.add_argument("--exclude-newer", default=None, metavar="YYYY-MM-DD",
+                        help="resolve as of this date (recorded in the header; --check reuses the header's)")
+    parser.add_argument("--generate-hashes", action="store_true", help="record each file's sha256 (--require-hashes)")
+    parser.add_argument("--check", action="store_true",
+                        help="rebuild the committed lock with the date and options its header records and fail "
+                             "on any difference (make locks-check)")
     args = parser.parse_args(argv)
-    print(resolve(args.system, args.upstream.resolve(), args.uv))
-    return 0
+    if not args.check:
+        print(resolve(args.system, args.upstream.resolve(), args.uv, args.exclude_newer, args.generate_hashes))
+        return 0
+    import difflib
+    import tempfile
+
+    committed = lock_path(args.system)
+    lock = read_lock(committed)
+    date = lock.header.get("resolved", "").split(" ", 1)[0]
+    hashes = "--generate-hashes" in lock.header.get("command", "").split()
+    with tempfile.TemporaryDirectory() as tmp:
+        rebuilt = resolve(args.system, args.upstream.resolve(), args.uv, date, hashes, Path(tmp) / "lock.txt")
+        diff = list(difflib.unified_diff(committed.read_text().splitlines(), rebuilt.read_text().splitlines(),
+                                         str(committed), "rebuilt", lineterm=""))
+    print("\n".join(diff[:200]) if diff else f"{committed}: rebuilt byte for byte")
+    return 1 if diff else 0
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ A bad argument ends in one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from .._checks import OneLineParser, one_line
 from .systems import SYSTEMS, plan
 
 
@@ -28,14 +28,18 @@ def parse_set(items) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m colab_tts.deploy", description=__doc__.splitlines()[0])
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m colab_tts.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("system", help=f"one of: {', '.join(SYSTEMS)}")
     parser.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a default setting")
     parser.add_argument("--workdir", default="colab_tts_deploy", help="where envs, clones and outputs go")
     parser.add_argument("--no-weights", action="store_true", help="skip the weight download")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         overrides = parse_set(args.set)
         if args.dry_run:
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
 
         result = deploy(args.system, overrides, workdir=args.workdir, weights=not args.no_weights)
     except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0

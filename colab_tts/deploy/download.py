@@ -81,7 +81,7 @@ def ensure_space(needed: int, folder, what: str, free_up=()) -> None:
 
 
 def download(url: str, dest, size: int | None = None, sha256: str | None = None, what: str | None = None,
-             free_up=(), opener=urllib.request.urlopen) -> Path:
+             free_up=(), opener=None) -> Path:
     """``url`` -> ``dest``, unless ``dest`` is already there with the right size and sha256."""
     dest = Path(dest)
     what = what or dest.name
@@ -89,7 +89,7 @@ def download(url: str, dest, size: int | None = None, sha256: str | None = None,
         return dest
     dest.unlink(missing_ok=True)  # a cut or corrupted earlier copy: never trusted, fetched again
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with opener(url) as response:
+    with (opener or urllib.request.urlopen)(url) as response:
         total = size if size is not None else int(response.headers.get("Content-Length") or 0) or None
         if total:
             ensure_space(total, dest.parent, what, free_up)

@@ -1,11 +1,13 @@
 """The kernel side: make the system's environment, clone upstream, fetch weights, run the worker.
 
 Nothing here imports torch or upstream code: the notebook kernel (Colab's Python 3.13 image) only
-runs shell commands and reads JSON. Every step is idempotent (a marker file per install command),
-so re-running a cell after a disconnect skips what is done.
+runs commands (argument lists, never shell text: a path with a space or a quote stays one argument) and
+reads JSON. Every step is idempotent (a marker file per install step, trusted only while what the step
+creates exists; a step that runs makes every later one run), so re-running a cell after a disconnect skips
+what is done and redoes what was deleted.
 
 Faults end in one message and leave nothing a second run would trust: the clone goes to
-``upstream.partial`` and is renamed when complete (``systems.clone_command``), downloads are written under
+``upstream.partial`` and is renamed when complete (``run_step``), downloads are written under
 a temporary name and renamed after their size and sha256 match (``download``, ``weights``), a full disk
 raises ``DiskFullError`` (bytes needed, bytes free, where to free), and a stale ``result.json`` is deleted
 before the worker starts, which writes its files atomically and deletes a failed call's partial outputs.
@@ -22,19 +24,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import wave
+import zipfile
 from pathlib import Path
 
-from .._files import atomic_path
+from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
-from .lockfile import check_lock
+from .lockfile import UV_VERSION, check_lock
 from .protocol import RESULT, read_result
-from .systems import SYSTEMS
+from .systems import SYSTEMS, shown
 from .systems import plan as make_plan
+from .worker import remove_partial_outputs, snapshot
 
 DRIVE = Path("/content/drive/MyDrive")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding colab_tts/
@@ -67,33 +73,148 @@ def command_env(extra: dict | None = None) -> dict:
 
 def ensure_uv() -> None:
     """uv is not in Colab's image (pip freeze of googlecolab/backend-info): install it when a plan needs it."""
-    if shutil.which("uv") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uv"], check=True)
+    if shutil.which("uv") is None:  # pinned: the uv that resolved the locks, not whatever is newest
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], check=True)
 
 
-def run_step(command: str, root: Path, log: Path, env: dict | None = None) -> bool:
-    """Run one install command once (a marker in ``root`` remembers it). True if it ran now."""
-    marker = root / ".done" / hashlib.sha1(command.encode()).hexdigest()[:16]
-    if marker.exists():
-        return False
-    if command.lstrip().startswith("uv ") or " uv " in command:
+def step_key(step: dict) -> str:
+    """What a step's marker is named after: everything that decides what it does (not how it is shown)."""
+    return hashlib.sha1(json.dumps({k: v for k, v in step.items() if k != "shown"}, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+
+
+def _inside(path, root: Path) -> Path:
+    """``path`` resolved, refused unless it lies inside ``root``: nothing outside the work directory is deleted."""
+    path, root = Path(path).absolute(), Path(root).resolve()
+    if path.parent.resolve() == root or path.parent.resolve().is_relative_to(root):
+        return path.parent.resolve() / path.name
+    raise ValueError(f"{path} is outside the work directory {root}: the runner deletes nothing there")
+
+
+def _delete(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _run(argv: list, log, env: dict | None = None, cwd=None, capture: bool = False):
+    """One command as an argument list (no shell), its output appended to ``log``."""
+    if not isinstance(argv, (list, tuple)) or not all(isinstance(w, str) for w in argv):
+        raise TypeError(f"a step's command is a list of strings (an argument list, never shell text), got {argv!r}")
+    argv = list(argv)
+    if argv[0] == "uv":
         ensure_uv()
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    if capture:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env=command_env(env), cwd=cwd, text=True)
+    return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=command_env(env), cwd=cwd)
+
+
+def _extract(archive: Path, into: Path) -> None:
+    """Unpack a zip or tar archive into ``into``; a member that would land outside it is refused."""
+    into = into.resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for name in z.namelist():
+                if not (into / name).resolve().is_relative_to(into):
+                    raise ValueError(f"{archive.name} holds {name!r}, which would be written outside {into}")
+            z.extractall(into)
+        return
+    with tarfile.open(archive) as t:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: links, devices and escapes refused
+            try:
+                t.extractall(into, filter="data")
+            except tarfile.FilterError as err:
+                raise ValueError(f"{archive.name} holds a member this runner does not extract ({err}); "
+                                 "nothing outside the work directory was written") from None
+            return
+        for member in t.getmembers():  # pragma: no cover (older Pythons)
+            if not (member.isfile() or member.isdir()) or not (into / member.name).resolve().is_relative_to(into):
+                raise ValueError(f"{archive.name} holds {member.name!r}, which this runner does not extract")
+        t.extractall(into)
+
+
+def _archive(step: dict, root: Path, log, env) -> int:
+    if "into_module" in step:
+        done = _run([step["python"], "-c", "import importlib.util, os, sys; "
+                     "print(os.path.dirname(importlib.util.find_spec(sys.argv[1]).origin))", step["into_module"]],
+                    log, env, capture=True)
+        if done.returncode != 0:
+            return done.returncode
+        into = Path(done.stdout.strip())
+    else:
+        into = Path(step["into"])
+    name = step["archive"].rsplit("/", 1)[-1]
+    log.write(f"$ download {step['archive']} -> {into}\n")
+    log.flush()
+    raw = download(step["archive"], root / f".{name}.download", what=name, free_up=free_up_hints(root.parent))
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+        _extract(raw, into)
+    finally:
+        raw.unlink(missing_ok=True)
+    return 0
+
+
+def _clone(step: dict, root: Path, log, env) -> int:
+    dest = _inside(step["dest"], root)
+    if (dest / ".git").exists():
+        return 0
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"{dest} exists but is not a git clone (no .git): move it away or delete it, "
+                         "then run again")
+    partial = dest.with_name(dest.name + ".partial")
+    _delete(partial)  # what an interrupted clone left
+    done = _run(["git", "clone", "--", step["clone"], str(partial)], log, env)
+    if done.returncode == 0:
+        if dest.exists():
+            dest.rmdir()  # empty (checked above)
+        os.replace(partial, dest)
+    return done.returncode
+
+
+def run_step(step: dict, root: Path, log: Path, env: dict | None = None, force: bool = False) -> bool:
+    """Run one install step once (a marker in ``root`` remembers it). True if it ran now.
+
+    A step is a dict: ``{"argv": [...]}`` (run without a shell), ``{"clone": URL, "dest": DIR}`` or
+    ``{"archive": URL, "into": DIR}`` / ``{"archive": URL, "into_module": NAME, "python": PY}``. Its marker is
+    trusted only while every path in ``creates`` exists; ``fresh`` (inside ``root``) is deleted before it
+    runs; ``force`` runs it whatever its marker says (``deploy`` forces every step after one that ran)."""
+    if not isinstance(step, dict):
+        raise TypeError(f"an install step is a dict such as {{'argv': ['uv', 'venv', ...]}}, got {step!r}")
+    root = Path(root)
+    marker = root / ".done" / step_key(step)
+    if not force and marker.exists() and all(Path(p).exists() for p in step.get("creates", ())):
+        return False
+    marker.unlink(missing_ok=True)  # from here on the step is not done until it has finished
+    what = step.get("shown") or shown(step)
     with open(log, "a") as f:
-        f.write(f"$ {command}\n")
+        f.write(f"# {what}\n")
         f.flush()
         start = f.tell()
-        done = subprocess.run(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT, env=command_env(env))
-    if done.returncode != 0:
-        tail = log.read_text()[-1500:]
+        if step.get("fresh"):
+            _delete(_inside(step["fresh"], root))
+        if "argv" in step:
+            returncode = _run(step["argv"], f, env).returncode
+        elif "clone" in step:
+            returncode = _clone(step, root, f, env)
+        elif "archive" in step:
+            returncode = _archive(step, root, f, env)
+        else:
+            raise ValueError(f"unknown install step {step!r}: it needs 'argv', 'clone' or 'archive'")
+    if returncode != 0:
+        tail = log.read_text(errors="replace")[-1500:]
         with open(log, "rb") as f:
             f.seek(start)
             own = f.read().decode(errors="replace")  # this step's output only
         if "No space left on device" in own:
-            raise DiskFullError(f"the install step '{command[:80]}'", root, None, free_bytes(root),
+            raise DiskFullError(f"the install step '{what[:80]}'", root, None, free_bytes(root),
                                 free_up_hints(root.parent))
-        raise RuntimeError(f"install step failed (exit {done.returncode}): {command}\n--- {log} (end) ---\n{tail}")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(command)
+        raise RuntimeError(f"install step failed (exit {returncode}): {what}\n--- {log} (end) ---\n{tail}")
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(step))
     return True
 
 
@@ -184,11 +305,49 @@ def run_worker(plan: dict, timeout: float | None = None) -> dict:
     with atomic_path(plan_path) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
     py = Path(plan["env"]) / "bin" / "python"
-    with open(out / "worker.log", "w") as log:
-        subprocess.run([str(py), "-m", "colab_tts.deploy.worker", str(plan_path)], stdout=log,
-                       stderr=subprocess.STDOUT, env=command_env(worker_env(plan)), cwd=plan["clone"],
-                       timeout=timeout)
+    before = snapshot(out)
+    try:
+        with open(out / "worker.log", "w") as log:
+            worker = subprocess.Popen([str(py), "-m", "colab_tts.deploy.worker", str(plan_path)], stdout=log,
+                                      stderr=subprocess.STDOUT, env=command_env(worker_env(plan)),
+                                      cwd=plan["clone"])
+            try:
+                worker.wait(timeout=timeout)
+            except BaseException:  # the timeout, or Ctrl-C in the kernel: the worker stops and cleans up
+                _stop(worker)
+                raise
+    except subprocess.TimeoutExpired:
+        removed = _remove_unlisted(out, before)
+        raise TimeoutError(f"the {plan['system']} run took longer than timeout={timeout} s and was stopped; "
+                           f"its partial outputs were deleted ({len(removed)} files); see {out / 'worker.log'}, "
+                           "or give it more time") from None
+    except BaseException:
+        _remove_unlisted(out, before)
+        raise
     return read_result(out)
+
+
+def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM (the worker then deletes its partial outputs), SIGKILL when it does not end in ``grace`` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _remove_unlisted(out: Path, before: dict) -> list[str]:
+    """After a stopped worker: delete what it created or changed in ``out`` that a result of its own does
+    not list (a worker killed before it wrote one lists nothing)."""
+    try:
+        result = json.loads((out / RESULT).read_text())
+        if before.get(RESULT) == snapshot(out).get(RESULT):
+            result = {}  # not this run's
+    except (OSError, ValueError):
+        result = {}
+    (out / RESULT).unlink(missing_ok=True)  # an interrupted run leaves no result to be read as its own
+    return remove_partial_outputs(out, result.get("calls", []) if result.get("ok") else [], before)
 
 
 def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy", plan: dict | None = None,
@@ -204,10 +363,12 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
         plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
                          out=str(Path(out).resolve()) if out else None)
+    root = Path(plan["env"]).parent
+    writable_folder(root, "the work directory")
+    writable_folder(plan["out"], "the output folder")
     spec = SYSTEMS.get(plan["system"])
     if spec is not None and spec.lock is not None and plan.get("lock"):
         check_lock(spec)  # a lock that no longer matches the runner: one message, nothing installed
-    root = Path(plan["env"]).parent
     root.mkdir(parents=True, exist_ok=True)
     log = root / "install.log"
     steps = list(plan["install"])
@@ -215,8 +376,9 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=f"{plan['system']}: environment")
-    for command in steps:
-        run_step(command, root, log)
+    ran = False
+    for step in steps:  # a step that ran makes every later one run again (it builds on what came before)
+        ran = run_step(step, root, log, force=ran) or ran
     fetch_reference(plan["reference"])
     if weights and plan["weights"]:
         download_weights(plan, log)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 LOCKS = Path(__file__).resolve().parent / "locks"
 PLATFORM = "x86_64-manylinux_2_28"
+UV_VERSION = "0.13.9"  # the uv that resolved the committed locks (their "resolved:" header); the runner installs it
 TORCH_PACKAGES = ("torch", "torchaudio", "torchvision", "torchcodec")  # what a PyTorch index serves
 _HEADER = re.compile(r"^# ([a-z-]+): (.*)$")
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)")
 
 
 def normalize(name: str) -> str:
@@ -36,6 +36,8 @@ class Lockfile:
     header: dict  # "# key: value" lines before the first requirement
     pins: dict  # normalized name -> pinned version
     sha256: str
+    hashes: dict = None  # normalized name -> ["sha256:..."] when the lock carries hashes
+    options: tuple = ()  # the build-option lines (``--no-binary NAME``), each recorded in the header
 
     def listed(self, key: str) -> list[str]:
         """A header entry holding a list ("a; b; c"), as a list ([] for "none")."""
@@ -47,25 +49,79 @@ def lock_path(system_name: str) -> Path:
     return LOCKS / f"{system_name}.txt"
 
 
+# The lines the generator (uv pip compile --no-header --emit-build-options [--generate-hashes]) writes, and
+# nothing else: a lock is read by an installer that would follow any --index-url, --extra-index-url,
+# --find-links, -e, -r, -c, URL or path written into it by hand.
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_PIN_LINE = re.compile(rf"^({_NAME})(\[{_NAME}(?:,{_NAME})*\])?==([A-Za-z0-9][A-Za-z0-9.+!_-]*)( \\)?$")
+_HASH_LINE = re.compile(r"^    --hash=sha256:[0-9a-f]{64}( \\)?$")
+_COMMENT = re.compile(r"^ *#[^\\]*$")  # a comment ending in a backslash could join the next line
+BUILD_OPTION = re.compile(rf"^--(?:no|only)-binary {_NAME}$")
+
+
 def read_lock(path) -> Lockfile:
-    """Parse a lock: its header and its ``name==version`` lines (every requirement must be pinned)."""
+    """Parse a lock: its header, its ``name==version`` lines (each maybe followed by ``--hash`` lines) and the
+    build options its header records. Any other line is refused with its number: one ValueError."""
     path = Path(path)
-    text = path.read_text()
-    header, pins = {}, {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} holds non-ASCII bytes, which the generator never writes; regenerate the lock "
+                         "with tools/deploy_locks.py") from None
+    header, pins, hashes, options = {}, {}, {}, []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    expect_hash = None  # the pin whose hash lines come next
+    for number, line in enumerate(lines, 1):
+        def refuse(why, number=number, line=line):
+            raise ValueError(f"{path}:{number} {why}: {line.strip()[:120]!r}; a lock holds only what "
+                             "tools/deploy_locks.py writes: regenerate it")
+
+        if expect_hash is not None:
+            if not _HASH_LINE.match(line):
+                refuse("should be a '--hash=sha256:...' line continuing the pin above")
+            hashes[expect_hash].append(line.split("=", 1)[1].removesuffix(" \\"))
+            expect_hash = expect_hash if line.endswith(" \\") else None
+            continue
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("#"):
+            if not _COMMENT.match(line):
+                refuse("is a comment the generator does not write")
             m = _HEADER.match(line)
             if m and not pins:
                 header[m[1]] = m[2].strip()
             continue
-        if line.startswith("--"):  # build options uv emits (--no-binary opencc)
+        if line.startswith("-"):
+            if line not in header_options(header):
+                refuse("is an option line the lock's header does not record (# build-options)")
+            options.append(line)
             continue
-        m = _PIN.match(line.strip())
+        m = _PIN_LINE.match(line)
         if not m:
-            raise ValueError(f"{path}:{number} is not pinned with '==': {line.strip()!r}; regenerate the lock "
-                             "with tools/deploy_locks.py")
-        pins[normalize(m[1])] = m[3]
-    return Lockfile(path, header, pins, hashlib.sha256(text.encode()).hexdigest())
+            refuse("is not pinned with '=='" if "==" not in line else "is not a plain 'name==version' pin")
+        name = normalize(m[1])
+        if name in pins:
+            refuse(f"pins {name} a second time")
+        pins[name] = m[3]
+        if m[4]:
+            expect_hash = name
+            hashes[name] = []
+    if expect_hash is not None:
+        raise ValueError(f"{path} ends inside the hashes of {expect_hash}; regenerate it with tools/deploy_locks.py")
+    if hashes and set(hashes) != set(pins):
+        raise ValueError(f"{path} has hashes for some pins only ({sorted(set(pins) - set(hashes))[:5]} have none); "
+                         "regenerate it with tools/deploy_locks.py")
+    return Lockfile(path, header, pins, hashlib.sha256(raw).hexdigest(), hashes or None, tuple(options))
+
+
+def header_options(header: dict) -> list[str]:
+    """The option lines a header's ``build-options`` entry allows; only ``--no-binary`` / ``--only-binary``."""
+    value = header.get("build-options", "none")
+    listed = [] if value == "none" else [v.strip() for v in value.split(";")]
+    return [option for option in listed if BUILD_OPTION.match(option)]
 
 
 def _requirement(line: str) -> tuple[str, object]:

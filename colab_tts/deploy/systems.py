@@ -22,14 +22,22 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import shlex
 from dataclasses import dataclass, field
 
 from .._checks import choose
 
-COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # github.com/googlecolab/colabtools/issues/5237
+# Install steps are argument lists, never shell text: a path with a space, a quote or a ``$`` (Colab's
+# "/content/drive/My Drive/...") stays one argument. Words in braces are filled in by plan(); the word
+# "{torch_pins}" becomes one argument per pin. The env clears UV_CONSTRAINT / UV_BUILD_CONSTRAINT for every
+# step (env.command_env; github.com/googlecolab/colabtools/issues/5237).
+COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # how the dry run shows that
 TORCH_CU128 = "https://download.pytorch.org/whl/cu128"
+UV_PIP_INSTALL = ("uv", "pip", "install", "--python", "{py}")
 # everything else comes from the system's committed lock (colab_tts/deploy/locks/SYSTEM.txt), exactly
-LOCKED = f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -r {{lock}}"
+LOCKED = {"argv": (*UV_PIP_INSTALL, "--no-deps", "-r", "{lock}"), "lock": True}
 # RVC-Boss/GPT-SoVITS install.sh @48b1a01 (--source HF) downloads these two archives from here
 GSV_DATA = "https://huggingface.co/XXXXRT/GPT-SoVITS-Pretrained/resolve/main"
 
@@ -78,7 +86,7 @@ class System:
     commit: str  # 40-hex, the commit every call name and kwarg was checked against
     python: str  # the interpreter upstream asks for
     python_source: str  # where upstream says so
-    install: tuple[str, ...]  # shell commands; {env} {py} {repo} are filled in by plan()
+    install: tuple[dict, ...]  # steps ({"argv": (...)} or {"archive": url, ...}); {env} {py} {repo} {root} filled in
     weights: tuple[Weight, ...]
     defaults: dict  # the notebook's default settings
     import_paths: tuple[str, ...] = ()  # folders (relative to the clone) put on sys.path
@@ -138,13 +146,12 @@ GPT_SOVITS = System(
     install=(
         # the CUDA 12.8 builds first, at the lock's versions; the lock (--no-deps) then keeps them: its
         # torch==2.11.0 is satisfied by 2.11.0+cu128 and it holds none of PyPI's CUDA 13 runtime packages
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} {{torch_pins}} --index-url {TORCH_CU128}",
+        {"argv": (*UV_PIP_INSTALL, "{torch_pins}", "--index-url", TORCH_CU128)},
         LOCKED,
-        # the data install.sh fetches after pip (nltk corpora for English g2p, the OpenJTalk dictionary)
-        f"curl -sSLf {GSV_DATA}/nltk_data.zip -o {{root}}/nltk_data.zip && "
-        f"unzip -q -o {{root}}/nltk_data.zip -d {{env}} && rm {{root}}/nltk_data.zip",
-        f"curl -sSLf {GSV_DATA}/open_jtalk_dic_utf_8-1.11.tar.gz | tar -xz -C "
-        f"$({{py}} -c 'import os, pyopenjtalk; print(os.path.dirname(pyopenjtalk.__file__))')",
+        # the data install.sh fetches after pip (nltk corpora for English g2p, the OpenJTalk dictionary into
+        # the installed pyopenjtalk package's folder)
+        {"archive": f"{GSV_DATA}/nltk_data.zip", "into": "{env}"},
+        {"archive": f"{GSV_DATA}/open_jtalk_dic_utf_8-1.11.tar.gz", "into_module": "pyopenjtalk"},
     ),
     weights=(
         Weight("lj1995/GPT-SoVITS", ("gsv-v2final-pretrained/*", "chinese-roberta-wwm-ext-large/*",
@@ -199,7 +206,7 @@ INDEXTTS2 = System(
     python_source="index-tts/index-tts pyproject.toml @ee40fa7 (requires-python >=3.10,<3.12; .python-version 3.11.13)",
     install=(
         LOCKED,
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -e {{repo}}",
+        {"argv": (*UV_PIP_INSTALL, "--no-deps", "-e", "{repo}")},
     ),
     weights=(
         Weight("IndexTeam/IndexTTS-2", ("*",), "checkpoints",
@@ -241,7 +248,7 @@ METAVOICE = System(
     python_source="metavoiceio/metavoice-src README.md @de3fa21 (Python >=3.10,<3.12; torch==2.2.1)",
     install=(
         LOCKED,
-        f"{COLAB_UV_FIX} uv pip install --python {{py}} --no-deps -e {{repo}}",
+        {"argv": (*UV_PIP_INSTALL, "--no-deps", "-e", "{repo}")},
     ),
     weights=(
         Weight("metavoiceio/metavoice-1B-v0.1", ("*",), "",
@@ -299,6 +306,9 @@ def settings(system, overrides: dict | None = None) -> dict:
     """The notebook's defaults for ``system`` with ``overrides`` applied (unknown keys rejected)."""
     spec = get_system(system)
     merged = copy.deepcopy(spec.defaults)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of settings such as {{'use_fp16': False}}, got "
+                        f"{type(overrides).__name__}")
     for key, value in (overrides or {}).items():
         if key not in merged:
             raise ValueError(f"{spec.name} has no setting {key!r}; settings: {', '.join(sorted(merged))}")
@@ -306,11 +316,42 @@ def settings(system, overrides: dict | None = None) -> dict:
     return merged
 
 
-def clone_command(url: str, dest: str) -> str:
-    """Clone into ``DEST.partial`` and rename it when complete: an interrupted clone leaves only the
-    ``.partial`` folder, which the next run deletes, never a ``DEST`` that looks cloned."""
-    return (f"test -e {dest}/.git || {{ rm -rf {dest}.partial && git clone {url} {dest}.partial && "
-            f"mv -T {dest}.partial {dest}; }}")
+def clone_step(url: str, dest: str) -> dict:
+    """Clone into ``DEST.partial`` and rename it when complete (``env.run_step``): an interrupted clone leaves
+    only the ``.partial`` folder, which the next run deletes, never a ``DEST`` that looks cloned."""
+    return {"clone": url, "dest": dest, "creates": [f"{dest}/.git"]}
+
+
+def shown(step: dict) -> str:
+    """How the dry run shows a step: a command a shell would read as the same argument list."""
+    if "argv" in step:
+        words = shlex.join(step["argv"])
+        return f"{COLAB_UV_FIX} {words}" if step["argv"][0] == "uv" else words
+    if "clone" in step:
+        partial = step["dest"] + ".partial"
+        return (f"{shlex.join(['git', 'clone', '--', step['clone'], partial])} && "
+                f"{shlex.join(['mv', '-T', partial, step['dest']])}")
+    into = shlex.quote(step["into"]) if "into" in step else f"the folder of the installed {step['into_module']}"
+    return f"download {shlex.quote(step['archive'])} and extract it into {into}"
+
+
+def _fill(template: dict, fill: dict) -> dict:
+    step = {}
+    for key, value in template.items():
+        if key == "argv":
+            words = []
+            for word in value:
+                words += fill["torch_pins"] if word == "{torch_pins}" else [word.format(**fill)]
+            step[key] = words
+        else:
+            step[key] = value.format(**fill) if isinstance(value, str) else value
+    if step.pop("lock", False):
+        step["lock_sha256"] = fill["lock_info"]["sha256"]  # a regenerated lock changes the step: it reruns
+        if fill["lock_info"]["hashes"]:  # every file checked against the lock's sha256s
+            step["argv"].insert(step["argv"].index("-r"), "--require-hashes")
+    if step.get("into_module"):
+        step["python"] = fill["py"]
+    return step
 
 
 def _lock_fill(spec: System) -> dict:
@@ -321,9 +362,9 @@ def _lock_fill(spec: System) -> dict:
     from .lockfile import committed_lock, torch_pins
 
     lock = committed_lock(spec.name)
-    # the lock's hash in the command: a regenerated lock changes the command, so its marker, so it reruns
-    return {"lock": f"{lock.path}  # lock sha256 {lock.sha256[:16]}", "torch_pins": " ".join(torch_pins(spec, lock)),
+    return {"lock": str(lock.path), "torch_pins": torch_pins(spec, lock),
             "lock_info": {"path": str(lock.path), "sha256": lock.sha256, "packages": len(lock.pins),
+                          "hashes": lock.hashes is not None,
                           "torch_index": spec.lock.torch_index, "torch_pins": torch_pins(spec, lock)}}
 
 
@@ -335,21 +376,31 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
     """
     spec = get_system(system)
     s = settings(spec.name, overrides)
-    root = f"{workdir}/{spec.name}"
+    # absolute: a folder named "-x" must never read as an option to uv or git
+    root = os.path.join(_folder(workdir, "workdir"), spec.name)
     env, repo = f"{root}/env", f"{root}/upstream"
-    out = out or f"{root}/out"
+    out = _folder(out, "out") if out is not None else f"{root}/out"
     py = f"{env}/bin/python"
     commit = commit or spec.commit
-    fill = {"env": env, "py": py, "repo": repo, "root": root, **_lock_fill(spec)}
+    if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        raise ValueError(f"commit must be a hexadecimal git commit id, got {commit!r}")
+    fill = {"env": env, "py": py, "repo": repo, "root": root, "torch_pins": [], **_lock_fill(spec)}
+    steps = [{"argv": ["uv", "venv", "--python", python or spec.python, env], "fresh": env,
+              "creates": [py]},
+             clone_step(repo_url or spec.url, repo),
+             {"argv": ["git", "-C", repo, "checkout", "-q", commit]},
+             *(_fill(step, fill) for step in spec.install)]
     result = {
         "system": spec.name,
         "upstream": {"repo": spec.repo, "commit": commit, "url": repo_url or spec.url},
         "python": python or spec.python,
         "python_source": spec.python_source,
+        # uv venv --python X.Y takes an X.Y it finds on the machine and otherwise downloads its own managed
+        # build (docs.astral.sh/uv/concepts/python-versions, "Requesting a version")
+        "python_from": f"uv venv --python {python or spec.python}: a Python {python or spec.python} found on this "
+                       "machine (PATH), else uv downloads its managed CPython build",
         "env": env, "clone": repo, "out": out,
-        "install": [f"uv venv --python {python or spec.python} {env}",
-                    clone_command(repo_url or spec.url, repo), f"git -C {repo} checkout {commit}",
-                    *(cmd.format(**fill) for cmd in spec.install)],
+        "install": [{**step, "shown": shown(step)} for step in steps],
         "lock": fill.get("lock_info"),
         "weights": [{"hub_repo": w.hub_repo, "patterns": list(w.patterns), "local_dir": w.local_dir,
                      "note": w.note} for w in spec.weights],
@@ -361,5 +412,23 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
         "oom_advice": list(spec.oom_advice),
         "notes": list(spec.notes),
     }
-    json.dumps(result)  # a plan is JSON by construction; fail here, not in the subprocess
+    try:
+        json.dumps(result)  # a plan is JSON by construction; fail here, not in the subprocess
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the settings of {spec.name} must be JSON values (numbers, strings, lists, "
+                         f"true/false/null): {err}") from None
     return result
+
+
+def _folder(path, what: str) -> str:
+    """``path`` as an absolute folder name, or one ValueError saying why it cannot be one."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a folder path (str or Path), got {type(path).__name__}")
+    text = os.fspath(path)
+    if not text or "\0" in text:
+        raise ValueError(f"{what} must be a folder path, got {text!r}")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} is not valid text (undecodable bytes); rename the folder") from None
+    return os.path.abspath(os.path.expanduser(text))

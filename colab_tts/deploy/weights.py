@@ -56,10 +56,12 @@ def _cache_folder(dest: str) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _discard(path: Path | None) -> None:
-    """Delete a file that failed its check (for the hub cache: the blob its snapshot link points to)."""
-    if path is not None and path.exists():
-        path.resolve().unlink(missing_ok=True)
+def _discard(path: Path | None, in_cache: bool) -> None:
+    """Delete a file that failed its check (for the hub cache: also the blob its snapshot link points to;
+    in a folder of the user's, a link is removed, never what it points to)."""
+    if path is not None and (path.exists() or path.is_symlink()):
+        if in_cache:
+            path.resolve().unlink(missing_ok=True)
         path.unlink(missing_ok=True)
 
 
@@ -84,7 +86,7 @@ def fetch(spec: dict, list_files=listing, download=hub_download, locate=cached_p
             raise
         if not verified(path, f["size"], f["sha256"]):
             got = path.stat().st_size if path.exists() else 0
-            _discard(path)
+            _discard(path, in_cache=not dest)
             raise ValueError(f"{what}: the downloaded file ({got:,} bytes) does not match the hub's size "
                              f"{f['size']:,} / sha256 {f['sha256']}; it was deleted, run the cell again")
     return files

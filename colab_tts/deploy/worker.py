@@ -243,13 +243,24 @@ def run_plan(plan: dict) -> dict:
             result["extra"].update(finish(plan, out) or {})
         result["stages"] = getattr(system, "STAGES", [])
         result["ok"] = True
-    except Exception as e:  # recorded for the notebook, which shows it in one line
+    except BaseException as e:  # recorded for the notebook, which shows it in one line; also an interrupt
         result["calls"] = records  # the calls that finished, with their audio
-        result["error"] = describe_failure(e, plan, len(records))
+        result["error"] = (describe_failure(e, plan, len(records)) if isinstance(e, Exception)
+                           else f"interrupted ({type(e).__name__}) during {len(records)} of "
+                                f"{len(plan.get('calls', []))} calls; run it again")
         result["traceback"] = traceback.format_exc()[-4000:]
         result["removed_partial_outputs"] = remove_partial_outputs(out, records, before)
+        write_result(out, result)
+        if not isinstance(e, Exception):
+            raise
+        return result
     write_result(out, result)
     return result
+
+
+def _terminate(signum, frame):
+    """SIGTERM (the kernel's timeout, a runtime being stopped) ends the run like Ctrl-C: partial outputs deleted."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -257,6 +268,9 @@ def main(argv=None) -> int:
     if len(argv) != 1:
         print("usage: python -m colab_tts.deploy.worker PLAN.json", file=sys.stderr)
         return 2
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     plan = json.loads(Path(argv[0]).read_text())
     result = run_plan(plan)
     return 0 if result["ok"] else 1
