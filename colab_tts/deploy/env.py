@@ -37,10 +37,10 @@ from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
 from .lockfile import UV_VERSION, check_lock
+from .outputs import remove_partial_outputs, snapshot
 from .protocol import RESULT, read_result
 from .systems import SYSTEMS, shown
 from .systems import plan as make_plan
-from .worker import remove_partial_outputs, snapshot
 
 DRIVE = Path("/content/drive/MyDrive")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding colab_tts/

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..errors import DiskFullError, OutOfMemoryAdvice, is_disk_full, is_out_of_memory
 from ..units import GIB
-from .protocol import RESULT, write_result
+from .outputs import KEEP, remove_partial_outputs, snapshot  # noqa: F401 - worker.snapshot etc. stay importable
+from .protocol import write_result
 
 MODULES = {"gpt-sovits": "gpt_sovits", "indextts2": "indextts2", "metavoice": "metavoice"}
 _PEAKS: list = []  # absolute CUDA peaks noted by stage wrappers that reset torch's peak statistics
@@ -181,9 +182,6 @@ def cap_memory(gib) -> dict:
     return {"memory_cap_gib": gib, "memory_cap_fraction": round(fraction, 4)}
 
 
-KEEP = {RESULT, "plan.json", "worker.log"}
-
-
 def describe_failure(err: BaseException, plan: dict, done: int) -> str:
     """One line (plus advice) for result.json: which call failed and what to change."""
     calls = plan.get("calls", [])
@@ -201,23 +199,6 @@ def describe_failure(err: BaseException, plan: dict, done: int) -> str:
         full = DiskFullError(f"{stage} writing into {out}", out, None, free_bytes(out), free_up_hints(workdir))
         return f"{type(full).__name__}: {full}"
     return f"{type(err).__name__}: {err}"
-
-
-def snapshot(out: Path) -> dict:
-    """name -> (size, mtime) of the files in ``out``, to tell later which ones a run created or changed."""
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()}
-
-
-def remove_partial_outputs(out: Path, records: list, before: dict) -> list[str]:
-    """Delete the files this run created or changed in ``out`` (``before``: its snapshot at the start) that
-    no finished call lists."""
-    listed = {r["audio"]["file"] for r in records if r.get("audio")}
-    removed = []
-    for name, state in snapshot(out).items():
-        if name not in KEEP | listed and before.get(name) != state:
-            (out / name).unlink()
-            removed.append(name)
-    return sorted(removed)
 
 
 def run_plan(plan: dict) -> dict:
