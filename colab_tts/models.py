@@ -78,7 +78,13 @@ class ModelSpec:
                 path = path / "config.json"
             if not path.is_file():
                 raise ValueError(f"No config.json at {str(path)!r}: pass a config dict or the path of a model folder")
-            config = json.loads(path.read_text())
+            try:
+                config = json.loads(path.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise ValueError(f"{str(path)!r} is not a JSON config ({err}): pass a model's config.json") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"{str(path)!r} holds a JSON {type(config).__name__}, not a config object: pass a "
+                                 "model's config.json")
             name = name or path.parent.name
         elif hasattr(config, "to_dict") and not isinstance(config, dict):
             config = config.to_dict()
@@ -143,7 +149,10 @@ def covered_models() -> dict[str, tuple[float, str]]:
 def _need(cfg: dict, what: str) -> int:
     for key in _KEYS[what]:
         if cfg.get(key) is not None:
-            return int(cfg[key])
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+                raise ValueError(f"config's {key!r} is {value!r}: it must be a whole number >= 1")
+            return int(value)
     raise ValueError(f"config has no {_KEYS[what][0]!r} ({what}); add it to the config")
 
 

@@ -131,3 +131,13 @@ def test_metavoice_is_one_size_wherever_it_shows():
     assert round(gib, 2) == 2.32  # 1,243,719,680 parameters counted from its config, in float16
     snac = weights["SNAC 24 kHz codec"]
     assert snac == pytest.approx(systems.snac_gib("float16")) and snac == pytest.approx(19.8e6 * 2 / 1024**3)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b"\xff\xfe{}", b"[1, 2]", b'{"num_hidden_layers": "x"}',
+                                     b'{"num_hidden_layers": 2.5}', b'{"num_hidden_layers": -1}'])
+def test_a_malformed_config_json_is_one_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "my model" / "config.json"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="config"):
+        ModelSpec.from_config(path.parent)
