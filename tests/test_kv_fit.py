@@ -378,6 +378,18 @@ def test_other_gib_now_leaves_out_the_context_its_own_reading_created_when_asked
     assert hardware.other_gib_now("T4", own_context=False) == pytest.approx(1.0)
 
 
+def test_orpheus_on_the_card_present_is_planned_with_what_others_hold_there(monkeypatch):
+    from colab_tts.kv_cache import max_startup_gmu
+    from colab_tts.orpheus import engine_kwargs_for
+
+    fake_cards(monkeypatch, [("NVIDIA GeForce RTX 3070", 0.8)])  # a desktop and a browser on an 8 GB card
+    kwargs, plan = engine_kwargs_for("RTX-3070", 10, vllm_version="0.32.0")
+    assert plan.other_gib == pytest.approx(0.8)
+    assert kwargs["gpu_memory_utilization"] == max_startup_gmu("RTX-3070", 0.8) < 0.92  # vLLM's check passes
+    kwargs, plan = engine_kwargs_for("RTX-3070", 10, vllm_version="0.32.0", other_gib=0.0)  # told: as told
+    assert plan.other_gib == 0.0 and kwargs["gpu_memory_utilization"] == 0.92
+
+
 def test_one_rule_says_which_card_would_fit():
     with pytest.raises(ValueError) as err:  # bf16 weights (6.2 GiB) beyond half of an 8 GB card
         plan_vllm("orpheus-3b", "RTX-3070", gpu_memory_utilization=0.5, max_model_len=8192)

@@ -243,7 +243,8 @@ VLLM_LOG = output_dir() / "vllm_start.log"  # vLLM's whole start-up log; the cel
 if RUN_VLLM and on_gpu:
     gpu = hardware.detect().gpu
     import vllm
-    plan = kv_cache.plan_vllm("orpheus-3b", gpu, max_model_len=chosen.max_model_len, vllm_version=vllm.__version__)
+    plan = kv_cache.plan_vllm("orpheus-3b", gpu, max_model_len=chosen.max_model_len, vllm_version=vllm.__version__,
+                              other_gib=hardware.other_gib_now(gpu))  # what a desktop or this notebook holds
     llm, engine, expected = kv_sizing.start_against_plan(plan, ORPHEUS_WEIGHTS[WEIGHTS], orpheus, on_gpu=True,
                                                          log_file=VLLM_LOG)
 elif RUN_VLLM:
@@ -351,7 +352,8 @@ save_figure(fig, "fit_8gb_budget");
 if RUN_VLLM and on_gpu:
     import vllm
     fit_plan = kv_cache.fit_vllm("orpheus-3b", hardware.detect().gpu, audio_seconds=AUDIO_SECONDS,
-                                 quality=FIT_QUALITY, vllm_version=vllm.__version__)
+                                 quality=FIT_QUALITY, vllm_version=vllm.__version__,
+                                 other_gib=hardware.other_gib_now(hardware.detect().gpu))
     print(repr(fit_plan))
     if fit_plan.quantization in ("awq", "gptq", "bitsandbytes"):
         print(f"{fit_plan.quantization} needs a pre-quantized checkpoint: not started here")
