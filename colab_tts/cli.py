@@ -96,10 +96,11 @@ def cmd_plan(args) -> int:
         print(f"note: {why}")
     every = args.gpu.strip().lower() == "all"
     if not every:
-        other = args.other_gib if args.other_gib is not None else hardware.other_gib_now(args.gpu)
+        # this process exits before vLLM starts: the CUDA context the reading creates is not held then
+        other = args.other_gib if args.other_gib is not None else hardware.other_gib_now(args.gpu, own_context=False)
         if args.fit:
             plan = kv_cache.fit_vllm(spec, args.gpu, max_model_len=max_len, quality=args.quality or "lossless",
-                                     other_gib=other, **common)
+                                     other_gib=other, tokens_per_second=args.tokens_per_second, **common)
         else:
             plan = kv_cache.plan_vllm(spec, args.gpu, max_model_len=max_len, other_gib=other, **common)
         print(plan.explain())
@@ -107,10 +108,11 @@ def cmd_plan(args) -> int:
         print("Command line:", vllm_command_line(hub_id, plan.engine_kwargs()))
         return 0 if plan.fits else 1
     if args.fit:
-        rows = fit_rows(spec, max_len, other_gib=args.other_gib, quality=args.quality or "lossless", **common)
+        rows = fit_rows(spec, max_len, other_gib=args.other_gib, own_context=False, quality=args.quality or "lossless",
+                        tokens_per_second=args.tokens_per_second, **common)
         title = f"fit_vllm: {spec.name}, max_model_len={max_len:,}, quality={args.quality or 'lossless'}"
     else:
-        rows = catalog_rows(spec, max_len, other_gib=args.other_gib, **common)
+        rows = catalog_rows(spec, max_len, other_gib=args.other_gib, own_context=False, **common)
         title = (f"{spec.name}, max_model_len={max_len:,}, gpu_memory_utilization="
                  f"{args.gpu_memory_utilization or 'vLLM default'}")
     print(Table(rows, title=title))

@@ -301,13 +301,27 @@ def detect(simulate=None) -> DeviceReport:
                         colab, simulated=True, gpu=spec, notes=notes)
 
 
-def other_gib_now(gpu=None, device: int = 0) -> float:
+def _is_card(spec: GpuSpec, device_name: str) -> bool:
+    """Whether the device torch names is the card ``spec`` plans: by name (a catalog key, its name or torch names),
+    never by memory size (the L4 and the A10G, an A100 and an H100 80GB, an RTX 3070 and a 4060 hold the same)."""
+    names = {_norm(n) for n in (spec.name, *spec.torch_names)}
+    if _norm(device_name) in names:
+        return True
+    key = _lookup().get(_norm(device_name))
+    return key is not None and GPUS[key] == spec
+
+
+def other_gib_now(gpu=None, device: int | None = None, *, own_context: bool = True) -> float:
     """GiB already held on the GPU by others (``total - free`` from ``torch.cuda.mem_get_info``); 0.0 with no GPU.
 
     What ``plan_vllm(other_gib=...)`` / ``fit_vllm(other_gib=...)`` need on a person's own card (a desktop
-    and a browser often hold a few hundred MiB to over 1 GiB). The figure includes this process's CUDA
-    context if it has one, which stays held while vLLM's engine runs in its own process. ``gpu`` (a catalog
-    name or GpuSpec) is the card being planned: a different card than the one present reads 0.0.
+    and a browser often hold a few hundred MiB to over 1 GiB). ``gpu`` (a catalog name or GpuSpec) is the card
+    being planned: only visible devices of that model are read (by name), the most held on any of them (vLLM
+    checks every rank's card); none of them present reads 0.0. ``device`` reads that one device instead
+    (0.0 if it is another model than ``gpu``). The figure includes this process's CUDA context, which stays
+    held while vLLM's engine runs in its own process; a caller that exits before vLLM starts (the command line)
+    passes ``own_context=False`` to leave out the context this reading itself created (the cited
+    ``cuda.context_mb``).
     """
     try:
         import torch
@@ -315,10 +329,23 @@ def other_gib_now(gpu=None, device: int = 0) -> float:
         return 0.0
     if not torch.cuda.is_available():
         return 0.0
-    free, total = torch.cuda.mem_get_info(device)
-    if gpu is not None and abs(get_gpu(gpu).memory_gib - total / GIB) > 0.05 * total / GIB:
+    created = not torch.cuda.is_initialized()  # before the reading: mem_get_info creates this process's context
+    spec = None if gpu is None else get_gpu(gpu)
+    devices = range(torch.cuda.device_count()) if device is None else [device]
+    held = []
+    for d in devices:
+        if spec is not None and not _is_card(spec, torch.cuda.get_device_name(d)):
+            continue
+        free, total = torch.cuda.mem_get_info(d)
+        held.append((total - free) / GIB)
+        if spec is None and device is None:
+            break  # no card named: the current device, as before
+    if not held:
         return 0.0
-    return (total - free) / GIB
+    gib = max(held)
+    if created and not own_context:
+        gib = max(0.0, gib - cited("cuda.context_mb").value / 1024)
+    return gib
 
 
 def recommendations(gpu) -> list[str]:

@@ -92,8 +92,13 @@ def _check_text(text) -> str:
 
 
 def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b", dtype="auto", strict: bool = False,
-                      gpu_memory_utilization: float | None = None, vllm_version: str | None = None, **overrides):
+                      gpu_memory_utilization: float | None = None, vllm_version: str | None = None,
+                      other_gib: float | None = None, **overrides):
     """vLLM engine arguments for Orpheus on ``gpu`` and the plan behind them: (kwargs, plan).
+
+    ``other_gib`` is the memory others hold on the card when vLLM starts; None reads it from the card present
+    (``hardware.other_gib_now``, 0 without one), and with no ``gpu_memory_utilization`` the share is lowered
+    below the release's default where vLLM's start-up check needs it (``planner.max_startup_gmu``).
 
     dtype via ``resolve_dtype`` on the compute capability (bfloat16 on a T4 -> float16, or ValueError with
     ``strict``), max_model_len from the longest audio wanted, the rest (gpu_memory_utilization too: None is that
@@ -101,16 +106,26 @@ def engine_kwargs_for(gpu, max_audio_seconds: float = 30, *, model="orpheus-3b",
     (default: the vLLM installed here, else the planner's default), including what a GPU below CC 8.0 needs
     (``vllm_versions.below_sm80``; its reason is in ``plan.warnings``). ``overrides`` win over the plan.
     """
-    from .hardware import get_gpu, resolve_dtype
+    from . import vllm_versions as versions
+    from .hardware import get_gpu, other_gib_now, resolve_dtype
     from .kv_cache import max_model_len_for_audio, plan_vllm
+    from .planner import max_startup_gmu
 
     positive(max_audio_seconds, "max_audio_seconds")
     spec = get_gpu(gpu)
     choice = resolve_dtype(dtype, spec, strict=strict)
     max_len = overrides.pop("max_model_len", None) or max_model_len_for_audio(max_audio_seconds,
                                                                               prompt_tokens=PROMPT_TOKENS)
+    other = other_gib_now(spec) if other_gib is None else other_gib
+    version = vllm_version or installed_vllm_version()
+    parsed = versions.parse(version)
+    if gpu_memory_utilization is None and other and versions.startup_check(
+            parsed, versions.engine_v0(parsed, spec.compute_capability)):
+        allowed = max_startup_gmu(spec, other)
+        if allowed >= 0.01:  # below it plan_vllm refuses with the reason
+            gpu_memory_utilization = min(versions.default_gmu(parsed), allowed)
     plan = plan_vllm(model, spec, gpu_memory_utilization=gpu_memory_utilization, dtype=choice.dtype,
-                     max_model_len=max_len, strict=strict, vllm_version=vllm_version or installed_vllm_version())
+                     max_model_len=max_len, strict=strict, vllm_version=version, other_gib=other)
     kwargs = plan.engine_kwargs()
     kwargs.update(overrides)
     return kwargs, plan

@@ -236,5 +236,38 @@ def test_the_tables_figures_and_footer_agree_with_the_plans_they_come_from(model
                               gpu_memory_utilization=row["gpu_memory_utilization"])
             assert (again.kv_cache_tokens, again.max_concurrency) == (row["KV tokens"], row["at once"])
         if not fit and not row["fits"] and row["lowest share"] is not None:
-            assert row["gpu"] in footer.split("only with a raised share")[1]
+            assert row["gpu"] in footer.split("; only with a")[1]
             assert row["lowest share"] == lowest_gmu_for(spec, row["gpu"], max_model_len=max_len, other_gib=other)
+
+
+def test_a_share_vllm_refuses_at_start_up_still_gets_its_lowest_share_and_the_footer_says_lowered():
+    from colab_tts.kv_cache import lowest_gmu_for
+    from colab_tts.models import ModelSpec
+    from colab_tts.plan_table import catalog_rows, verdict
+
+    spec = ModelSpec.known("orpheus-3b")
+    rows = catalog_rows(spec, 2592, gpus=["L4", "H100-80GB"], other_gib=7.5)  # 0.92 of the card is not free
+    for row in rows:
+        assert not row["fits"] and "refuses to start" in row["note"]
+        assert row["lowest share"] == lowest_gmu_for(spec, row["gpu"], max_model_len=2592, other_gib=7.5)
+        assert row["lowest share"] < row["gpu_memory_utilization"] == 0.92
+    assert "only with a lowered share: L4 (gpu_memory_utilization" in verdict(rows)
+    assert "raised" not in verdict(rows)
+
+
+def test_plan_fit_rates_audio_at_the_tokens_per_second_given(capsys):
+    assert main(["plan", "--fit", "--gpu", "T4", "--seconds", "10", "--tokens-per-second", "41", "--other-gib", "0"]) == 0
+    speed, rtf = re.search(r"(\d+) tokens/s at batch 1 = real-time factor ([\d.]+)", capsys.readouterr().out).groups()
+    assert float(rtf) == pytest.approx(41 / float(speed), rel=0.03)  # not Orpheus's own 82 tokens/s
+
+
+def test_plan_reads_the_memory_others_hold_leaving_out_its_own_context(monkeypatch, capsys):
+    from test_kv_fit import fake_cards
+
+    from colab_tts.kv_cache import CUDA_CONTEXT_GIB
+
+    # an idle 8 GB card: the only memory "held" is the context the command's own reading creates, gone when it exits
+    fake_cards(monkeypatch, [("NVIDIA GeForce RTX 3070", CUDA_CONTEXT_GIB)], initialized=False)
+    assert main(["plan", "--gpu", "RTX-3070", "--model", "metavoice-1b"]) == 0
+    out, err = capsys.readouterr()
+    assert "refuses to start" not in out + err and "GiB held" not in out, out + err

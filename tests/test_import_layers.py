@@ -17,12 +17,31 @@ def _modules(root: Path = PACKAGE) -> dict[str, Path]:
     return {_module_name(p, root): p for p in root.rglob("*.py")}
 
 
+def _dynamic_targets(node: ast.Call, name: str, known: set[str]) -> list[str]:
+    """``importlib.import_module(...)`` / ``__import__(...)`` by a literal name, or by an f-string: every module
+    its literal prefix can name (``f"colab_tts.deploy.{x}"``: each module directly in colab_tts.deploy)."""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if called not in ("import_module", "__import__") or not node.args:
+        return []
+    arg = node.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return [arg.value]
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        prefix = arg.values[0].value
+        return [m for m in known if m.startswith(prefix) and "." not in m[len(prefix):] and m != name]
+    return []
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Every colab_tts module ``path`` imports, at module level or inside a function (``import x`` and ``from``)."""
+    """Every colab_tts module ``path`` imports, at module level or inside a function (``import x``, ``from``, and
+    ``importlib.import_module`` / ``__import__`` by a name its source spells)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call):
+            targets = _dynamic_targets(node, name, known)
+        elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -99,6 +118,22 @@ def test_the_reader_finds_a_circle_through_a_function_level_import(tmp_path):
     graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
     assert "colab_tts.a" in graph["colab_tts.b"] and graph["colab_tts.c"] == {"colab_tts.a"}
     assert cycles(graph) == [["colab_tts.a", "colab_tts.b"]]
+
+
+def test_the_reader_finds_a_circle_through_import_module(tmp_path):
+    pkg = tmp_path / "colab_tts"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import importlib\ndef f():\n    return importlib.import_module('colab_tts.b')\n")
+    (pkg / "b.py").write_text("def g():\n    return __import__('colab_tts.a')\n")
+    (pkg / "run.py").write_text("import importlib\nNAMES = {'x': 'x'}\n"
+                                "def h(k):\n    return importlib.import_module(f'colab_tts.sub.{NAMES[k]}')\n")
+    (pkg / "sub" / "x.py").write_text("def i():\n    from ..run import h\n    return h\n")
+    modules = _modules(pkg)
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    assert graph["colab_tts.run"] == {"colab_tts.sub.x"}
+    assert cycles(graph) == [["colab_tts.a", "colab_tts.b"], ["colab_tts.run", "colab_tts.sub.x"]]
 
 
 @pytest.mark.parametrize("name", ["colab_tts.models", "colab_tts.hardware", "colab_tts.quantization",

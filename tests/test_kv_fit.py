@@ -323,6 +323,21 @@ def test_fit_only_returns_a_share_that_passes_vllms_start_up_check():
     assert plan_vllm("orpheus-3b", "T4", max_model_len=2048, vllm_version="0.8.2").startup_free_gib is None
 
 
+def fake_cards(monkeypatch, cards, initialized=True):
+    """torch.cuda showing ``cards`` [(torch name, GiB held)] as devices 0, 1, ...; each card its catalog size."""
+    import torch
+
+    from colab_tts import hardware
+
+    sizes = {name: hardware.get_gpu(name).memory_gib * 2**30 for name, _ in cards}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(cards))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=0: cards[d][0])
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda d=0: (sizes[cards[d][0]] - cards[d][1] * 2**30, sizes[cards[d][0]]))
+
+
 def test_other_gib_now_reads_the_card_present_and_is_zero_without_one(monkeypatch):
     import torch
 
@@ -330,11 +345,49 @@ def test_other_gib_now_reads_the_card_present_and_is_zero_without_one(monkeypatc
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.other_gib_now("T4") == 0.0
-    total = get_gpu("RTX-3070").memory_gib * 2**30
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (total - 0.75 * 2**30, total))
+    fake_cards(monkeypatch, [("NVIDIA GeForce RTX 3070", 0.75)])
     assert hardware.other_gib_now("RTX-3070") == pytest.approx(0.75)
+    assert hardware.other_gib_now() == pytest.approx(0.75)
     assert hardware.other_gib_now("H100-80GB") == 0.0  # planning another card than the one present
+
+
+def test_other_gib_now_knows_a_card_by_its_name_not_its_size_and_reads_every_device(monkeypatch):
+    from colab_tts import hardware
+
+    # twins in size: an L4 and an A10G hold 22 GiB, an A100 and an H100 80GB 79 GiB, an RTX 3070 and a 4060 8 GB
+    fake_cards(monkeypatch, [("NVIDIA L4", 1.5), ("Tesla T4", 0.5), ("NVIDIA H100 80GB HBM3", 2.0),
+                             ("NVIDIA GeForce RTX 4060", 0.25)])
+    assert hardware.other_gib_now("A10G") == 0.0 and hardware.other_gib_now("A100-80GB") == 0.0
+    assert hardware.other_gib_now("RTX-3070") == 0.0
+    assert hardware.other_gib_now("L4") == pytest.approx(1.5) and hardware.other_gib_now("l4") == pytest.approx(1.5)
+    assert hardware.other_gib_now("T4") == pytest.approx(0.5)  # device 1: the card planned, not device 0
+    assert hardware.other_gib_now("H100-80GB") == pytest.approx(2.0)
+    assert hardware.other_gib_now("T4", device=0) == 0.0 and hardware.other_gib_now("T4", device=1) == pytest.approx(0.5)
+    custom = hardware.GpuSpec("NVIDIA GeForce RTX 4060", (8, 9), 7.75, 272, 15)  # what detect() builds
+    assert hardware.other_gib_now(custom) == pytest.approx(0.25)
+
+
+def test_other_gib_now_leaves_out_the_context_its_own_reading_created_when_asked(monkeypatch):
+    from colab_tts import hardware
+    from colab_tts.kv_cache import CUDA_CONTEXT_GIB
+
+    fake_cards(monkeypatch, [("Tesla T4", 1.0)], initialized=False)  # the reading creates this process's context
+    assert hardware.other_gib_now("T4") == pytest.approx(1.0)  # a notebook keeps its context while vLLM runs
+    assert hardware.other_gib_now("T4", own_context=False) == pytest.approx(1.0 - CUDA_CONTEXT_GIB)
+    fake_cards(monkeypatch, [("Tesla T4", 1.0)], initialized=True)  # a context there before: it stays held
+    assert hardware.other_gib_now("T4", own_context=False) == pytest.approx(1.0)
+
+
+def test_orpheus_on_the_card_present_is_planned_with_what_others_hold_there(monkeypatch):
+    from colab_tts.kv_cache import max_startup_gmu
+    from colab_tts.orpheus import engine_kwargs_for
+
+    fake_cards(monkeypatch, [("NVIDIA GeForce RTX 3070", 0.8)])  # a desktop and a browser on an 8 GB card
+    kwargs, plan = engine_kwargs_for("RTX-3070", 10, vllm_version="0.32.0")
+    assert plan.other_gib == pytest.approx(0.8)
+    assert kwargs["gpu_memory_utilization"] == max_startup_gmu("RTX-3070", 0.8) < 0.92  # vLLM's check passes
+    kwargs, plan = engine_kwargs_for("RTX-3070", 10, vllm_version="0.32.0", other_gib=0.0)  # told: as told
+    assert plan.other_gib == 0.0 and kwargs["gpu_memory_utilization"] == 0.92
 
 
 def test_one_rule_says_which_card_would_fit():

@@ -63,7 +63,7 @@ class OneStageAtATime:
 
 
 def _wrap(stage: str, module, name: str, offloader, steps):
-    from .worker import stage_peak
+    from .peaks import stage_peak
 
     method = getattr(module, name)
 

@@ -46,7 +46,7 @@ def needs_float16() -> bool:
 
 
 def _stage(name: str, fn):
-    from .worker import stage_peak
+    from .peaks import stage_peak
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -65,7 +65,7 @@ def import_upstream(plan: dict) -> dict:
     if s.get("quantisation_mode") == "int4" and needs_float16():
         raise ValueError("quantisation_mode='int4' uses torch's _weight_int4pack_mm, a bfloat16 kernel for "
                          "compute capability >= 8.0: on this GPU use None (float16) or 'int8'")
-    from .worker import stage_peak
+    from .peaks import stage_peak
 
     with stage_peak() as row:
         import fam.llm.decoders  # noqa: F401  builds MultiBandDiffusion.get_mbd_24khz(bw=6) at import

@@ -26,54 +26,10 @@ from pathlib import Path
 from ..errors import DiskFullError, OutOfMemoryAdvice, is_disk_full, is_out_of_memory
 from ..units import GIB
 from .outputs import KEEP, remove_partial_outputs, snapshot  # noqa: F401 - worker.snapshot etc. stay importable
+from .peaks import _PEAKS, _Stage, note_peak, stage_peak  # noqa: F401  - importable here as before
 from .protocol import write_result
 
 MODULES = {"gpt-sovits": "gpt_sovits", "indextts2": "indextts2", "metavoice": "metavoice"}
-_PEAKS: list = []  # absolute CUDA peaks noted by stage wrappers that reset torch's peak statistics
-
-
-def note_peak() -> None:
-    """Call before ``torch.cuda.reset_peak_memory_stats()`` inside a measured block: keeps the peak so far."""
-    import torch
-
-    if torch.cuda.is_available():
-        _PEAKS.append(torch.cuda.max_memory_allocated())
-
-
-def stage_peak():
-    """A context for one stage: yields a dict that gets ``seconds`` and, on CUDA, ``peak_gib`` (above the
-    level at entry) and ``total_peak_gib`` (absolute) without breaking an enclosing ``Measure``."""
-    return _Stage()
-
-
-class _Stage:
-    def __enter__(self):
-        import torch
-
-        self.cuda = torch.cuda.is_available()
-        self.row: dict = {}
-        if self.cuda:
-            torch.cuda.synchronize()
-            note_peak()
-            torch.cuda.reset_peak_memory_stats()
-            self.before = torch.cuda.memory_allocated()
-        self.t0 = time.perf_counter()
-        return self.row
-
-    def __exit__(self, *exc):
-        import torch
-
-        self.row["seconds"] = round(time.perf_counter() - self.t0, 4)
-        if self.cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-            self.row["peak_gib"] = round((peak - self.before) / GIB, 3)
-            self.row["total_peak_gib"] = round(peak / GIB, 3)  # the allocator's peak, all tensors held included
-            self.row["held_after_gib"] = round(torch.cuda.memory_allocated() / GIB, 3)
-            note_peak()
-        return False
-
-
 def resolve(value, objects: dict):
     """Replace every ``{"$ref": name}`` inside ``value`` by ``objects[name]``."""
     if isinstance(value, dict):

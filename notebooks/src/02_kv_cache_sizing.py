@@ -276,7 +276,8 @@ if RUN_VLLM:
 before = kv_sizing.memory_now()  # GPU memory free (offline: this process's memory) before the engine
 if RUN_VLLM and on_gpu:
     import vllm
-    plan = kv_cache.plan_vllm("orpheus-3b", GPU, max_model_len=chosen.max_model_len, vllm_version=vllm.__version__)
+    plan = kv_cache.plan_vllm("orpheus-3b", GPU, max_model_len=chosen.max_model_len, vllm_version=vllm.__version__,
+                              other_gib=hardware.other_gib_now(GPU))  # what a desktop or this notebook holds
     llm, engine, expected = kv_sizing.start_against_plan(plan, ORPHEUS_WEIGHTS[WEIGHTS], orpheus, on_gpu=True,
                                                          log_file=VLLM_LOG)
 elif RUN_VLLM:
@@ -393,8 +394,8 @@ save_figure(fig, "fit_8gb_budget");
 before = kv_sizing.memory_now()  # section 6's engine is gone and its memory back
 if RUN_VLLM and on_gpu:
     import vllm
-    fit_plan = kv_cache.fit_vllm("orpheus-3b", GPU, audio_seconds=AUDIO_SECONDS,
-                                 quality=QUALITY, vllm_version=vllm.__version__)
+    fit_plan = kv_cache.fit_vllm("orpheus-3b", GPU, audio_seconds=AUDIO_SECONDS, quality=QUALITY,
+                                 vllm_version=vllm.__version__, other_gib=hardware.other_gib_now(GPU))
     print(repr(fit_plan))
     if fit_plan.quantization in ("awq", "gptq", "bitsandbytes"):
         print(f"{fit_plan.quantization} needs a pre-quantized checkpoint: not started here")
