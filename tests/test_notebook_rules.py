@@ -122,3 +122,24 @@ def test_the_parameters_cell_is_a_colab_form(path):
     for node in ast.parse(cell.source).body:
         if isinstance(node, ast.Assign) and node.lineno == node.end_lineno:
             assert "# @param" in lines[node.lineno - 1], f"{path.name}: {lines[node.lineno - 1]!r}"
+
+
+@pytest.mark.parametrize("markdown, printed, unbacked", [
+    ("a T4 decodes 1.38 s of audio per second", "3\n", ["1.38"]),  # a decimal is no dotted version
+    ("the ceiling is 47.9 tokens/s", "ceiling 47.2\n", ["47.9"]),
+    ("a T4 reaches 100 tokens/s", "ceiling 51 tokens/s\n", ["100"]),  # rounding backs within 5 %, not 2x
+    ("it holds 4000 tokens", "3501 tokens\n", ["4000"]),
+    ("| card | tokens/s |\n|---|---|\n| T4 | 95 |\n| source | [x](https://a.b) |", "none\n", ["95"]),
+    ("engines reach 60-80 % of it", "60\n", ["80"]),  # both ends of a range are typed numbers
+    ("## 95 tokens/s on a T4", "none\n", ["95"]),  # a heading's text is prose; only '## 4.' numbers it
+    ("MetaVoice needs 24GB", "none\n", ["24"]),  # a memory size glued to its unit is still a figure
+])
+def test_a_typed_figure_cannot_hide_behind_a_pattern_meant_for_names(markdown, printed, unbacked):
+    assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, printed))] == unbacked
+
+
+def test_names_and_numbered_headings_still_excuse_their_numbers():
+    prose = ("## 4. A first look\n\nOrpheus 3B at 24kHz in fp16 on an A100-40GB or RTX-3060-12GB, Llama-3, "
+             "PR #77, vLLM 0.10.1, 571.8 shown as about 570 (https://a.b/c cites 95 tokens/s)")
+    assert nbrules.unbacked_numbers(_ran(prose, "571.8\n")) == []
+
