@@ -143,3 +143,15 @@ def test_names_and_numbered_headings_still_excuse_their_numbers():
              "PR #77, vLLM 0.10.1, 571.8 shown as about 570 (https://a.b/c cites 95 tokens/s)")
     assert nbrules.unbacked_numbers(_ran(prose, "571.8\n")) == []
 
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_gpu_to_simulate_has_one_parameter_name_in_every_notebook(path):
+    """`papermill -p SIMULATE_GPU RTX-3070` must reach every notebook: a notebook that names the same
+    parameter otherwise (05 had PLAN_GPU) plans for the T4 whatever the reader asked for."""
+    import ast
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    names = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+    assert "SIMULATE_GPU" in names, f"{path.name} parameters: {names}"
+    gpu_like = [n for n in names if n.endswith("_GPU") and n != "SIMULATE_GPU"]
+    assert not gpu_like, f"{path.name}: {gpu_like} plans a simulated GPU under another name than SIMULATE_GPU"

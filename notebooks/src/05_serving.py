@@ -35,8 +35,8 @@ SECONDS = 4  # @param {type:"number"}
 CONCURRENCY = 4  # @param {type:"integer"}
 # Weight/KV precision fit_vllm may use on a GPU.
 QUALITY = "lossless"  # @param ["lossless", "8bit", "4bit"]
-# Offline, the catalog GPU whose plan is shown (predicted).
-PLAN_GPU = "T4"  # @param {type:"string"}
+# SIMULATE_GPU: with no GPU, the catalog GPU whose plan is shown (predicted); the same name as notebooks 00-04.
+SIMULATE_GPU = "T4"  # @param {type:"string"}
 # 0 picks a free port.
 PORT = 0  # @param {type:"integer"}
 TEXT = "Hello there, this answer is streamed while it is spoken."  # @param {type:"string"}
@@ -56,7 +56,7 @@ from colab_tts.hardware import detect, other_gib_now
 from colab_tts.kv_fit import fit_vllm
 from colab_tts.orpheus import TOKENS_PER_SECOND
 
-gpu = detect().gpu or PLAN_GPU
+gpu = detect(simulate=SIMULATE_GPU).gpu
 fit = fit_vllm("orpheus-3b", gpu, audio_seconds=30, concurrency=CONCURRENCY, quality=QUALITY,
                other_gib=other_gib_now(gpu))
 print(f"plan for {fit.gpu.name} (predicted by fit_vllm, 30 s requests): {fit.quantization or fit.dtype} weights, "
