@@ -155,3 +155,9 @@ def test_the_gpu_to_simulate_has_one_parameter_name_in_every_notebook(path):
     assert "SIMULATE_GPU" in names, f"{path.name} parameters: {names}"
     gpu_like = [n for n in names if n.endswith("_GPU") and n != "SIMULATE_GPU"]
     assert not gpu_like, f"{path.name}: {gpu_like} plans a simulated GPU under another name than SIMULATE_GPU"
+
+
+def test_a_rounded_figure_a_heading_number_and_a_compute_capability_are_backed():
+    prose = "What it means: about 70× real time.\n\n## 13. Summary\n\nA T4 has CC 7.5; bfloat16 needs CC ≥ 8.0."
+    assert nbrules.unbacked_numbers(_ran(prose, "67.82 x real time\n")) == []
+    assert nbrules.unbacked_numbers(_ran("about 80× real time", "67.82\n")) == [(0, "80")]

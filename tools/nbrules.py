@@ -90,6 +90,7 @@ _EXCUSED = [
     re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
     re.compile(r"\(?\bcited\b[^.\n]*"),  # a figure beside its citation
     re.compile(r"\b\d+\s*(?:×|x)\b"),
+    re.compile(r"\b(?:CC|compute capability)\s*(?:[≥<>=]+\s*)?\d+\.\d\b"),  # a GPU's compute capability
 ]
 
 
@@ -101,7 +102,7 @@ _CITATION = re.compile(r"\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issu
 
 def _words(markdown: str) -> str:
     """The prose whose numbers need an output: sentences with a citation, and excused patterns, removed."""
-    markdown = " ".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))
+    markdown = "\n".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))  # keeps ^
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown
@@ -117,8 +118,9 @@ def _shown(outputs_text: str) -> set[str]:
         for digits in range(len(frac) + 1):
             found.add(f"{value:.{digits}f}")
         for unit in (10, 100, 1000):  # "about 570" for 571.8, "52,400" for 52400: never off by over 5 %
-            if abs(value) >= 10 * unit:
-                found.add(str(int(round(value / unit) * unit)))
+            rounded = round(value / unit) * unit
+            if rounded and abs(rounded - value) <= 0.05 * abs(value):
+                found.add(str(int(rounded)))
     return found
 
 

@@ -220,7 +220,7 @@ print(kv_sizing.loo_summary(loo))
 
 # %% [markdown]
 # What it means: the predictions are a physical model, not a lookup: a log the constants never saw is still
-# predicted within the printed error. Versions outside the modelled range (below 0.6.4, above 0.32) are
+# predicted within the printed error. Versions outside the modelled range (below 0.6.4, above vLLM 0.32) are
 # flagged by `plan_vllm` instead of answered.
 #
 # ## 5. Which TTS systems fit where, by the same plan
@@ -341,8 +341,8 @@ save_figure(fig, "fit_heatmap");
 #
 # Section 3 ended with vLLM's defaults failing on an 8 GB card. `fit_vllm` searches what a person may change:
 # `max_num_seqs` (the sampler's warm-up), `max_num_batched_tokens` (the forward pass), `enforce_eager` (no
-# CUDA-graph memory), `gpu_memory_utilization` up to a stated ceiling (0.95, less where 0.5 GiB of start-up
-# memory needs it), and, only when the person allows it, 8-bit or 4-bit weights and an fp8 KV cache. Each
+# CUDA-graph memory), `gpu_memory_utilization` up to a stated ceiling (`planner.SAFE_GMU_CEILING`, less
+# where 0.5 GiB of start-up memory needs it), and, only when the person allows it, 8-bit or 4-bit weights and an fp8 KV cache. Each
 # candidate is planned by `plan_vllm`; the fastest that fits with 0.25 GiB of headroom wins. Quality is your
 # choice, not the solver's, so all three levels are shown. Expect: the default plan fails; lossless fits by
 # dropping CUDA graphs and shrinking the profile run; 8-bit and 4-bit fit with vLLM's defaults and room
