@@ -40,6 +40,9 @@ def test_stream_chunks_count_as_the_reader_sees_them():
     ("x = 1\n#\n# What it means: prose.", "markdown"),
     ("x = 1\n# ## 5. A heading", "markdown"),
     ("# NBVAL_CHECK_OUTPUT\nprint(1)", "tag the cell"),
+    ("x = 1\n# **5. Which TTS systems fit where**", "markdown"),  # a bold line is a heading too
+    ("x = 1\n# 5. Which TTS systems fit where", "markdown"),
+    ("# What this means: the KV cache outgrows the card.\nx = 1", "markdown"),
 ])
 def test_markdown_or_a_visible_marker_in_a_code_cell_is_refused(source, fix):
     assert fix in nbrules.markdown_in_code(source)

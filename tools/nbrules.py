@@ -53,8 +53,9 @@ def output_problem(outputs, max_lines: int = MAX_LINES, max_chars: int = MAX_CHA
     return None
 
 
-_MD_HEADING = re.compile(r"^\s*#\s+#{1,6}\s")
-_MD_PROSE = re.compile(r"^\s*#\s+(What it means|Expect)\b")
+# A heading as a comment: "# ## 5. Title", "# **Title**" alone on its line, "# 5. Title".
+_MD_HEADING = re.compile(r"^\s*#\s+(?:#{1,6}\s|\*\*[^*]+\*\*:?\s*$|\d+\.\s+[A-Z])")
+_MD_PROSE = re.compile(r"^\s*#\s+(What (?:it|this) means|Expect)\b")
 
 
 def markdown_in_code(source: str) -> str | None:
