@@ -111,11 +111,11 @@ print(f"weights: {orpheus.num_params / 1e9:.2f} B parameters = {orpheus.weight_g
 # over 256 × 156,940 logits. Expect a prediction near 52,400 and a verdict that 131,072 does not fit.
 
 # %% tags=["nbval-check-output"]
-pr77 = kv_cache.plan_vllm("orpheus-3b", GPU, gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM)
+# the cited log ran on a T4: its case is planned on a T4 whatever card this is (section 0 plans yours)
+pr77 = kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM)
 print("predicted by plan_vllm:")
 print(pr77.explain())
-if hardware.get_gpu(GPU).name == "Tesla T4":
-    print("\n" + kv_sizing.reproduce_case("orpheus-t4-pr77"))
+print("\n" + kv_sizing.reproduce_case("orpheus-t4-pr77"))
 
 # %% [markdown]
 # With `strict=True` the planner raises the error vLLM would raise, and names the largest `max_model_len` that
@@ -123,7 +123,7 @@ if hardware.get_gpu(GPU).name == "Tesla T4":
 
 # %%
 try:
-    kv_cache.plan_vllm("orpheus-3b", GPU, gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM,
+    kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM,
                        strict=True)
 except ValueError as err:
     print("ValueError:", err)
@@ -157,14 +157,14 @@ for warning in chosen.warnings:
 
 # %% [markdown]
 # What it means: the same KV cache that could hold one 52K-token request holds many real TTS requests,
-# which vLLM batches together. The bf16 → fp16 note is the T4 again (no bfloat16 below compute capability 8.0).
+# which vLLM batches together. On a T4 a note says bf16 → fp16 (no bfloat16 below compute capability 8.0).
 # Where the memory goes (predicted, in GiB), the forward pass apart from the sampler's warm-up:
 
 # %% tags=["nbval-check-output"]
 print(Table(kv_sizing.budget_rows(chosen), digits=2, title=f"budget for {chosen.max_model_len:,} tokens (GiB)"))
 
 # %%
-fig = kv_sizing.plot_budget([pr77, chosen], labels=[f"PR #77: vLLM {PR77_VLLM}\nmax_model_len={pr77.max_model_len:,}",
+fig = kv_sizing.plot_budget([pr77, chosen], labels=[f"PR #77 (T4): vLLM {PR77_VLLM}\nmax_model_len={pr77.max_model_len:,}",
                                                    f"chosen: vLLM {chosen.vllm_version}\nmax_model_len={chosen.max_model_len:,}"],
                             device=f"planned for {GPU.name}" + ("" if report.simulated else ", this GPU"))
 save_figure(fig, "kv_budget");
