@@ -33,7 +33,9 @@ def test_cheapest_fit_table_marks_only_orpheus_on_8gb_cards_as_needing_changes()
 
 def test_realtime_on_a_t4_only_with_4bit_weights_by_the_roofline():
     rows = {r["quality"]: r for r in make_it_fit.realtime_rows("orpheus-3b", "T4")}
-    assert [rows[q]["real time"] for q in ("lossless", "8bit", "4bit")] == ["no", "no", "yes"]
+    # the 4-bit ceiling is above real time (RTF < 1), but not what cited engines reach of it: the verdict is no
+    assert [rows[q]["real time"] for q in ("lossless", "8bit", "4bit")] == ["no", "no", "no"]
+    assert rows["4bit"]["RTF"] < 1
     share = make_it_fit.cited_share()
     assert 0.4 < share < 1  # a real engine reaches part of the ceiling, never more
     # quantized weights: the cited quantized shares (gpt-fast 8/4-bit), not the 16-bit A10G share
