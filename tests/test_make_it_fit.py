@@ -47,6 +47,10 @@ def test_batching_grows_the_aggregate_and_counts_real_time_streams():
     rows = make_it_fit.batching_rows("orpheus-3b", "T4", quality="4bit", concurrency=(1, 8, 16))
     agg = [r["aggregate tokens/s"] for r in rows]
     assert agg[0] < agg[1] < agg[2]
-    assert [r["real-time streams"] for r in rows] == [1, 8, 0]  # 16 streams drop below 82 tokens/s each
+    # the 4-bit ceiling per stream is above 82 tokens/s at 1 and 8 streams, what cited engines reach of it is not
+    assert [r["per stream"] > 82.03 for r in rows] == [True, True, False]
+    assert [r["real-time streams"] for r in rows] == [0, 0, 0]
+    a100 = make_it_fit.batching_rows("orpheus-3b", "A100-40GB", quality="4bit", concurrency=(1, 16))
+    assert [r["real-time streams"] for r in a100] == [1, 16]
     lossless = make_it_fit.batching_rows("orpheus-3b", "T4", concurrency=(32,))
     assert lossless[0]["fits"] == "no"  # 32 x 30 s of 16-bit KV is more than a T4 holds

@@ -146,7 +146,8 @@ def batching_rows(model="orpheus-3b", gpu="T4", audio_seconds=30, quality="lossl
         rate = plan.audio_tokens_per_second
         rows.append({"requests": n, "fits": "yes", "aggregate tokens/s": round(plan.aggregate_tokens_per_second),
                      "per stream": round(per_stream, 1),
-                     "real-time streams": n if rate and per_stream >= rate else 0})
+                     "real-time streams": n if rate and orpheus_speed.real_time_verdict(
+                         per_stream, _BITS[plan.quantization]) == "yes" else 0})
     return rows
 
 
