@@ -136,6 +136,7 @@ def test_the_parameters_cell_is_a_colab_form(path):
     ("engines reach 60-80 % of it", "60\n", ["80"]),  # both ends of a range are typed numbers
     ("## 95 tokens/s on a T4", "none\n", ["95"]),  # a heading's text is prose; only '## 4.' numbers it
     ("MetaVoice needs 24GB", "none\n", ["24"]),  # a memory size glued to its unit is still a figure
+    ("This figure is not cited anywhere: 777 tokens/s.", "none\n", ["777"]),
 ])
 def test_a_typed_figure_cannot_hide_behind_a_pattern_meant_for_names(markdown, printed, unbacked):
     assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, printed))] == unbacked

@@ -89,7 +89,7 @@ _EXCUSED = [
     re.compile(r"\b\w*\d+(?![KMGT]i?B\b)[A-Za-z]\w*\b"),
     re.compile(r"^\s*#+\s*\d+\s*[.·]", re.M),  # heading numbers ("## 4. ...", "# 02 · ...")
     re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
-    re.compile(r"\(?\bcited\b[^.\n]*"),  # a figure beside its citation
+    re.compile(r"\(?(?<!not )\bcited\b[^.\n]*"),  # a figure beside its citation ("not cited" is none)
     re.compile(r"\b\d+\s*(?:×|x)\b"),
     re.compile(r"\b(?:CC|compute capability)\s*(?:[≥<>=]+\s*)?\d+\.\d\b"),  # a GPU's compute capability
 ]
@@ -97,7 +97,7 @@ _EXCUSED = [
 
 # Sentences, list items, paragraphs, and each row of a table: a citation excuses only its own piece.
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*`\"'])|\n\s*(?:[-*]|\d+\.)\s|\n\s*\n|\n(?=\s*\|)")
-_CITATION = re.compile(r"\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
+_CITATION = re.compile(r"(?<!not )\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
                        re.I)
 
 
