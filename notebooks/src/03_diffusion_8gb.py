@@ -4,7 +4,7 @@
 # IndexTTS-2 with its defaults peaks at 8.15 GB on an RTX 4090 (*cited*: index-tts PR #755, 2026-08-12), so
 # on an 8 GB card it runs out of memory or sits exactly at the limit. A widely copied recipe says: cut the
 # diffusion steps (its table: peak memory 7.9 GB at 100 steps, 4.9 GB at 20), use fp16, turn on gradient
-# checkpointing ("saves 1.2 GB"), offload idle modules to the CPU, and synthesize long text in chunks. The
+# checkpointing (said to save memory), offload idle modules to the CPU, and synthesize long text in chunks. The
 # same write-ups name Sambert-HiFiGAN beside IndexTTS-2; section 0 checks that premise against its sources.
 # This notebook measures each claim on a stand-in for IndexTTS-2's s2mel stage — a DiT velocity estimator
 # built from IndexTTS-2's configuration (cited: <https://huggingface.co/IndexTeam/IndexTTS-2/blob/main/config.yaml>: hidden 512, 8 heads, depth 13, 80 mel bins), an Euler
