@@ -33,7 +33,9 @@ def test_cheapest_fit_table_marks_only_orpheus_on_8gb_cards_as_needing_changes()
 
 def test_realtime_on_a_t4_only_with_4bit_weights_by_the_roofline():
     rows = {r["quality"]: r for r in make_it_fit.realtime_rows("orpheus-3b", "T4")}
-    assert [rows[q]["real time"] for q in ("lossless", "8bit", "4bit")] == ["no", "no", "yes"]
+    # the 4-bit ceiling is above real time (RTF < 1), but not what cited engines reach of it: the verdict is no
+    assert [rows[q]["real time"] for q in ("lossless", "8bit", "4bit")] == ["no", "no", "no"]
+    assert rows["4bit"]["RTF"] < 1
     share = make_it_fit.cited_share()
     assert 0.4 < share < 1  # a real engine reaches part of the ceiling, never more
     # quantized weights: the cited quantized shares (gpt-fast 8/4-bit), not the 16-bit A10G share
@@ -45,6 +47,10 @@ def test_batching_grows_the_aggregate_and_counts_real_time_streams():
     rows = make_it_fit.batching_rows("orpheus-3b", "T4", quality="4bit", concurrency=(1, 8, 16))
     agg = [r["aggregate tokens/s"] for r in rows]
     assert agg[0] < agg[1] < agg[2]
-    assert [r["real-time streams"] for r in rows] == [1, 8, 0]  # 16 streams drop below 82 tokens/s each
+    # the 4-bit ceiling per stream is above 82 tokens/s at 1 and 8 streams, what cited engines reach of it is not
+    assert [r["per stream"] > 82.03 for r in rows] == [True, True, False]
+    assert [r["real-time streams"] for r in rows] == [0, 0, 0]
+    a100 = make_it_fit.batching_rows("orpheus-3b", "A100-40GB", quality="4bit", concurrency=(1, 16))
+    assert [r["real-time streams"] for r in a100] == [1, 16]
     lossless = make_it_fit.batching_rows("orpheus-3b", "T4", concurrency=(32,))
     assert lossless[0]["fits"] == "no"  # 32 x 30 s of 16-bit KV is more than a T4 holds

@@ -21,6 +21,7 @@ def test_orpheus_batch1_ceiling_per_weight_format_is_one_value_in_01_and_02(gpu)
         assert in02[quality]["tokens/s"] == pytest.approx(in01[f"{bits}-bit"]["ceiling tokens/s"], abs=0.05)
         assert in02[quality]["engines reach tokens/s"] == in01[f"{bits}-bit"]["engines reach tokens/s"]
         assert in02[quality]["cited share"] == in01[f"{bits}-bit"]["cited share"]
+        assert in02[quality]["real time"] == in01[f"{bits}-bit"]["real time?"]  # one verdict, not two rules
 
 
 def test_orpheus_16bit_ceiling_in_01s_weights_line_is_02s():

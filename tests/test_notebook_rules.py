@@ -40,6 +40,9 @@ def test_stream_chunks_count_as_the_reader_sees_them():
     ("x = 1\n#\n# What it means: prose.", "markdown"),
     ("x = 1\n# ## 5. A heading", "markdown"),
     ("# NBVAL_CHECK_OUTPUT\nprint(1)", "tag the cell"),
+    ("x = 1\n# **5. Which TTS systems fit where**", "markdown"),  # a bold line is a heading too
+    ("x = 1\n# 5. Which TTS systems fit where", "markdown"),
+    ("# What this means: the KV cache outgrows the card.\nx = 1", "markdown"),
 ])
 def test_markdown_or_a_visible_marker_in_a_code_cell_is_refused(source, fix):
     assert fix in nbrules.markdown_in_code(source)
@@ -122,3 +125,43 @@ def test_the_parameters_cell_is_a_colab_form(path):
     for node in ast.parse(cell.source).body:
         if isinstance(node, ast.Assign) and node.lineno == node.end_lineno:
             assert "# @param" in lines[node.lineno - 1], f"{path.name}: {lines[node.lineno - 1]!r}"
+
+
+@pytest.mark.parametrize("markdown, printed, unbacked", [
+    ("a T4 decodes 1.38 s of audio per second", "3\n", ["1.38"]),  # a decimal is no dotted version
+    ("the ceiling is 47.9 tokens/s", "ceiling 47.2\n", ["47.9"]),
+    ("a T4 reaches 100 tokens/s", "ceiling 51 tokens/s\n", ["100"]),  # rounding backs within 5 %, not 2x
+    ("it holds 4000 tokens", "3501 tokens\n", ["4000"]),
+    ("| card | tokens/s |\n|---|---|\n| T4 | 95 |\n| source | [x](https://a.b) |", "none\n", ["95"]),
+    ("engines reach 60-80 % of it", "60\n", ["80"]),  # both ends of a range are typed numbers
+    ("## 95 tokens/s on a T4", "none\n", ["95"]),  # a heading's text is prose; only '## 4.' numbers it
+    ("MetaVoice needs 24GB", "none\n", ["24"]),  # a memory size glued to its unit is still a figure
+    ("This figure is not cited anywhere: 777 tokens/s.", "none\n", ["777"]),
+])
+def test_a_typed_figure_cannot_hide_behind_a_pattern_meant_for_names(markdown, printed, unbacked):
+    assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, printed))] == unbacked
+
+
+def test_names_and_numbered_headings_still_excuse_their_numbers():
+    prose = ("## 4. A first look\n\nOrpheus 3B at 24kHz in fp16 on an A100-40GB or RTX-3060-12GB, Llama-3, "
+             "PR #77, vLLM 0.10.1, 571.8 shown as about 570 (https://a.b/c cites 95 tokens/s)")
+    assert nbrules.unbacked_numbers(_ran(prose, "571.8\n")) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_gpu_to_simulate_has_one_parameter_name_in_every_notebook(path):
+    """`papermill -p SIMULATE_GPU RTX-3070` must reach every notebook: a notebook that names the same
+    parameter otherwise (05 had PLAN_GPU) plans for the T4 whatever the reader asked for."""
+    import ast
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    names = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+    assert "SIMULATE_GPU" in names, f"{path.name} parameters: {names}"
+    gpu_like = [n for n in names if n.endswith("_GPU") and n != "SIMULATE_GPU"]
+    assert not gpu_like, f"{path.name}: {gpu_like} plans a simulated GPU under another name than SIMULATE_GPU"
+
+
+def test_a_rounded_figure_a_heading_number_and_a_compute_capability_are_backed():
+    prose = "What it means: about 70× real time.\n\n## 13. Summary\n\nA T4 has CC 7.5; bfloat16 needs CC ≥ 8.0."
+    assert nbrules.unbacked_numbers(_ran(prose, "67.82 x real time\n")) == []
+    assert nbrules.unbacked_numbers(_ran("about 80× real time", "67.82\n")) == [(0, "80")]

@@ -73,3 +73,19 @@ def test_on_a_gpu_the_server_runs_fit_vllms_plan_with_max_num_seqs_from_concurre
     kwargs = ServePlan(fit.gpu, 3, 30, "lossless", fit).engine_kwargs()
     assert kwargs["max_num_seqs"] == 3 and kwargs["dtype"] == "float16"  # a T4 has no bfloat16
     assert kwargs["max_model_len"] == fit.max_model_len
+
+
+def test_on_a_gpu_the_server_plans_with_the_memory_others_hold_as_notebook_05_does(monkeypatch):
+    """Notebook 05 shows fit_vllm(..., other_gib=other_gib_now(gpu)); the server must run that same plan, or a
+    desktop holding 2 GiB sees one plan printed and starts another (vLLM's start-up check then refuses it)."""
+    from colab_tts import hardware
+    from colab_tts.kv_fit import fit_vllm
+    from colab_tts.serve.server import plan_server
+
+    t4 = hardware.get_gpu("T4")
+    monkeypatch.setattr(hardware, "detect", lambda *a, **k: hardware.DeviceReport(
+        True, t4.name, t4.compute_capability, t4.memory_gib, 10.0, False, None, None, False, gpu=t4))
+    monkeypatch.setattr(hardware, "other_gib_now", lambda gpu=None, device=0: 2.0)
+    held = fit_vllm("orpheus-3b", t4, audio_seconds=30, concurrency=4, other_gib=2.0)
+    assert held.engine_kwargs() != fit_vllm("orpheus-3b", t4, audio_seconds=30, concurrency=4).engine_kwargs()
+    assert plan_server(seconds=30, concurrency=4).fit.engine_kwargs() == held.engine_kwargs()

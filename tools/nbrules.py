@@ -53,8 +53,9 @@ def output_problem(outputs, max_lines: int = MAX_LINES, max_chars: int = MAX_CHA
     return None
 
 
-_MD_HEADING = re.compile(r"^\s*#\s+#{1,6}\s")
-_MD_PROSE = re.compile(r"^\s*#\s+(What it means|Expect)\b")
+# A heading as a comment: "# ## 5. Title", "# **Title**" alone on its line, "# 5. Title".
+_MD_HEADING = re.compile(r"^\s*#\s+(?:#{1,6}\s|\*\*[^*]+\*\*:?\s*$|\d+\.\s+[A-Z])")
+_MD_PROSE = re.compile(r"^\s*#\s+(What (?:it|this) means|Expect)\b")
 
 
 def markdown_in_code(source: str) -> str | None:
@@ -73,32 +74,36 @@ def markdown_in_code(source: str) -> str | None:
 
 # Numbers a reader may type without an output to back them: years, versions, section/cell numbers,
 # GPU and model names, ids, and anything inside code spans or links.
-_NUMBER = re.compile(r"(?<![\w.@#/-])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w/])")
+# A hyphen after a letter joins a name (Llama-3); after a digit it is a range (60-80), both ends typed numbers.
+_NUMBER = re.compile(r"(?<![\w.@#/])(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?=[KMGT]i?B\b|[^\w/]|$)")
 _EXCUSED = [
     re.compile(r"`[^`]*`"),  # code: names, arguments, versions
     re.compile(r"\[[^\]]*\]\([^)]*\)|<https?://[^>]*>|https?://\S+"),  # links
     re.compile(r"\b(?:19|20)\d\d(?:-\d\d(?:-\d\d)?)?\b"),  # years and dates
     re.compile(r"\b(?:v|vLLM |vllm |release |version |Python |torch |CUDA |Colab |Llama[- ]?)\d+(?:\.\d+)*\w*", re.I),
-    re.compile(r"\d+(?:\.\d+)+(?:\.post\d+)?"),  # dotted versions such as 0.25.1
-    re.compile(r"(?:#|PR |issue |section |sections |cell |notebook |notebooks |step |stage |lines? |Q)\s?\d+(?:\s*(?:and|,|–|-|to)\s*\d+)*",
+    re.compile(r"\d+(?:\.\d+){2,}(?:\.post\d+)?"),  # dotted versions such as 0.25.1 (one dot is a decimal)
+    re.compile(r"(?:(?<!#)#(?=\d)|PR |issue |section |sections |cell |notebook |notebooks |step |stage |lines? |Q)\s?\d+(?:\s*(?:and|,|–|-|to)\s*\d+)*",
                re.I),
-    re.compile(r"\b(?:T4|L4|A10G|A100|H100|H200|V100|P100|RTX[- ]?\d+\w*|\d{4} ?Ti|GTX[- ]?\d+|A\d{2,4}\w*)\b"),
-    re.compile(r"\b\w*\d+[A-Za-z]\w*\b"),  # model names and units glued to letters: 3B, 24kHz, fp16, 8GB...
-    re.compile(r"^\s*#+\s*\d+[.·]?", re.M),  # heading numbers
+    re.compile(r"\b(?:T4|L4|A10G|A100|H100|H200|V100|P100|RTX[- ]?\d+\w*|\d{4} ?Ti|GTX[- ]?\d+|A\d{2,4}\w*)(?:-\d+GB)?\b"),
+    # model names and units glued to letters (3B, 24kHz, fp16), but not a memory size (24GB: a typed figure)
+    re.compile(r"\b\w*\d+(?![KMGT]i?B\b)[A-Za-z]\w*\b"),
+    re.compile(r"^\s*#+\s*\d+\s*[.·]", re.M),  # heading numbers ("## 4. ...", "# 02 · ...")
     re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
-    re.compile(r"\(?\bcited\b[^.\n]*"),  # a figure beside its citation
+    re.compile(r"\(?(?<!not )\bcited\b[^.\n]*"),  # a figure beside its citation ("not cited" is none)
     re.compile(r"\b\d+\s*(?:×|x)\b"),
+    re.compile(r"\b(?:CC|compute capability)\s*(?:[≥<>=]+\s*)?\d+\.\d\b"),  # a GPU's compute capability
 ]
 
 
-_SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*`\"'])|\n\s*(?:[-*]|\d+\.)\s|\n\s*\n")
-_CITATION = re.compile(r"\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
+# Sentences, list items, paragraphs, and each row of a table: a citation excuses only its own piece.
+_SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*`\"'])|\n\s*(?:[-*]|\d+\.)\s|\n\s*\n|\n(?=\s*\|)")
+_CITATION = re.compile(r"(?<!not )\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
                        re.I)
 
 
 def _words(markdown: str) -> str:
     """The prose whose numbers need an output: sentences with a citation, and excused patterns, removed."""
-    markdown = " ".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))
+    markdown = "\n".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))  # keeps ^
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown
@@ -113,8 +118,10 @@ def _shown(outputs_text: str) -> set[str]:
         value = float(f"{whole}.{frac}" if frac else whole)
         for digits in range(len(frac) + 1):
             found.add(f"{value:.{digits}f}")
-        for unit in (10, 100, 1000):  # "about 570" for 571.8, "52,400" for 52400
-            found.add(str(int(round(value / unit) * unit)))
+        for unit in (10, 100, 1000):  # "about 570" for 571.8, "52,400" for 52400: never off by over 5 %
+            rounded = round(value / unit) * unit
+            if rounded and abs(rounded - value) <= 0.05 * abs(value):
+                found.add(str(int(rounded)))
     return found
 
 

@@ -124,7 +124,8 @@ def realtime_rows(model="orpheus-3b", gpu="T4", audio_seconds=30) -> list[dict]:
         lo, hi = orpheus_speed.efficiency_band(_BITS[plan.quantization])
         rows.append({"quality": quality, "weights": plan.quantization or plan.dtype,
                      "tokens/s": round(plan.tokens_per_second, 1), "needed": round(plan.audio_tokens_per_second, 2),
-                     "RTF": plan.real_time_factor, "real time": "yes" if plan.real_time_factor < 1 else "no",
+                     "RTF": plan.real_time_factor,
+                     "real time": orpheus_speed.real_time_verdict(plan.tokens_per_second, _BITS[plan.quantization]),
                      "cited share": f"{lo:.0%}-{hi:.0%}",
                      "engines reach tokens/s": f"{plan.tokens_per_second * lo:.0f}-{plan.tokens_per_second * hi:.0f}"})
     return rows
@@ -145,7 +146,8 @@ def batching_rows(model="orpheus-3b", gpu="T4", audio_seconds=30, quality="lossl
         rate = plan.audio_tokens_per_second
         rows.append({"requests": n, "fits": "yes", "aggregate tokens/s": round(plan.aggregate_tokens_per_second),
                      "per stream": round(per_stream, 1),
-                     "real-time streams": n if rate and per_stream >= rate else 0})
+                     "real-time streams": n if rate and orpheus_speed.real_time_verdict(
+                         per_stream, _BITS[plan.quantization]) == "yes" else 0})
     return rows
 
 

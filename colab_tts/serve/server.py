@@ -53,7 +53,7 @@ class ServePlan:
 def plan_server(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str = "lossless",
                 offline: bool | None = None) -> ServePlan:
     """The plan for the detected GPU (or ``gpu``, a catalog name); offline when there is none or when asked."""
-    from ..hardware import detect, get_gpu
+    from ..hardware import detect, get_gpu, other_gib_now
 
     positive(seconds, "seconds")
     positive(concurrency, "concurrency", integer=True)
@@ -67,7 +67,8 @@ def plan_server(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality:
         return ServePlan(None, concurrency, seconds, quality)
     from ..kv_fit import fit_vllm
 
-    fit = fit_vllm("orpheus-3b", spec, audio_seconds=seconds, concurrency=concurrency, quality=quality)
+    fit = fit_vllm("orpheus-3b", spec, audio_seconds=seconds, concurrency=concurrency, quality=quality,
+                   other_gib=other_gib_now(spec))  # what a desktop or this kernel already holds, as notebook 05
     return ServePlan(spec, concurrency, seconds, quality, fit)
 
 

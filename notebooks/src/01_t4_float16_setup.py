@@ -247,8 +247,8 @@ save_figure(fig, "orpheus_speed_ceiling");
 #
 # The same `synthesize` call behind a panel: type a text, pick a voice, move the sampling sliders, press
 # **Synthesize**. The panel shows a progress bar while it runs, then the player and the timing (tokens/s and
-# real-time factor, measured on this device); a bad input (an empty text, a repetition penalty below 1.1)
-# shows as one line in the panel. The gauge says what it counts: on a GPU, all memory in use on the device
+# real-time factor, measured on this device); a bad input (an empty text, a repetition penalty below 1.1, the
+# minimum in canopyai/Orpheus-TTS README.md @835ac7c) shows as one line in the panel. The gauge says what it counts: on a GPU, all memory in use on the device
 # (vLLM reserves its whole KV cache at start); with no GPU, the plan's total, given and not read.
 
 # %%

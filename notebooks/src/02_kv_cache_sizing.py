@@ -111,11 +111,11 @@ print(f"weights: {orpheus.num_params / 1e9:.2f} B parameters = {orpheus.weight_g
 # over 256 × 156,940 logits. Expect a prediction near 52,400 and a verdict that 131,072 does not fit.
 
 # %% tags=["nbval-check-output"]
-pr77 = kv_cache.plan_vllm("orpheus-3b", GPU, gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM)
+# the cited log ran on a T4: its case is planned on a T4 whatever card this is (section 0 plans yours)
+pr77 = kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM)
 print("predicted by plan_vllm:")
 print(pr77.explain())
-if hardware.get_gpu(GPU).name == "Tesla T4":
-    print("\n" + kv_sizing.reproduce_case("orpheus-t4-pr77"))
+print("\n" + kv_sizing.reproduce_case("orpheus-t4-pr77"))
 
 # %% [markdown]
 # With `strict=True` the planner raises the error vLLM would raise, and names the largest `max_model_len` that
@@ -123,7 +123,7 @@ if hardware.get_gpu(GPU).name == "Tesla T4":
 
 # %%
 try:
-    kv_cache.plan_vllm("orpheus-3b", GPU, gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM,
+    kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0.9, dtype="float16", vllm_version=PR77_VLLM,
                        strict=True)
 except ValueError as err:
     print("ValueError:", err)
@@ -157,14 +157,14 @@ for warning in chosen.warnings:
 
 # %% [markdown]
 # What it means: the same KV cache that could hold one 52K-token request holds many real TTS requests,
-# which vLLM batches together. The bf16 → fp16 note is the T4 again (no bfloat16 below compute capability 8.0).
+# which vLLM batches together. On a T4 a note says bf16 → fp16 (no bfloat16 below compute capability 8.0).
 # Where the memory goes (predicted, in GiB), the forward pass apart from the sampler's warm-up:
 
 # %% tags=["nbval-check-output"]
 print(Table(kv_sizing.budget_rows(chosen), digits=2, title=f"budget for {chosen.max_model_len:,} tokens (GiB)"))
 
 # %%
-fig = kv_sizing.plot_budget([pr77, chosen], labels=[f"PR #77: vLLM {PR77_VLLM}\nmax_model_len={pr77.max_model_len:,}",
+fig = kv_sizing.plot_budget([pr77, chosen], labels=[f"PR #77 (T4): vLLM {PR77_VLLM}\nmax_model_len={pr77.max_model_len:,}",
                                                    f"chosen: vLLM {chosen.vllm_version}\nmax_model_len={chosen.max_model_len:,}"],
                             device=f"planned for {GPU.name}" + ("" if report.simulated else ", this GPU"))
 save_figure(fig, "kv_budget");
@@ -220,7 +220,7 @@ print(kv_sizing.loo_summary(loo))
 
 # %% [markdown]
 # What it means: the predictions are a physical model, not a lookup: a log the constants never saw is still
-# predicted within the printed error. Versions outside the modelled range (below 0.6.4, above 0.32) are
+# predicted within the printed error. Versions outside the modelled range (below 0.6.4, above vLLM 0.32) are
 # flagged by `plan_vllm` instead of answered.
 #
 # ## 5. Which TTS systems fit where, by the same plan
@@ -342,8 +342,8 @@ save_figure(fig, "fit_heatmap");
 #
 # Section 3 ended with vLLM's defaults failing on an 8 GB card. `fit_vllm` searches what a person may change:
 # `max_num_seqs` (the sampler's warm-up), `max_num_batched_tokens` (the forward pass), `enforce_eager` (no
-# CUDA-graph memory), `gpu_memory_utilization` up to a stated ceiling (0.95, less where 0.5 GiB of start-up
-# memory needs it), and, only when the person allows it, 8-bit or 4-bit weights and an fp8 KV cache. Each
+# CUDA-graph memory), `gpu_memory_utilization` up to a stated ceiling (`planner.SAFE_GMU_CEILING`, less
+# where 0.5 GiB of start-up memory needs it), and, only when the person allows it, 8-bit or 4-bit weights and an fp8 KV cache. Each
 # candidate is planned by `plan_vllm`; the fastest that fits with 0.25 GiB of headroom wins. Quality is your
 # choice, not the solver's, so all three levels are shown. Expect: the default plan fails; lossless fits by
 # dropping CUDA graphs and shrinking the profile run; 8-bit and 4-bit fit with vLLM's defaults and room

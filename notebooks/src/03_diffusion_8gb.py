@@ -4,7 +4,7 @@
 # IndexTTS-2 with its defaults peaks at 8.15 GB on an RTX 4090 (*cited*: index-tts PR #755, 2026-08-12), so
 # on an 8 GB card it runs out of memory or sits exactly at the limit. A widely copied recipe says: cut the
 # diffusion steps (its table: peak memory 7.9 GB at 100 steps, 4.9 GB at 20), use fp16, turn on gradient
-# checkpointing ("saves 1.2 GB"), offload idle modules to the CPU, and synthesize long text in chunks. The
+# checkpointing (said to save memory), offload idle modules to the CPU, and synthesize long text in chunks. The
 # same write-ups name Sambert-HiFiGAN beside IndexTTS-2; section 0 checks that premise against its sources.
 # This notebook measures each claim on a stand-in for IndexTTS-2's s2mel stage — a DiT velocity estimator
 # built from IndexTTS-2's configuration (cited: <https://huggingface.co/IndexTeam/IndexTTS-2/blob/main/config.yaml>: hidden 512, 8 heads, depth 13, 80 mel bins), an Euler
@@ -259,7 +259,7 @@ for verdict in lesson.claim_chunks(chunks):
 # linearly with width, never checked at the real width), plus the GPT's KV cache for that segment (*predicted*
 # by count from its config). When that does not fit, stages run one at a time: the
 # peak is then the largest stage plus what the cited total holds beyond the weights, and the PCIe copies are
-# *predicted* from the bus's peak rate. It plans for 90% of the card (the rest: CUDA context and
+# *predicted* from the bus's peak rate. It plans for `headroom=0.9` of the card (the rest: CUDA context and
 # fragmentation). Expect `use_fp16` and no offload on an 8 GB card, and offloading — with its cost in seconds —
 # on a 6 GB one. On a GPU runtime the detected GPU comes first, with every reason; the other cards get their
 # summary line.
@@ -294,7 +294,7 @@ for i, gpu in enumerate(dict.fromkeys(cards)):  # the detected GPU first, each c
 #
 # What the runner changes around upstream's calls:
 # - **an 8 GB card on a bigger GPU**: the worker caps its CUDA allocator with
-#   `torch.cuda.set_per_process_memory_fraction` before anything loads, so a T4 (14.74 GiB) or any bigger
+#   `torch.cuda.set_per_process_memory_fraction` before anything loads, so a T4 or any bigger
 #   GPU refuses to hand out more than an 8 GB card could — what runs under the cap fits that card;
 # - **peak per stage**: it wraps the methods `infer` calls on each stage (GPT, w2v-BERT, semantic codec,
 #   CAMPPlus, the s2mel CFM, BigVGAN) and measures each with `track_peak`'s CUDA statistics;
@@ -348,10 +348,10 @@ else:
 
 # %% [markdown]
 # What it means: the run table gives each setting's real price, and the stage table shows where it goes.
-# `recipe_from_runs` now picks, among the measured runs whose allocator peak fits 90% of the 8 GB card
+# `recipe_from_runs` now picks, among the measured runs whose allocator peak fits `headroom=0.9` of the 8 GB card
 # (`GPU_8GB`), the one closest to upstream — 25 steps first, then the emotion model kept, then the longest
 # segments — and the fastest of those; the rest of the card is for the CUDA context. Then the runner runs
-# that recipe once more with the allocator **capped at that 90%** (`memory_cap_gib`), on the real text: if it fits, you hear the real speech below; if
+# that recipe once more with the allocator **capped at that share** (`memory_cap_gib`), on the real text: if it fits, you hear the real speech below; if
 # not, the runner's one-line error says so. Expect `use_fp16` to be enough with the emotion model kept
 # (*cited*: 6.54 GB on an RTX 4090 for one short utterance, index-tts PR #755, 2026-08-12), unless the long
 # text's activations push it over; then the emotion model goes, and offload comes only after that.

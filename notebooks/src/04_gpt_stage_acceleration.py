@@ -280,7 +280,7 @@ Table(sampling_rows)
 #
 # ## 9. Early stopping: EOS, caps, and finished rows leaving the batch
 #
-# A row stops at EOS (blocked for the first 11 steps upstream, 0.44 s of audio) or at its cap
+# A row stops at EOS (blocked for the first 11 steps upstream) or at its cap
 # (`max_new_tokens`, upstream 1,500). In a batch, a finished row would otherwise keep costing work until the
 # longest row ends; `generate` drops it from the batch (cache rows included), as upstream's batched decode
 # does. Counting the row-steps for our 8 segments decoded as one batch, each to its own length:

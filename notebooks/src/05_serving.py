@@ -35,8 +35,8 @@ SECONDS = 4  # @param {type:"number"}
 CONCURRENCY = 4  # @param {type:"integer"}
 # Weight/KV precision fit_vllm may use on a GPU.
 QUALITY = "lossless"  # @param ["lossless", "8bit", "4bit"]
-# Offline, the catalog GPU whose plan is shown (predicted).
-PLAN_GPU = "T4"  # @param {type:"string"}
+# SIMULATE_GPU: with no GPU, the catalog GPU whose plan is shown (predicted); the same name as notebooks 00-04.
+SIMULATE_GPU = "T4"  # @param {type:"string"}
 # 0 picks a free port.
 PORT = 0  # @param {type:"integer"}
 TEXT = "Hello there, this answer is streamed while it is spoken."  # @param {type:"string"}
@@ -56,17 +56,17 @@ from colab_tts.hardware import detect, other_gib_now
 from colab_tts.kv_fit import fit_vllm
 from colab_tts.orpheus import TOKENS_PER_SECOND
 
-gpu = detect().gpu or PLAN_GPU
-fit = fit_vllm("orpheus-3b", gpu, audio_seconds=30, concurrency=CONCURRENCY, quality=QUALITY,
+gpu = detect(simulate=SIMULATE_GPU).gpu
+fit = fit_vllm("orpheus-3b", gpu, audio_seconds=SECONDS, concurrency=CONCURRENCY, quality=QUALITY,
                other_gib=other_gib_now(gpu))
-print(f"plan for {fit.gpu.name} (predicted by fit_vllm, 30 s requests): {fit.quantization or fit.dtype} weights, "
+print(f"plan for {fit.gpu.name} (predicted by fit_vllm, {SECONDS:g} s requests): {fit.quantization or fit.dtype} weights, "
       f"max_model_len={fit.max_model_len:,}; the server runs max_num_seqs={CONCURRENCY}")
 per_stream = fit.stream_tokens_per_second
-print(f"each of {CONCURRENCY} streams: {per_stream:.0f} tokens/s = {per_stream / TOKENS_PER_SECOND:.2f}x real time "
-      "(predicted, bandwidth roofline: a ceiling)")
+print(f"each of {CONCURRENCY} streams: {per_stream:.0f} tokens/s = {per_stream / TOKENS_PER_SECOND:.2f}x the "
+      f"{TOKENS_PER_SECOND:.2f} real time needs (predicted, bandwidth roofline: a ceiling)")
 
 # %% [markdown]
-# Above 1.0× a stream keeps ahead of playback; below it, playback stalls unless fewer streams share the GPU
+# Above real time (1×) a stream keeps ahead of playback; below it, playback stalls unless fewer streams share the GPU
 # (lower `CONCURRENCY`) or the weights shrink (`QUALITY = "8bit"`).
 #
 # ## 2. Start the server in the background
