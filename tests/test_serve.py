@@ -248,17 +248,25 @@ def _rss_mib() -> float:
 
 
 def test_stopping_the_server_ends_every_open_stream_cleanly(server, seeds):
-    results, errors = [], []
+    import gc
+    import weakref
 
-    def listen(seed):
+    results, errors, last_events = [], [], []
+
+    def listen(seed, fmt):
         try:
             with httpx.Client(base_url=server.url, timeout=60) as client:
-                with client.stream("POST", "/v1/audio/speech", json=body(server, seed=seed)) as r:
-                    results.append(sum(len(p) for p in r.iter_bytes()))
+                with client.stream("POST", "/v1/audio/speech", json=body(server, seed=seed, stream_format=fmt)) as r:
+                    data = b"".join(r.iter_bytes())
+                    results.append(len(data))
+                    if fmt == "sse":
+                        last_events.append(sse_events(data.decode())[-1])
         except Exception as err:  # a reset connection or an incomplete chunked body lands here
             errors.append(err)
 
-    threads = [threading.Thread(target=listen, args=(seeds["long"] + i,)) for i in range(3)]
+    vllm_engine = weakref.ref(server.tts.backend.engine)
+    threads = [threading.Thread(target=listen, args=(seeds["long"] + i, fmt))
+               for i, fmt in enumerate(("audio", "audio", "sse"))]
     for t in threads:
         t.start()
     assert wait_for(lambda: server.engine.stats()["admitted"] == 3 and server.engine.steps > 0)
@@ -269,5 +277,9 @@ def test_stopping_the_server_ends_every_open_stream_cleanly(server, seeds):
     assert time.monotonic() - t0 < 20
     assert not errors and len(results) == 3
     assert server.engine.state == "stopped" and server.tts.closed
+    # cut short is not done: the SSE client is told, instead of speech.audio.done with its usage
+    assert last_events[0]["type"] == "error" and last_events[0]["error"]["code"] == "server_shutting_down"
+    gc.collect()
+    assert vllm_engine() is None, "the stopped server still holds vLLM's engine (its weights and KV cache)"
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=2)

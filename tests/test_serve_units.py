@@ -73,3 +73,36 @@ def test_on_a_gpu_the_server_runs_fit_vllms_plan_with_max_num_seqs_from_concurre
     kwargs = ServePlan(fit.gpu, 3, 30, "lossless", fit).engine_kwargs()
     assert kwargs["max_num_seqs"] == 3 and kwargs["dtype"] == "float16"  # a T4 has no bfloat16
     assert kwargs["max_model_len"] == fit.max_model_len
+
+
+@pytest.mark.parametrize("argv,needle", [(["--port", "70000"], "port 70000 is not a TCP port"),
+                                         (["--log-dir", "/dev/null/logs"], "cannot make the log folder")])
+def test_serve_cli_bad_port_and_log_dir_are_one_line_and_exit_2(argv, needle, capsys):
+    from colab_tts.cli import main
+
+    assert main(["serve", "--offline", "--port", "0", *argv]) == 2  # both refused before any model loads
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_start_stops_the_server_already_running_before_loading_another(monkeypatch):
+    from colab_tts.serve import server as serve_server
+
+    events = []
+
+    class Running:
+        url, stopped = "http://127.0.0.1:1", False
+
+        def stop(self):
+            events.append("stopped the first")
+
+    def load_model(*_args, **_kwargs):
+        events.append("loading the second")
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(serve_server, "_RUNNING", Running())
+    monkeypatch.setattr(serve_server, "load_model", load_model)
+    with pytest.raises(RuntimeError, match="enough"):
+        serve_server.start(offline=True, port=0)
+    assert events == ["stopped the first", "loading the second"]
+
