@@ -106,3 +106,37 @@ def test_start_stops_the_server_already_running_before_loading_another(monkeypat
         serve_server.start(offline=True, port=0)
     assert events == ["stopped the first", "loading the second"]
 
+
+@pytest.fixture
+def fake_app():
+    """The routes over an engine stand-in whose tokenizer fails: the HTTP side alone, no vLLM."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from colab_tts.orpheus import VOICES
+    from colab_tts.serve.app import create_app
+
+    class Tts:
+        def prompt_ids(self, text, voice):
+            raise RuntimeError("a bug deep inside")
+
+    class Engine:
+        tts = Tts()
+
+        def stats(self):
+            return {"state": "running"}
+
+    app = create_app(Engine(), model_name="m", voices=VOICES, formats=("pcm", "wav"), note="")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_an_unexpected_error_and_a_wrong_method_are_still_openai_errors(fake_app):
+    r = fake_app.post("/v1/audio/speech", json={"model": "m", "input": "hi", "voice": "tara"})
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"} and "deep inside" not in r.text
+    for method in ("GET", "OPTIONS", "HEAD"):
+        r = fake_app.request(method, "/v1/audio/speech")
+        assert r.status_code == 405 and r.headers["allow"] == "POST", method
+    assert "use POST" in fake_app.get("/v1/audio/speech").json()["error"]["message"]
+    assert fake_app.head("/health").status_code == 200  # monitors probe with HEAD
