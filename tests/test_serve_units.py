@@ -140,3 +140,13 @@ def test_an_unexpected_error_and_a_wrong_method_are_still_openai_errors(fake_app
         assert r.status_code == 405 and r.headers["allow"] == "POST", method
     assert "use POST" in fake_app.get("/v1/audio/speech").json()["error"]["message"]
     assert fake_app.head("/health").status_code == 200  # monitors probe with HEAD
+
+
+def test_a_huge_chunked_body_is_refused_without_a_content_length(fake_app):
+    def chunks():  # no Content-Length: the size is only known while reading
+        for _ in range(200):
+            yield b"x" * 1024
+
+    r = fake_app.post("/v1/audio/speech", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
