@@ -150,3 +150,16 @@ def test_a_huge_chunked_body_is_refused_without_a_content_length(fake_app):
     r = fake_app.post("/v1/audio/speech", content=chunks(), headers={"content-type": "application/json"})
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("model", ['orpheus-"ft"', "orpheus\\", "a</script><script>alert(1)</script>"])
+def test_the_page_carries_any_model_name_into_its_script_intact(model):
+    import json
+    import re
+
+    from colab_tts.serve.page import page
+
+    html_text = page(model, ("tara",), "")
+    literal = re.search(r"const MODEL = (.*?), RATE = 24000;", html_text).group(1)
+    assert json.loads(literal) == model  # what the script posts is the served name, and the script still parses
+    assert html_text.count("</script>") == 1
