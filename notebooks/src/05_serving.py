@@ -47,9 +47,9 @@ TEXT = "Hello there, this answer is streamed while it is spoken."
 # %%
 import torch
 
+from colab_tts.cited import cited
 from colab_tts.hardware import detect
 from colab_tts.kv_fit import fit_vllm
-from colab_tts.cited import cited
 from colab_tts.lessons.make_it_fit import cited_share
 from colab_tts.orpheus import TOKENS_PER_SECOND
 
