@@ -163,3 +163,18 @@ def test_the_page_carries_any_model_name_into_its_script_intact(model):
     literal = re.search(r"const MODEL = (.*?), RATE = 24000;", html_text).group(1)
     assert json.loads(literal) == model  # what the script posts is the served name, and the script still parses
     assert html_text.count("</script>") == 1
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])
+def test_a_request_that_produced_no_audio_still_gets_a_file_that_opens(fmt):
+    import io
+
+    import soundfile as sf
+
+    from colab_tts.serve.encode import Encoder
+    from colab_tts.serve.schema import supported_formats
+
+    if fmt not in supported_formats():
+        pytest.skip(f"this libsndfile does not write {fmt}")
+    audio, rate = sf.read(io.BytesIO(Encoder(fmt).finish()))  # the model may end before its first frame
+    assert rate == 24000 and len(audio) <= 1
