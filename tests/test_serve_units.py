@@ -89,3 +89,108 @@ def test_on_a_gpu_the_server_plans_with_the_memory_others_hold_as_notebook_05_do
     held = fit_vllm("orpheus-3b", t4, audio_seconds=30, concurrency=4, other_gib=2.0)
     assert held.engine_kwargs() != fit_vllm("orpheus-3b", t4, audio_seconds=30, concurrency=4).engine_kwargs()
     assert plan_server(seconds=30, concurrency=4).fit.engine_kwargs() == held.engine_kwargs()
+
+
+@pytest.mark.parametrize("argv,needle", [(["--port", "70000"], "port 70000 is not a TCP port"),
+                                         (["--log-dir", "/dev/null/logs"], "cannot make the log folder")])
+def test_serve_cli_bad_port_and_log_dir_are_one_line_and_exit_2(argv, needle, capsys):
+    from colab_tts.cli import main
+
+    assert main(["serve", "--offline", "--port", "0", *argv]) == 2  # both refused before any model loads
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_start_stops_the_server_already_running_before_loading_another(monkeypatch):
+    from colab_tts.serve import server as serve_server
+
+    events = []
+
+    class Running:
+        url, stopped = "http://127.0.0.1:1", False
+
+        def stop(self):
+            events.append("stopped the first")
+
+    def load_model(*_args, **_kwargs):
+        events.append("loading the second")
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(serve_server, "_RUNNING", Running())
+    monkeypatch.setattr(serve_server, "load_model", load_model)
+    with pytest.raises(RuntimeError, match="enough"):
+        serve_server.start(offline=True, port=0)
+    assert events == ["stopped the first", "loading the second"]
+
+
+@pytest.fixture
+def fake_app():
+    """The routes over an engine stand-in whose tokenizer fails: the HTTP side alone, no vLLM."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from colab_tts.orpheus import VOICES
+    from colab_tts.serve.app import create_app
+
+    class Tts:
+        def prompt_ids(self, text, voice):
+            raise RuntimeError("a bug deep inside")
+
+    class Engine:
+        tts = Tts()
+
+        def stats(self):
+            return {"state": "running"}
+
+    app = create_app(Engine(), model_name="m", voices=VOICES, formats=("pcm", "wav"), note="")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_an_unexpected_error_and_a_wrong_method_are_still_openai_errors(fake_app):
+    r = fake_app.post("/v1/audio/speech", json={"model": "m", "input": "hi", "voice": "tara"})
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"} and "deep inside" not in r.text
+    for method in ("GET", "OPTIONS", "HEAD"):
+        r = fake_app.request(method, "/v1/audio/speech")
+        assert r.status_code == 405 and r.headers["allow"] == "POST", method
+    assert "use POST" in fake_app.get("/v1/audio/speech").json()["error"]["message"]
+    assert fake_app.head("/health").status_code == 200  # monitors probe with HEAD
+
+
+def test_a_huge_chunked_body_is_refused_without_a_content_length(fake_app):
+    def chunks():  # no Content-Length: the size is only known while reading
+        for _ in range(200):
+            yield b"x" * 1024
+
+    r = fake_app.post("/v1/audio/speech", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("model", ['orpheus-"ft"', "orpheus\\", "a</script><script>alert(1)</script>"])
+def test_the_page_carries_any_model_name_into_its_script_intact(model):
+    import json
+    import re
+
+    from colab_tts.serve.page import page
+
+    html_text = page(model, ("tara",), "")
+    literal = re.search(r"const MODEL = (.*?), RATE = 24000;", html_text).group(1)
+    assert json.loads(literal) == model  # what the script posts is the served name, and the script still parses
+    assert html_text.count("</script>") == 1
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])
+def test_a_request_that_produced_no_audio_still_gets_a_file_that_opens(fmt):
+    import io
+
+    import soundfile as sf
+
+    from colab_tts.serve.encode import Encoder
+    from colab_tts.serve.schema import supported_formats
+
+    if fmt not in supported_formats():
+        pytest.skip(f"this libsndfile does not write {fmt}")
+    audio, rate = sf.read(io.BytesIO(Encoder(fmt).finish()))  # the model may end before its first frame
+    assert rate == 24000 and len(audio) <= 1

@@ -31,11 +31,20 @@ def create_app(engine, *, model_name: str, voices: tuple[str, ...], formats: tup
         return error_response(err)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_request, err: HTTPException):  # unknown routes and methods, in OpenAI's shape too
+    async def _http_error(request, err: HTTPException):  # unknown routes and methods, in OpenAI's shape too
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-        return error_response(ApiError(err.status_code, str(err.detail), code=code))
+        message = str(err.detail)
+        if err.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}: use {(err.headers or {}).get('Allow')}"
+        # the framework's headers stay: a 405 must say which methods are allowed (Allow)
+        return error_response(ApiError(err.status_code, message, code=code, headers=err.headers))
 
-    @app.get("/health")
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, err: Exception):  # a bug of ours: still one OpenAI error, never a bare 500 page
+        return error_response(ApiError(500, f"internal error ({type(err).__name__}): the server's log has the "
+                                            "details", code="internal_error", type_="server_error"))
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
         stats = engine.stats()
         return JSONResponse({"status": "ok" if stats["state"] == "running" else stats["state"], "model": model_name,

@@ -47,6 +47,8 @@ class Encoder:
 
         container, subtype = sndfile_format(self.format)
         audio = np.concatenate(self._whole) if self._whole else np.zeros(0, dtype=np.float32)
+        if not len(audio):  # libsndfile writes no bytes at all for 0 samples of flac or mp3: not a file a player opens
+            audio = np.zeros(1, dtype=np.float32)
         buf = io.BytesIO()
         soundfile.write(buf, np.clip(audio, -1, 1), SAMPLE_RATE, format=container, subtype=subtype)
         return buf.getvalue()

@@ -131,13 +131,21 @@ class StreamingEngine:
                     snac_calls=self.decoder.calls, snac_windows=self.decoder.windows)
 
     def stop(self, timeout: float = 30) -> None:
-        """End every stream (each gets END after the audio it already has) and stop the thread."""
+        """End every stream (each ends after the audio it already has; SSE clients get an error event saying it
+        was cut short) and stop the thread."""
         with self._cv:
             if self.state == "running":
                 self.state = "stopping"
             self._cv.notify()
         self._thread.join(timeout)
         self.state = "stopped"
+
+    def release(self) -> None:
+        """After ``stop``: let go of vLLM's engine and SNAC, so closing the model frees their memory."""
+        if self._thread.is_alive():  # still inside a step past stop's timeout: it keeps what it uses
+            return
+        self.engine = self.tts = None
+        self.decoder.snac = None
 
     # --- the engine thread -----------------------------------------------------------------------
 
@@ -240,14 +248,17 @@ class StreamingEngine:
         self._stats = self._read_stats()
 
     def _shutdown(self) -> None:
+        # Cut short, not finished: an SSE client gets an error event instead of speech.audio.done and its usage.
+        cut = ApiError(503, "the server is shutting down: this request's audio was cut short; send it again once "
+                            "the server runs", code="server_shutting_down", type_="server_error")
         rids = list(self._active)
         if rids:
             self.engine.abort_request(rids)
         for rid in rids:
-            self._end(rid)
+            self._end(rid, cut)
         with self._cv:
             for command in self._commands:
                 if command[0] == "add":
-                    self._deliver(command[1], END)
+                    self._deliver(command[1], cut)
             self._commands.clear()
         self._stats = self._read_stats()

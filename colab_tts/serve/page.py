@@ -9,12 +9,15 @@ with the first piece. ``window.speechTimes`` records when playback started and w
 from __future__ import annotations
 
 import html
+import json
 
 
 def page(model: str, voices: tuple[str, ...], note: str) -> str:
     options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in voices)
-    return _PAGE.replace("{MODEL}", html.escape(model)).replace("{OPTIONS}", options).replace(
-        "{NOTE}", html.escape(note))
+    # The model name goes into JavaScript, not HTML: a JSON string literal (with '<' escaped so no '</script>'
+    # can end the script) keeps a name with a quote or a backslash (a folder name) from breaking the page.
+    model_js = json.dumps(model).replace("<", "\\u003c")
+    return _PAGE.replace("{MODEL}", model_js).replace("{OPTIONS}", options).replace("{NOTE}", html.escape(note))
 
 
 _PAGE = """<!doctype html>
@@ -26,7 +29,7 @@ _PAGE = """<!doctype html>
 <p><label>voice <select id="voice">{OPTIONS}</select></label> <button id="speak">Speak</button></p>
 <div id="status">ready</div>
 <script>
-const MODEL = "{MODEL}", RATE = 24000;
+const MODEL = {MODEL}, RATE = 24000;
 window.speechTimes = null;
 async function speak() {
   const status = document.getElementById("status");

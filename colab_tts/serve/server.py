@@ -12,7 +12,9 @@ from pathlib import Path
 from .._checks import choose, positive
 
 QUALITIES = ("lossless", "8bit", "4bit")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The server this process runs: one engine at a time (a second vLLM engine would not fit beside the first on a
+# GPU, and a notebook cell that calls start() again must not leave the old one holding the memory).
+_RUNNING: SpeechServer | None = None
 
 
 @dataclass
@@ -112,6 +114,8 @@ class SpeechServer:
         self._server = _Uvicorn(config, on_exit=self.engine.stop)
         self._thread = None
         self.stopped = False
+        global _RUNNING
+        _RUNNING = self
 
     @property
     def url(self) -> str:
@@ -148,7 +152,11 @@ class SpeechServer:
             self._thread.join(15)
         with contextlib.suppress(OSError):
             self._socket.close()
+        self.engine.release()  # its references to vLLM's engine and SNAC would keep their memory while this object lives
         self.tts.close()
+        global _RUNNING
+        if _RUNNING is self:
+            _RUNNING = None
 
     def __enter__(self):
         return self
@@ -176,6 +184,8 @@ class _Uvicorn:
 
 def _bind(host: str, port: int) -> socket.socket:
     positive(port, "port", integer=True, allow_zero=True)
+    if port > 65535:
+        raise ValueError(f"port {port} is not a TCP port: choose one from 1 to 65535 (0 picks a free one)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -209,11 +219,18 @@ def start(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str =
         raise TypeError(f"host must be an address string such as '127.0.0.1', got {host!r}")
     positive(queue_limit, "queue_limit", integer=True)
     plan = plan_server(gpu=gpu, seconds=seconds, concurrency=concurrency, quality=quality, offline=offline)
+    if _RUNNING is not None and not _RUNNING.stopped:
+        print(f"stopping the server already running at {_RUNNING.url}: one engine at a time in this process")
+        _RUNNING.stop()
     sock = _bind(host, port)  # fail on a taken port before loading anything
     sock.close()
     logs = Path(log_dir) if log_dir else None
     if logs:
-        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot make the log folder {str(logs)!r} ({err.strerror}): give a writable "
+                             "--log-dir / log_dir") from None
     tts = load_model(plan, weights=weights, log_path=logs / "vllm.log" if logs else None, snac_noise=snac_noise)
     try:
         server = SpeechServer(tts, plan, host=host, port=port, queue_limit=queue_limit,

@@ -46,14 +46,16 @@ TEXT = "Hello there, this answer is streamed while it is spoken."  # @param {typ
 #
 # `fit_vllm` sizes vLLM for `CONCURRENCY` requests of `SECONDS` of audio each: dtype, `max_model_len`,
 # `max_num_seqs`, and quantization within `QUALITY`. Each stream's speed is *predicted* by its bandwidth
-# roofline, a ceiling (notebook 02; a cited A10G run reached about 62 % of it). Orpheus needs 82.03 tokens
-# per second of audio to keep up with playback.
+# roofline, a ceiling (notebook 02); how far a published GPU run fell below it is printed with its source.
+# Orpheus needs `TOKENS_PER_SECOND` tokens per second of audio (printed) to keep up with playback.
 
 # %%
 import torch
 
+from colab_tts.cited import cited
 from colab_tts.hardware import detect, other_gib_now
 from colab_tts.kv_fit import fit_vllm
+from colab_tts.lessons.make_it_fit import cited_share
 from colab_tts.orpheus import TOKENS_PER_SECOND
 
 gpu = detect(simulate=SIMULATE_GPU).gpu
@@ -64,6 +66,9 @@ print(f"plan for {fit.gpu.name} (predicted by fit_vllm, {SECONDS:g} s requests):
 per_stream = fit.stream_tokens_per_second
 print(f"each of {CONCURRENCY} streams: {per_stream:.0f} tokens/s = {per_stream / TOKENS_PER_SECOND:.2f}x the "
       f"{TOKENS_PER_SECOND:.2f} real time needs (predicted, bandwidth roofline: a ceiling)")
+a10g = cited("orpheus_speed.a10g_vllm_tokens_per_s")
+print(f"how far below the ceiling a real run falls: Orpheus on vLLM on an A10G measured {a10g.value} tokens/s, "
+      f"{cited_share():.0%} of the same roofline (cited: {a10g.source}, {a10g.date}); one run on one GPU")
 
 # %% [markdown]
 # Above real time (1×) a stream keeps ahead of playback; below it, playback stalls unless fewer streams share the GPU
@@ -166,8 +171,9 @@ print(server)
 # %% [markdown]
 # ## What we measured
 #
-# - The plan for this GPU (predicted by `fit_vllm`'s bandwidth roofline, a ceiling): the streams it admits and
-#   each stream's speed against the 82.03 tokens/s that real time needs.
+# - The plan for this GPU (predicted by `fit_vllm`'s bandwidth roofline, a ceiling, beside the cited GPU run
+#   that shows how far below it real runs fall): the streams it admits and each stream's speed against the
+#   tokens per second that real time needs.
 # - One request through the official `openai` client: time to first audio and to the last byte, measured on
 #   this device (offline: the tiny random model, so the audio is noise).
 # - One request alone against `CONCURRENCY` together: audio seconds per wall-clock second, measured here.
