@@ -32,6 +32,7 @@ def writable_folder(folder, what: str = "the folder", target=None) -> Path:
     it (or ``target``, the file to be written there) and what to change, before any expensive work."""
     folder = Path(folder)
     named = target if target is not None else folder
+    _check_name_lengths(folder, what, named)
     probe = folder
     while not probe.exists():
         if probe.is_symlink():
@@ -71,11 +72,7 @@ def output_file(path, suffixes=None, what: str = "the output file") -> Path:
     among ``suffixes`` (lower case, with the dot), a name the file system allows, a folder that is or can be
     made writable. One ValueError naming the user's path (never a temporary one) and what to change."""
     path = path_text(path, what)
-    longest = max(len(os.fsencode(part)) for part in path.parts)
-    limit = _name_max(path)
-    if longest > limit:
-        raise ValueError(f"{what} {str(path)[:60]}... has a name of {longest} bytes; this file system allows "
-                         f"{limit}: use a shorter name")
+    _check_name_lengths(path, what, path)
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give a file name inside it, such as {path / 'speech.wav'}")
     if suffixes is not None and path.suffix.lower() not in suffixes:
@@ -83,6 +80,16 @@ def output_file(path, suffixes=None, what: str = "the output file") -> Path:
         raise ValueError(f"{what} {path} has {got}; give one of: {', '.join(sorted(suffixes))}")
     writable_folder(path.parent, what, target=path)
     return path
+
+
+def _check_name_lengths(path: Path, what: str, named) -> None:
+    """One ValueError when a part of ``path`` is longer than the file system allows (else every later stat,
+    mkdir or open raises OSError 'File name too long')."""
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    limit = _name_max(path)
+    if longest > limit:
+        raise ValueError(f"{what} {str(named)[:60]}... has a name of {longest} bytes; this file system allows "
+                         f"{limit}: use a shorter name")
 
 
 def _name_max(path: Path) -> int:

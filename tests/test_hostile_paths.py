@@ -271,7 +271,7 @@ def test_every_file_writer_writes_exactly_the_hostile_name(tmp_path, monkeypatch
     assert tree(tmp_path, skip=folder) == before
 
 
-@pytest.mark.parametrize("workdir", ["file", "file/inside", "/proc/colab_tts"])
+@pytest.mark.parametrize("workdir", ["file", "file/inside", "/proc/colab_tts", "y" * 300, "y" * 300 + "/sub"])
 def test_deploy_cli_refuses_a_workdir_that_cannot_be_one_in_one_line(tmp_path, capsys, monkeypatch, workdir):
     from colab_tts.deploy.__main__ import main
 
@@ -283,5 +283,5 @@ def test_deploy_cli_refuses_a_workdir_that_cannot_be_one_in_one_line(tmp_path, c
     folder = workdir if workdir.startswith("/") else str(tmp_path / workdir)
     assert main(["gpt-sovits", "--workdir", folder]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: the work directory ") and folder in err, err
+    assert err.count("\n") == 1 and err.startswith("error: the work directory ") and folder[:50] in err, err
     assert (tmp_path / "file").read_text() == "mine"

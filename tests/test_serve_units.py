@@ -194,3 +194,25 @@ def test_a_request_that_produced_no_audio_still_gets_a_file_that_opens(fmt):
         pytest.skip(f"this libsndfile does not write {fmt}")
     audio, rate = sf.read(io.BytesIO(Encoder(fmt).finish()))  # the model may end before its first frame
     assert rate == 24000 and len(audio) <= 1
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--port", "99999", "port must lie in 0 .. 65535"), ("--port", "65536", "port must lie in 0 .. 65535"),
+    ("--host", "", "is not an address"), ("--host", "a\0b", "is not an address"),
+    ("--host", "256.1.1.1", "choose another --host"), ("--log-dir", "FILE", "which is a file, not a folder"),
+    ("--log-dir", "y" * 300, "has a name of 300 bytes")])
+def test_serve_refuses_a_bad_address_or_log_folder_in_one_line_before_loading(option, value, says, tmp_path,
+                                                                               capsys, monkeypatch):
+    from colab_tts import cli
+    from colab_tts.serve import server
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(server, "load_model", never)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("mine")
+    assert cli.main(["serve", "--offline", option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
+    assert (tmp_path / "FILE").read_text() == "mine"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._checks import choose, positive
+from .._files import path_text, writable_folder
 
 QUALITIES = ("lossless", "8bit", "4bit")
 # The server this process runs: one engine at a time (a second vLLM engine would not fit beside the first on a
@@ -182,15 +183,28 @@ class _Uvicorn:
         return Server(config)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _check_address(host, port) -> None:
+    """host and port refused before any planning or loading: one ValueError naming the fix."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be an address string such as '127.0.0.1', got {host!r}")
+    if not host.strip() or "\0" in host:
+        raise ValueError(f"host {host!r} is not an address: give one such as 127.0.0.1 (this machine only)")
     positive(port, "port", integer=True, allow_zero=True)
     if port > 65535:
         raise ValueError(f"port {port} is not a TCP port: choose one from 1 to 65535 (0 picks a free one)")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    _check_address(host, port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as err:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {host!r} is not an address of this machine "
+                         f"({err.strerror}); choose another --host, such as 127.0.0.1") from None
     except OSError as err:
         sock.close()
         raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): choose another --port (0 picks a free "
@@ -215,16 +229,15 @@ def start(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str =
     ``port=0`` picks a free port (``server.url`` says which). Offline (no GPU, or ``offline=True``): the tiny
     random model, so the audio is noise. vLLM's and uvicorn's logs go to files under ``log_dir``.
     """
-    if not isinstance(host, str) or not host:
-        raise TypeError(f"host must be an address string such as '127.0.0.1', got {host!r}")
+    _check_address(host, port)
     positive(queue_limit, "queue_limit", integer=True)
+    logs = writable_folder(path_text(log_dir, "log_dir"), "log_dir") if log_dir else None
     plan = plan_server(gpu=gpu, seconds=seconds, concurrency=concurrency, quality=quality, offline=offline)
     if _RUNNING is not None and not _RUNNING.stopped:
         print(f"stopping the server already running at {_RUNNING.url}: one engine at a time in this process")
         _RUNNING.stop()
     sock = _bind(host, port)  # fail on a taken port before loading anything
     sock.close()
-    logs = Path(log_dir) if log_dir else None
     if logs:
         try:
             logs.mkdir(parents=True, exist_ok=True)
