@@ -311,3 +311,16 @@ def test_a_second_run_on_the_same_work_directory_is_refused_before_anything_runs
     assert harness.calls == [] and sorted(q.name for q in root.iterdir()) == [".run.lock"]
     run_deploy(p)  # the lock is the run's, not the work directory's: the next run goes ahead
     assert harness.calls
+
+
+def test_an_output_folder_of_the_users_is_refused_before_anything_runs(harness):
+    base, p = harness("gpt-sovits", "w")
+    mine = base / "my"  # holds the user's keep.txt
+    (mine / "plan.json").write_text("my own plan")
+    p["out"] = str(mine)
+    with pytest.raises(ValueError, match="holds files no run of this runner wrote"):
+        run_deploy(p)
+    assert harness.calls == [] and (mine / "plan.json").read_text() == "my own plan"
+    assert sorted(q.name for q in mine.iterdir()) == ["keep.txt", "plan.json"]
+    run_deploy(p := {**p, "out": str(base / "w" / "new out")})
+    run_deploy(p)  # a run's own folder is used again

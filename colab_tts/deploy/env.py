@@ -39,7 +39,7 @@ from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
 from .lockfile import UV_VERSION, check_lock
-from .outputs import remove_partial_outputs, snapshot
+from .outputs import check_out_folder, remove_partial_outputs, snapshot
 from .protocol import RESULT, read_result
 from .systems import SYSTEMS, shown
 from .systems import plan as make_plan
@@ -368,6 +368,7 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     root = Path(plan["env"]).parent
     writable_folder(root, "the work directory")
     writable_folder(plan["out"], "the output folder")
+    check_out_folder(plan["out"])
     spec = SYSTEMS.get(plan["system"])
     if spec is not None and spec.lock is not None and plan.get("lock"):
         check_lock(spec)  # a lock that no longer matches the runner: one message, nothing installed
