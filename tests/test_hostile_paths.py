@@ -179,7 +179,7 @@ def test_every_deploy_step_with_a_hostile_workdir_touches_only_the_workdir(harne
     assert (root / "env" / "nltk_data" / "corpora" / "x.txt").read_bytes() == b"nltk"
     assert (root / "env" / "lib" / "pyopenjtalk" / "open_jtalk_dic_utf_8-1.11" / "sys.dic").exists()
     assert (root / "out" / "ref.wav").exists() and (root / "out" / "result.json").exists()
-    assert sorted(q.name for q in root.iterdir()) == [".done", "env", "install.log", "out", "upstream"]
+    assert sorted(q.name for q in root.iterdir()) == [".done", ".run.lock", "env", "install.log", "out", "upstream"]
 
 
 @pytest.mark.parametrize("system", sorted(SYSTEMS))
@@ -285,3 +285,42 @@ def test_deploy_cli_refuses_a_workdir_that_cannot_be_one_in_one_line(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: the work directory ") and folder[:50] in err, err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("fresh", ["..", "env/../..", "./."])
+def test_a_step_may_not_delete_the_work_directory_or_above_through_dots(tmp_path, fresh):
+    root = tmp_path / "work" / "gpt-sovits"
+    (root / "env").mkdir(parents=True)
+    (tmp_path / "work" / "keep.txt").write_text("mine")
+    step = {"argv": [sys.executable, "-c", "pass"], "fresh": f"{root}/{fresh}"}
+    with pytest.raises(ValueError, match="outside the work directory"):
+        deploy_env.run_step(step, root, tmp_path / "log")
+    assert (tmp_path / "work" / "keep.txt").read_text() == "mine" and (root / "env").is_dir()
+
+
+def test_a_second_run_on_the_same_work_directory_is_refused_before_anything_runs(harness):
+    import fcntl
+
+    base, p = harness("gpt-sovits", "my dir")
+    root = Path(p["env"]).parent
+    root.mkdir(parents=True)
+    with open(root / ".run.lock", "a") as first_run:  # what a run in another process holds
+        fcntl.flock(first_run, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another run is using the work directory"):
+            run_deploy(p)
+    assert harness.calls == [] and sorted(q.name for q in root.iterdir()) == [".run.lock"]
+    run_deploy(p)  # the lock is the run's, not the work directory's: the next run goes ahead
+    assert harness.calls
+
+
+def test_an_output_folder_of_the_users_is_refused_before_anything_runs(harness):
+    base, p = harness("gpt-sovits", "w")
+    mine = base / "my"  # holds the user's keep.txt
+    (mine / "plan.json").write_text("my own plan")
+    p["out"] = str(mine)
+    with pytest.raises(ValueError, match="holds files no run of this runner wrote"):
+        run_deploy(p)
+    assert harness.calls == [] and (mine / "plan.json").read_text() == "my own plan"
+    assert sorted(q.name for q in mine.iterdir()) == ["keep.txt", "plan.json"]
+    run_deploy(p := {**p, "out": str(base / "w" / "new out")})
+    run_deploy(p)  # a run's own folder is used again

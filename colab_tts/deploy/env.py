@@ -21,6 +21,7 @@ on Drive (``HF_HOME``), so weights are downloaded once.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -31,13 +32,14 @@ import sys
 import tarfile
 import wave
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
 from .lockfile import UV_VERSION, check_lock
-from .outputs import remove_partial_outputs, snapshot
+from .outputs import check_out_folder, remove_partial_outputs, snapshot
 from .protocol import RESULT, read_result
 from .systems import SYSTEMS, shown
 from .systems import plan as make_plan
@@ -85,8 +87,8 @@ def step_key(step: dict) -> str:
 
 def _inside(path, root: Path) -> Path:
     """``path`` resolved, refused unless it lies inside ``root``: nothing outside the work directory is deleted."""
-    path, root = Path(path).absolute(), Path(root).resolve()
-    if path.parent.resolve() == root or path.parent.resolve().is_relative_to(root):
+    path, root = Path(os.path.normpath(Path(path).absolute())), Path(root).resolve()  # 'root/..' is not inside
+    if path.name and (path.parent.resolve() == root or path.parent.resolve().is_relative_to(root)):
         return path.parent.resolve() / path.name
     raise ValueError(f"{path} is outside the work directory {root}: the runner deletes nothing there")
 
@@ -366,10 +368,32 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     root = Path(plan["env"]).parent
     writable_folder(root, "the work directory")
     writable_folder(plan["out"], "the output folder")
+    check_out_folder(plan["out"])
     spec = SYSTEMS.get(plan["system"])
     if spec is not None and spec.lock is not None and plan.get("lock"):
         check_lock(spec)  # a lock that no longer matches the runner: one message, nothing installed
     root.mkdir(parents=True, exist_ok=True)
+    with _one_run(root):
+        return _deploy(plan, root, weights, progress, timeout)
+
+
+@contextmanager
+def _one_run(root: Path):
+    """Hold ``root``'s run lock: a second run on the same work directory (another notebook, a CLI beside the
+    kernel) would install into the same env and take the first run's fresh outputs for its own partial ones."""
+    with open(root / ".run.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another run is using the work directory {root}: wait for it to end, or give this "
+                             "one another workdir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _deploy(plan: dict, root: Path, weights: bool, progress: bool, timeout) -> dict:
     log = root / "install.log"
     steps = list(plan["install"])
     if progress:

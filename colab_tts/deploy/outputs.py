@@ -3,6 +3,7 @@ failure or interruption, the kernel after a timeout kill)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .protocol import RESULT
@@ -25,3 +26,21 @@ def remove_partial_outputs(out: Path, records: list, before: dict) -> list[str]:
             (out / name).unlink()
             removed.append(name)
     return sorted(removed)
+
+
+def check_out_folder(out) -> None:
+    """``out`` new, empty, or a run's own output folder (its plan.json is a runner plan), else one ValueError:
+    a run writes plan.json, worker.log and result.json there and, when stopped, deletes the files it changed,
+    so a folder of the user's (the notebook's own folder, Drive's My Drive) would lose files to it."""
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        ours = "system" in json.loads((out / "plan.json").read_text()) and "calls" in json.loads(
+            (out / "plan.json").read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise ValueError(f"the output folder {out} holds files no run of this runner wrote; a run writes "
+                         f"{', '.join(sorted(KEEP))} there and deletes a stopped run's files: give out= a new or "
+                         "empty folder")
