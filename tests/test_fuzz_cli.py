@@ -166,6 +166,14 @@ CLI_COMMANDS = sorted(subparsers(cli.build_parser()))
 STUBBED = {"doctor", "plan", "synth", "selftest", "serve"}  # commands whose expensive work the fixture stubs
 
 
+def assert_one_line_or_success(argv, code, err, allowed) -> None:
+    """An allowed exit status, at most one line on stderr and never a traceback; a refusal (2) says one line."""
+    assert code in allowed, (argv, code, err)
+    assert "Traceback" not in err and err.count("\n") <= 1, (argv, err)
+    if code == 2:
+        assert err.count("\n") == 1, (argv, err)
+
+
 @pytest.mark.parametrize("command", CLI_COMMANDS)
 def test_fuzzed_colab_tts_cli_ends_in_one_line_or_success(command, tmp_path_factory, stubs, capsys):
     assert command in STUBBED, f"{command}: add a stub for the expensive work it starts to this test's fixture"
@@ -180,10 +188,7 @@ def test_fuzzed_colab_tts_cli_ends_in_one_line_or_success(command, tmp_path_fact
     def check(argv):
         code, err = outcome(cli.main, [command, *argv], capsys)
         allowed = (0, 1, 2) if command in ("plan", "selftest") else (0, 2)  # plan: 1 = "does not fit"
-        assert code in allowed, (argv, code, err)
-        assert "Traceback" not in err and err.count("\n") <= 1, (argv, err)
-        if code == 2:
-            assert err.count("\n") == 1, (argv, err)
+        assert_one_line_or_success(argv, code, err, allowed)
 
     try:
         check()
@@ -205,10 +210,7 @@ def test_fuzzed_deploy_cli_ends_in_one_line_or_success(tmp_path_factory, stubs, 
     @given(args_for(parser, tmp), st.lists(sets.map(lambda kv: f"--set={kv[0]}={kv[1]}"), max_size=2))
     def check(argv, extra):
         code, err = outcome(deploy_cli.main, [*extra, *argv], capsys)
-        assert code in (0, 2), (argv, code, err)
-        assert "Traceback" not in err and err.count("\n") <= 1, (argv, err)
-        if code == 2:
-            assert err.count("\n") == 1, (argv, err)
+        assert_one_line_or_success([*extra, *argv], code, err, (0, 2))
 
     try:
         check()
