@@ -46,16 +46,9 @@ class _TokenEngine(StreamingEngine):
         stream.queue.put(item)
 
     def _step(self):
-        outputs = self.engine.step()
-        self.steps += 1
-        for out in outputs:
-            active = self._active.get(out.request_id)
-            if active is None:
-                continue
-            tokens = out.outputs[0].token_ids
-            if len(tokens) > active.seen:
-                self._deliver(active.stream, list(tokens[active.seen:]))
-            active.seen = len(tokens)
+        for out, active, new in self._advance():
+            if new:
+                self._deliver(active.stream, new)
             if out.finished:
                 self.completed += 1
                 self._end(out.request_id)

@@ -220,14 +220,11 @@ class StreamingEngine:
                              type_="server_error")
             for rid in list(self._active):
                 self._end(rid, error)
-            with self._cv:
-                for command in self._commands:
-                    if command[0] == "add":
-                        self._deliver(command[1], error)
-                self._commands.clear()
+            self._refuse_pending(error)
             raise
 
-    def _step(self) -> None:
+    def _advance(self):
+        """One vLLM step: yields (request output, its active request, the token ids new since the last step)."""
         outputs = self.engine.step()
         self.steps += 1
         for out in outputs:
@@ -235,9 +232,13 @@ class StreamingEngine:
             if active is None:
                 continue
             tokens = out.outputs[0].token_ids
-            active.frames.add_tokens(tokens[active.seen:])
-            active.seen = len(tokens)
-            active.stream.output_tokens = len(tokens)
+            new, active.seen = list(tokens[active.seen:]), len(tokens)
+            yield out, active, new
+
+    def _step(self) -> None:
+        for out, active, new in self._advance():
+            active.frames.add_tokens(new)
+            active.stream.output_tokens = active.seen
             active.frames.finished = out.finished
         chunks = self.decoder.step({rid: a.frames for rid, a in self._active.items()})
         for rid, audio in chunks.items():
@@ -256,9 +257,13 @@ class StreamingEngine:
             self.engine.abort_request(rids)
         for rid in rids:
             self._end(rid, cut)
+        self._refuse_pending(cut)
+        self._stats = self._read_stats()
+
+    def _refuse_pending(self, error) -> None:
+        """Requests submitted but not yet added to vLLM end with ``error``."""
         with self._cv:
             for command in self._commands:
                 if command[0] == "add":
-                    self._deliver(command[1], cut)
+                    self._deliver(command[1], error)
             self._commands.clear()
-        self._stats = self._read_stats()
