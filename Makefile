@@ -36,6 +36,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not vllm and not slow and not browser"
 
+LIST_LIBRARIES := from colab_tts.vllm_cpu import loadable_kernel_libraries as libs; print(*libs())
 VLLM_NOTEBOOKS := notebooks/01_t4_float16_setup.ipynb notebooks/02_kv_cache_sizing.ipynb
 # The vLLM tests (marker `vllm`) and the notebooks that start vLLM, once under each x86 kernel library vllm-cpu
 # ships that this CPU can run (_C: AVX-512+bf16, _C_AVX512, _C_AVX2): an AVX-512 machine checks what AVX2 runs.
@@ -43,7 +44,7 @@ VLLM_NOTEBOOKS := notebooks/01_t4_float16_setup.ipynb notebooks/02_kv_cache_sizi
 # The list is taken first (a failing or empty list fails the target; the caller's own choice of library does not
 # narrow it), and pytest reads no stdin.
 test-kernel-libraries: $(STAMP)
-	libs="$$(env -u COLAB_TTS_VLLM_CPU_LIBRARY $(BIN)/python -m colab_tts.vllm_cpu)" && [ -n "$$libs" ] \
+	libs="$$(env -u COLAB_TTS_VLLM_CPU_LIBRARY $(BIN)/python -c "$(LIST_LIBRARIES)")" && [ -n "$$libs" ] \
 		|| { echo "test-kernel-libraries: no vLLM x86 kernel library to run on this CPU" >&2; exit 1; }; \
 	for lib in $$libs; do echo "== vLLM kernel library $$lib"; \
 		export COLAB_TTS_VLLM_CPU_LIBRARY=$$lib COLAB_TTS_OUTPUT_DIR=$(CURDIR)/build/nbval-$$lib; \

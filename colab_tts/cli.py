@@ -104,9 +104,12 @@ def cmd_plan(args) -> int:
         else:
             plan = kv_cache.plan_vllm(spec, args.gpu, max_model_len=max_len, other_gib=other, **common)
         print(plan.explain())
+        if not plan.fits:  # no paste-ready line for settings vLLM would refuse: the fix is above
+            print("\nNo vLLM command line: these settings do not fit (the fix is above; `--fit` searches for one)")
+            return 1
         print("\nvLLM engine arguments:", plan.engine_kwargs())
         print("Command line:", vllm_command_line(hub_id, plan.engine_kwargs()))
-        return 0 if plan.fits else 1
+        return 0
     if args.fit:
         rows = fit_rows(spec, max_len, other_gib=args.other_gib, own_context=False, quality=args.quality or "lossless",
                         tokens_per_second=args.tokens_per_second, **common)

@@ -65,8 +65,8 @@ KERNEL_LIBRARIES = tuple(_LIBRARY_CPU)  # vLLM's x86 kernel libraries, widest fi
 # vLLM falls back to torch's linear. Read at oneDNN's first use, so set when the library is forced.
 _ONEDNN_MAX_ISA = {"_C_AVX512": "AVX512_CORE_VNNI", "_C_AVX2": "AVX2"}
 # This CPU's own answers (none where torch has no torch.cpu, e.g. a stand-in torch). A forced check keeps the
-# original as ``__wrapped__``, so a second import of this module (``python -m colab_tts.vllm_cpu`` after the package
-# forced a library, a reload) still reads the CPU, not the switch.
+# original as ``__wrapped__``, so a second import of this module (``runpy`` or a reload after the package
+# forced a library) still reads the CPU, not the switch.
 _NATIVE = {name: getattr(getattr(torch.cpu, name), "__wrapped__", getattr(torch.cpu, name))
            for name in {k for cpu in _LIBRARY_CPU.values() for k in cpu}
            if hasattr(getattr(torch, "cpu", None), name)}
@@ -191,7 +191,3 @@ def kernel_library_line() -> str:
     if _forced in _ONEDNN_MAX_ISA and onednn.upper() != _ONEDNN_MAX_ISA[_forced]:
         how += f"; oneDNN not capped to {_ONEDNN_MAX_ISA[_forced]} (ONEDNN_MAX_CPU_ISA={onednn or 'unset'})"
     return f"vLLM kernel library: {loaded} ({how})"
-
-
-if __name__ == "__main__":  # `make test-kernel-libraries`: the libraries this CPU can load
-    print(*loadable_kernel_libraries())

@@ -271,3 +271,11 @@ def test_plan_reads_the_memory_others_hold_leaving_out_its_own_context(monkeypat
     assert main(["plan", "--gpu", "RTX-3070", "--model", "metavoice-1b"]) == 0
     out, err = capsys.readouterr()
     assert "refuses to start" not in out + err and "GiB held" not in out, out + err
+
+
+def test_a_plan_that_does_not_fit_prints_no_command_to_paste(capsys):
+    assert main(["plan", "--gpu", "T4", "--seconds", "1e9"]) == 1  # capped at the context, which a T4 cannot hold
+    out = capsys.readouterr().out
+    assert "does not fit" in out and "vllm serve" not in out and "No vLLM command line" in out
+    assert main(["plan", "--gpu", "T4", "--seconds", "30"]) == 0
+    assert "vllm serve" in capsys.readouterr().out

@@ -387,3 +387,13 @@ def test_worker_imports_colab_tts_alone_when_it_is_pip_installed_in_the_kernels_
 def test_deploy_without_a_system_or_plan_says_what_it_needs():
     with pytest.raises(ValueError, match="system name"):
         deploy_env.deploy()
+
+
+def test_the_dry_run_refuses_a_work_directory_that_cannot_be_one(tmp_path, capsys):
+    from colab_tts.deploy.__main__ import main as deploy_main
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert deploy_main(["gpt-sovits", "--dry-run", "--workdir", str(a_file / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1 and a_file.read_text() == "mine"

@@ -11,6 +11,7 @@ import json
 import sys
 
 from .._checks import OneLineParser, one_line
+from .._files import path_text, writable_folder
 from .systems import SYSTEMS, plan
 
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         overrides = parse_set(args.set)
+        writable_folder(path_text(args.workdir, "--workdir"), "the work directory")  # as deploy() checks it: the dry run too
         if args.dry_run:
             print(json.dumps(plan(args.system, overrides, workdir=args.workdir)))
             return 0
