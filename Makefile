@@ -61,17 +61,28 @@ notebooks: $(STAMP)
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
-# Rebuild every deploy lock with the command its header records and fail on any difference (needs GitHub and
-# the package index; not part of `make test`).
+# Rebuild every deploy lock, and its sdists' build constraint, with the command, --exclude-newer time and uv
+# version its header records, and fail on any difference (needs the package index and upstream; not part of
+# `make test`). Upstream is cloned from GitHub into build/locks/SYSTEM, or from UPSTREAM_DIR/SYSTEM (any git
+# repository holding the pinned commit, e.g. a mirror); a clone already in build/locks/SYSTEM is reused.
 LOCK_SYSTEMS := gpt-sovits indextts2 metavoice
-locks-check: $(STAMP)
-	for s in $(LOCK_SYSTEMS); do \
-		url=$$($(BIN)/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].url)"); \
-		commit=$$($(BIN)/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].commit)"); \
-		test -d build/locks/$$s/.git || git clone -q "$$url" build/locks/$$s || exit 1; \
-		git -C build/locks/$$s checkout -q "$$commit" || exit 1; \
-		$(BIN)/python tools/deploy_locks.py $$s --upstream build/locks/$$s --check || exit 1; \
-	done
+LOCKS_VENV := build/locks/venv
+UV_VERSION = $(shell sed -n 's/^UV_VERSION = "\([^"]*\)".*/\1/p' colab_tts/deploy/lockfile.py)
+locks-check:
+	@test -n "$(UV_VERSION)" || { echo "no UV_VERSION in colab_tts/deploy/lockfile.py"; exit 1; }
+	$(LOCKS_VENV)/bin/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || { \
+		$(PYTHON) -m venv $(LOCKS_VENV) && $(LOCKS_VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)" packaging; }
+	@for s in $(LOCK_SYSTEMS); do \
+		url=$$($(LOCKS_VENV)/bin/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].url)"); \
+		commit=$$($(LOCKS_VENV)/bin/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].commit)"); \
+		src=$${UPSTREAM_DIR:+$$UPSTREAM_DIR/$$s}; \
+		test -d build/locks/$$s/.git || git clone -q --no-checkout "$${src:-$$url}" build/locks/$$s || exit 1; \
+		test "$$(git -C build/locks/$$s rev-parse HEAD)" = "$$commit" \
+			|| git -C build/locks/$$s -c advice.detachedHead=false checkout -q "$$commit" || exit 1; \
+		echo "== $$s @ $$commit"; \
+		$(LOCKS_VENV)/bin/python tools/deploy_locks.py $$s --upstream build/locks/$$s --uv $(LOCKS_VENV)/bin/uv --check \
+			|| exit 1; \
+	done; echo "locks-check: every lock rebuilt byte for byte"
 
 clean:
 	rm -rf build

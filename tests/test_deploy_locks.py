@@ -14,6 +14,7 @@ from colab_tts.deploy.lockfile import check_lock, lock_path, mismatches, read_lo
 from colab_tts.deploy.systems import SYSTEMS, TORCH_CU128
 
 ROOT = Path(__file__).resolve().parents[1]
+HASH = "    --hash=sha256:" + "ab" * 32
 
 
 def edited(tmp_path, system, old, new, count=1):
@@ -22,6 +23,9 @@ def edited(tmp_path, system, old, new, count=1):
     assert old in text, old
     path = tmp_path / f"{system}.txt"
     path.write_text(text.replace(old, new, count))
+    beside = tmp_path / lockfile.build_constraint_path(system).name  # the build constraint its header names
+    if not beside.exists():
+        beside.write_bytes(lockfile.build_constraint_path(system).read_bytes())
     return read_lock(path)
 
 
@@ -31,7 +35,10 @@ def test_committed_lock_matches_the_runner(system):
     lock = read_lock(lock_path(system))
     assert mismatches(spec, lock) == []
     assert lock.header["upstream"] == f"{spec.repo} @ {spec.commit}"
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} with uv \S+ against \S+", lock.header["resolved"])
+    date = re.fullmatch(r"(\S+Z) \(--exclude-newer\) with uv \S+ against \S+", lock.header["resolved"])[1]
+    command = lock.header["command"].split()
+    assert command[command.index("--exclude-newer") + 1] == date and "--generate-hashes" in command
+    assert set(lock.hashes) == set(lock.pins)
     assert lock.header["command"].startswith("uv pip compile --python-version " + spec.python)
     assert "--python-platform x86_64-manylinux_2_28" in lock.header["command"]
     assert len(lock.pins) > 50  # a whole environment, not the direct requirements alone
@@ -46,15 +53,15 @@ def test_a_lock_for_another_commit_or_python_is_refused(tmp_path):
 
 
 def test_a_locked_version_the_runners_pins_exclude_is_refused(tmp_path):
-    lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0\n", "\ntorch==2.12.0\n")
+    lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0 ", "\ntorch==2.12.0 ")
     assert mismatches(SYSTEMS["gpt-sovits"], lock) == [
         "the lock has torch==2.12.0, which the runner's torch==2.11.0 excludes"]
-    lock = edited(tmp_path, "gpt-sovits", "\nnumpy==1.26.4\n", "\nnumpy==2.1.3\n")
+    lock = edited(tmp_path, "gpt-sovits", "\nnumpy==1.26.4 ", "\nnumpy==2.1.3 ")
     assert any("numpy<2.0 excludes" in p for p in mismatches(SYSTEMS["gpt-sovits"], lock))
 
 
 def test_a_package_the_runner_needs_missing_from_the_lock_is_refused(tmp_path):
-    lock = edited(tmp_path, "metavoice", "\nxformers==0.0.25\n", "\n")
+    lock = edited(tmp_path, "metavoice", "\nxformers==0.0.25 \\\n", "\nother==1.0 \\\n")
     assert mismatches(SYSTEMS["metavoice"], lock) == [
         "xformers (the runner requires xformers==0.0.25) is not in the lock"]
 
@@ -83,7 +90,7 @@ def test_a_lock_resolved_from_other_inputs_or_modes_is_refused(change, why):
 
 
 def test_an_excluded_package_in_the_lock_is_refused(tmp_path):
-    lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0\n", "\ntorch==2.11.0\nnvidia-cudnn-cu13==9.19.0.56\n")
+    lock = edited(tmp_path, "gpt-sovits", "\ntorch==2.11.0 ", f"\nnvidia-cudnn-cu13==9.19.0.56 \\\n{HASH}\ntorch==2.11.0 ")
     assert mismatches(SYSTEMS["gpt-sovits"], lock) == [
         "nvidia-cudnn-cu13 is excluded by the runner but the lock installs it"]
 
@@ -133,8 +140,9 @@ def test_dry_run_installs_from_the_lock_and_resolves_nothing_else(system):
 def test_the_runner_refuses_a_stale_lock_before_installing_anything(tmp_path, monkeypatch):
     from colab_tts.deploy import env as deploy_env
 
-    text = lock_path("metavoice").read_text().replace("\ntorch==2.2.1\n", "\ntorch==2.1.0\n")
+    text = lock_path("metavoice").read_text().replace("\ntorch==2.2.1 ", "\ntorch==2.1.0 ")
     (tmp_path / "metavoice.txt").write_text(text)
+    (tmp_path / "metavoice.build.txt").write_bytes(lockfile.build_constraint_path("metavoice").read_bytes())
     monkeypatch.setattr(lockfile, "LOCKS", tmp_path)
 
     def install(*args, **kwargs):  # never a real install from a test, whatever the check does
@@ -152,7 +160,6 @@ def test_the_runner_refuses_a_stale_lock_before_installing_anything(tmp_path, mo
         plan("metavoice")
 
 
-HASH = "    --hash=sha256:" + "ab" * 32
 
 
 @pytest.mark.parametrize("line", [
@@ -170,8 +177,9 @@ HASH = "    --hash=sha256:" + "ab" * 32
 def test_a_lock_line_the_generator_does_not_write_is_refused(tmp_path, line):
     text = lock_path("metavoice").read_text()
     path = tmp_path / "metavoice.txt"
-    marker = "\nxformers==0.0.25\n"
-    path.write_bytes(text.replace(marker, f"\nxformers==0.0.25\n{line}\n").encode())
+    marker = "\nxformers==0.0.25 \\\n"
+    assert marker in text
+    path.write_bytes(text.replace(marker, f"\n{line}{marker}").encode())
     with pytest.raises(ValueError, match=r"metavoice\.txt(:\d+ | holds non-ASCII| ends inside)"):
         read_lock(path)
 
@@ -205,26 +213,160 @@ def test_hash_lines_are_read_and_must_cover_every_pin(tmp_path):
         read_lock(path)
 
 
-def test_the_runner_installs_the_uv_that_resolved_the_locks(monkeypatch):
+def _fake_uv(folder: Path, version: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "uv").write_text(f"#!/bin/sh\necho 'uv {version} (x86_64-unknown-linux-gnu)'\n")
+    (folder / "uv").chmod(0o755)
+    return folder
+
+
+def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     from colab_tts.deploy import env as deploy_env
 
     for system in SYSTEMS:
         assert f" with uv {lockfile.UV_VERSION} " in read_lock(lock_path(system)).header["resolved"], system
-    ran = []
-    monkeypatch.setattr(deploy_env.shutil, "which", lambda name: None)
-    monkeypatch.setattr(deploy_env.subprocess, "run", lambda argv, **kw: ran.append(argv))
-    deploy_env.ensure_uv()
-    assert ran == [[sys.executable, "-m", "pip", "install", "-q", f"uv=={lockfile.UV_VERSION}"]]
+    monkeypatch.setattr(deploy_env, "UV_HOME", tmp_path / "home")
+    real_run, pip = subprocess.run, []
+
+    def run(argv, **kw):
+        if argv[1:3] == ["-m", "pip"]:
+            pip.append(argv)
+            return subprocess.CompletedProcess(argv, 0)
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(deploy_env.subprocess, "run", run)
+    monkeypatch.setenv("PATH", f"{_fake_uv(tmp_path / 'right', lockfile.UV_VERSION)}:/usr/bin:/bin")
+    assert deploy_env.ensure_uv() is None and pip == []  # the pinned version on PATH: used as it is
+    monkeypatch.setenv("PATH", f"{_fake_uv(tmp_path / 'colab', '0.1.0')}:/usr/bin:/bin")  # another uv (Colab's)
+    assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin")
+    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(tmp_path / "home"),
+                    f"uv=={lockfile.UV_VERSION}"]]
+    _fake_uv(tmp_path / "home" / "bin", lockfile.UV_VERSION)  # what that pip install leaves
+    pip.clear()
+    assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin") and pip == []  # installed once
+    with open(tmp_path / "log", "w") as log:  # every uv step finds the pinned one first on PATH
+        done = deploy_env._run(["uv", "--version"], log, capture=True)
+    assert done.stdout.split()[1] == lockfile.UV_VERSION
 
 
-def test_a_lock_with_hashes_is_installed_under_require_hashes(tmp_path, monkeypatch):
-    committed, lines = lock_path("metavoice").parent, []
-    for line in lock_path("metavoice").read_text().splitlines():
-        lines += [line + " \\", HASH] if re.match(r"^[A-Za-z0-9].*==", line) else [line]
-    (tmp_path / "metavoice.txt").write_text("\n".join(lines) + "\n")
+def test_locks_carry_hashes_and_install_under_require_hashes_and_the_build_constraint(tmp_path, monkeypatch):
+    for system in SYSTEMS:
+        lock = read_lock(lock_path(system))
+        step = next(s for s in plan(system)["install"] if s.get("lock_sha256"))
+        build = lockfile.build_constraint_path(system)
+        assert step["argv"][-5:] == ["--build-constraint", str(build), "--require-hashes", "-r", str(lock.path)]
+        assert "--no-deps" in step["argv"]
+        assert step["build_constraint_sha256"] == read_lock(build).sha256  # a new constraint reruns the step
+        assert mismatches(SYSTEMS[system], lock) == []
+    # a lock stripped of its hashes installs without --require-hashes, and check_lock refuses it
+    text = lock_path("metavoice").read_text()
+    bare = re.sub(r" \\\n    --hash=sha256:[0-9a-f]{64}(?: \\\n    --hash=sha256:[0-9a-f]{64})*", "", text)
+    assert "--hash" not in bare and bare.count("==") == text.count("==")
+    (tmp_path / "metavoice.txt").write_text(bare)
+    (tmp_path / "metavoice.build.txt").write_bytes(lockfile.build_constraint_path("metavoice").read_bytes())
     monkeypatch.setattr(lockfile, "LOCKS", tmp_path)
     step = next(s for s in plan("metavoice")["install"] if s.get("lock_sha256"))
-    assert step["argv"][-3:] == ["--require-hashes", "-r", str(tmp_path / "metavoice.txt")]
-    monkeypatch.setattr(lockfile, "LOCKS", committed)  # the committed lock has none yet
-    step = next(s for s in plan("metavoice")["install"] if s.get("lock_sha256"))
     assert "--require-hashes" not in step["argv"]
+    with pytest.raises(ValueError, match="carries no hashes"):
+        check_lock(SYSTEMS["metavoice"])
+
+
+def test_a_lock_records_its_resolution_time_and_a_build_constraint_for_its_sdists(tmp_path, monkeypatch):
+    spec = SYSTEMS["gpt-sovits"]
+    lock = read_lock(lock_path("gpt-sovits"))
+    date = lock.header["resolved"].split()[0]
+    build = read_lock(lockfile.build_constraint_path("gpt-sovits"))
+    assert build.header["resolved"] == lock.header["resolved"] and build.listed("sdists") == lock.listed("sdists")
+    assert {"opencc", "pyopenjtalk"} <= set(lock.listed("sdists")) and "cmake" in build.pins
+    undated = edited(tmp_path, "gpt-sovits", f"--exclude-newer {date} ", "")
+    assert mismatches(spec, undated) == [f"the lock's command does not pass --exclude-newer {date}, the time it records"]
+    older = edited(tmp_path, "gpt-sovits", f"# resolved: {date} (--exclude-newer)", "# resolved: 2026-12-03")
+    assert any("records no --exclude-newer time" in p for p in mismatches(spec, older))
+    other_uv = edited(tmp_path, "gpt-sovits", f"with uv {lockfile.UV_VERSION} ", "with uv 0.1.0 ")
+    assert any("resolved with uv 0.1.0, the runner installs uv" in p for p in mismatches(spec, other_uv))
+    no_list = edited(tmp_path, "gpt-sovits", "\n# sdists: ", "\n# sdist: ")
+    assert any("does not list the packages that install from sdists" in p for p in mismatches(spec, no_list))
+    no_file = edited(tmp_path, "gpt-sovits", "# build-constraint: gpt-sovits.build.txt", "# build-constraint: none")
+    assert f"{len(lock.listed('sdists'))} packages install from sdists but the lock names no build constraint" \
+        in mismatches(spec, no_file)
+    missing = edited(tmp_path, "gpt-sovits", "# build-constraint: gpt-sovits.build.txt",
+                     "# build-constraint: ../../evil.txt")
+    assert any("is not a file beside it" in p for p in mismatches(spec, missing))
+    (tmp_path / "gpt-sovits.build.txt").write_text(build.path.read_text().replace("; pyopenjtalk", ""))
+    fewer = edited(tmp_path, "gpt-sovits", "x", "x")  # beside the edited build constraint
+    assert any("made for other sdists" in p for p in mismatches(spec, fewer))
+
+
+def test_the_dry_run_says_what_compiles_and_where_the_python_comes_from(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "colab_tts.deploy", "gpt-sovits", "--dry-run", "--workdir",
+                           str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    p = json.loads(done.stdout)
+    sdists = read_lock(lock_path("gpt-sovits")).listed("sdists")
+    assert p["lock"]["compiles_from_source"] == sdists and all(name in p["lock"]["compiles_note"] for name in sdists)
+    assert p["lock"]["compiles_note"].startswith(f"{len(sdists)} locked packages have no wheel for CPython 3.10")
+    assert "g++ and cmake" in p["lock"]["compiles_note"]
+    assert p["lock"]["build_constraint"]["path"] == str(lockfile.build_constraint_path("gpt-sovits"))
+    shown = next(s["shown"] for s in p["install"] if s.get("lock_sha256"))
+    assert f"--build-constraint {lockfile.build_constraint_path('gpt-sovits')} --require-hashes -r" in shown
+    assert "/usr/bin/python3.10" in p["python_from"]  # Colab's image ships Ubuntu's 3.10
+    assert "Colab's image has no Python 3.11" in plan("metavoice")["python_from"]
+
+
+def _deploy_locks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_locks", ROOT / "tools" / "deploy_locks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generator_counts_a_package_without_a_wheel_for_the_target_as_an_sdist(tmp_path):
+    tool = _deploy_locks()
+    path = tmp_path / "x.txt"
+    path.write_text("# build-options: --no-binary d\n--no-binary d\n" + "".join(f"{n}==1.0 \\\n{HASH}\n" for n in "abcdefg"))
+    lock = read_lock(path)
+    files = {"a": ["a-1.0-cp310-cp310-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "a-1.0.tar.gz"],
+             "b": ["b-1.0-py3-none-any.whl"],
+             "c": ["c-1.0-cp311-cp311-manylinux_2_28_x86_64.whl", "c-1.0.tar.gz"],  # another Python
+             "d": ["d-1.0-cp310-cp310-manylinux_2_28_x86_64.whl", "d-1.0.tar.gz"],  # locked --no-binary
+             "e": ["e-1.0-cp310-cp310-manylinux_2_31_x86_64.whl", "e-1.0.tar.gz"],  # newer glibc than 2.28
+             "f": ["f-1.0-cp310-cp310-macosx_11_0_arm64.whl", "f-1.0.zip"],
+             "g": ["g-1.0-cp37-abi3-manylinux1_x86_64.whl"]}  # abi3 from 3.7 on
+    built = tool.sdists(lock, {n: [{"filename": f} for f in fs] for n, fs in files.items()}, "3.10")
+    assert built == ["c", "d", "e", "f"]
+
+
+def test_the_generator_reads_an_sdists_build_requirements_and_checks_its_sha256(monkeypatch):
+    import hashlib
+    import io
+    import tarfile
+
+    tool = _deploy_locks()
+
+    def sdist(pyproject: str | None) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as t:
+            for name, text in (("x-1.0/setup.py", "x"), ("x-1.0/pyproject.toml", pyproject),
+                               ("x-1.0/sub/pyproject.toml", "[build-system]\nrequires = ['evil']")):
+                if text is not None:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(text.encode())
+                    t.addfile(info, io.BytesIO(text.encode()))
+        return raw.getvalue()
+
+    def requirements(data, sha=None):
+        monkeypatch.setattr(tool.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(data))
+        files = [{"filename": "x-1.0.tar.gz", "url": "https://files.example/x-1.0.tar.gz",
+                  "hashes": {"sha256": sha or hashlib.sha256(data).hexdigest()}}]
+        return tool.build_requirements("x", files)
+
+    assert requirements(sdist("[build-system]\nrequires = ['scikit-build', 'cmake']\n"
+                              "build-backend = 'scikit_build_core.build'\n")) == ["scikit-build", "cmake"]
+    assert requirements(sdist("[build-system]\nrequires = ['setuptools>=64']\n"
+                              "build-backend = 'setuptools.build_meta'\n")) == ["setuptools>=64", "wheel"]
+    assert requirements(sdist(None)) == ["setuptools>=40.8.0", "wheel"]  # setup.py only: the legacy backend
+    assert requirements(sdist("[tool.black]\n")) == ["setuptools>=40.8.0", "wheel"]
+    with pytest.raises(RuntimeError, match="does not match the sha256 the lock records"):
+        requirements(sdist(None), sha="0" * 64)

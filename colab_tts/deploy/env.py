@@ -12,7 +12,8 @@ a temporary name and renamed after their size and sha256 match (``download``, ``
 raises ``DiskFullError`` (bytes needed, bytes free, where to free), and a stale ``result.json`` is deleted
 before the worker starts, which writes its files atomically and deletes a failed call's partial outputs.
 
-Colab specifics: ``uv`` is installed with pip when missing; Colab's ``UV_CONSTRAINT`` /
+Colab specifics: ``uv`` at the version that resolved the locks is installed with pip when missing or another
+version is on PATH (``ensure_uv``); Colab's ``UV_CONSTRAINT`` /
 ``UV_BUILD_CONSTRAINT`` point at a file that may not exist and would also pin upstream's
 environment to Colab's versions, so they are cleared for every command
 (github.com/googlecolab/colabtools/issues/5237). When Google Drive is mounted, the hub cache lives
@@ -73,10 +74,28 @@ def command_env(extra: dict | None = None) -> dict:
     return env
 
 
-def ensure_uv() -> None:
-    """uv is not in Colab's image (pip freeze of googlecolab/backend-info): install it when a plan needs it."""
-    if shutil.which("uv") is None:  # pinned: the uv that resolved the locks, not whatever is newest
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], check=True)
+UV_HOME = Path.home() / ".cache" / "colab_tts" / f"uv-{UV_VERSION}"  # pip install --target: bin/uv
+
+
+def _uv_version(env: dict | None = None) -> str | None:
+    done = subprocess.run(["uv", "--version"], capture_output=True, text=True, env=env)
+    words = (done.stdout or "").split()
+    return words[1] if done.returncode == 0 and len(words) > 1 else None
+
+
+def ensure_uv() -> str | None:
+    """The uv that resolved the locks (``UV_VERSION``), never whatever is newest: None when ``uv`` on PATH is that
+    version, else the folder (``UV_HOME/bin``) holding that version, installed there with pip when missing,
+    which ``_run`` puts first on PATH. Colab's image has no uv in its pip freeze (googlecolab/backend-info),
+    but sets UV_INSTALL_DIR, so one of another version may be there."""
+    if shutil.which("uv") is not None and _uv_version() == UV_VERSION:
+        return None
+    folder = UV_HOME / "bin"
+    pinned = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if not (folder / "uv").is_file() or _uv_version(pinned) != UV_VERSION:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(UV_HOME),
+                        f"uv=={UV_VERSION}"], check=True)
+    return str(folder)
 
 
 def step_key(step: dict) -> str:
@@ -105,13 +124,14 @@ def _run(argv: list, log, env: dict | None = None, cwd=None, capture: bool = Fal
     if not isinstance(argv, (list, tuple)) or not all(isinstance(w, str) for w in argv):
         raise TypeError(f"a step's command is a list of strings (an argument list, never shell text), got {argv!r}")
     argv = list(argv)
-    if argv[0] == "uv":
-        ensure_uv()
+    env = command_env(env)
+    if argv[0] == "uv" and (pinned := ensure_uv()):  # "uv" stays the word; PATH finds the pinned one first
+        env["PATH"] = f"{pinned}{os.pathsep}{env.get('PATH', '')}"
     log.write(f"$ {shlex.join(argv)}\n")
     log.flush()
     if capture:
-        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env=command_env(env), cwd=cwd, text=True)
-    return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=command_env(env), cwd=cwd)
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env=env, cwd=cwd, text=True)
+    return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
 
 
 def _extract(archive: Path, into: Path) -> None:

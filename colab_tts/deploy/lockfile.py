@@ -49,6 +49,11 @@ def lock_path(system_name: str) -> Path:
     return LOCKS / f"{system_name}.txt"
 
 
+def build_constraint_path(system_name: str) -> Path:
+    """The build dependencies of the lock's sdists, pinned and hashed (``uv pip install --build-constraint``)."""
+    return LOCKS / f"{system_name}.build.txt"
+
+
 # The lines the generator (uv pip compile --no-header --emit-build-options [--generate-hashes]) writes, and
 # nothing else: a lock is read by an installer that would follow any --index-url, --extra-index-url,
 # --find-links, -e, -r, -c, URL or path written into it by hand.
@@ -167,7 +172,58 @@ def mismatches(system, lock: Lockfile) -> list[str]:
     for name in spec.excludes:
         if normalize(name) in lock.pins:
             problems.append(f"{name} is excluded by the runner but the lock installs it")
+    return problems + reproducibility_problems(lock)
+
+
+RESOLVED_AT = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z) \(--exclude-newer\) with uv (\S+) against \S+$")
+
+
+def reproducibility_problems(lock: Lockfile) -> list[str]:
+    """What keeps ``lock`` from being rebuilt byte for byte and verified at install: no hashes, no
+    ``--exclude-newer`` date (or one the command does not pass), another uv, or a build constraint that is
+    missing or was made for other sdists."""
+    problems = []
+    if lock.hashes is None:
+        problems.append("the lock carries no hashes (uv pip compile --generate-hashes): an install would check "
+                        "nothing")
+    m = RESOLVED_AT.match(lock.header.get("resolved", ""))
+    command = lock.header.get("command", "").split()
+    if not m:
+        problems.append(f"the lock's '# resolved:' records no --exclude-newer time: "
+                        f"{lock.header.get('resolved')!r}")
+    else:
+        if m[2] != UV_VERSION:
+            problems.append(f"the lock was resolved with uv {m[2]}, the runner installs uv {UV_VERSION}")
+        if "--exclude-newer" not in command or command[command.index("--exclude-newer") + 1:][:1] != [m[1]]:
+            problems.append(f"the lock's command does not pass --exclude-newer {m[1]}, the time it records")
+    sdists, recorded = lock.listed("sdists"), lock.header.get("build-constraint", "none")
+    if "sdists" not in lock.header:
+        problems.append("the lock does not list the packages that install from sdists (# sdists:)")
+    elif sdists and recorded == "none":
+        problems.append(f"{len(sdists)} packages install from sdists but the lock names no build constraint")
+    elif sdists:
+        try:
+            build = committed_build_constraint(lock)
+        except ValueError as err:
+            problems.append(str(err))
+        else:
+            if build.listed("sdists") != sdists or build.header.get("resolved") != lock.header.get("resolved"):
+                problems.append(f"{build.path.name} was made for other sdists or another date than the lock")
+            if build.hashes is None:
+                problems.append(f"{build.path.name} carries no hashes")
     return problems
+
+
+def committed_build_constraint(lock: Lockfile) -> Lockfile | None:
+    """The build constraint a lock's header names (``# build-constraint: SYSTEM.build.txt``, beside it), or None."""
+    name = lock.header.get("build-constraint", "none")
+    if name == "none":
+        return None
+    path = lock.path.parent / name
+    if not re.fullmatch(r"[a-z0-9-]+\.build\.txt", name) or not path.is_file():
+        raise ValueError(f"the build constraint {name!r} the lock names is not a file beside it; regenerate "
+                         "the lock with tools/deploy_locks.py")
+    return read_lock(path)
 
 
 def committed_lock(system_name: str) -> Lockfile:

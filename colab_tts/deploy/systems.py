@@ -36,8 +36,13 @@ from .._checks import choose
 COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # how the dry run shows that
 TORCH_CU128 = "https://download.pytorch.org/whl/cu128"
 UV_PIP_INSTALL = ("uv", "pip", "install", "--python", "{py}")
-# everything else comes from the system's committed lock (colab_tts/deploy/locks/SYSTEM.txt), exactly
+# everything else comes from the system's committed lock (colab_tts/deploy/locks/SYSTEM.txt), exactly: plan()
+# adds --require-hashes (the lock records every file's sha256) and --build-constraint SYSTEM.build.txt (the
+# pinned build dependencies of the packages that install from sdists)
 LOCKED = {"argv": (*UV_PIP_INSTALL, "--no-deps", "-r", "{lock}"), "lock": True}
+PLATFORM_SHOWN = "Linux x86-64 (manylinux_2_28)"
+# measured here (2 cores): opencc and pyopenjtalk compile C++ with cmake for about 2.5 minutes
+COMPILE_COST = "opencc and pyopenjtalk compile C++ (they need g++ and cmake, which Colab's image has) for about 2.5 minutes on 2 cores"
 # RVC-Boss/GPT-SoVITS install.sh @48b1a01 (--source HF) downloads these two archives from here
 GSV_DATA = "https://huggingface.co/XXXXRT/GPT-SoVITS-Pretrained/resolve/main"
 
@@ -346,9 +351,14 @@ def _fill(template: dict, fill: dict) -> dict:
         else:
             step[key] = value.format(**fill) if isinstance(value, str) else value
     if step.pop("lock", False):
-        step["lock_sha256"] = fill["lock_info"]["sha256"]  # a regenerated lock changes the step: it reruns
-        if fill["lock_info"]["hashes"]:  # every file checked against the lock's sha256s
-            step["argv"].insert(step["argv"].index("-r"), "--require-hashes")
+        info = fill["lock_info"]
+        step["lock_sha256"] = info["sha256"]  # a regenerated lock changes the step: it reruns
+        at = step["argv"].index("-r")
+        if info["hashes"]:  # every file checked against the lock's sha256s (what is already installed is kept)
+            step["argv"].insert(at, "--require-hashes")
+        if info["build_constraint"]:  # the sdists' build dependencies, pinned and hashed
+            step["argv"][at:at] = ["--build-constraint", info["build_constraint"]["path"]]
+            step["build_constraint_sha256"] = info["build_constraint"]["sha256"]
     if step.get("into_module"):
         step["python"] = fill["py"]
     return step
@@ -359,13 +369,51 @@ def _lock_fill(spec: System) -> dict:
     checks it against the runner before installing; the dry run only reads it)."""
     if spec.lock is None:
         return {}
-    from .lockfile import committed_lock, torch_pins
+    from .lockfile import committed_build_constraint, committed_lock, torch_pins
 
     lock = committed_lock(spec.name)
+    build = committed_build_constraint(lock)
+    sdists = lock.listed("sdists")
     return {"lock": str(lock.path), "torch_pins": torch_pins(spec, lock),
             "lock_info": {"path": str(lock.path), "sha256": lock.sha256, "packages": len(lock.pins),
                           "hashes": lock.hashes is not None,
-                          "torch_index": spec.lock.torch_index, "torch_pins": torch_pins(spec, lock)}}
+                          "torch_index": spec.lock.torch_index, "torch_pins": torch_pins(spec, lock),
+                          "compiles_from_source": sdists,
+                          "compiles_note": _compiles_note(spec, sdists),
+                          "build_constraint": build and {"path": str(build.path), "sha256": build.sha256,
+                                                         "packages": len(build.pins)}}}
+
+
+def _compiles_note(spec: System, sdists: list[str]) -> str:
+    if not sdists:
+        return f"nothing: every locked package has a wheel for CPython {spec.python} on Linux x86-64"
+    return (f"{len(sdists)} locked packages have no wheel for CPython {spec.python} on {PLATFORM_SHOWN} "
+            f"(or are locked --no-binary) and are built from their sdists during the install, with the "
+            f"build dependencies the lock's build constraint pins: {', '.join(sdists)}"
+            + (f"; {COMPILE_COST}" if {"opencc", "pyopenjtalk"} & set(sdists) else ""))
+
+
+# googlecolab/backend-info apt-list-gpu.txt @a72407924822 (2026-08-19, the Python 3.13 image): Ubuntu 22.04's
+# python3.10 3.10.12 is installed; no other Python but the kernel's 3.13
+COLAB_PYTHONS = {"3.10": "Ubuntu's /usr/bin/python3.10 (3.10.12)", "3.13": "the kernel's Python 3.13"}
+
+
+def python_from(version: str) -> str:
+    """Where ``uv venv --python VERSION`` takes the interpreter from, on Colab and elsewhere."""
+    from .lockfile import UV_VERSION
+
+    # uv looks for an installed X.Y (its own managed builds, then PATH) and downloads its managed CPython
+    # build only when there is none (docs.astral.sh/uv/concepts/python-versions); which build it downloads is
+    # fixed by the uv version, which the runner pins
+    download = (f"the CPython {version} build uv {UV_VERSION} downloads (python-build-standalone, from GitHub; "
+                "it needs no compiler)")
+    if version in COLAB_PYTHONS:
+        return (f"uv venv --python {version}: on Colab {COLAB_PYTHONS[version]}, which the image ships "
+                f"(googlecolab/backend-info apt-list-gpu.txt @a724079); on a machine without a Python {version}, "
+                f"{download}")
+    return (f"uv venv --python {version}: Colab's image has no Python {version} (googlecolab/backend-info "
+            f"apt-list-gpu.txt @a724079 lists 3.10 and 3.13), so on Colab {download}; elsewhere a Python "
+            f"{version} found on the machine, else that download")
 
 
 def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy", out: str | None = None,
@@ -395,10 +443,7 @@ def plan(system, overrides: dict | None = None, workdir: str = "colab_tts_deploy
         "upstream": {"repo": spec.repo, "commit": commit, "url": repo_url or spec.url},
         "python": python or spec.python,
         "python_source": spec.python_source,
-        # uv venv --python X.Y takes an X.Y it finds on the machine and otherwise downloads its own managed
-        # build (docs.astral.sh/uv/concepts/python-versions, "Requesting a version")
-        "python_from": f"uv venv --python {python or spec.python}: a Python {python or spec.python} found on this "
-                       "machine (PATH), else uv downloads its managed CPython build",
+        "python_from": python_from(python or spec.python),
         "env": env, "clone": repo, "out": out,
         "install": [{**step, "shown": shown(step)} for step in steps],
         "lock": fill.get("lock_info"),
