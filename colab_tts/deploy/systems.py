@@ -41,8 +41,10 @@ UV_PIP_INSTALL = ("uv", "pip", "install", "--python", "{py}")
 # pinned build dependencies of the packages that install from sdists)
 LOCKED = {"argv": (*UV_PIP_INSTALL, "--no-deps", "-r", "{lock}"), "lock": True}
 PLATFORM_SHOWN = "Linux x86-64 (manylinux_2_28)"
-# measured here (2 cores): opencc and pyopenjtalk compile C++ with cmake for about 2.5 minutes
-COMPILE_COST = "opencc and pyopenjtalk compile C++ (they need g++ and cmake, which Colab's image has) for about 2.5 minutes on 2 cores"
+# measured: gpt-sovits's 8 sdists, installed with --require-hashes and its build constraint into a Python 3.10.13
+# venv by uv 0.13.9, built in 2 min 19 s on this project's 2-core CPU machine
+COMPILE_COST = ("opencc and pyopenjtalk compile C++ (g++ and cmake: Colab's image has build-essential and cmake, "
+                "googlecolab/backend-info apt-list-gpu.txt @a724079); the 8 built in 2 min 19 s on 2 CPU cores")
 # RVC-Boss/GPT-SoVITS install.sh @48b1a01 (--source HF) downloads these two archives from here
 GSV_DATA = "https://huggingface.co/XXXXRT/GPT-SoVITS-Pretrained/resolve/main"
 
@@ -195,7 +197,11 @@ GPT_SOVITS = System(
              "its own. torch==2.11.0 in the lock is satisfied by the installed 2.11.0+cu128 (PEP 440), so "
              "installing the lock with --no-deps keeps it",
              "onnxruntime (CPU) is excluded: upstream installs faster-whisper with --no-deps "
-             "(install.sh @48b1a01); onnxruntime-gpu from requirements.txt provides the module"),
+             "(install.sh @48b1a01); onnxruntime-gpu from requirements.txt provides the module",
+             "the cu128 index's torch, torchaudio, torchcodec (and the nvidia-*-cu12 libraries they pull) are "
+             "installed by version, not checked by hash: this lock's hashes are PyPI's files, and under "
+             "--require-hashes uv keeps an installed 2.11.0+cu128 that satisfies torch==2.11.0 without "
+             "checking it (uv 0.13.9, tried with a local-version wheel)"),
     ),
     oom_advice=("is_half=True (float16 halves the weights and activations)",
                 "fewer parallel segments: a smaller batch_size in the variants",
