@@ -3,12 +3,17 @@
 A lock is ``uv pip compile`` output for the system's Python on Linux x86-64 (``x86_64-manylinux_2_28``),
 resolved against PyPI from upstream's requirement files at the pinned commit plus the runner's own pins
 (``systems.Lock``), under a header that records all of it (``tools/deploy_locks.py`` writes it; the
-header's ``command`` line is the exact resolver call). The runner installs the lock with ``--no-deps``,
-so a new release of anything upstream depends on cannot change what Colab installs.
+header's ``command`` line is the exact resolver call, with ``--exclude-newer`` at the time ``# resolved:``
+records and ``--generate-hashes``). The runner installs the lock with ``--no-deps --require-hashes``, so a new
+release of anything upstream depends on cannot change what Colab installs and every file is checked against
+its sha256. The packages with no wheel for the system's Python (``# sdists:``) build from source with the build
+dependencies pinned and hashed in ``SYSTEM.build.txt`` (``--build-constraint``). ``make locks-check`` rebuilds
+every lock and fails on any difference.
 
 ``check_lock`` (``env.deploy`` calls it before installing anything) refuses a lock that no longer
 matches: another upstream commit or Python, a pin of the runner the locked version does not satisfy, a package the runner requires missing, an excluded package
-present, or inputs (pins, overrides, excludes) changed since it was resolved.
+present, inputs (pins, overrides, excludes) changed since it was resolved, or a lock that could not be rebuilt
+or verified (no hashes, no ``--exclude-newer`` time, another uv, a missing or stale build constraint).
 """
 
 from __future__ import annotations
