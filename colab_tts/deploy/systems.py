@@ -414,7 +414,7 @@ def python_from(version: str) -> str:
     download = (f"the CPython {version} build uv {UV_VERSION} downloads (python-build-standalone, from GitHub; "
                 "it needs no compiler)")
     if version in COLAB_PYTHONS:
-        return (f"uv venv --python {version}: on Colab {COLAB_PYTHONS[version]}, which the image ships "
+        return (f"uv venv --python {version}: on Colab, {COLAB_PYTHONS[version]}, which the image ships "
                 f"(googlecolab/backend-info apt-list-gpu.txt @a724079); on a machine without a Python {version}, "
                 f"{download}")
     return (f"uv venv --python {version}: Colab's image has no Python {version} (googlecolab/backend-info "
