@@ -5,6 +5,7 @@ import pytest
 
 from colab_tts import hardware
 from colab_tts.hardware import GPUS, GpuSpec, get_gpu, pick_dtype, resolve_dtype
+from colab_tts.kv_cache import plan_vllm
 from colab_tts.models import ModelSpec
 
 FACTS_GPUS = ["T4", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "V100-16GB", "A10G", "RTX-3060-12GB",
@@ -130,13 +131,14 @@ def test_weights_fit_rows_scale_with_dtype():
     fp32 = {r["model"]: r for r in hardware.weights_fit_rows("fp32", gpus=["T4"])}
     orpheus = "Orpheus 3B (LLM)"
     assert fp32[orpheus]["float32 GiB"] == pytest.approx(2 * fp16[orpheus]["float16 GiB"])
-    # counted from the bundled config (3,300,867,072 parameters), the number every table shows
+    # the weights vLLM holds (padded vocabulary, rotary cache), the number every table and the planner show
     assert fp16[orpheus]["float16 GiB"] == ModelSpec.known("orpheus-3b").weight_gib("float16")
 
 
-def test_recommendations_compute_orpheus_weights():
+def test_recommendations_give_the_weights_the_planner_counts():
     line = next(x for x in hardware.recommendations("T4") if "Orpheus" in x)
-    assert f"{3.30e9 * 2 / 2**30:.1f} GiB" in line
+    planned = plan_vllm("orpheus-3b", "T4", dtype="float16", max_model_len=4096).weights_gib
+    assert f"{planned:.1f} GiB" in line and f"{planned:.1f}" == "6.2"  # the bare count, 6.15, would print 6.1
 
 
 # --- the catalog's figures come from colab_tts/data/cited/gpus.json, each with a public source ---------

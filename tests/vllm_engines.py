@@ -96,7 +96,8 @@ def _attempt(path, **kwargs) -> dict:
         return dict(error=f"{type(err).__name__}: {err}"[:1000], path="refused at start; " + vllm_cpu.describe())
     model = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner.model
     got = dict(blocks=kv.num_blocks, block_size=kv.block_size, line=kv.log_line, path=kv.path,
-               param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
+               param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+               buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()))  # the rotary cos/sin cache
     try:
         got["generated"] = _generate(llm)
     except Exception as err:

@@ -29,11 +29,20 @@ from functools import cache
 
 from ..cited import cited
 from ..hardware import GPUS, get_gpu
+from ..models import ModelSpec
 from ..units import GIB
 
 SOURCE = "metavoiceio/metavoice-src fam/llm/fast_model.py @de3fa211ac4621e03a5f990651aeecc64da418f5"
-FIRST_STAGE = {"n_layer": 24, "n_head": 16, "dim": 2048, "vocab_size": 2562, "block_size": 2048,
-               "speaker_emb_dim": 256}
+
+
+def _first_stage(spec: ModelSpec) -> dict:
+    """fast_model.ModelArgs' fields from the bundled ``metavoice-1b`` config (one home for its shape)."""
+    return {"n_layer": spec.num_layers, "n_head": spec.num_attention_heads, "dim": spec.hidden_size,
+            "vocab_size": spec.vocab_size, "block_size": spec.max_position_embeddings,
+            "speaker_emb_dim": spec.config["speaker_emb_dim"]}
+
+
+FIRST_STAGE = _first_stage(ModelSpec.known("metavoice-1b"))
 KV_BATCH = 2  # metavoiceio/metavoice-src fam/llm/fast_inference_utils.py @de3fa21 build_model: setup_caches(max_batch_size=2, ...)
 # Counted on the meta device from facebookresearch/audiocraft audiocraft/models/unet.py @896ec7c with
 # config/model/score/basic.yaml (hidden 48, depth 4, growth 4, kernel 8, stride 4, chin 1): one band.
