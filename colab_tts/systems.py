@@ -19,6 +19,7 @@ from .kv_cache import (
     ORPHEUS_TOKENS_PER_SECOND,
     kv_bytes_per_token,
     lowest_gmu_for,
+    max_startup_gmu,
     plan_vllm,
     request_len,
 )
@@ -94,6 +95,7 @@ class Fit:
     gmu: float | None
     plan: object | None  # the VllmPlan at that gmu (None when nothing fits)
     other_gib: float  # the system's other stages on the GPU (not what other processes hold)
+    at_default: bool = False  # it also fits at vLLM's default share (which vLLM's start-up check lets start)
 
     @property
     def fits(self) -> bool:
@@ -116,8 +118,15 @@ def fit(system: System, gpu, seconds: float = 30, dtype: str = "float16", vllm_v
     kwargs = system.plan_kwargs(seconds, dtype, vllm_version, other_gib)
     gmu = lowest_gmu_for(system.model, gpu, **kwargs)
     plan = None if gmu is None else plan_vllm(system.model, gpu, gpu_memory_utilization=gmu, **kwargs)
+    default = versions.default_gmu(versions.parse(vllm_version))
+    at_default = False
+    if plan is not None and plan.fits and gmu <= default:
+        try:  # memory other processes hold can make vLLM refuse to start at the default share
+            at_default = plan_vllm(system.model, gpu, gpu_memory_utilization=default, **kwargs).fits
+        except ValueError:
+            at_default = False
     key = gpu if isinstance(gpu, str) else get_gpu(gpu).name
-    return Fit(system, key, gmu, plan, system.other_gib(dtype))
+    return Fit(system, key, gmu, plan, system.other_gib(dtype), at_default)
 
 
 def fit_table(seconds: float = 30, dtype: str = "float16", gpus=None, systems=SYSTEMS, vllm_version=None,
@@ -147,10 +156,13 @@ def fit_table(seconds: float = 30, dtype: str = "float16", gpus=None, systems=SY
         for k, cell in cells.items():
             row[k] = f"{cell.share:.0%}" if cell.fits else "OOM"
         default = versions.default_gmu(versions.parse(vllm_version))
-        at_default = [k for k, c in cells.items() if c.fits and c.gmu <= default]
+        at_default = [k for k, c in cells.items() if c.at_default]
         raised = [f"{k} (gpu_memory_utilization {c.gmu:.2f})" for k, c in cells.items() if c.fits and c.gmu > default]
+        lowered = [f"{k} (gpu_memory_utilization {c.gmu:.2f} to {max_startup_gmu(k, c.plan.other_gib):.2f})"
+                   for k, c in cells.items() if c.fits and c.gmu <= default and not c.at_default]
         row["fits on"] = (", ".join(at_default) or "none") + f" at vLLM's default share ({default})" + (
-            f"; only with a raised share: {', '.join(raised)}" if raised else "")
+            f"; only with a raised share: {', '.join(raised)}" if raised else "") + (
+            f"; only with a lowered share, as other processes hold memory: {', '.join(lowered)}" if lowered else "")
         capped = system.request(seconds)[1]
         row["note"] = system.note + (f" ({capped})" if capped else "")
         rows.append(row)
