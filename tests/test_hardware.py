@@ -1,4 +1,5 @@
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,27 @@ def test_every_catalog_figure_is_read_from_the_cited_data_with_its_source():
             assert value == (tuple(entry.value) if figure == "compute_capability" else entry.value)
             assert entry.source in spec.source
     assert hardware.figure_source("T4", "compute_capability") == "https://developer.nvidia.com/cuda-gpus"
+
+
+VENDOR = re.compile(r"^https://([\w-]+\.)*nvidia\.com/\S+$")  # NVIDIA's pages, datasheets and whitepapers
+PUBLISHED_LOG = re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+/(issues|pull)/\d+$")
+NO_VENDOR = "no vendor source: "
+
+
+def test_every_gpu_figure_cites_the_vendor_or_says_why_it_cannot():
+    # data/cited/gpus.json's rule: a spec figure from NVIDIA's own documents; the usable memory (what torch
+    # reports, which no datasheet states) from a published log; anything else says why in its note
+    from colab_tts.cited import all_cited
+
+    entries = [c for c in all_cited() if c.key.startswith("gpus.")]
+    assert len(entries) == 4 * len(GPUS) + 1  # every catalog figure, and the H200's bandwidth
+    for entry in entries:
+        primary = VENDOR if not entry.key.endswith(".memory_gib") else PUBLISHED_LOG
+        if not primary.match(entry.source):
+            assert entry.note.startswith(NO_VENDOR), f"{entry.key} cites {entry.source} without saying why"
+            assert len(entry.note) > len(NO_VENDOR) + 40, entry.key  # a reason, not a stub
+        else:
+            assert NO_VENDOR not in entry.note, entry.key
 
 
 def test_catalog_figures_are_not_typed_in_the_module():
