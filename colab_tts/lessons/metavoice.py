@@ -5,7 +5,8 @@ What is counted (weights and the KV cache; not activations, not the CUDA context
 - first stage: the causal GPT of metavoiceio/metavoice-src fam/llm/fast_model.py @de3fa21
   (``transformer_configs["metavoice-1B"]``: 24 layers, dim 2048, 16 heads, vocab 2562; ``ModelArgs``
   defaults: block_size 2048, speaker_emb_dim 256, SwiGLU hidden = find_multiple(int(2 * 4 * dim / 3), 256)),
-  counted here from those numbers; 2 bytes per weight in fp16/bf16 (its own dtype logic:
+  read from the bundled ``metavoice-1b`` config (``ModelSpec.known``, whose count is the same) and counted
+  Linear by Linear, pos_embeddings and speaker_cond_pos included; 2 bytes per weight in fp16/bf16 (its own dtype logic:
   ``get_default_dtype``, fp16 for compute capability <= 7.x), or weight-only int8 / int4 as
   fam/llm/fast_quantize.py @de3fa21 stores them (int8: 1 byte + a bf16 scale per output row; int4:
   half a byte + bf16 scale and zero per 128-group, only Linear layers with out_features % 8 == 0);
