@@ -20,7 +20,7 @@ from ._checks import choose, positive
 from .cited import DATA, cited
 from .colab import in_colab  # noqa: F401  - re-exported: colab_tts.hardware.in_colab stays importable
 from .dtypes import DTYPE_BYTES, DTYPES, dtype_name, torch_dtype  # noqa: F401  - re-exported: importable here
-from .models import covered_models
+from .models import covered_models, covered_weight_gib
 from .units import GIB
 
 
@@ -356,7 +356,7 @@ def recommendations(gpu) -> list[str]:
     if spec.compute_capability < (8, 0):
         out.append("FlashAttention-2 needs CC 8.0; PyTorch SDPA uses its memory-efficient kernel here")
     if spec.memory_gib < 16:
-        orpheus_gib = COVERED_MODELS["Orpheus 3B (LLM)"][0] * DTYPE_BYTES[dtype if dtype != "float32" else "float16"] / GIB
+        orpheus_gib = covered_weight_gib(dtype if dtype != "float32" else "float16")["Orpheus 3B (LLM)"]
         out.append(f"Orpheus 3B in half precision needs {orpheus_gib:.1f} GiB of weights: "
                    "size vLLM's KV cache with colab_tts.kv_cache")
     if spec.memory_gib < 10:
@@ -394,15 +394,18 @@ COVERED_MODELS = _CoveredModels()
 def weights_fit_rows(dtype: str = "float16", gpus=None, models=None) -> list[dict]:
     """Weight size of each covered model in ``dtype`` against each GPU's memory (weights only, not a fit).
 
-    The sizes are ``ModelSpec.weight_gib`` of the bundled configs (SNAC: its cited count), the same figures
-    ``colab_tts.systems.fit_table`` shows; whether a system fits a GPU is that table's answer.
+    The sizes are ``models.covered_weight_gib`` (``ModelSpec.weight_gib`` of the bundled configs, SNAC: its
+    cited count), the figures ``colab_tts.systems.fit_table`` and the planner show; whether a system fits a GPU
+    is that table's answer. ``models``: your own {label: (parameters, source)}, sized as parameters x bytes.
     """
     dtype = dtype_name(dtype)
-    models = COVERED_MODELS if models is None else models
+    if models is None:
+        sizes = covered_weight_gib(dtype)
+    else:
+        sizes = {label: params * DTYPE_BYTES[dtype] / GIB for label, (params, _source) in models.items()}
     specs = [get_gpu(g) for g in (gpus if gpus is not None else GPUS)]
     rows = []
-    for model, (params, _source) in models.items():
-        gib = params * DTYPE_BYTES[dtype] / GIB
+    for model, gib in sizes.items():
         row = {"model": model, f"{dtype} GiB": gib}
         for spec in specs:
             row[_short(spec)] = f"{gib / spec.memory_gib:.0%}"

@@ -21,7 +21,6 @@ from .planner import (  # noqa: F401
     _largest_fitting_len,
     _spec,
     _version,
-    _weights_bytes,
     audio_seconds_for_tokens,
     beyond_context,
     cards_that_fit,

@@ -4,6 +4,12 @@
 ``ModelSpec.known(name)`` returns the bundled configs of the models this project covers
 (``colab_tts/data/models.json``, each with its source). Parameter counts follow the architecture
 exactly (tests compare them with a transformers model built on the meta device).
+
+Two figures, two names: ``num_params`` is the parameter count of the architecture (what a checkpoint holds);
+``weight_bytes`` / ``weight_gib`` are the bytes vLLM holds once it has loaded the model (the vocabulary padded
+to a multiple of 64, the rotary cos/sin cache). Every weights figure the notebooks show for a bundled model
+(notebook 00's table and advice, the fit table, the planner's sum) is ``weight_bytes``; ``num_params`` is
+for counts (FLOPs per token, "B parameters").
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ _KEYS = {
     "vocab_size": ("vocab_size",),
 }
 _GPT2_TYPES = {"gpt2", "gpt_bigcode"}
+VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE
 
 
 @dataclass(frozen=True)
@@ -47,13 +54,33 @@ class ModelSpec:
     source: str = field(default="", compare=False)
     config: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def weight_bytes(self, dtype="float16") -> int:
-        """Bytes of the weights in ``dtype`` (float32 / float16 / bfloat16)."""
-        name = dtype_name(dtype)
-        return self.num_params * DTYPE_BYTES[name]
+    @property
+    def padded_vocab_size(self) -> int:
+        """The vocabulary as vLLM allocates it: rounded up to a multiple of 64 (VocabParallelEmbedding's
+        padding_size, vllm/model_executor/layers/vocab_parallel_embedding.py @v0.32.0)."""
+        return -(-self.vocab_size // VOCAB_PADDING) * VOCAB_PADDING
 
-    def weight_gib(self, dtype="float16") -> float:
-        return self.weight_bytes(dtype) / GIB
+    @property
+    def rotary(self) -> bool:
+        """Positions by rotary embedding (Llama-style); learned or sinusoidal tables are counted elsewhere."""
+        return self.architecture == "llama" and self.config.get("position_embeddings", "rope") == "rope"
+
+    def weight_bytes(self, dtype="float16", tensor_parallel_size: int = 1) -> float:
+        """Bytes of the weights per GPU in ``dtype`` (float32 / float16 / bfloat16) as vLLM loads them.
+
+        The parameters, with the embedding (and an untied LM head) padded to ``padded_vocab_size`` rows,
+        split over ``tensor_parallel_size`` GPUs; plus, for rotary models, the cos/sin cache vLLM keeps as a
+        buffer in the model's dtype (``max_position_embeddings x head_dim``, on every GPU).
+        """
+        size = DTYPE_BYTES[dtype_name(dtype)]
+        padding = (self.padded_vocab_size - self.vocab_size) * self.hidden_size * (
+            1 if self.tie_word_embeddings else 2)
+        rope_cache = self.max_position_embeddings * self.head_dim * size if self.rotary else 0
+        return (self.num_params + padding) * size / tensor_parallel_size + rope_cache
+
+    def weight_gib(self, dtype="float16", tensor_parallel_size: int = 1) -> float:
+        """``weight_bytes`` in GiB: the one weights figure every table shows."""
+        return self.weight_bytes(dtype, tensor_parallel_size) / GIB
 
     @property
     def grouped_query(self) -> bool:
@@ -134,15 +161,32 @@ def known_models() -> dict[str, dict]:
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
+_COVERED = (("Orpheus 3B (LLM)", "orpheus-3b"), ("MetaVoice-1B (GPT)", "metavoice-1b"),
+            ("GPT-SoVITS GPT stage", "gpt-sovits-v2-t2s"))
+SNAC_LABEL = "SNAC 24 kHz codec"
+
+
 def covered_models() -> dict[str, tuple[float, str]]:
-    """Parameters of each covered model with where the count comes from (hardware.COVERED_MODELS)."""
+    """Parameter count of each covered model with where the count comes from (hardware.COVERED_MODELS)."""
     out = {}
-    for label, name in (("Orpheus 3B (LLM)", "orpheus-3b"), ("MetaVoice-1B (GPT)", "metavoice-1b"),
-                        ("GPT-SoVITS GPT stage", "gpt-sovits-v2-t2s")):
+    for label, name in _COVERED:
         spec = ModelSpec.known(name)
         out[label] = (spec.num_params, f"counted from its config: {spec.source.split(' (')[0]}")
     snac = cited("snac.parameters_24khz")
-    out["SNAC 24 kHz codec"] = (snac.value, snac.source)
+    out[SNAC_LABEL] = (snac.value, snac.source)
+    return out
+
+
+def snac_weight_gib(dtype="float16") -> float:
+    """SNAC 24 kHz's weights in ``dtype`` (its parameter count is cited: snac.parameters_24khz; a conv codec
+    run by PyTorch, nothing padded)."""
+    return cited("snac.parameters_24khz").value * DTYPE_BYTES[dtype_name(dtype)] / GIB
+
+
+def covered_weight_gib(dtype="float16") -> dict[str, float]:
+    """Weights of each covered model in ``dtype``: ``ModelSpec.weight_gib`` (SNAC: ``snac_weight_gib``)."""
+    out = {label: ModelSpec.known(name).weight_gib(dtype) for label, name in _COVERED}
+    out[SNAC_LABEL] = snac_weight_gib(dtype)
     return out
 
 
@@ -168,6 +212,11 @@ def _count_params(spec: ModelSpec, cfg: dict) -> int:
         total = spec.num_layers * per_layer + v * h + spec.max_position_embeddings * h + 2 * h
         return total + (0 if spec.tie_word_embeddings else v * h)
     model_type = cfg.get("model_type", "llama")
+    extra = 0
+    if cfg.get("position_embeddings") == "learned":  # a position table (MetaVoice's pos_embeddings)
+        extra += spec.max_position_embeddings * h
+    if cfg.get("speaker_emb_dim"):  # MetaVoice's speaker_cond_pos: Linear(speaker_emb_dim, dim, bias=False)
+        extra += cfg["speaker_emb_dim"] * h
     qkv_bias = bool(cfg.get("attention_bias", False)) or model_type == "qwen2"
     attn = h * q + 2 * h * kv + q * h
     if qkv_bias:
@@ -178,5 +227,5 @@ def _count_params(spec: ModelSpec, cfg: dict) -> int:
     per_layer = attn + mlp + 2 * h  # two RMSNorms
     if model_type == "qwen3":
         per_layer += 2 * spec.head_dim  # Qwen3's q_norm and k_norm
-    total = spec.num_layers * per_layer + v * h + h
+    total = spec.num_layers * per_layer + v * h + h + extra
     return total + (0 if spec.tie_word_embeddings else v * h)

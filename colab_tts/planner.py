@@ -462,15 +462,6 @@ def _model_dtype(spec: ModelSpec, gpu: GpuSpec, dtype, strict: bool) -> tuple[st
     return name, warnings
 
 
-def _weights_bytes(spec: ModelSpec, dtype: str, tp: int) -> float:
-    bytes_ = DTYPE_BYTES[dtype]
-    padded_vocab = -(-spec.vocab_size // 64) * 64  # vLLM pads embeddings to a multiple of 64
-    params = spec.num_params + (padded_vocab - spec.vocab_size) * spec.hidden_size * (
-        1 if spec.tie_word_embeddings else 2)
-    rope_cache = spec.max_position_embeddings * spec.head_dim * bytes_  # cos/sin table, a torch buffer
-    return params * bytes_ / tp + rope_cache
-
-
 @dataclass(frozen=True)
 class _Resolved:
     """plan_vllm's arguments checked and resolved to what the engine will run (defaults filled in)."""
@@ -556,7 +547,7 @@ def _resolve(model, gpu, *, gpu_memory_utilization=None, dtype="auto", max_model
 def _memory(r: _Resolved, o: GpuOverheads) -> MemoryBudget:
     """vLLM's sum (gpu_worker.py determine_available_memory @v0.32.0): the budget and what it spends before the KV cache."""
     spec, gpu, tp, version = r.spec, r.gpu, r.tensor_parallel_size, r.version
-    weights = _weights_bytes(spec, r.dtype, tp) + quant.weight_bytes_delta(spec, r.dtype, r.quantization, tp)
+    weights = quant.weight_bytes(spec, r.dtype, r.quantization, tp)
     forward = r.profile_tokens * DTYPE_BYTES[r.dtype] * o.act_units * (spec.hidden_size + spec.intermediate_size / tp) \
         + quant.dequant_transient_bytes(spec, r.quantization, gpu, _version(version), r.profile_tokens, r.dtype, tp)
     rows = min(r.max_num_seqs, r.profile_tokens)

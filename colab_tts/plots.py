@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import hardware
+from .models import covered_weight_gib
 
 
 def gpu_catalog(highlight="T4"):
@@ -30,8 +31,8 @@ def weights_fit(dtype="float16", gpus=("T4", "RTX-3070", "RTX-4060", "L4", "A100
     dtype = hardware.dtype_name(dtype)
     specs = [hardware.get_gpu(g) for g in gpus]
     fig, ax = plt.subplots(figsize=(9, 3.8))
-    names = list(hardware.COVERED_MODELS)
-    sizes = [params * hardware.DTYPE_BYTES[dtype] / hardware.GIB for params, _ in hardware.COVERED_MODELS.values()]
+    weights = covered_weight_gib(dtype)  # the sizes weights_fit_rows prints
+    names, sizes = list(weights), list(weights.values())
     ax.barh(names, sizes, color="tab:blue", label=f"weights in {dtype}")
     for spec, style in zip(specs, ["-", "--", ":", "-.", (0, (1, 3))]):
         ax.axvline(spec.memory_gib, color="tab:orange" if not spec.bf16 else "tab:gray", ls=style,

@@ -141,8 +141,11 @@ def weight_bytes_delta(spec: ModelSpec, dtype: str, quantization, tensor_paralle
 
 def weight_bytes(spec: ModelSpec, dtype: str = "float16", quantization=None, tensor_parallel_size: int = 1,
                  double_quant: bool = False, platform: str = "cuda") -> float:
-    """Bytes of the weights per GPU under ``quantization`` (the rest of the model stays in ``dtype``)."""
-    return (spec.num_params * DTYPE_BYTES[dtype] / tensor_parallel_size
+    """Bytes of the weights per GPU under ``quantization`` (the rest of the model stays in ``dtype``).
+
+    ``ModelSpec.weight_bytes`` (the weights as vLLM loads them) plus what the scheme saves on the linear layers.
+    """
+    return (spec.weight_bytes(dtype, tensor_parallel_size)
             + weight_bytes_delta(spec, dtype, quantization, tensor_parallel_size, double_quant, platform))
 
 

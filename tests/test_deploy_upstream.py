@@ -38,6 +38,8 @@ from pathlib import Path
 import pytest
 
 from colab_tts.deploy.indextts2 import STAGE_METHODS
+from colab_tts.lessons import metavoice as mv
+from colab_tts.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "tests" / "upstream_stages"
@@ -124,6 +126,16 @@ def test_metavoice_first_and_second_stage_run_in_float16_through_the_worker(tmp_
     assert {"stage": "patch", "what": "fam.llm.fast_inference_utils: torch.bfloat16 -> float16"} in result["stages"]
     built = next(r for r in rows if r["stage"] == "first stage built")
     assert built["precision"] == "float16" and built["weight_dtypes"] == ["float16"]
+    # upstream's own Transformer, counted, is what both of our counts give at its shape (notebook 02's MetaVoice
+    # section counts with the lesson, the fit table with ModelSpec): pos_embeddings and speaker_cond_pos included
+    shape = dict(mv.FIRST_STAGE, **first, vocab_size=built["vocab_size"], speaker_emb_dim=built["speaker_emb_dim"])
+    assert built["params"] == mv.first_stage_params(shape)["total"]
+    head_dim = first["dim"] // first["n_head"]
+    spec = ModelSpec.known("metavoice-1b").with_(
+        num_layers=first["n_layer"], hidden_size=first["dim"], num_attention_heads=first["n_head"],
+        num_kv_heads=first["n_head"], head_dim=head_dim, intermediate_size=mv.swiglu_hidden(first["dim"]),
+        max_position_embeddings=first["block_size"], vocab_size=built["vocab_size"])
+    assert built["params"] == spec.num_params
 
     # first stage: build_model's 200-token warm-up, then main's generation, int32 token ids up to block_size
     warm_up, generation = [r for r in rows if r["stage"] == "first stage generate"]

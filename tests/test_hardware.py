@@ -1,10 +1,12 @@
 import math
+import re
 from pathlib import Path
 
 import pytest
 
 from colab_tts import hardware
 from colab_tts.hardware import GPUS, GpuSpec, get_gpu, pick_dtype, resolve_dtype
+from colab_tts.kv_cache import plan_vllm
 from colab_tts.models import ModelSpec
 
 FACTS_GPUS = ["T4", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "V100-16GB", "A10G", "RTX-3060-12GB",
@@ -130,13 +132,14 @@ def test_weights_fit_rows_scale_with_dtype():
     fp32 = {r["model"]: r for r in hardware.weights_fit_rows("fp32", gpus=["T4"])}
     orpheus = "Orpheus 3B (LLM)"
     assert fp32[orpheus]["float32 GiB"] == pytest.approx(2 * fp16[orpheus]["float16 GiB"])
-    # counted from the bundled config (3,300,867,072 parameters), the number every table shows
+    # the weights vLLM holds (padded vocabulary, rotary cache), the number every table and the planner show
     assert fp16[orpheus]["float16 GiB"] == ModelSpec.known("orpheus-3b").weight_gib("float16")
 
 
-def test_recommendations_compute_orpheus_weights():
+def test_recommendations_give_the_weights_the_planner_counts():
     line = next(x for x in hardware.recommendations("T4") if "Orpheus" in x)
-    assert f"{3.30e9 * 2 / 2**30:.1f} GiB" in line
+    planned = plan_vllm("orpheus-3b", "T4", dtype="float16", max_model_len=4096).weights_gib
+    assert f"{planned:.1f} GiB" in line and f"{planned:.1f}" == "6.2"  # the bare count, 6.15, would print 6.1
 
 
 # --- the catalog's figures come from colab_tts/data/cited/gpus.json, each with a public source ---------
@@ -152,6 +155,27 @@ def test_every_catalog_figure_is_read_from_the_cited_data_with_its_source():
             assert value == (tuple(entry.value) if figure == "compute_capability" else entry.value)
             assert entry.source in spec.source
     assert hardware.figure_source("T4", "compute_capability") == "https://developer.nvidia.com/cuda-gpus"
+
+
+VENDOR = re.compile(r"^https://([\w-]+\.)*nvidia\.com/\S+$")  # NVIDIA's pages, datasheets and whitepapers
+PUBLISHED_LOG = re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+/(issues|pull)/\d+$")
+NO_VENDOR = "no vendor source: "
+
+
+def test_every_gpu_figure_cites_the_vendor_or_says_why_it_cannot():
+    # data/cited/gpus.json's rule: a spec figure from NVIDIA's own documents; the usable memory (what torch
+    # reports, which no datasheet states) from a published log; anything else says why in its note
+    from colab_tts.cited import all_cited
+
+    entries = [c for c in all_cited() if c.key.startswith("gpus.")]
+    assert len(entries) == 4 * len(GPUS) + 1  # every catalog figure, and the H200's bandwidth
+    for entry in entries:
+        primary = VENDOR if not entry.key.endswith(".memory_gib") else PUBLISHED_LOG
+        if not primary.match(entry.source):
+            assert entry.note.startswith(NO_VENDOR), f"{entry.key} cites {entry.source} without saying why"
+            assert len(entry.note) > len(NO_VENDOR) + 40, entry.key  # a reason, not a stub
+        else:
+            assert NO_VENDOR not in entry.note, entry.key
 
 
 def test_catalog_figures_are_not_typed_in_the_module():

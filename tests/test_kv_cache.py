@@ -17,6 +17,7 @@ from colab_tts.kv_cache import (
     kv_blocks,
     kv_bytes_per_token,
     max_model_len_for_audio,
+    max_startup_gmu,
     plan_vllm,
 )
 from colab_tts.lessons.kv_sizing import leave_one_out, plan_published_case, published_error
@@ -242,6 +243,29 @@ def test_fit_table_agrees_with_plan_vllm_cell_by_cell():
                 need = float(row[gpu].rstrip("%")) / 100 - system.other_gib() / hardware.get_gpu(gpu).memory_gib
                 plan = plan_vllm(system.model, gpu, **dict(kwargs, gpu_memory_utilization=round(need + 0.005, 2)))
                 assert plan.fits, (system.label, gpu, plan.explain())
+
+
+def test_fit_table_plans_for_memory_other_processes_hold():
+    # other_gib as plan_vllm takes it: the system's own stages come on top, and vLLM's start-up check
+    # (total x gmu free after its CUDA context) can refuse the default share on a card that still fits lower
+    held = 3.0
+    rows = {r["system"]: r for r in systems.fit_table(30, gpus=["T4", "RTX-3070"], other_gib=held)}
+    for system in systems.SYSTEMS:
+        row, cell = rows[system.label], systems.fit(system, "T4", 30, other_gib=held)
+        assert cell.plan.other_gib == pytest.approx(held + system.other_gib())
+        assert row["T4"] == f"{cell.share:.0%}"
+        with pytest.raises(ValueError, match="refuses to start"):  # 0.92 x 14.74 GiB is more than is free
+            plan_vllm(system.model, "T4", **dict(system.plan_kwargs(30, other_gib=held), gpu_memory_utilization=0.92))
+        top = max_startup_gmu("T4", cell.plan.other_gib)
+        assert row["fits on"].startswith("none at vLLM's default share")
+        assert f"T4 (gpu_memory_utilization {cell.gmu:.2f} to {top:.2f})" in row["fits on"].split("lowered share")[1]
+        assert plan_vllm(system.model, "T4", **dict(system.plan_kwargs(30, other_gib=held),
+                                                    gpu_memory_utilization=top)).fits
+    free = {r["system"]: r for r in systems.fit_table(30, gpus=["T4"])}
+    assert all("T4" in r["fits on"].split(" at vLLM")[0] for r in free.values())  # nothing held: the default starts
+    assert all(r["T4"] == "OOM" for r in systems.fit_table(30, gpus=["T4"], other_gib=14.74))
+    with pytest.raises(ValueError, match="other_gib"):
+        systems.fit_table(30, gpus=["T4"], other_gib=-1)
 
 
 def test_fit_table_orpheus_needs_more_than_an_8_gb_card_with_vllm_defaults():

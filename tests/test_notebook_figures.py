@@ -1,14 +1,23 @@
 """One value per figure: a quantity two notebooks show comes out the same from what each notebook calls.
 
-Each pair below is one figure and the two calls that print it (notebook 01 vs 02, 02 section 5 vs its
-MetaVoice section). A second model of the same quantity in either notebook makes its pair fail.
+Each test below is one figure and the calls that print it, named by notebook and section (00's GPU table,
+01's speed limit, 02's sections, 05's plan). A second model of the same quantity in any notebook makes its
+test fail: weights are compared exactly (one function computes them all), shown rounding where a notebook
+prints a rounded figure.
 """
 
+import re
+
+import matplotlib
 import pytest
 
-from colab_tts import systems
+from colab_tts import hardware, kv_cache, plots, systems
+from colab_tts.kv_fit import fit_vllm
 from colab_tts.lessons import make_it_fit, metavoice
 from colab_tts.lessons import orpheus_speed as speed
+from colab_tts.models import ModelSpec
+
+matplotlib.use("Agg")
 
 QUALITY_BITS = {"lossless": 16, "8bit": 8, "4bit": 4}
 
@@ -52,3 +61,84 @@ def test_metavoices_24gb_claim_has_one_verdict_across_02s_sections():
     assert metavoice.CLAIM_STATUS in note  # section 5's fit table
     assert metavoice.CLAIM_STATUS in metavoice.verdict()  # the MetaVoice section
     assert "refuted" not in metavoice.verdict() + note
+
+
+def _fit_row(label_start: str, gpu: str, seconds: float = 30) -> dict:
+    return next(r for r in systems.fit_table(seconds, "float16", gpus=[gpu]) if r["system"].startswith(label_start))
+
+
+def _bar_width(fig, label: str) -> float:
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    return ax.patches[names.index(label)].get_width()
+
+
+@pytest.mark.parametrize("gpu", ["T4", "L4"])
+def test_orpheus_16bit_weights_are_one_value_in_00_01_02(gpu):
+    shown = {
+        "00 weights table": next(r for r in hardware.weights_fit_rows("float16", gpus=[gpu])
+                                 if r["model"].startswith("Orpheus"))["float16 GiB"],
+        "00/02 fit table": _fit_row("Orpheus", gpu)["weights GiB"],
+        "01 speed limit": speed.speed_ceiling_rows(gpu, bits=(16,), batches=(1,))[0]["weight GiB"],
+        "01 plan": speed.plan(gpu, 16).weights_gib,
+        "02 section 1": ModelSpec.known("orpheus-3b").weight_gib("float16"),
+        "02 section 2 (PR #77's T4 plan)": kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0.9,
+                                                              dtype="float16", vllm_version="0.8.2").weights_gib,
+        "02 section 7": make_it_fit.plan_rows(make_it_fit.quality_plans("orpheus-3b", gpu, 30,
+                                                                        qualities=("lossless",)))[0]["weights GiB"],
+    }
+    assert len(set(shown.values())) == 1, shown
+    gib = shown["02 section 1"]
+    assert f"16-bit: {gib:.2f} GiB of weights" in speed.weights_line(gpu)  # 01's first speed line
+    fig = plots.weights_fit("float16")  # 00's bar chart
+    assert _bar_width(fig, "Orpheus 3B (LLM)") == gib
+    matplotlib.pyplot.close(fig)
+    if hardware.get_gpu(gpu).memory_gib < 16:  # 00's advice names the weights on cards under 16 GB
+        assert f"needs {gib:.1f} GiB of weights" in " ".join(hardware.recommendations(gpu))
+
+
+def test_metavoice_first_stage_is_one_size_in_00_and_02():
+    spec = ModelSpec.known("metavoice-1b")
+    weights = next(r for r in hardware.weights_fit_rows("float16", gpus=["T4"]) if r["model"].startswith("MetaVoice"))
+    fit = _fit_row("MetaVoice", "T4")
+    assert weights["float16 GiB"] == fit["weights GiB"] == spec.weight_gib("float16")  # 00, 00/02 section 5
+    first = metavoice.stage_table("T4")[0]  # 02's MetaVoice section: upstream's layout, no vLLM row padding
+    assert first["params"] == spec.num_params
+    assert f"{first['gib']:.2f}" == f"{fit['weights GiB']:.2f}"  # both tables print 2 decimals
+    assert f"is {spec.num_params / 1e9:.2f} B parameters, {fit['weights GiB']:.2f} GiB in fp16" in metavoice.verdict()
+
+
+def test_snac_beside_orpheus_is_one_size_in_00_and_02():
+    weights = next(r for r in hardware.weights_fit_rows("float16", gpus=["T4"]) if r["model"].startswith("SNAC"))
+    assert weights["float16 GiB"] == _fit_row("Orpheus", "T4")["other GiB"]
+
+
+def test_orpheus_kv_per_token_is_one_value_in_01_02_and_the_fit_table():
+    spec = ModelSpec.known("orpheus-3b")
+    per_token = kv_cache.kv_bytes_per_token(spec, "float16")  # 02 section 1
+    assert speed.plan("T4", 16).kv_bytes_per_token == per_token  # 01's roofline reads it
+    row = _fit_row("Orpheus", "T4")  # 00 and 02 section 5
+    assert row["KV GiB"] == per_token * row["tokens"] / hardware.GIB
+    pr77 = kv_cache.plan_vllm("orpheus-3b", "T4", gpu_memory_utilization=0.9, dtype="float16", vllm_version="0.8.2")
+    assert pr77.kv_bytes_per_token == per_token  # 02 section 2
+
+
+def test_a_streams_ceiling_in_05_is_02s_batching_row():
+    # 05 prints fit_vllm's per-stream tokens/s for CONCURRENCY requests; 02 section 7 the same per request count
+    for quality in ("lossless", "4bit"):
+        in05 = fit_vllm("orpheus-3b", "T4", audio_seconds=30, concurrency=4, quality=quality, other_gib=0.0)
+        in02 = {r["requests"]: r for r in make_it_fit.batching_rows("orpheus-3b", "T4", 30, quality,
+                                                                      concurrency=(4,))}
+        assert in02[4]["per stream"] == round(in05.stream_tokens_per_second, 1)
+        assert in02[4]["aggregate tokens/s"] == round(in05.aggregate_tokens_per_second)
+
+
+def test_no_weights_figure_is_the_bare_parameter_count():
+    # the un-padded count (6.15 GiB for Orpheus) is a different number from what vLLM holds (6.18): no table shows it
+    spec = ModelSpec.known("orpheus-3b")
+    bare = spec.num_params * 2 / hardware.GIB
+    printed = " ".join([speed.weights_line("T4"), *hardware.recommendations("T4"),
+                        str(hardware.weights_fit_rows("float16", gpus=["T4"])),
+                        str(systems.fit_table(30, "float16", gpus=["T4"]))])
+    assert f"{bare:.2f}" != f"{spec.weight_gib('float16'):.2f}"
+    assert not re.search(rf"\b{re.escape(f'{bare:.2f}')}\b|{re.escape(repr(bare))}", printed)

@@ -15,7 +15,7 @@ each switch is covered on any CPU by tests/test_vllm_cpu.py), and each test repo
 
 import pytest
 import torch
-from vllm_engines import KV_SPACE_GIB
+from vllm_engines import AWQ_CONFIG, KV_SPACE_GIB
 from vllm_engines import QUANT_CONFIG as CONFIG
 
 from colab_tts import quantization as quant
@@ -49,10 +49,13 @@ def test_fp8_kv_cache_is_the_planners_arithmetic_where_vllm_accepts_it(engines, 
 def test_awq_weights_in_the_engine_are_the_planners_bytes_for_this_cpus_branch(engines, report_vllm_path):
     got = engines["awq"]
     report_vllm_path(got["path"])
-    spec = ModelSpec.from_config(CONFIG)
+    spec = ModelSpec.from_config(AWQ_CONFIG)
     branch = vllm_cpu.int4_weight_path(torch.bfloat16)
     assert ("W4A8" in got["path"]) == (branch == vllm_cpu.W4A8) and "CPUWNA16LinearKernel" in got["path"]
-    assert got["param_bytes"] == quant.weight_bytes(spec, "bfloat16", "awq", platform=branch)
+    # what the engine holds (parameters, the 500-row vocabulary padded to 512, and the rotary cos/sin cache, one
+    # buffer shared by every layer) is ModelSpec.weight_bytes less the scheme's saving
+    assert got["rope_cache_bytes"] == spec.max_position_embeddings * spec.head_dim * 2
+    assert got["param_bytes"] + got["rope_cache_bytes"] == quant.weight_bytes(spec, "bfloat16", "awq", platform=branch)
     assert got["param_bytes"] < 0.5 * quant.weight_bytes(spec, "bfloat16")
     assert got["blocks"] == kv_blocks(KV_SPACE_GIB * GIB, spec, "bfloat16", block_size=got["block_size"])
     # a build with this branch's GEMM generates; one without it fails naming that kernel

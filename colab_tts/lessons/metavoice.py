@@ -5,7 +5,8 @@ What is counted (weights and the KV cache; not activations, not the CUDA context
 - first stage: the causal GPT of metavoiceio/metavoice-src fam/llm/fast_model.py @de3fa21
   (``transformer_configs["metavoice-1B"]``: 24 layers, dim 2048, 16 heads, vocab 2562; ``ModelArgs``
   defaults: block_size 2048, speaker_emb_dim 256, SwiGLU hidden = find_multiple(int(2 * 4 * dim / 3), 256)),
-  counted here from those numbers; 2 bytes per weight in fp16/bf16 (its own dtype logic:
+  read from the bundled ``metavoice-1b`` config (``ModelSpec.known``, whose count is the same) and counted
+  Linear by Linear, pos_embeddings and speaker_cond_pos included; 2 bytes per weight in fp16/bf16 (its own dtype logic:
   ``get_default_dtype``, fp16 for compute capability <= 7.x), or weight-only int8 / int4 as
   fam/llm/fast_quantize.py @de3fa21 stores them (int8: 1 byte + a bf16 scale per output row; int4:
   half a byte + bf16 scale and zero per 128-group, only Linear layers with out_features % 8 == 0);
@@ -29,11 +30,20 @@ from functools import cache
 
 from ..cited import cited
 from ..hardware import GPUS, get_gpu
+from ..models import ModelSpec
 from ..units import GIB
 
 SOURCE = "metavoiceio/metavoice-src fam/llm/fast_model.py @de3fa211ac4621e03a5f990651aeecc64da418f5"
-FIRST_STAGE = {"n_layer": 24, "n_head": 16, "dim": 2048, "vocab_size": 2562, "block_size": 2048,
-               "speaker_emb_dim": 256}
+
+
+def _first_stage(spec: ModelSpec) -> dict:
+    """fast_model.ModelArgs' fields from the bundled ``metavoice-1b`` config (one home for its shape)."""
+    return {"n_layer": spec.num_layers, "n_head": spec.num_attention_heads, "dim": spec.hidden_size,
+            "vocab_size": spec.vocab_size, "block_size": spec.max_position_embeddings,
+            "speaker_emb_dim": spec.config["speaker_emb_dim"]}
+
+
+FIRST_STAGE = _first_stage(ModelSpec.known("metavoice-1b"))
 KV_BATCH = 2  # metavoiceio/metavoice-src fam/llm/fast_inference_utils.py @de3fa21 build_model: setup_caches(max_batch_size=2, ...)
 # Counted on the meta device from facebookresearch/audiocraft audiocraft/models/unet.py @896ec7c with
 # config/model/score/basic.yaml (hidden 48, depth 4, growth 4, kernel 8, stride 4, chin 1): one band.

@@ -152,7 +152,9 @@ def install_stand_ins(records: list) -> None:
         model, tokenizer, smodel, size = build_model(*args, **kwargs)
         dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
         records.append({"stage": "first stage built", "precision": str(kwargs["precision"]).replace("torch.", ""),
-                        "weight_dtypes": dtypes, "n_layer": model.config.n_layer, "vocab_size": model.config.vocab_size})
+                        "weight_dtypes": dtypes, "n_layer": model.config.n_layer, "vocab_size": model.config.vocab_size,
+                        "speaker_emb_dim": model.config.speaker_emb_dim,
+                        "params": sum(p.numel() for p in model.parameters())})
         return model, tokenizer, smodel, size
 
     fi.build_model = recorded_build
