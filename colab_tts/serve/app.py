@@ -116,6 +116,7 @@ async def _body(engine, stream, req):
         elif tail:
             yield tail
     finally:
+        encoder.close()
         if not stream.done:  # the client went away (or the server is stopping) before the end
             engine.abort(stream)
 
