@@ -2,8 +2,9 @@
 
 The request follows OpenAI's ``audio.speech.create`` (https://platform.openai.com/docs/api-reference/audio/createSpeech):
 ``model``, ``input`` (at most 4,096 characters), ``voice``, ``response_format``, ``speed``, ``stream_format``
-(``audio`` or ``sse``), ``instructions``. Two extensions, sent with the openai client's ``extra_body`` as vLLM's
-OpenAI server takes its extra sampling fields: ``temperature`` (0 = greedy) and ``seed``. Errors are OpenAI's
+(``audio`` or ``sse``), ``instructions``. Three extensions, sent with the openai client's ``extra_body`` as vLLM's
+OpenAI server takes its extra sampling fields: ``temperature`` (0 = greedy), ``seed`` and ``ignore_eos`` (speak
+until ``max_model_len`` is full instead of stopping at Orpheus's end of speech, as vLLM's ``ignore_eos``). Errors are OpenAI's
 ``{"error": {"message", "type", "param", "code"}}``; pydantic checks types and ranges before any engine work.
 """
 
@@ -54,6 +55,7 @@ class SpeechRequest(BaseModel):
     instructions: str | None = Field(default=None, max_length=MAX_INPUT_CHARS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     seed: int | None = Field(default=None, ge=0, lt=2 ** 63)
+    ignore_eos: bool = False
 
 
 class ApiError(Exception):
@@ -81,7 +83,7 @@ def validation_error(errors) -> ApiError:
         return ApiError(400, f"missing required field {param!r}", param=param, code="missing_required_parameter")
     if first.get("type") == "extra_forbidden":
         return ApiError(400, f"unknown field {param!r}: this endpoint takes model, input, voice, response_format, "
-                             "speed, stream_format, instructions (and the extensions temperature, seed)",
+                             "speed, stream_format, instructions (and the extensions temperature, seed, ignore_eos)",
                         param=param, code="unknown_parameter")
     return ApiError(400, f"{param or 'body'}: {first.get('msg')}", param=param, code="invalid_value")
 
