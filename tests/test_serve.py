@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import json
+import logging
 import os
 import resource
 import threading
@@ -399,5 +400,8 @@ def test_stopping_the_server_ends_every_open_stream_cleanly(server, seeds):
     assert last_events[0]["type"] == "error" and last_events[0]["error"]["code"] == "server_shutting_down"
     gc.collect()
     assert vllm_engine() is None, "the stopped server still holds vLLM's engine (its weights and KV cache)"
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("uvicorn").handlers)
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert not [f for f in open_files if f.endswith("http.log")], "the stopped server still holds its log open"
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=2)

@@ -323,3 +323,36 @@ def test_an_encoder_closed_early_lets_go_of_libsndfile():
     encoder.close()
     assert handle.closed
     encoder.close()  # twice is fine (the response's finally runs after finish too)
+
+
+def test_a_server_that_fails_to_start_leaves_no_engine_thread_port_or_log_file_behind(monkeypatch, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    import logging
+
+    from colab_tts.serve import engine as serve_engine
+    from colab_tts.serve import server as serve_server
+
+    events = []
+
+    class Engine:  # the engine thread's stand-in: records what the server does to it
+        def __init__(self, tts, **kwargs):
+            events.append("engine started")
+
+        def stop(self, timeout=30):
+            events.append("engine stopped")
+
+        def release(self):
+            events.append("engine released")
+
+    def taken(host, port):
+        raise ValueError(f"cannot listen on {host}:{port}")
+
+    monkeypatch.setattr(serve_engine, "StreamingEngine", Engine)
+    monkeypatch.setattr(serve_server, "_bind", taken)
+    handlers = list(logging.getLogger("uvicorn").handlers)
+    with pytest.raises(ValueError, match="cannot listen"):
+        serve_server.SpeechServer(object(), serve_server.ServePlan(None, 2, 1, "lossless"), port=0,
+                                  log_path=tmp_path / "http.log")
+    assert events[0] == "engine started" and {"engine stopped", "engine released"} <= set(events[1:])
+    assert logging.getLogger("uvicorn").handlers == handlers
