@@ -7,7 +7,8 @@ cannot change, so each container must be valid with what it wrote first (libsndf
 src/mpeg_l3_encode.c, src/ogg_opus.c at tag 1.2.2, commit 2bb834e1920c55325309d374e70bf1583d8f8321):
 
 - flac: the close rewrites STREAMINFO's frame sizes, total samples and MD5. What was sent holds zeros there,
-  which FLAC defines as "unknown" (RFC 9639, section 8.2): a valid stream, as ``flac`` writes to a pipe.
+  which FLAC defines as "unknown" (RFC 9639's STREAMINFO block, https://www.rfc-editor.org/rfc/rfc9639):
+  a valid stream, as any encoder that cannot seek back writes it.
   Decoders that read it as a stream (ffmpeg, browsers, libFLAC) play all of it; python-soundfile's ``sf.read``
   cannot (it sizes its array by the unknown length and seeks to the end after the last read), so a soundfile
   user asks for wav, or reads the samples with libsndfile's ``sf_readf_*`` until it returns 0.
