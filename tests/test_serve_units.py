@@ -356,3 +356,16 @@ def test_a_server_that_fails_to_start_leaves_no_engine_thread_port_or_log_file_b
                                   log_path=tmp_path / "http.log")
     assert events[0] == "engine started" and {"engine stopped", "engine released"} <= set(events[1:])
     assert logging.getLogger("uvicorn").handlers == handlers
+
+
+def test_a_format_this_libsndfile_cannot_write_is_refused_naming_libsndfile():
+    from colab_tts.serve.schema import ApiError, SpeechRequest, check_choices
+
+    request = SpeechRequest(model="m", input="hi", voice="tara", response_format="mp3")
+    with pytest.raises(ApiError) as refused:
+        check_choices(request, models=("m",), voices=("tara",), formats=("pcm", "wav", "flac"))
+    assert refused.value.status == 400 and refused.value.param == "response_format"
+    assert "libsndfile does not write mp3" in refused.value.message and "pcm, wav, flac" in refused.value.message
+    request = SpeechRequest(model="m", input="hi", voice="tara", response_format="aac")
+    with pytest.raises(ApiError, match="not supported here; supported"):  # not a libsndfile format at all
+        check_choices(request, models=("m",), voices=("tara",), formats=("pcm", "wav", "flac"))
