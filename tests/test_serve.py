@@ -27,7 +27,8 @@ QUEUE_LIMIT = 2
 
 
 def _a_thread_count_a_new_thread_does_not_start_with() -> int:
-    fresh = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))  # OpenMP's default
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    fresh = int(os.environ.get("OMP_NUM_THREADS") or cores)  # OpenMP's default in a new thread
     return 1 if fresh > 1 else 2
 
 
