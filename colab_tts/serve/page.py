@@ -2,8 +2,9 @@
 
 It posts to ``/v1/audio/speech`` with ``response_format: "pcm"`` (16-bit, 24 kHz), reads the body with
 ``fetch``'s stream reader and schedules each piece with the Web Audio API as it comes, so playback starts
-with the first piece. ``window.speechTimes`` records when playback started and when the last byte came
-(the browser test reads them).
+with the first piece. ``window.speechTimes`` records when playback started and when the last byte came;
+``window.speechContexts`` counts the AudioContexts opened and closed: each is closed when its last piece has
+played, or when the next request starts (the browser test reads both).
 """
 
 from __future__ import annotations
@@ -31,16 +32,27 @@ _PAGE = """<!doctype html>
 <script>
 const MODEL = {MODEL}, RATE = 24000;
 window.speechTimes = null;
+window.speechContexts = {opened: 0, closed: 0};
+let playing = null;  // the last request's {ctx, fetching}, until its playback ends
+function finish(p) {  // browsers cap the AudioContexts a page may hold open: close each one
+  if (playing === p) playing = null;
+  p.fetching.abort();  // a stream still arriving is cancelled (the server then aborts it)
+  if (p.ctx.state !== "closed") p.ctx.close().then(() => { window.speechContexts.closed += 1; });
+}
 async function speak() {
   const status = document.getElementById("status");
   const t0 = performance.now();
   const times = {started: null, firstByte: null, lastByte: null, chunks: 0, samples: 0, error: null, done: false};
   window.speechTimes = times;
-  const ctx = new AudioContext({sampleRate: RATE});
-  await ctx.resume();
-  let at = ctx.currentTime + 0.05, carry = null;
+  if (playing) finish(playing);  // a new request ends the last one's playback
+  const ctx = new AudioContext({sampleRate: RATE}), mine = playing = {ctx, fetching: new AbortController()};
+  window.speechContexts.opened += 1;
+  let at = 0, carry = null, last = null;
   try {
-    const response = await fetch("/v1/audio/speech", {method: "POST", headers: {"Content-Type": "application/json"},
+    await ctx.resume();
+    at = ctx.currentTime + 0.05;
+    const response = await fetch("/v1/audio/speech", {method: "POST", signal: mine.fetching.signal,
+      headers: {"Content-Type": "application/json"},
       body: JSON.stringify({model: MODEL, input: document.getElementById("text").value,
                             voice: document.getElementById("voice").value, response_format: "pcm"})});
     if (!response.ok) { const e = await response.json(); throw new Error(e.error.message); }
@@ -58,15 +70,18 @@ async function speak() {
       for (let i = 0; i < pcm.length; i++) data[i] = pcm[i] / 32768;
       const source = ctx.createBufferSource();
       source.buffer = buffer; source.connect(ctx.destination);
-      at = Math.max(at, ctx.currentTime); source.start(at); at += buffer.duration;
+      at = Math.max(at, ctx.currentTime); source.start(at); at += buffer.duration; last = source;
       if (times.started === null) { times.started = performance.now() - t0; status.textContent = "playing..."; }
       times.chunks += 1; times.samples += pcm.length;
     }
     times.lastByte = performance.now() - t0;
     status.textContent = `${(times.samples / RATE).toFixed(2)} s of audio; playback began at ${(times.started / 1000).toFixed(2)} s, last byte at ${(times.lastByte / 1000).toFixed(2)} s`;
   } catch (err) {
-    times.error = String(err.message || err); status.textContent = "error: " + times.error;
+    times.error = String(err.message || err);
+    if (playing === mine) status.textContent = "error: " + times.error;  // else the next request replaced it
   }
+  if (last && !times.error) last.onended = () => finish(mine);  // once the last piece has played
+  else finish(mine);
   times.done = true;
 }
 document.getElementById("speak").addEventListener("click", speak);

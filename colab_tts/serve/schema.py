@@ -2,8 +2,9 @@
 
 The request follows OpenAI's ``audio.speech.create`` (https://platform.openai.com/docs/api-reference/audio/createSpeech):
 ``model``, ``input`` (at most 4,096 characters), ``voice``, ``response_format``, ``speed``, ``stream_format``
-(``audio`` or ``sse``), ``instructions``. Two extensions, sent with the openai client's ``extra_body`` as vLLM's
-OpenAI server takes its extra sampling fields: ``temperature`` (0 = greedy) and ``seed``. Errors are OpenAI's
+(``audio`` or ``sse``), ``instructions``. Three extensions, sent with the openai client's ``extra_body`` as vLLM's
+OpenAI server takes its extra sampling fields: ``temperature`` (0 = greedy), ``seed`` and ``ignore_eos`` (speak
+until ``max_model_len`` is full instead of stopping at Orpheus's end of speech, as vLLM's ``ignore_eos``). Errors are OpenAI's
 ``{"error": {"message", "type", "param", "code"}}``; pydantic checks types and ranges before any engine work.
 """
 
@@ -17,6 +18,8 @@ MAX_INPUT_CHARS = 4096  # OpenAI's limit for `input`
 MAX_BODY_BYTES = 64 * 1024  # a 4,096-character request in JSON is far below this; larger bodies are refused
 STREAM_FORMATS = ("audio", "sse")
 # What each response_format needs: pcm and wav are written here, the rest by libsndfile (soundfile) when it can.
+# Every format streams as it is decoded (colab_tts.serve.encode says how each container allows it); with
+# stream_format "sse" each speech.audio.delta carries the next bytes of that same stream, base64-encoded.
 _SNDFILE = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
 MEDIA_TYPES = {"pcm": "audio/pcm", "wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg",
                "opus": "audio/ogg"}
@@ -52,6 +55,7 @@ class SpeechRequest(BaseModel):
     instructions: str | None = Field(default=None, max_length=MAX_INPUT_CHARS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     seed: int | None = Field(default=None, ge=0, lt=2 ** 63)
+    ignore_eos: bool = False
 
 
 class ApiError(Exception):
@@ -79,7 +83,7 @@ def validation_error(errors) -> ApiError:
         return ApiError(400, f"missing required field {param!r}", param=param, code="missing_required_parameter")
     if first.get("type") == "extra_forbidden":
         return ApiError(400, f"unknown field {param!r}: this endpoint takes model, input, voice, response_format, "
-                             "speed, stream_format, instructions (and the extensions temperature, seed)",
+                             "speed, stream_format, instructions (and the extensions temperature, seed, ignore_eos)",
                         param=param, code="unknown_parameter")
     return ApiError(400, f"{param or 'body'}: {first.get('msg')}", param=param, code="invalid_value")
 
@@ -96,7 +100,9 @@ def check_choices(request: SpeechRequest, *, models: tuple[str, ...], voices: tu
         raise ApiError(400, f"unknown voice {request.voice!r}; Orpheus's voices are: {', '.join(voices)}",
                        param="voice", code="invalid_voice")
     if request.response_format not in formats:
-        raise ApiError(400, f"response_format {request.response_format!r} is not supported here; supported: "
+        why = (f": this machine's libsndfile does not write {request.response_format}"
+               if request.response_format in _SNDFILE else "")
+        raise ApiError(400, f"response_format {request.response_format!r} is not supported here{why}; supported: "
                             f"{', '.join(formats)}", param="response_format", code="unsupported_format")
     if request.speed != 1.0:
         raise ApiError(400, f"speed {request.speed!r} is not supported: Orpheus speaks at its own pace; send "
@@ -104,6 +110,3 @@ def check_choices(request: SpeechRequest, *, models: tuple[str, ...], voices: tu
     if request.instructions:
         raise ApiError(400, "instructions are not supported by Orpheus: leave them out (Orpheus takes emotion tags "
                             "such as <laugh> inside the input)", param="instructions", code="unsupported_value")
-    if request.stream_format == "sse" and request.response_format not in ("pcm", "wav"):
-        raise ApiError(400, "stream_format 'sse' sends pcm or wav deltas: use response_format pcm or wav, or "
-                            "stream_format 'audio'", param="stream_format", code="unsupported_value")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -105,16 +106,25 @@ class SpeechServer:
 
         self.tts, self.plan = tts, plan
         self.model_name = "orpheus-demo-tiny" if plan.offline else Path(str(tts.model_id)).name
-        self.engine = StreamingEngine(tts, max_num_seqs=plan.max_num_seqs, queue_limit=queue_limit)
-        self.app = create_app(self.engine, model_name=self.model_name, voices=VOICES, formats=supported_formats(),
-                              note=plan.note())
-        self._socket = _bind(host, port)
-        self.host, self.port = self._socket.getsockname()[:2]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                                log_config=None if log_path is None else _log_config(log_path))
-        self._server = _Uvicorn(config, on_exit=self.engine.stop)
-        self._thread = None
+        self._thread = self._socket = self._log = None
         self.stopped = False
+        self.engine = StreamingEngine(tts, max_num_seqs=plan.max_num_seqs, queue_limit=queue_limit)
+        try:
+            self.app = create_app(self.engine, model_name=self.model_name, voices=VOICES,
+                                  formats=supported_formats(), note=plan.note())
+            self._socket = _bind(host, port)
+            self.host, self.port = self._socket.getsockname()[:2]
+            if log_path is not None:
+                # a handler of our own, closed by stop(): uvicorn's log_config would run logging's dictConfig,
+                # which closes every handler this process has (the kernel's too) and never closes ours
+                self._log = logging.FileHandler(log_path)
+                logging.getLogger("uvicorn").addHandler(self._log)
+            config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                                    log_config=None)
+            self._server = _Uvicorn(config, on_exit=self.engine.stop)
+        except BaseException:  # nothing started may outlive a server that never ran: the engine thread, the port
+            self._close_parts()
+            raise
         global _RUNNING
         _RUNNING = self
 
@@ -151,13 +161,22 @@ class SpeechServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(15)
-        with contextlib.suppress(OSError):
-            self._socket.close()
-        self.engine.release()  # its references to vLLM's engine and SNAC would keep their memory while this object lives
+        self._close_parts()
         self.tts.close()
         global _RUNNING
         if _RUNNING is self:
             _RUNNING = None
+
+    def _close_parts(self) -> None:
+        """The engine thread, the listening socket and the log file (the model is the caller's to close)."""
+        self.engine.stop()
+        self.engine.release()  # its references to vLLM's engine and SNAC would keep their memory while this object lives
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.close()
+        if self._log is not None:
+            logging.getLogger("uvicorn").removeHandler(self._log)
+            self._log.close()
 
     def __enter__(self):
         return self
@@ -212,12 +231,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
-
-
-def _log_config(path) -> dict:
-    return {"version": 1, "disable_existing_loggers": False,
-            "handlers": {"file": {"class": "logging.FileHandler", "filename": str(path)}},
-            "loggers": {"uvicorn": {"handlers": ["file"], "level": "INFO"}}}
 
 
 def start(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str = "lossless", host: str = "127.0.0.1",
