@@ -35,7 +35,7 @@ def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else (value or "")
 
 
-_HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>", re.S | re.I)
+_HTML_DROP = re.compile(r"<(script|style|audio|video)\b.*?</\1\s*>", re.S | re.I)
 _HTML_PRE = re.compile(r"(<pre\b.*?</pre\s*>)", re.S | re.I)  # keeps its line breaks; elsewhere they are spaces
 _HTML_LINE = re.compile(r"<br\s*/?>|</(?:tr|p|div|li|h[1-6]|caption|table|pre|audio|video)\s*>", re.I)
 _HTML_CELL = re.compile(r"</t[dh]\s*>", re.I)
