@@ -347,9 +347,9 @@ def recommend_8gb(gpu, measured: Measurements | None = None, activations: dict |
         dit_scale = INDEXTTS2_DIT.hidden / measured.dit_config.hidden
         voc_scale = BIGVGAN_V2_22K.channels / measured.vocoder_config.channels
         act = max(activations["dit"] * dit_scale, activations["vocoder"] * voc_scale) * chunk_s * MIB
-        not_counted += (f"; the stand-in {measured.where} at reduced width, scaled by width x{dit_scale:g} / "
-                        f"x{voc_scale:g}, suggests ~{act / GIB:.2f} GiB for such a segment, a figure never "
-                        "checked at the real width or on a GPU, so it is left out of the peak")
+        not_counted += (f"; the stand-in's, scaled by width x{dit_scale:g} / x{voc_scale:g} from a run at reduced "
+                        f"width, suggest ~{act / GIB:.2f} GiB for such a segment: never checked at the real width "
+                        f"or on a GPU, so left out of the peak (that run: {measured.where})")
     reasons.append(not_counted)
     resident = (total + kv) / GIB
     largest = max(weights, key=weights.get)
