@@ -82,9 +82,14 @@ def test_recommend_8gb(measured, models):
     recipe = L.recommend_8gb(small, measured)  # weights and IndexTTS-2's totals only
     assert recipe.offload and recipe.extra_s_per_utterance > 0 and recipe.peak_gib < 5.8
     assert any("PCIe" in r for r in recipe.reasons)
+    # CPU activations scaled by width are reported, never added: no run at the real width checked them
     with_act = L.recommend_8gb(small, measured, {"dit": 1.0, "vocoder": 0.0})  # 1 MiB/s at the measured width
-    grown = (with_act.peak_gib - recipe.peak_gib) * 1024  # MiB for a 120-token chunk at 4 tokens/s: 30 s
-    assert grown == pytest.approx(30 * 512 / 32, abs=11)  # peak_gib is rounded to 0.01 GiB
+    assert with_act.peak_gib == recipe.peak_gib and with_act.offload == recipe.offload
+    line = next(r for r in with_act.reasons if r.startswith("not counted"))
+    assert f"~{30 * 512 / 32 / 1024:.2f} GiB" in line and "never checked" in line  # 30 s of a 120-token chunk
+    assert L.recommend_8gb("RTX-4060").peak_gib == L.recommend_8gb("RTX-4060", measured, act).peak_gib
+    with pytest.raises(ValueError, match="claims_sweep"):
+        L.recommend_8gb("T4", None, act)
     roomy = L.recommend_8gb("A100-80GB", measured, act)
     assert not roomy.offload and roomy.extra_s_per_utterance == 0
     with pytest.raises(ValueError, match="headroom"):
@@ -219,7 +224,38 @@ def test_the_8gb_recipe_counts_the_gpts_kv_cache_for_one_segment_and_says_what_t
 
     recipe = L.recommend_8gb("RTX-4060", measured)  # 120-token segments at 4 tokens/s: 30 s, 50 tokens/s
     kv = kv_bytes_per_token(ModelSpec.known("indextts2-gpt"), "float16") * (120 + 1500) / 2**30
-    line = next(r for r in recipe.reasons if r.startswith("the GPT's KV cache for one segment"))
+    line = next(r for r in recipe.reasons if r.startswith("counted: the GPT's KV cache for one 120-token segment"))
     assert f"{kv:.3f} GiB in float16" in line
-    assert any("max_memory_reserved" in r and "prediction for" in r for r in recipe.reasons)
+    assert recipe.reasons[0].startswith("a prediction: this project has not run IndexTTS-2 on NVIDIA GeForce RTX 4060")
+    assert "max_memory_reserved" in recipe.reasons[0] and L.RUNNER_LOG in recipe.reasons[0]
+    # the peak counts that KV cache: a longer segment's cache raises it by the difference
+    longer = L.recommend_8gb("RTX-4060", max_text_tokens=240)
+    kv240 = kv_bytes_per_token(ModelSpec.known("indextts2-gpt"), "float16") * (240 + 3000) / 2**30
+    assert longer.peak_gib - recipe.peak_gib == pytest.approx(kv240 - kv, abs=0.011)
     assert not any("error unchecked" in r for r in L.recommend_8gb("RTX-4060", measured, {"dit": 1.0, "vocoder": 1.0}).reasons)
+
+
+def test_the_recipe_runs_as_the_runner_command_it_prints():
+    import shlex
+
+    from colab_tts.deploy import plan
+    from colab_tts.deploy.__main__ import parse_set
+
+    for gpu in ("RTX-4060", GpuSpec("6 GB card", (8, 6), 5.8, 360, 25)):
+        recipe = L.recommend_8gb(gpu)
+        words = shlex.split(recipe.command)
+        assert words[:4] == ["python", "-m", "colab_tts.deploy", "indextts2"]
+        overrides = parse_set(words[i + 1] for i, w in enumerate(words) if w == "--set")
+        assert overrides == {**recipe.settings, "memory_cap_gib": recipe.budget_gib}
+        assert overrides["offload_idle_stages"] == recipe.offload and overrides["use_fp16"] == (recipe.gpt_dtype == "float16")
+        build = plan("indextts2", overrides)["calls"][0]["kwargs"]  # the runner takes every setting
+        assert build["use_fp16"] == overrides["use_fp16"]
+        assert recipe.command in str(recipe)
+
+
+def test_the_notebooks_answer_is_the_8gb_plan_and_the_detected_card():
+    t4 = L.settings_8gb("T4", "RTX-4060", simulated=True)
+    assert t4.startswith("NVIDIA GeForce RTX 4060:") and "on the simulated GPU" in t4
+    assert t4.splitlines()[-1].startswith("Tesla T4:")
+    own = L.settings_8gb("RTX-4060", "T4")  # an 8 GB-class card is planned for itself, once
+    assert own.startswith("NVIDIA GeForce RTX 4060:") and "Tesla T4" not in own

@@ -165,3 +165,50 @@ def test_a_rounded_figure_a_heading_number_and_a_compute_capability_are_backed()
     prose = "What it means: about 70× real time.\n\n## 13. Summary\n\nA T4 has CC 7.5; bfloat16 needs CC ≥ 8.0."
     assert nbrules.unbacked_numbers(_ran(prose, "67.82 x real time\n")) == []
     assert nbrules.unbacked_numbers(_ran("about 80× real time", "67.82\n")) == [(0, "80")]
+
+
+@pytest.mark.parametrize("markdown, unbacked", [
+    # a link or "cited" excuses the numbers in its parenthesis and the clause before it, not the sentence
+    ("Orpheus reaches 95 tokens/s on an A10G (https://a.b/c), and 777 tokens/s on a T4.", ["777"]),
+    ("It peaks at 8.15 GB (cited: index-tts PR #755); with our settings 6.66 GB.", ["6.66"]),
+    ("[95 tokens/s](https://a.b/c) upstream: we measured 777 of them.", ["777"]),
+    ("The log (https://a.b/c) then shows 95 tokens/s.", ["95"]),  # after the citation is not beside it
+    ("The figure of 95 tokens/s is cited; 777 is ours.", ["777"]),
+    ("Upstream's README quotes 95 tokens/s — 777 here.", ["777"]),
+])
+def test_a_citation_excuses_only_the_numbers_beside_it(markdown, unbacked):
+    assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, "none\n"))] == unbacked
+
+
+@pytest.mark.parametrize("markdown, unbacked", [
+    ("The sweep makes 3 runs of 7 calls.", ["3", "7"]),  # small counts are typed numbers too
+    ("about 2.5 s per utterance", ["2.5"]),
+    # names, formats, list items, steps and sections, a card's class: not figures
+    ("1. On an 8 GB card, 4-bit Orpheus 3B on a T4 at step 1 (section 2).\n2. Next.", []),
+])
+def test_numbers_below_ten_are_checked_with_the_same_exceptions(markdown, unbacked):
+    assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, "none\n"))] == unbacked
+    assert nbrules.unbacked_numbers(_ran("The sweep makes 3 runs.", "runs: 3\n")) == []
+
+
+def _html(markup, plain="<Table>"):
+    return nbformat.v4.new_output("display_data", data={"text/html": markup, "text/plain": plain})
+
+
+def test_an_html_table_counts_toward_the_screen_limit_row_by_row():
+    rows = "".join(f"<tr><td>{i}</td><td>{i * 1.5}</td></tr>" for i in range(41))
+    out = _html(f"<table>\n<thead><tr><th>a</th><th>b</th></tr></thead>\n<tbody>{rows}</tbody></table>")
+    assert "42 lines" in nbrules.output_problem([out])  # the header and 41 rows; the source's newlines are not lines
+    assert nbrules.output_problem([_html(f"<table>{rows[:20 * 30]}</table>")]) is None
+    assert "characters" in nbrules.output_problem([_html("<p>" + "word " * 900 + "</p>")])
+    # what a player or a script carries is not text a reader reads
+    audio = _html('<audio controls><source src="data:audio/wav;base64,' + "A" * 9000 + '"/></audio><script>x()</script>')
+    assert nbrules.output_problem([audio]) is None
+
+
+def test_numbers_in_an_html_output_back_the_prose():
+    nb = _ran("the ceiling is 47 tokens/s", "")
+    nb.cells[1].outputs = [_html("<table><tr><td>ceiling</td><td>47.2</td></tr></table>", plain="<Table 1 row>")]
+    assert nbrules.unbacked_numbers(nb) == []
+    nb.cells[1].outputs = [_html("<table><tr><td>ceiling</td><td>51.0</td></tr></table>", plain="47.2")]
+    assert nbrules.unbacked_numbers(nb) == [(0, "47")]  # the reader sees the HTML, not the plain text

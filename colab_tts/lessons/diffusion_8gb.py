@@ -9,6 +9,7 @@ plan for a card; the plots label their device. Measurements are in ``diffusion_8
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from colab_tts import hardware
@@ -254,6 +255,9 @@ def stage_weights() -> dict:
     }
 
 
+RUNNER_LOG = "[colab_tts.deploy] IndexTTS2.infer"  # the worker's line per call, with its total_peak_gib
+
+
 @dataclass
 class Recipe:
     gpu: str
@@ -267,75 +271,94 @@ class Recipe:
     extra_s_per_utterance: float
     reasons: list[str]
     basis: str = "predicted"  # how peak_gib was found: predicted, or measured (on which GPU)
-    settings: dict = field(default_factory=dict)  # the deploy runner's settings that run it (measured recipes)
+    settings: dict = field(default_factory=dict)  # the deploy runner's settings that run it
+
+    @property
+    def command(self) -> str:
+        """The runner's command line for these settings, the allocator capped at the planned share."""
+        sets = {**self.settings, "memory_cap_gib": self.budget_gib}
+        return "python -m colab_tts.deploy indextts2 " + " ".join(
+            f"--set {k}={json.dumps(v)}" for k, v in sets.items())
 
     def __str__(self) -> str:
         head = (f"{self.gpu}: GPT in {self.gpt_dtype}, s2mel in {self.s2mel_dtype}, {self.steps} steps, chunks of "
                 f"{self.max_text_tokens} tokens, offload {'on' if self.offload else 'off'}; "
                 f"peak ~{self.peak_gib:.2f} GiB of {self.budget_gib:.2f} planned ({self.basis}); "
                 f"+{self.extra_s_per_utterance:.2f} s per utterance")
-        return "\n".join([head] + [f"- {r}" for r in self.reasons])
+        run = [f"run it: {self.command}"] if self.settings else []
+        return "\n".join([head] + [f"- {r}" for r in self.reasons] + run)
 
 
-def recommend_8gb(gpu, measured: Measurements, activations: dict | None = None, *, emotion: bool = True,
-                  headroom: float = 0.9, max_text_tokens: int | None = None, tokens_per_s: float = 4.0) -> Recipe:
-    """An IndexTTS-2 configuration for ``gpu``, with the kind and source of every figure in its reasons.
+def recommend_8gb(gpu, measured: Measurements | None = None, activations: dict | None = None, *,
+                  emotion: bool = True, headroom: float = 0.9, max_text_tokens: int | None = None,
+                  tokens_per_s: float = 4.0) -> Recipe:
+    """An IndexTTS-2 configuration for ``gpu``: a *prediction* (this project has run IndexTTS-2 on no card
+    the plan names), with the kind and source of every figure in its reasons.
 
-    Resident memory: IndexTTS-2's cited peak (PR #755, RTX 4090) plus one chunk's s2mel activations
-    (``activations``: MiB per second of audio from ``stage_activations``, measured at ``measured``'s
-    width and scaled to the real one - a prediction). Offloaded: the largest stage plus what the cited
-    total holds beyond the weights. ``headroom``: the share of the card to plan for.
+    Resident peak: IndexTTS-2's cited peak (PR #755, measured by its authors on an RTX 4090) plus the GPT's
+    KV cache for one segment (predicted by count from its config). Offloaded: the largest stage plus what
+    the cited total holds beyond the weights. Not counted, and the reasons say so: s2mel activations for a
+    segment longer than the cited run's text (its length is not stated). ``activations`` (MiB per second of
+    audio from ``stage_activations``, measured on ``measured``'s device at its width) are reported beside
+    that, scaled to the real width, but never added to the peak: they were never checked at the real width
+    or on a GPU. ``headroom``: the share of the card to plan for.
     """
     spec = hardware.get_gpu(gpu)
     budget = spec.memory_gib * fraction(headroom, "headroom")
     max_text_tokens = max_text_tokens or value("indextts2.max_text_tokens_per_segment")
     positive(max_text_tokens, "max_text_tokens", integer=True)
     positive(tokens_per_s, "tokens_per_s")
-    if not isinstance(measured, Measurements) or not measured.select("steps", precision="float32", offload=False):
-        raise ValueError("measured must be a sweep with fp32 rows without offload: run lesson.claims_sweep(...) first")
+    if activations is not None and (not isinstance(measured, Measurements)
+                                    or not measured.select("steps", precision="float32", offload=False)):
+        raise ValueError("activations need the sweep they were measured beside (its width): pass "
+                         "measured=lesson.claims_sweep(...), or leave activations out")
     steps = value("indextts2.diffusion_steps")
     usable = hardware.pick_dtype(spec) != "float32" and hardware.resolve_dtype("float16", spec).dtype == "float16"
     gpt_dtype = "float16" if usable else "float32"  # by compute capability: use_fp16 gives float16, never bf16
     fp32, fp16 = indextts2_total_gb("float32", emotion), indextts2_total_gb("float16", emotion)
-    reasons = [f"GPT in {gpt_dtype}: " + (f"use_fp16=True; IndexTTS-2 halves only its GPT, {fp32:.2f} -> {fp16:.2f} "
-               f"GB (cited, PR #755), and its authors report a very small quality loss" if gpt_dtype == "float16"
-               else f"{spec.name} has no usable float16")]
+    reasons = [f"a prediction: this project has not run IndexTTS-2 on {spec.name}. On the card, watch "
+               f"torch.cuda.max_memory_reserved() after the first utterance, or the runner's '{RUNNER_LOG}' "
+               "line (total_peak_gib), against the planned peak"]
+    reasons.append(f"GPT in {gpt_dtype}: " + (f"use_fp16=True; IndexTTS-2 halves only its GPT, {fp32:.2f} -> "
+                   f"{fp16:.2f} GB (cited, PR #755), and its authors report a very small quality loss"
+                   if gpt_dtype == "float16" else f"{spec.name} has no usable float16"))
     reasons.append(f"s2mel stage in float32 as IndexTTS-2 runs it; {steps} steps, its fixed setting (cited: "
-                   f"{cited('indextts2.diffusion_steps').source}): steps cost time, not memory (measured above)")
+                   f"{cited('indextts2.diffusion_steps').source}): steps cost time, not memory (measured on "
+                   "the stand-in, section 2)")
     weights = {k: b for k, (b, _) in stage_weights().items()}
     if gpt_dtype == "float16":
         weights["GPT (UnifiedVoice)"] /= 2
     total = (fp16 if gpt_dtype == "float16" else fp32) * GB
     rest = max(0.0, total - sum(weights.values()))
     reasons.append(f"the stages' weights are {sum(weights.values()) / GIB:.2f} GiB of IndexTTS-2's cited peak "
-                   f"{total / GIB:.2f} GiB ({'with' if emotion else 'without'} QwenEmotion); the other {rest / GIB:.2f} "
-                   "GiB (QwenEmotion, activations, CUDA context) stays in every plan")
+                   f"{total / GIB:.2f} GiB ({'with' if emotion else 'without'} QwenEmotion, RTX 4090); the other "
+                   f"{rest / GIB:.2f} GiB (QwenEmotion, activations, CUDA context) stays in every plan")
     chunk_s = max_text_tokens / tokens_per_s
-    act = 0.0
-    if activations:
-        dit_scale = INDEXTTS2_DIT.hidden / measured.dit_config.hidden
-        voc_scale = BIGVGAN_V2_22K.channels / measured.vocoder_config.channels
-        act = max(activations["dit"] * dit_scale, activations["vocoder"] * voc_scale) * chunk_s * MIB
-        reasons.append(f"a {max_text_tokens}-token chunk (~{chunk_s:g} s of speech at an assumed {tokens_per_s:g} "
-                       f"tokens/s) adds ~{act / GIB:.2f} GiB of s2mel activations: predicted from "
-                       f"{activations['dit']:.2f} (DiT) / {activations['vocoder']:.2f} (vocoder) MiB per s "
-                       f"{measured.where} at reduced width, multiplied by the width ratios x{dit_scale:g} / "
-                       f"x{voc_scale:g} (predicted: assumes activations grow linearly with width; never compared "
-                       "with a run at the real width)")
     gpt_spec = ModelSpec.known("indextts2-gpt")
     kv_tokens = max_text_tokens + round(chunk_s * INDEXTTS2_TOKENS_PER_SECOND)
     kv = kv_bytes_per_token(gpt_spec, gpt_dtype) * kv_tokens
-    act += kv
-    reasons.append(f"the GPT's KV cache for one segment: {max_text_tokens} text + ~{kv_tokens - max_text_tokens} "
-                   f"semantic tokens = {kv / GIB:.3f} GiB in {gpt_dtype} (predicted by count from its config; the "
-                   "cited peak's text length is not stated, so this may count part of it twice)")
-    resident = (total + act) / GIB
+    reasons.append(f"counted: the GPT's KV cache for one {max_text_tokens}-token segment, {max_text_tokens} text + "
+                   f"~{kv_tokens - max_text_tokens} semantic tokens (~{chunk_s:g} s of speech at an assumed "
+                   f"{tokens_per_s:g} tokens/s) = {kv / GIB:.3f} GiB in {gpt_dtype} (predicted by count from its "
+                   "config; the cited run's text length is not stated, so part of it may be counted twice)")
+    not_counted = ("not counted: s2mel activations for a segment longer than the cited run's text (its length "
+                   "is not stated)")
+    if activations is not None:
+        dit_scale = INDEXTTS2_DIT.hidden / measured.dit_config.hidden
+        voc_scale = BIGVGAN_V2_22K.channels / measured.vocoder_config.channels
+        act = max(activations["dit"] * dit_scale, activations["vocoder"] * voc_scale) * chunk_s * MIB
+        not_counted += (f"; the stand-in's, scaled by width x{dit_scale:g} / x{voc_scale:g} from a run at reduced "
+                        f"width, suggest ~{act / GIB:.2f} GiB for such a segment: never checked at the real width "
+                        f"or on a GPU, so left out of the peak (that run: {measured.where})")
+    reasons.append(not_counted)
+    resident = (total + kv) / GIB
     largest = max(weights, key=weights.get)
-    offloaded = (weights[largest] + rest + act) / GIB
+    offloaded = (weights[largest] + rest + kv) / GIB
     extra = 0.0
     if resident <= budget:
         offload, peak = False, resident
-        reasons.append(f"everything resident: ~{resident:.2f} GiB fits the {budget:.2f} GiB planned: no offload")
+        reasons.append(f"everything resident: ~{resident:.2f} GiB fits the {budget:.2f} GiB planned "
+                       f"({headroom:.0%} of {spec.memory_gib:.2f} GiB): no offload")
     else:
         offload, peak = True, offloaded
         moved = sum(weights.values())
@@ -345,9 +368,22 @@ def recommend_8gb(gpu, measured: Measurements, activations: dict | None = None, 
                        f"copy {moved / GIB:.1f} GiB in and out at PCIe 3.0 x16's {PCIE3_X16_GBS:.2f} GB/s (predicted)")
         if offloaded > budget:
             reasons.append(f"even one stage at a time needs ~{offloaded:.2f} GiB: {spec.name} is too small")
-    reasons.append(f"text in chunks of {max_text_tokens} tokens (IndexTTS-2's default): the peak follows the "
-                   "longest chunk, not the text (measured above)")
-    reasons.append(f"a prediction for {spec.name}, where this project has not run IndexTTS-2: watch "
-                   "torch.cuda.max_memory_reserved() after the first utterance against the planned peak")
+    reasons.append(f"text in segments of {max_text_tokens} tokens (IndexTTS-2's default): the peak follows the "
+                   "longest segment, not the text (measured on the stand-in, section 6)")
+    settings = {"use_fp16": gpt_dtype == "float16", "use_qwen_emo": emotion, "offload_idle_stages": offload,
+                "diffusion_steps": steps, "max_text_tokens_per_segment": max_text_tokens}
     return Recipe(spec.name, round(budget, 2), gpt_dtype, "float32", steps, max_text_tokens, offload,
-                  round(peak, 2), round(extra, 2), reasons)
+                  round(peak, 2), round(extra, 2), reasons, settings=settings)
+
+
+def settings_8gb(detected, card_8gb, simulated: bool = False) -> str:
+    """Notebook 03's answer: the 8 GB recipe in full (for ``detected`` itself when it is an 8 GB-class card,
+    else for ``card_8gb``, run on ``detected`` under the cap), then what the same plan gives on ``detected``."""
+    detected, card_8gb = hardware.get_gpu(detected), hardware.get_gpu(card_8gb)
+    eight = detected if detected.memory_gib < 9 else card_8gb
+    lines = [str(recommend_8gb(eight))]
+    if eight is not detected:
+        where = "the simulated GPU" if simulated else "this GPU"
+        lines += ["", f"the command runs the {eight.name} plan on {where} too: the cap emulates its memory. "
+                      f"On {where} without a cap:", str(recommend_8gb(detected)).splitlines()[0]]
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .._checks import choose, positive
 from .._files import path_text, writable_folder
+from ..display import quiet
 
 QUALITIES = ("lossless", "8bit", "4bit")
 # The server this process runs: one engine at a time (a second vLLM engine would not fit beside the first on a
@@ -257,7 +258,9 @@ def start(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str =
         except OSError as err:
             raise ValueError(f"cannot make the log folder {str(logs)!r} ({err.strerror}): give a writable "
                              "--log-dir / log_dir") from None
-    tts = load_model(plan, weights=weights, log_path=logs / "vllm.log" if logs else None, snac_noise=snac_noise)
+    vllm_log = logs / "vllm.log" if logs else None
+    with quiet(vllm_log):  # what vLLM and torch print below Python while loading (Triton disabled, NUMA) too
+        tts = load_model(plan, weights=weights, log_path=vllm_log, snac_noise=snac_noise)
     try:
         server = SpeechServer(tts, plan, host=host, port=port, queue_limit=queue_limit,
                               log_path=logs / "http.log" if logs else None)

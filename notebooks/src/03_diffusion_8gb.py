@@ -1,39 +1,19 @@
 # %% [markdown]
-# # 03 · Fitting a diffusion / flow-matching TTS stage into 8 GB, measured
+# # 03 · Fitting IndexTTS-2 into 8 GB: the settings first, then why, measured
 #
-# IndexTTS-2 with its defaults peaks at 8.15 GB on an RTX 4090 (*cited*: index-tts PR #755, 2026-08-12), so
-# on an 8 GB card it runs out of memory or sits exactly at the limit. A widely copied recipe says: cut the
-# diffusion steps (its table: peak memory 7.9 GB at 100 steps, 4.9 GB at 20), use fp16, turn on gradient
-# checkpointing (said to save memory), offload idle modules to the CPU, and synthesize long text in chunks. The
-# same write-ups name Sambert-HiFiGAN beside IndexTTS-2; section 0 checks that premise against its sources.
-# This notebook measures each claim on a stand-in for IndexTTS-2's s2mel stage — a DiT velocity estimator
-# built from IndexTTS-2's configuration (cited: <https://huggingface.co/IndexTeam/IndexTTS-2/blob/main/config.yaml>: hidden 512, 8 heads, depth 13, 80 mel bins), an Euler
-# flow-matching sampler with classifier-free guidance as in its `indextts/infer_v2.py` (index-tts/index-tts
-# @ee40fa7), and a HiFi-GAN vocoder on
-# BigVGAN v2's layout — and keeps only what holds.
-#
-# **Offline (no GPU) this is a stand-in: IndexTTS-2's layout with random weights, so the audio is noise.**
-# Shapes, bytes and seconds are real; quality cannot be judged. Everything then runs on this CPU at a reduced
-# width so the notebook finishes in about a minute. **On a Colab GPU it is two things:** the same stand-in
-# cells on CUDA at the real size, every figure labelled with the detected GPU, and then (section 8) the real
-# IndexTTS-2 with its trained checkpoints, run through our deploy runner, measured stage by stage and run
-# under an emulated 8 GB cap — real speech out.
-#
-# Every number below says what kind it is: *measured* (in this run — each table and verdict names the
-# device), *predicted* (by a roofline or by scaling, said where), or *cited* (source and date). Memory is in
-# GiB/MiB; GB appears only where a source is quoted.
+# IndexTTS-2 with its defaults peaks at 8.15 GB on an RTX 4090 (*cited*: index-tts PR #755, 2026-08-12):
+# on an 8 GB card it runs out of memory or sits at the limit. The first cell after the parameters gives the
+# settings for an 8 GB card — your GPU if it is one, else `GPU_8GB` run on your GPU under a memory cap — and
+# the command that runs them. *Why* follows, each claim measured on a stand-in for IndexTTS-2's
+# flow-matching stage (offline: random weights, so its audio is noise).
 
 # %% [markdown]
 # ## What you will learn
 #
-# - why each Euler step reuses the same buffers, so steps cost time but not memory — on any device
-# - what fp16 saves, why a T4 gets fp16 and never bfloat16, and why fp16's speed here says nothing about a GPU
-# - what the "error" of fewer steps or lower precision shows with random weights, and what it cannot
-# - why gradient checkpointing saves nothing at inference (and what it saves in training)
-# - what offloading idle stages buys and what it costs in time
-# - how chunking long Chinese and English text bounds peak memory
-# - an 8 GB plan for IndexTTS-2 from its cited figures and these measurements, with its cost in time
-# - on a GPU: real IndexTTS-2's peak memory per stage for each setting, and the 8 GB recipe built from it
+# - the 8 GB settings for IndexTTS-2 on your GPU, and the command that runs them
+# - why steps cost time but not memory, what fp16 and offloading save, why checkpointing saves nothing here
+# - how chunking long text bounds the peak
+# - on a GPU: real IndexTTS-2's peak per stage, and the recipe run under an emulated 8 GB cap
 
 # %% tags=["parameters"]
 # Parameters (a Colab form; papermill sets the same names).
@@ -65,12 +45,45 @@ RUN_INDEXTTS2 = None  # @param {type:"raw"}
 SEGMENTS = (120, 40)  # @param {type:"raw"}
 # DEPLOY_DIR: the runner's environment, clone, weights and outputs
 DEPLOY_DIR = "colab_tts_deploy"  # @param {type:"string"}
+
+# %%
+from colab_tts import hardware
+from colab_tts.lessons import diffusion_8gb as lesson
+
+report = hardware.detect(simulate=SIMULATE_GPU)  # the detected GPU; the simulated one only without a GPU
+print(lesson.settings_8gb(report.gpu, GPU_8GB, simulated=report.simulated))
+
+# %% [markdown]
+# What it means: these settings are *predicted* from IndexTTS-2's cited peak and a count of the GPT's KV cache;
+# this project has not run IndexTTS-2 on these cards, so the first line under the plan says what to watch when
+# you do. On a Colab GPU, section 8 measures real IndexTTS-2 and runs the recipe under the cap.
+#
+# ## Why
+#
+# A widely copied recipe says: cut the diffusion steps (its table: peak memory 7.9 GB at 100 steps, 4.9 GB
+# at 20), use fp16, turn on gradient checkpointing (said to save memory), offload idle modules to the CPU,
+# and synthesize long text in chunks. The same write-ups name Sambert-HiFiGAN beside IndexTTS-2; section 0
+# checks that premise against its sources. The sections below measure each claim on a stand-in for
+# IndexTTS-2's s2mel stage — a DiT velocity estimator built from IndexTTS-2's configuration (hidden 512, 8
+# heads, depth 13, 80 mel bins, cited: <https://huggingface.co/IndexTeam/IndexTTS-2/blob/main/config.yaml>),
+# an Euler flow-matching sampler with classifier-free guidance as in its `indextts/infer_v2.py`
+# (index-tts/index-tts @ee40fa7), and a HiFi-GAN vocoder on BigVGAN v2's layout — and keep only what holds.
+#
+# **Offline (no GPU) this is a stand-in: IndexTTS-2's layout with random weights, so the audio is noise.**
+# Shapes, bytes and seconds are real; quality cannot be judged. Everything then runs on this CPU at a reduced
+# width. **On a Colab GPU it is two things:** the same stand-in cells on CUDA at the real size, every figure
+# labelled with the detected GPU, and then (section 8) the real IndexTTS-2 with its trained checkpoints, run
+# through our deploy runner, measured stage by stage and run under an emulated 8 GB cap — real speech out.
+#
+# Every number below says what kind it is: *measured* (in this run — each table and verdict names the
+# device), *predicted* (by a roofline or by scaling, said where), or *cited* (source and date). Memory is in
+# GiB/MiB; GB appears only where a source is quoted.
+
 # %%
 import torch
 
-from colab_tts import flow, hardware
+from colab_tts import flow
 from colab_tts.display import Table, save_figure
-from colab_tts.lessons import diffusion_8gb as lesson
 from colab_tts.text import split_text
 
 run = lesson.setup(SIMULATE_GPU, REAL_SIZE, CPU_THREADS)
@@ -251,29 +264,26 @@ for verdict in lesson.claim_chunks(chunks):
 # What it means: chunking bounds memory by the longest chunk instead of the whole text; IndexTTS-2 does it at
 # 120 tokens and joins the pieces with 200 ms of silence (`colab_tts.text.join_audio`).
 #
-# ## 7. The 8 GB plan for IndexTTS-2
+# ## 7. How the 8 GB plan is built
 #
-# `recommend_8gb` starts from IndexTTS-2's *cited* peaks (PR #755, RTX 4090: 8.15 GB in fp32 with the emotion
-# model, 6.54 GB with `use_fp16`) and adds one 120-token chunk's s2mel activations, *measured* here per second
-# of audio at a reduced width and multiplied by the width ratio (a *prediction* that assumes activations grow
-# linearly with width, never checked at the real width), plus the GPT's KV cache for that segment (*predicted*
-# by count from its config). When that does not fit, stages run one at a time: the
-# peak is then the largest stage plus what the cited total holds beyond the weights, and the PCIe copies are
-# *predicted* from the bus's peak rate. It plans for `headroom=0.9` of the card (the rest: CUDA context and
-# fragmentation). Expect `use_fp16` and no offload on an 8 GB card, and offloading — with its cost in seconds —
-# on a 6 GB one. On a GPU runtime the detected GPU comes first, with every reason; the other cards get their
-# summary line.
+# `recommend_8gb`, which gave the settings at the top, starts from IndexTTS-2's *cited* peaks (PR #755, RTX
+# 4090: 8.15 GB in fp32 with the emotion model, 6.54 GB with `use_fp16`) and adds the GPT's KV cache for one
+# 120-token segment (*predicted* by count from its config). It does not add s2mel activations for a segment
+# longer than the cited run's text: the stand-in's, measured here per second of audio at a reduced width and
+# scaled by the width ratio, are printed beside the plan as a figure never checked at the real width or on a
+# GPU, and left out of the peak. When the plan does not fit, stages run one at a time: the peak is then the
+# largest stage plus what the cited total holds beyond the weights, and the PCIe copies are *predicted* from
+# the bus's peak rate. It plans for `headroom=0.9` of the card (the rest: CUDA context and fragmentation).
+# The top cell planned 8 GB-class cards; here is a 6 GB one. Expect offloading there, with its cost in seconds,
+# and the stand-in's activations beside the plan.
 
 # %%
 act = lesson.stage_activations(dit, vocoder, FRAMES, PROMPT_FRAMES, steps=2, device=device)
-cards = ([run.gpu] if not run.simulated and run.gpu is not None else []) + [
-    hardware.get_gpu(GPU_8GB), hardware.get_gpu("T4"), hardware.GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)]
-for i, gpu in enumerate(dict.fromkeys(cards)):  # the detected GPU first, each card once
-    recipe = str(lesson.recommend_8gb(gpu, measured, act))
-    print(recipe if i == 0 else recipe.splitlines()[0], end="\n\n")  # every reason for the first card only
+six = hardware.GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)
+print(lesson.recommend_8gb(six, measured, act))  # the cards at the top fit resident; this one needs offload
 
 # %% [markdown]
-# What it costs in time: where everything stays resident, no copies (the `+0.00 s` above); fp16 for the GPT is
+# What it costs in time: where everything stays resident, no copies (the `+0.00 s` of the first cell); fp16 for the GPT is
 # faster on a GPU (IndexTTS-2's README: RTF 0.3748 → 0.3257 on an RTX 4090, *cited*), and chunking adds only
 # each chunk's prompt frames (section 6). 25 steps is IndexTTS-2's fixed setting: fewer would save s2mel time
 # and nothing in memory, and whether they sound as good needs the trained weights. Where offloading is needed,
@@ -373,7 +383,7 @@ if on_gpu:
             display(player)
 
 # %% [markdown]
-# What it means: section 7's plan was *predicted* from cited totals and the stand-in's activations; this one
+# What it means: section 7's plan was *predicted* from cited totals and a count of the KV cache; this one
 # is *measured* on the real model, and the capped run shows it fits an 8 GB card — the speech is real, so
 # here (unlike the stand-in) you can judge what `use_fp16` or fewer steps do to the sound.
 #
@@ -417,8 +427,10 @@ panel
 # - **Offloading** (section 5): the peak drops by the idle stage's weights (transfers); the time does not —
 #   on a GPU every call pays the PCIe copies (section 7 predicts them).
 # - **Chunking** (section 6): on a long Chinese and a long English text the peak follows the longest chunk.
-# - **The 8 GB plan** (section 7): printed above with the kind and source of each figure and its cost in time
-#   (*predicted* from cited totals and the stand-in's activations).
+# - **The 8 GB plan** (first cell, section 7): *predicted* from IndexTTS-2's cited peak and the GPT's KV cache
+#   for one segment, counted; the stand-in's activations scaled from this CPU are printed and left out of the
+#   peak. This project has not run IndexTTS-2 on the cards it plans for: the plan's first line says what to
+#   watch on the card.
 # - **Real IndexTTS-2** (section 8, GPU only): peak memory per stage and in total for fp32 / `use_fp16`, with
 #   and without the emotion model, with idle stages offloaded, at each segment length and at 10 vs 25 steps,
 #   *measured* on the GPU the tables name; the 8 GB recipe picked from those runs and run under an emulated
