@@ -48,6 +48,8 @@ BAD = [  # (system, key, value, words the one line must hold)
     ("gpt-sovits", "top_k", True, "an integer from 1 to 100"),
     ("gpt-sovits", "top_k", 15.0, "an integer"),
     ("gpt-sovits", "top_k", 0, "an integer from 1 to 100"),
+    ("gpt-sovits", "top_k", None, "an integer from 1 to 100"),
+    ("indextts2", "use_fp16", None, "true or false"),
     ("gpt-sovits", "seed", 2**32, "-1"),
     ("gpt-sovits", "seed", float("nan"), "an integer"),
     ("gpt-sovits", "text_lang", "english", '"en"'),

@@ -322,7 +322,7 @@ def check(system: str, settings: dict, defaults: dict) -> dict:
     rules = RULES[system]
     out = dict(settings)
     for key, value in settings.items():
-        if CLONE_DEFAULTS.get((system, key)) == value:
+        if (system, key) in CLONE_DEFAULTS and CLONE_DEFAULTS[system, key] == value:
             continue
         if key == "variants":
             out[key] = _variants(system, value)
