@@ -140,3 +140,13 @@ def test_a_hand_edited_plan_is_checked_before_any_step(tmp_path, monkeypatch):
         deploy_env.deploy(plan=p, progress=False)
     with pytest.raises(TypeError, match="made by colab_tts.deploy.plan"):
         deploy_env.deploy(plan={"system": "nope"}, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"timeout": float("nan")}, "timeout .* must be a finite number"),
+                                             ({"timeout": "60"}, "timeout .* must be a number"),
+                                             ({"timeout": -5}, "timeout .* must be > 0"),
+                                             ({"weights": "no"}, "weights is True or False")])
+def test_deploys_own_arguments_are_checked_before_any_step(kwargs, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(deploy_env, "run_step", lambda *a, **k: pytest.fail("an install step ran"))
+    with pytest.raises((ValueError, TypeError), match=message):
+        deploy_env.deploy("metavoice", workdir=str(tmp_path / "w"), progress=False, **kwargs)

@@ -35,6 +35,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._checks import positive
 from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
@@ -365,6 +366,11 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     configuration its own to keep them side by side; the environment and weights are shared). Pass
     ``plan`` (from ``systems.plan``, possibly edited) instead of ``system`` to run a custom one.
     """
+    for name, flag in (("weights", weights), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"deploy's {name} is True or False, got {flag!r}")
+    if timeout is not None:  # used only after the installs: checked now
+        positive(timeout, "deploy's timeout (seconds, or None for no limit)")
     if plan is None:
         if system is None:
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
