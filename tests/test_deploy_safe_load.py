@@ -128,3 +128,38 @@ def test_the_guard_loads_upstreams_config_objects_and_refuses_code_in_process(tm
     with pytest.raises(safe_load.UnsafeCheckpointError, match=r"refused to load \S*evil\.pth: it names the Python object getattr"):
         torch.load(str(evil), weights_only=False, pickle_module=__import__("pickle"))
     assert not marker.exists()
+
+
+UPSTREAM_SAVE_AND_LOAD = '''
+import os, sys, types
+root, out, package = sys.argv[1:4]
+sys.path[:0] = [package, root, os.path.join(root, "GPT_SoVITS")]
+for name in ("librosa", "matplotlib"):  # utils.py imports them at the top; HParams and savee use neither
+    sys.modules.setdefault(name, types.ModuleType(name))
+import torch
+import utils  # upstream's, imported as its training scripts import it (the pickle names utils.HParams)
+from process_ckpt import load_sovits_new, savee
+hps = utils.HParams(data={"sampling_rate": 32000}, model={"version": "v2"}, save_weight_dir=out)
+os.chdir(out)
+assert savee({"w": torch.zeros(3)}, "plain", 8, 100, hps) == "Success."
+assert savee({"w": torch.zeros(3)}, "pro", 8, 100, hps, model_version="v2Pro") == "Success."
+from colab_tts.deploy.safe_load import guard_torch_load
+guard_torch_load("gpt-sovits")
+for name in ("plain", "pro"):
+    d = load_sovits_new(os.path.join(out, name + ".pth"))  # upstream's loader (weights_only=False) under the guard
+    print(name, d["config"]["data"]["sampling_rate"], d["config"].model.version, tuple(d["weight"]["w"].shape))
+'''
+
+
+@pytest.mark.upstream
+@pytest.mark.skipif(not __import__("os").environ.get("GPT_SOVITS_UPSTREAM"),
+                    reason="GPT_SOVITS_UPSTREAM (a checkout of RVC-Boss/GPT-SoVITS @48b1a01) is not set")
+def test_sovits_files_upstreams_own_training_writes_load_under_the_guard(tmp_path):
+    """RVC-Boss/GPT-SoVITS @48b1a01 GPT_SoVITS/process_ckpt.py ``savee`` (both its formats) read back by its own
+    ``load_sovits_new`` with the worker's weights-only torch.load: the HParams allow-list is the one its files need."""
+    import os
+
+    done = subprocess.run([sys.executable, "-c", UPSTREAM_SAVE_AND_LOAD, os.environ["GPT_SOVITS_UPSTREAM"],
+                           str(tmp_path), str(deploy_env.PACKAGE_ROOT)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["plain 32000 v2 (3,)", "pro 32000 v2 (3,)"]
