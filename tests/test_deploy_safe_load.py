@@ -120,14 +120,34 @@ def test_the_guard_loads_upstreams_config_objects_and_refuses_code_in_process(tm
     torch.save({"config": upstream_hparams(data={"sampling_rate": 32000}), "weight": {}}, good)
     torch.save({"config": {}, "x": _RunsCode(marker)}, evil)
     original = torch.load
-    monkeypatch.setattr(torch, "load", torch.load)  # restored after the test
-    monkeypatch.setattr(torch.serialization, "load", torch.serialization.load)
     assert safe_load.guard_torch_load("gpt-sovits") is original
-    config = torch.load(good, weights_only=False)["config"]
-    assert isinstance(config, HParams) and config["data"]["sampling_rate"] == 32000 and "data" in config
-    with pytest.raises(safe_load.UnsafeCheckpointError, match=r"refused to load \S*evil\.pth: it names the Python object getattr"):
-        torch.load(str(evil), weights_only=False, pickle_module=__import__("pickle"))
-    assert not marker.exists()
+    try:
+        config = torch.load(good, weights_only=False)["config"]
+        assert isinstance(config, HParams) and config["data"]["sampling_rate"] == 32000 and "data" in config
+        with pytest.raises(safe_load.UnsafeCheckpointError,
+                           match=r"refused to load \S*evil\.pth: it names the Python object getattr"):
+            torch.load(str(evil), weights_only=False, pickle_module=__import__("pickle"))
+        assert not marker.exists()
+    finally:
+        safe_load.restore_torch_load(original)
+    assert torch.load is original and torch.serialization.load is original
+
+
+def test_a_run_in_process_leaves_torch_load_as_it_found_it(tmp_path):
+    """The worker's guard ends with its run (tests and the notebook's helpers call run_plan in-process)."""
+    from colab_tts.deploy.worker import run_plan
+
+    original = torch.load
+    p = plan("metavoice", workdir=str(tmp_path / "w"))
+    p.update(clone=str(tmp_path / "no-clone"), out=str(tmp_path / "out"))
+    (tmp_path / "no-clone").mkdir()
+    cwd = __import__("os").getcwd()
+    try:
+        result = run_plan(p)  # fails at upstream's import: no fam package here
+    finally:
+        __import__("os").chdir(cwd)
+    assert not result["ok"] and "fam" in result["error"]
+    assert torch.load is original and torch.serialization.load is original
 
 
 UPSTREAM_SAVE_AND_LOAD = '''

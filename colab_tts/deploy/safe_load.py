@@ -31,7 +31,8 @@ import re
 
 class HParams:
     """A data-only stand-in for GPT-SoVITS's ``utils.HParams`` (GPT_SoVITS/utils.py lines 324-353 @48b1a01),
-    the config object its SoVITS ``.pth`` files pickle (process_ckpt.py ``savee``: ``opt["config"] = hps``):
+    the config object its SoVITS ``.pth`` files pickle (process_ckpt.py ``savee``: ``opt["config"] = hps``; a
+    weights-only load of a trained one stops at "GLOBAL utils.HParams", Artrajz/vits-simple-api issue #218):
     attributes read as items. Registered under upstream's pickled name, so a weights-only load rebuilds it
     without importing upstream's module."""
 
@@ -106,3 +107,11 @@ def guard_torch_load(system: str | None = None):
     load.__colab_tts_original__ = original
     torch.load = serialization.load = load
     return original
+
+
+def restore_torch_load(original) -> None:
+    """Undo ``guard_torch_load`` (``original``: what it returned)."""
+    import torch
+    import torch.serialization as serialization
+
+    torch.load = serialization.load = original
