@@ -101,10 +101,10 @@ def test_the_fix_each_error_offers_is_accepted():
     for system, key, value, _ in BAD:
         with pytest.raises((ValueError, TypeError)) as err:
             settings(system, {key: value})
-        fix = re.search(r"fix: give e\.g\. \S+?=(.*) \(CLI: --set", str(err.value))
+        fix = re.search(r"fix: give e\.g\. (?:\S+?=(.*) \(CLI: --set|\S+: (.*) there)", str(err.value))
         if fix is None or key in ("ref_audio_path", "spk_ref_path", "model_dir"):
             continue  # no file example exists on this machine
-        example = json.loads(fix.group(1))
+        example = json.loads(fix.group(1) or fix.group(2))
         name = re.search(r"setting (?:variants\[\d+\]\.)?(\w+)=", str(err.value)).group(1)
         good = {"variants": [{"label": "a", name: example}]} if "variants[" in str(err.value) else {name: example}
         settings(system, good)

@@ -264,9 +264,12 @@ def refuse(system: str, key: str, value, rule: Rule, err: Exception, where: str 
     """The one-line error: the key, what it takes and a value that works."""
     kind = TypeError if isinstance(err, TypeError) else ValueError
     example = rule.example if example is None else example
-    return kind(f"{system} setting {where}{key}={_shown(value)} is not accepted: {key} takes {rule.takes}; "
-                f"fix: give e.g. {key}={_plain(example)} (CLI: --set {shlex.quote(f'{key}={_cli(example)}')}), "
-                "or leave it out for the default")
+    if where:  # inside a variant or a call: no --set of its own
+        fix = f"fix: give e.g. {json.dumps(key)}: {_plain(example)} there, or leave it out for upstream's default"
+    else:
+        fix = (f"fix: give e.g. {key}={_plain(example)} (CLI: --set {shlex.quote(f'{key}={_cli(example)}')}), "
+               "or leave it out for the default")
+    return kind(f"{system} setting {where}{key}={_shown(value)} is not accepted: {key} takes {rule.takes}; {fix}")
 
 
 def _cli(value) -> str:
