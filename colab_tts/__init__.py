@@ -32,10 +32,9 @@ __version__ = "0.1.0"
 
 if _os.environ.get("COLAB_TTS_VLLM_CPU_LIBRARY", "").strip():  # take another CPU family's vLLM kernels (vllm_cpu)
     from .vllm_cpu import force_kernel_library_from_env as _force
+    from .vllm_cpu import warn_at_importer as _warn
 
     try:
         _force()
     except ValueError as _refused:  # raised again by name where vLLM starts (kv_probe) and where the tests begin;
-        import warnings as _warnings  # failing the import here would break the CLI and every notebook cell
-
-        _warnings.warn(str(_refused), stacklevel=2)
+        _warn(str(_refused))  # failing the import here would break the CLI and every notebook cell

@@ -25,8 +25,11 @@ from ._checks import OneLineParser, one_line
 
 
 def cmd_doctor(args) -> int:
+    from .vllm_cpu import kernel_library_env_line
+
     report = hardware.detect(simulate=args.gpu)
     print(report)
+    print(kernel_library_env_line())
     if report.gpu is not None:
         print("\nRecommendations:")
         for line in hardware.recommendations(report.gpu):

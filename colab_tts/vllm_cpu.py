@@ -144,6 +144,21 @@ def _answering(value: bool, native):
     return check
 
 
+def kernel_library_problem(library: str) -> str | None:
+    """Why ``library`` cannot be forced on this CPU (one line naming the fix), or None."""
+    if library not in _LIBRARY_CPU:
+        return (f"{KERNEL_LIBRARY_ENV}={library!r} is not a vLLM x86 kernel library: "
+                f"use one of {', '.join(KERNEL_LIBRARIES)}")
+    runs = loadable_kernel_libraries()
+    if library not in runs:
+        if not runs:
+            return (f"{KERNEL_LIBRARY_ENV} picks among vLLM's x86 kernel libraries; this is a "
+                    f"{platform.machine()} CPU, which has none: unset {KERNEL_LIBRARY_ENV}")
+        return (f"this CPU cannot run vLLM's {library} (it runs {', '.join(runs)}): "
+                f"unset {KERNEL_LIBRARY_ENV} or pick one of those")
+    return None
+
+
 def force_kernel_library(library: str) -> None:
     """Make vLLM load ``library`` and take the branches of the CPU it is built for, in this process.
 
@@ -151,16 +166,9 @@ def force_kernel_library(library: str) -> None:
     unknown name, a library this CPU cannot run, or one asked after another is already loaded.
     """
     global _forced
-    if library not in _LIBRARY_CPU:
-        raise ValueError(f"{KERNEL_LIBRARY_ENV}={library!r} is not a vLLM x86 kernel library: "
-                         f"use one of {', '.join(KERNEL_LIBRARIES)}")
-    runs = loadable_kernel_libraries()
-    if library not in runs:
-        if not runs:
-            raise ValueError(f"{KERNEL_LIBRARY_ENV} picks among vLLM's x86 kernel libraries; this is a "
-                             f"{platform.machine()} CPU, which has none: unset {KERNEL_LIBRARY_ENV}")
-        raise ValueError(f"this CPU cannot run vLLM's {library} (it runs {', '.join(runs)}): "
-                         f"unset {KERNEL_LIBRARY_ENV} or pick one of those")
+    problem = kernel_library_problem(library)
+    if problem:
+        raise ValueError(problem)
     loaded = loaded_kernel_library()
     if loaded is not None and loaded != library:
         raise ValueError(f"vLLM already loaded {loaded} in this process; set {KERNEL_LIBRARY_ENV}={library} "
@@ -191,3 +199,49 @@ def kernel_library_line() -> str:
     if _forced in _ONEDNN_MAX_ISA and onednn.upper() != _ONEDNN_MAX_ISA[_forced]:
         how += f"; oneDNN not capped to {_ONEDNN_MAX_ISA[_forced]} (ONEDNN_MAX_CPU_ISA={onednn or 'unset'})"
     return f"vLLM kernel library: {loaded} ({how})"
+
+
+def kernel_library_env_line() -> str:
+    """``python -m colab_tts doctor``'s line: the variable, its value, and the library vLLM would load here."""
+    value = os.environ.get(KERNEL_LIBRARY_ENV)
+    native = native_kernel_library() or f"none (no vLLM x86 kernel library runs on {platform.machine()})"
+    if value is None or not value.strip():
+        return f"{KERNEL_LIBRARY_ENV}: unset; vLLM would load {native} (its own choice for this CPU)"
+    problem = kernel_library_problem(value.strip())
+    if problem:
+        return (f"{KERNEL_LIBRARY_ENV}={value!r}: refused ({problem}); vLLM would load {native}, and "
+                "colab_tts refuses to start a vLLM engine until it is fixed")
+    return f"{KERNEL_LIBRARY_ENV}={value!r}: vLLM would load {value.strip()} (forced; this CPU's own: {native})"
+
+
+def _import_machinery(filename: str) -> bool:
+    """A frame of importlib or runpy (frozen, or their own files) or of this package: not where the user imported."""
+    if filename.startswith("<frozen "):
+        return True
+    if filename.startswith("<"):  # <string>, <stdin>, <ipython-input-...>: the user's code
+        return False
+    path = os.path.realpath(filename)
+    package = os.path.dirname(os.path.realpath(__file__))
+    return (path.startswith(package + os.sep) or os.path.basename(path) == "runpy.py"
+            or f"{os.sep}importlib{os.sep}" in path)
+
+
+def warn_at_importer(message: str) -> None:
+    """Warn at the line that imported colab_tts, past importlib's and runpy's frames (``stacklevel`` would name
+    ``<frozen importlib._bootstrap>``); with no such line (``python -m colab_tts``) under the variable's name."""
+    import sys
+    import warnings
+
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):  # warnings skips those itself, uncounted
+            level += 1
+            if not _import_machinery(name):
+                break
+        frame = frame.f_back
+    if frame is None:
+        warnings.warn_explicit(message, UserWarning, f"environment variable {KERNEL_LIBRARY_ENV}", 0,
+                               module="colab_tts")
+    else:
+        warnings.warn(message, UserWarning, stacklevel=level)

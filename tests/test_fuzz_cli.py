@@ -11,18 +11,22 @@ steps and worker do nothing; ``plan`` is pure and runs for real.
 
 import argparse
 import json
+import math
 import os
 import sys
+import wave
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from colab_tts import cli
 from colab_tts.audio import Speech
 from colab_tts.deploy import __main__ as deploy_cli
 from colab_tts.deploy import env as deploy_env
+from colab_tts.deploy.setting_rules import RULES
+from colab_tts.deploy.systems import SYSTEMS
 
 FLOATS = ["nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-308", "-1", "0", "-0", "0.5", "1", "30", "1.5",
           "abc", "", " "]
@@ -196,26 +200,111 @@ def test_fuzzed_colab_tts_cli_ends_in_one_line_or_success(command, tmp_path_fact
         os.chdir(cwd)
 
 
-def test_fuzzed_deploy_cli_ends_in_one_line_or_success(tmp_path_factory, stubs, capsys):
+SIGNATURES = json.loads((deploy_env.PACKAGE_ROOT / "colab_tts/data/deploy/upstream_signatures.json").read_text())
+SET_KEYS = sorted({key for rules in RULES.values() for key in rules}) + ["nope", "", "=x", "variants"]
+SET_VALUES = ["1", "nan", "NaN", "Infinity", "-Infinity", "1e999", "1e308", "-1e308", "-1", "0", "0.95", "15",
+              str(2**70), "null", "[]", '{"a": 1}', "", " ", "\udcff", "x" * 300, "true", "false", "'", "en",
+              "cuda", "int8", "cut9", "../../etc", '[{"label": "a", "top_k": "x"}]', '[{"label": "a", "top_p": NaN}]',
+              '[{"label": "a", "speed_factor": 1.0}]', '[{"label": "a"}, {"label": "a"}]']
+
+
+def upstream_takes(plan) -> None:
+    """What reached upstream's calls has the type of upstream's own default for that keyword (a bool where it
+    defaults to a bool, a finite number where to a number, text where to text): read from the signatures file,
+    not from the rules the runner checks with."""
+    for call in plan["calls"]:
+        declared = SIGNATURES[plan["system"]].get(call["target"], {})
+        declared = {**declared.get("params", {}), **declared.get("dict_keys", {})}
+        for key, value in call["kwargs"].items():
+            default = declared.get(key, {}).get("default")
+            if isinstance(default, bool):
+                assert isinstance(value, bool), (call["target"], key, value)
+            elif isinstance(default, (int, float)):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), \
+                    (call["target"], key, value)
+            elif isinstance(default, str):
+                assert isinstance(value, str) and value.strip() or key in ("prompt_text",), (call["target"], key, value)
+
+
+def test_fuzzed_deploy_cli_ends_in_one_line_or_success(tmp_path_factory, stubs, capsys, monkeypatch):
     tmp = tmp_path_factory.mktemp("fuzz-deploy")
     parser = deploy_cli.build_parser()
+    ran = []
+    monkeypatch.setattr(deploy_env, "run_worker", lambda plan, timeout=None: ran.append(plan) or {"ok": True})
     cwd = os.getcwd()
     os.chdir(tmp)
-    sets = st.tuples(st.sampled_from(["text", "top_k", "seed", "device", "nope", "", "variants", "=x"]),
-                     st.sampled_from(["1", "nan", "NaN", "Infinity", "1e999", "null", "[]", '{"a": 1}', "",
-                                      "\udcff", "x" * 300, "true", "'"]))
+    sets = st.tuples(st.sampled_from(SET_KEYS), st.sampled_from(SET_VALUES))
 
     @settings(max_examples=100, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(args_for(parser, tmp), st.lists(sets.map(lambda kv: f"--set={kv[0]}={kv[1]}"), max_size=2))
     def check(argv, extra):
-        code, err = outcome(deploy_cli.main, [*extra, *argv], capsys)
+        ran.clear()
+        code, out, err = outcome_with_output(deploy_cli.main, [*extra, *argv], capsys)
         assert_one_line_or_success([*extra, *argv], code, err, (0, 2))
+        if code == 0 and (ran or out.startswith('{"system"')):
+            upstream_takes(ran[-1] if ran else json.loads(out))
 
     try:
         check()
     finally:
         os.chdir(cwd)
+
+
+def outcome_with_output(main, argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_fuzzed_set_values_are_refused_in_one_line_or_reach_upstream_as_it_declares(tmp_path_factory, capsys):
+    """Every setting of every system, with hostile values (NaN, inf, 1e308, huge and negative integers, booleans,
+    empty, long and non-UTF-8 text, lists and objects, missing and malformed files) beside good ones: exit 2 with
+    one line, or a plan whose upstream calls get the types upstream declares."""
+    tmp = tmp_path_factory.mktemp("fuzz-set")
+    clip = tmp / "five.wav"
+    with wave.open(str(clip), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(b"\0\0" * 80000)
+    edges = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e308", "-1e308", "1e-308", "true", "0", "-1",
+                             str(2**70), "null", '"1"'])
+    hostile = st.one_of(edges, edges, st.sampled_from(SET_VALUES + files(tmp) + [str(clip)]),
+                        st.integers(-2**80, 2**80).map(str),
+                        st.floats(allow_nan=True, allow_infinity=True).map(json.dumps), st.text(max_size=12))
+
+    def good(system, key):
+        default = SYSTEMS[system].defaults[key]
+        return st.just(default if isinstance(default, str) else json.dumps(default))
+
+    def one_set(system):
+        keys = st.sampled_from([*RULES[system], "nope"])
+        return keys.flatmap(lambda k: st.tuples(st.just(k), st.one_of(good(system, k), hostile) if k in RULES[system]
+                                                else hostile))
+
+    case = st.sampled_from(sorted(SYSTEMS)).flatmap(
+        lambda system: st.tuples(st.just(system), st.lists(one_set(system), min_size=1, max_size=3)))
+    reached = []
+
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(case)
+    # the values a range check lets through unless it asks for finite numbers, always tried besides the drawn ones
+    @example(("metavoice", [("top_p", "NaN")]))
+    @example(("indextts2", [("memory_cap_gib", "Infinity")]))
+    @example(("gpt-sovits", [("variants", '[{"label": "a", "repetition_penalty": NaN}]')]))
+    def check(drawn):
+        system, pairs = drawn
+        argv = [system, "--dry-run", "--workdir", str(tmp / "w"), *(f"--set={k}={v}" for k, v in pairs)]
+        code, out, err = outcome_with_output(deploy_cli.main, argv, capsys)
+        assert_one_line_or_success(argv, code, err, (0, 2))
+        if code == 0:
+            upstream_takes(json.loads(out))
+            reached.append(system)
+
+    check()
+    assert set(reached) == set(SYSTEMS), f"only {set(reached)} reached a plan: the property was hardly tested"
 
 
 def test_the_fuzz_reaches_every_option_of_every_subcommand():

@@ -264,3 +264,44 @@ def test_the_summary_says_when_onednn_is_not_capped_to_the_forced_cpu(restored_c
     assert "oneDNN not capped" not in vllm_cpu.kernel_library_line()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # the user's own cap, kept, and named
     assert "oneDNN not capped to AVX2 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_AMX)" in vllm_cpu.kernel_library_line()
+
+
+def test_a_misspelt_library_warns_at_the_users_import_line_or_names_the_variable(tmp_path):
+    """Not at importlib's or runpy's frame: a script is pointed at its import line, ``python -m`` at the variable."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **{vllm_cpu.KERNEL_LIBRARY_ENV: "_C_AVX3"})
+    script = tmp_path / "mine.py"
+    script.write_text("import os\nimport colab_tts  # the line the warning names\n")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr.startswith(f"{script}:2: UserWarning: COLAB_TTS_VLLM_CPU_LIBRARY="
+                                                         "'_C_AVX3' is not a vLLM x86 kernel library"), out.stderr
+    out = subprocess.run([sys.executable, "-m", "colab_tts", "doctor", "--gpu", "T4"], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.startswith("environment variable COLAB_TTS_VLLM_CPU_LIBRARY:0: UserWarning: "), out.stderr
+    assert "frozen" not in out.stderr and "runpy" not in out.stderr
+    if vllm_cpu.native_kernel_library():
+        assert (f"COLAB_TTS_VLLM_CPU_LIBRARY='_C_AVX3': refused (COLAB_TTS_VLLM_CPU_LIBRARY='_C_AVX3' is not a vLLM "
+                f"x86 kernel library: use one of _C, _C_AVX512, _C_AVX2); vLLM would load "
+                f"{vllm_cpu.native_kernel_library()}") in out.stdout
+
+
+def test_doctor_names_the_variable_its_value_and_the_library_vllm_would_load(monkeypatch, capsys):
+    from colab_tts.cli import main
+
+    native = vllm_cpu.native_kernel_library()
+    if native is None:
+        pytest.skip("not an x86 CPU")
+    monkeypatch.delenv(vllm_cpu.KERNEL_LIBRARY_ENV, raising=False)
+    assert main(["doctor", "--gpu", "T4"]) == 0
+    assert f"COLAB_TTS_VLLM_CPU_LIBRARY: unset; vLLM would load {native} (its own choice" in capsys.readouterr().out
+    monkeypatch.setenv(vllm_cpu.KERNEL_LIBRARY_ENV, " _C_AVX2 ")
+    assert vllm_cpu.kernel_library_env_line() == (f"COLAB_TTS_VLLM_CPU_LIBRARY=' _C_AVX2 ': vLLM would load _C_AVX2 "
+                                                  f"(forced; this CPU's own: {native})")
+    monkeypatch.setitem(vllm_cpu._NATIVE, "_is_avx512_supported", lambda: False)  # an AVX2-only CPU
+    monkeypatch.setenv(vllm_cpu.KERNEL_LIBRARY_ENV, "_C")
+    assert vllm_cpu.kernel_library_env_line().startswith(
+        "COLAB_TTS_VLLM_CPU_LIBRARY='_C': refused (this CPU cannot run vLLM's _C (it runs _C_AVX2)")

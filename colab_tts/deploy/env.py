@@ -36,13 +36,15 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._checks import positive
 from .._files import atomic_path, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
 from .lockfile import UV_VERSION, check_lock
 from .outputs import check_out_folder, remove_partial_outputs, snapshot
 from .protocol import RESULT, read_result
-from .systems import SYSTEMS, shown
+from .setting_rules import check_calls
+from .systems import SYSTEMS, settings, shown
 from .systems import plan as make_plan
 
 DRIVE = Path("/content/drive/MyDrive")
@@ -311,8 +313,12 @@ def package_path(root: Path) -> str:
 
 
 def worker_env(plan: dict) -> dict:
-    """PYTHONPATH gets this colab_tts (pure Python, imported by the worker beside upstream)."""
+    """PYTHONPATH gets this colab_tts (pure Python, imported by the worker beside upstream); torch.load is
+    weights-only whatever upstream passes."""
     extra = dict(plan.get("environment", {}))
+    # torch.load weights-only even where upstream passes weights_only=False (pytorch.org/docs/stable/
+    # miscellaneous_environment_variables.html; torch >= 2.4, so not MetaVoice's 2.2.1: safe_load patches it too)
+    extra.update(TORCH_FORCE_WEIGHTS_ONLY_LOAD="1", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="")
     own = package_path(Path(plan["env"]).parent)
     extra["PYTHONPATH"] = os.pathsep.join(p for p in (own, os.environ.get("PYTHONPATH", "")) if p)
     return extra
@@ -380,11 +386,21 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     configuration its own to keep them side by side; the environment and weights are shared). Pass
     ``plan`` (from ``systems.plan``, possibly edited) instead of ``system`` to run a custom one.
     """
+    for name, flag in (("weights", weights), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"deploy's {name} is True or False, got {flag!r}")
+    if timeout is not None:  # used only after the installs: checked now
+        positive(timeout, "deploy's timeout (seconds, or None for no limit)")
     if plan is None:
         if system is None:
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
         plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
                          out=str(Path(out).resolve()) if out else None)
+    else:  # a plan edited by hand: its settings and its calls' values checked as --set values are
+        if not isinstance(plan, dict) or plan.get("system") not in SYSTEMS:
+            raise TypeError("plan must be a dict made by colab_tts.deploy.plan(...), possibly edited")
+        plan = {**plan, "settings": settings(plan["system"], plan.get("settings"))}
+        check_calls(plan["system"], plan.get("calls"))
     root = Path(plan["env"]).parent
     writable_folder(root, "the work directory")
     writable_folder(plan["out"], "the output folder")

@@ -28,6 +28,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from .._checks import choose
+from . import setting_rules
 
 # Install steps are argument lists, never shell text: a path with a space, a quote or a ``$`` (Colab's
 # "/content/drive/My Drive/...") stays one argument. Words in braces are filled in by plan(); the word
@@ -321,10 +322,10 @@ def settings(system, overrides: dict | None = None) -> dict:
         raise TypeError(f"overrides must be a dict of settings such as {{'use_fp16': False}}, got "
                         f"{type(overrides).__name__}")
     for key, value in (overrides or {}).items():
-        if key not in merged:
+        if not isinstance(key, str) or key not in merged:
             raise ValueError(f"{spec.name} has no setting {key!r}; settings: {', '.join(sorted(merged))}")
         merged[key] = value
-    return merged
+    return setting_rules.check(spec.name, merged, spec.defaults)  # types and ranges: setting_rules
 
 
 def clone_step(url: str, dest: str) -> dict:

@@ -28,6 +28,7 @@ from ..units import GIB
 from .outputs import KEEP, remove_partial_outputs, snapshot  # noqa: F401 - worker.snapshot etc. stay importable
 from .peaks import _PEAKS, _Stage, note_peak, stage_peak  # noqa: F401  - importable here as before
 from .protocol import write_result
+from .safe_load import UnsafeCheckpointError, guard_torch_load, restore_torch_load
 
 MODULES = {"gpt-sovits": "gpt_sovits", "indextts2": "indextts2", "metavoice": "metavoice"}
 def resolve(value, objects: dict):
@@ -154,6 +155,8 @@ def describe_failure(err: BaseException, plan: dict, done: int) -> str:
         workdir = Path(plan["env"]).parent.parent if plan.get("env") else out.parent
         full = DiskFullError(f"{stage} writing into {out}", out, None, free_bytes(out), free_up_hints(workdir))
         return f"{type(full).__name__}: {full}"
+    if isinstance(err, UnsafeCheckpointError):  # which call loaded it: the file may have been read into memory
+        return f"{type(err).__name__}: in {stage}: {err}"
     return f"{type(err).__name__}: {err}"
 
 
@@ -165,11 +168,13 @@ def run_plan(plan: dict) -> dict:
               "calls": [], "stages": [], "extra": {}}
     records: list = []
     before = snapshot(out)
+    unguarded = None
     try:
         clone = Path(plan["clone"]).resolve()
         os.chdir(clone)  # upstream reads configs and weights relative to its root
         for p in reversed(plan.get("import_paths", [])):
             sys.path.insert(0, str((clone / p).resolve()))
+        unguarded = guard_torch_load(plan["system"])  # before upstream is imported: no checkpoint can run code
         system = importlib.import_module(f"colab_tts.deploy.{MODULES[plan['system']]}")
         result["device"] = device_name()
         result["extra"].update(cap_memory(plan["settings"].get("memory_cap_gib")))
@@ -191,6 +196,9 @@ def run_plan(plan: dict) -> dict:
         if not isinstance(e, Exception):
             raise
         return result
+    finally:
+        if unguarded is not None:  # run in-process (the tests), the caller's torch.load is its own again
+            restore_torch_load(unguarded)
     write_result(out, result)
     return result
 
