@@ -191,14 +191,13 @@ class DecodeThread:
                     return
 
     def _do(self, work) -> None:
-        audio = [w for kind, _, w in work if kind == "audio"]
-        samples = iter(())
-        if audio and self.error is None:
-            try:
-                samples = iter(self.decoder.decode(audio))
-            except Exception as err:  # noqa: BLE001 - handed to every stream it touches, and raised by the engine
-                self.error = err
+        samples = None
         for kind, target, thing in work:
+            if kind == "audio" and samples is None and self.error is None:  # all of this round's windows at once
+                try:
+                    samples = iter(self.decoder.decode([w for k, _, w in work if k == "audio"]))
+                except Exception as err:  # noqa: BLE001 - handed to every stream it touches, and raised by the engine
+                    self.error = err
             if self.error is not None:
                 if id(target) not in self._failed:  # once per target: its first error ends it
                     self._failed.add(id(target))
