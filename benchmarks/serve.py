@@ -7,8 +7,8 @@ throughput ratio) and seconds of audio produced per wall-clock second.
 
 - ours: colab_tts.serve.engine.StreamingEngine - one engine thread, vLLM's continuous batching, SNAC
   batched over every stream with a frame due (colab_tts.serve.streaming), decoded in a thread of its own while
-  vLLM runs the next step; "ours, serial" decodes inline after each step instead (the engine before that);
-  "ours, first chunk at 2 frames" starts each stream's audio after 2 frames instead of 4;
+  vLLM runs the next step, each stream's first chunk after 2 frames; "ours, first chunk at 4 frames" waits for
+  4 as before; "ours before" is the engine before the decode thread (SNAC inline after each step, first at 4);
 - upstream's way: canopyai/Orpheus-TTS realtime_streaming_example/main.py @835ac7c serves each request in
   its own thread (Flask ``threaded=True``) through ``OrpheusModel.generate_speech`` (orpheus_tts_pypi/
   orpheus_tts/engine_class.py: tokens from vLLM's engine handed to the request's thread through a queue) and
@@ -209,8 +209,8 @@ def main(argv=None):
     for g in args.group_frames:
         suffix = "" if len(args.group_frames) == 1 else f", group {g}"
         ways[f"ours{suffix}"] = {"group_frames": g}
-        ways[f"ours, serial{suffix}"] = {"group_frames": g, "overlap": False}
-        ways[f"ours, first chunk at 2 frames{suffix}"] = {"group_frames": g, "first_frames": 2}
+        ways[f"ours, first chunk at 4 frames{suffix}"] = {"group_frames": g, "first_frames": 4}
+        ways[f"ours before: serial, first at 4{suffix}"] = {"group_frames": g, "first_frames": 4, "overlap": False}
     ways["upstream"] = None
     rows, profiles = [], []
     for n in args.streams:

@@ -355,7 +355,7 @@ def test_the_engine_steps_on_while_snac_decodes_and_each_stream_gets_what_stream
         monkeypatch, snac, overlap):
     import time
 
-    from colab_tts.serve.engine import END, GROUP_FRAMES
+    from colab_tts.serve.engine import END, FIRST_FRAMES, GROUP_FRAMES
     from colab_tts.snac_decode import stream_audio
 
     rng = np.random.default_rng(2)
@@ -374,8 +374,9 @@ def test_the_engine_steps_on_while_snac_decodes_and_each_stream_gets_what_stream
     got, engine, vllm, _ = _serve_fake(monkeypatch, snac, tokens, decode=slow, overlap=overlap)
     for items, t in zip(got, tokens):
         assert items[-1] is END
-        alone = np.concatenate(list(stream_audio(iter(t), snac, group_frames=GROUP_FRAMES)))
-        assert np.abs(np.concatenate(items[:-1]) - alone).max() < 1e-5
+        alone = np.concatenate(list(stream_audio(iter(t), snac, first_frames=FIRST_FRAMES, group_frames=GROUP_FRAMES)))
+        # float32 rounding only (oneDNN picks other kernels for a batch of 2 short windows): a few 16-bit steps
+        assert np.abs(np.concatenate(items[:-1]) - alone).max() < 5e-4
     stepped_during_a_decode = any(t0 < s < t1 for s in vllm.steps for t0, t1 in decodes)
     assert stepped_during_a_decode == overlap
     assert engine.stats()["admitted"] == 0 and engine.completed == 2

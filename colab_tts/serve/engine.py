@@ -29,6 +29,9 @@ END = object()  # the last item of a stream's queue
 # Frames per SNAC window after the first chunk: 4 decodes 2 + 4 + 1 frames per 4 emitted instead of 4 per frame;
 # chosen with benchmarks/serve.py (1.5x the audio seconds per second of 1 at 8 streams on a 2-core CPU).
 GROUP_FRAMES = 4
+# Frames in before a stream's first chunk: 2 emits frame 0 with one frame of lookahead, as every later frame has,
+# after 14 tokens instead of 28 (upstream's example waits for 28); benchmarks/serve.py measures 4 beside it.
+FIRST_FRAMES = 2
 
 
 @dataclass
@@ -55,7 +58,7 @@ class StreamingEngine:
     """Owns the engine thread. ``submit`` from the event loop; chunks arrive on the returned stream's queue."""
 
     def __init__(self, tts, *, max_num_seqs: int, queue_limit: int = 4, group_frames: int = GROUP_FRAMES,
-                 first_frames: int = 4, overlap: bool = True):
+                 first_frames: int = FIRST_FRAMES, overlap: bool = True):
         from vllm import SamplingParams
 
         self.tts = tts

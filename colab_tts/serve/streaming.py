@@ -5,7 +5,8 @@ Each stream follows :func:`colab_tts.snac_decode.stream_audio` exactly (the firs
 ``first_frames`` frames, then one frame at a time with ``lookahead_frames`` of lookahead and
 ``context_frames`` of context, ``group_frames`` at a time, the rest flushed at the end), so a stream's audio is the audio it would
 get alone; only the decoder calls are shared. Streams start and end at different steps, so their
-windows are grouped by length and each group is one batched call.
+windows are grouped by length and each group is one batched call. :class:`DecodeThread` runs those calls
+beside the engine's stepping thread.
 """
 
 from __future__ import annotations
