@@ -6,7 +6,9 @@ time to first audio (p50 / p95), tokens per wall-clock second (the same tokens b
 throughput ratio) and seconds of audio produced per wall-clock second.
 
 - ours: colab_tts.serve.engine.StreamingEngine - one engine thread, vLLM's continuous batching, SNAC
-  batched over every stream with a frame due (colab_tts.serve.streaming);
+  batched over every stream with a frame due (colab_tts.serve.streaming), decoded in a thread of its own while
+  vLLM runs the next step, each stream's first chunk after 2 frames; "ours, first chunk at 4 frames" waits for
+  4 as before; "ours before" is the engine before the decode thread (SNAC inline after each step, first at 4);
 - upstream's way: canopyai/Orpheus-TTS realtime_streaming_example/main.py @835ac7c serves each request in
   its own thread (Flask ``threaded=True``) through ``OrpheusModel.generate_speech`` (orpheus_tts_pypi/
   orpheus_tts/engine_class.py: tokens from vLLM's engine handed to the request's thread through a queue) and
@@ -15,10 +17,13 @@ throughput ratio) and seconds of audio produced per wall-clock second.
   thread, which runs ``colab_tts.snac_official.official_stream`` (that decoder re-implemented faithfully).
   Upstream's fixed ``request_id="req-001"`` default is not reproduced (concurrent requests would collide).
 
+``--profile`` adds where the wall time went per way: vLLM's step (wall and the stepping thread's CPU), the
+SNAC calls, and the process's CPU time.
+
 Also the SNAC step alone: one batched call over N streams' 4-frame windows against N per-stream calls.
 The HTTP layer is left out of both ways (it is the same for both). The audio is noise.
 
-    python benchmarks/serve.py               # about 2 minutes here
+    python benchmarks/serve.py               # about 8 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import time
 import numpy as np
 import torch
 
+from colab_tts import snac_official
 from colab_tts.display import Table
 from colab_tts.serve.engine import END, GROUP_FRAMES, StreamingEngine
+from colab_tts.serve.streaming import BatchedDecoder
 from colab_tts.snac_decode import SAMPLE_RATE, SAMPLES_PER_FRAME
 from colab_tts.snac_official import official_stream
 
@@ -112,6 +119,41 @@ def run_upstream(engine, prompts, seeds, snac):
     return results, time.perf_counter() - t0
 
 
+class Profile:
+    """Wall and CPU time inside vLLM's step and inside SNAC, for --profile (patched in, then restored)."""
+
+    def __init__(self, tts):
+        self.tts, self.times = tts, {}
+
+    def _timed(self, name, fn):
+        def timed(*args, **kwargs):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                wall, cpu = self.times.get(name, (0.0, 0.0))
+                self.times[name] = (wall + time.perf_counter() - t0, cpu + time.thread_time() - c0)
+        return timed
+
+    def __enter__(self):
+        self.times, self.cpu0 = {}, time.process_time()
+        engine = self.tts.backend.engine
+        self._saved = engine.step, BatchedDecoder.decode, snac_official._official_convert_to_audio
+        engine.step = self._timed("vllm step", engine.step)
+        BatchedDecoder.decode = self._timed("snac", BatchedDecoder.decode)
+        snac_official._official_convert_to_audio = self._timed("snac", snac_official._official_convert_to_audio)
+        return self
+
+    def __exit__(self, *exc):
+        self.tts.backend.engine.step, BatchedDecoder.decode, snac_official._official_convert_to_audio = self._saved
+        self.process_cpu = time.process_time() - self.cpu0
+
+    def row(self):
+        step, snac = self.times.get("vllm step", (0, 0)), self.times.get("snac", (0, 0))
+        return {"vllm step s": step[0], "step thread cpu s": step[1], "snac s (all threads)": snac[0],
+                "process cpu s": self.process_cpu}
+
+
 def summary(results, wall):
     """Per way: time to first audio, audio produced, and tokens per wall second. Both ways get the same tokens,
     but upstream's decoder never emits a stream's first frame or last two, so from the same tokens it gives less
@@ -148,9 +190,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=2.0, help="longest audio per request (sets max_tokens)")
-    ap.add_argument("--group-frames", type=int, nargs="+", default=[1, GROUP_FRAMES],
+    ap.add_argument("--group-frames", type=int, nargs="+", default=[GROUP_FRAMES],
                     help="our stream's frames per SNAC window after the first chunk (stream_audio's group_frames)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds per setting, interleaved; the best is kept")
+    ap.add_argument("--profile", action="store_true", help="also print where the wall time went, per way")
     args = ap.parse_args(argv)
 
     from colab_tts.orpheus import OrpheusTTS
@@ -162,25 +205,36 @@ def main(argv=None):
     tts = OrpheusTTS.offline_demo(backend="vllm", max_audio_seconds=args.seconds, max_num_seqs=max(args.streams),
                                   engine_log="build/benchmarks/serve_vllm.log")
     print(f"offline demo model (random weights: the audio is noise); {tts.notes[0]}; measured {device}")
-    ways = {f"ours, group {g}": g for g in args.group_frames}
+    ways = {}  # name: StreamingEngine settings (None: upstream's way)
+    for g in args.group_frames:
+        suffix = "" if len(args.group_frames) == 1 else f", group {g}"
+        ways[f"ours{suffix}"] = {"group_frames": g}
+        ways[f"ours, first chunk at 4 frames{suffix}"] = {"group_frames": g, "first_frames": 4}
+        ways[f"ours before: serial, first at 4{suffix}"] = {"group_frames": g, "first_frames": 4, "overlap": False}
     ways["upstream"] = None
-    rows = []
+    rows, profiles = [], []
     for n in args.streams:
         prompts, seeds = _prompts(tts, n), list(range(100, 100 + n))
         best = {}
         for _ in range(args.rounds):
-            for name, group in ways.items():  # interleaved; one engine thread at a time on the same vLLM engine
-                if group is None:
-                    engine = _TokenEngine(tts, max_num_seqs=max(args.streams), queue_limit=2)
-                    s = summary(*run_upstream(engine, prompts, seeds, tts.snac))
-                else:
-                    engine = StreamingEngine(tts, max_num_seqs=max(args.streams), queue_limit=2, group_frames=group)
-                    s = summary(*run_ours(engine, prompts, seeds))
-                engine.stop()
+            for name, settings in ways.items():  # interleaved; one engine thread at a time on the same vLLM engine
+                with Profile(tts) as prof:
+                    if settings is None:
+                        engine = _TokenEngine(tts, max_num_seqs=max(args.streams), queue_limit=2, overlap=False)
+                        s = summary(*run_upstream(engine, prompts, seeds, tts.snac))
+                    else:
+                        engine = StreamingEngine(tts, max_num_seqs=max(args.streams), queue_limit=2, **settings)
+                        s = summary(*run_ours(engine, prompts, seeds))
+                    engine.stop()
                 if name not in best or s["tokens / s"] > best[name]["tokens / s"]:
                     best[name] = s
+                    if args.profile:
+                        best[name]["profile"] = {"streams": n, "way": name, "wall s": s["wall s"], **prof.row()}
         up = best["upstream"]
         for name in ways:
+            profile = best[name].pop("profile", None)
+            if profile:
+                profiles.append(profile)
             rows.append({"streams": n, "way": name, **best[name]})
         for name in list(ways)[:-1]:
             rows.append({"streams": n, "way": f"{name} / upstream", "ttfa p50 s": best[name]["ttfa p50 s"] / up["ttfa p50 s"],
@@ -194,6 +248,9 @@ def main(argv=None):
                                    f"({best[name]['tokens']} vs {up['tokens']}): the comparison would not be fair")
     print(Table(rows, title=f"measured {device}: ours vs upstream's way (best of {args.rounds}; ratio rows: ours / "
                             "upstream; time to first audio lower is better, audio s / s higher is better)", digits=3))
+    if profiles:
+        print(Table(profiles, title=f"measured {device}: where the wall time went (the runs above; vLLM's step is the "
+                                    "same work both ways; SNAC time is summed over the threads that ran it)", digits=2))
     snac_rows = []
     for n in args.streams:
         t = snac_ratio(tts.snac, n)

@@ -391,3 +391,182 @@ def test_a_format_this_libsndfile_cannot_write_is_refused_naming_libsndfile():
     request = SpeechRequest(model="m", input="hi", voice="tara", response_format="aac")
     with pytest.raises(ApiError, match="not supported here; supported"):  # not a libsndfile format at all
         check_choices(request, models=("m",), voices=("tara",), formats=("pcm", "wav", "flac"))
+def _random_tokens(rng, frames):
+    from colab_tts.snac_decode import codes_to_audio_tokens
+
+    return codes_to_audio_tokens([torch.tensor(rng.integers(0, 4096, (1, frames * k))) for k in (1, 2, 4)])
+
+
+def test_the_decode_thread_keeps_each_streams_order_and_batches_what_piled_up_behind_a_decode(snac):
+    import threading
+
+    from colab_tts.serve.streaming import BatchedDecoder, DecodeThread, FrameStream
+
+    rng = np.random.default_rng(1)
+    tokens = [_random_tokens(rng, 6) for _ in range(3)]
+    streams, inline = {i: FrameStream() for i in range(3)}, {i: FrameStream() for i in range(3)}
+    gate, threads = threading.Event(), set()
+
+    class Gated(BatchedDecoder):
+        def decode(self, windows):
+            threads.add(threading.current_thread().name)
+            gate.wait(10)  # the first decode holds up everything queued after it
+            return super().decode(windows)
+
+    got = {i: [] for i in streams}
+    decoding = DecodeThread(Gated(snac), lambda key, item: got[key].append(item), lambda key, err: None)
+    expected = {i: [] for i in streams}
+    for t in range(len(tokens[0])):
+        for i in streams:
+            streams[i].add_tokens([tokens[i][t]])
+            inline[i].add_tokens([tokens[i][t]])
+        decoding.audio(decoding.decoder.plan(streams))  # returns at once: the decoding waits in its own thread
+        for key, audio in BatchedDecoder(snac).step(inline).items():
+            expected[key].append(audio)
+    for i in streams:
+        decoding.item(i, "end")
+    gate.set()
+    decoding.close()
+    assert threading.current_thread().name not in threads
+    for i in streams:
+        assert got[i][-1] == "end" and len(got[i]) == len(expected[i]) + 1
+        for a, b in zip(got[i], expected[i]):
+            assert np.abs(a - b).max() < 1e-5
+    assert decoding.decoder.calls < decoding.decoder.windows // 3  # the windows that piled up shared calls
+
+
+def test_a_failing_decode_ends_every_stream_it_touches_once_and_is_raised_by_the_engine_side(snac):
+    from colab_tts.serve.streaming import BatchedDecoder, DecodeThread
+
+    class Broken(BatchedDecoder):
+        def decode(self, windows):
+            raise RuntimeError("out of memory")
+
+    delivered, failed = [], []
+    decoding = DecodeThread(Broken(snac), lambda key, item: delivered.append((key, item)),
+                            lambda key, err: failed.append((key, str(err))))
+    window = (np.zeros((4, 7), dtype=np.int64), 0, 3)
+    decoding.item("a", "first")  # before the failure: delivered as it was
+    decoding.audio([("a", window), ("b", window)])
+    decoding.item("a", "end")
+    decoding.item("c", "end")  # after the failure: its end cannot be trusted either
+    decoding.close()
+    assert delivered == [("a", "first")]
+    assert failed == [("a", "out of memory"), ("b", "out of memory"), ("c", "out of memory")]
+    assert isinstance(decoding.error, RuntimeError)
+
+
+class _FakeVllm:
+    """vLLM's LLMEngine as the stepping thread uses it: each request's tokens come one per step."""
+
+    def __init__(self, tokens, step_s=0.002):
+        self.tokens, self.step_s, self.requests, self.steps = tokens, step_s, {}, []
+
+    def add_request(self, rid, prompt, sampling):
+        self.requests[rid] = [self.tokens[prompt[0]], 0]
+
+    def abort_request(self, rids):
+        for rid in rids:
+            self.requests.pop(rid, None)
+
+    def step(self):
+        import time
+        from types import SimpleNamespace
+
+        self.steps.append(time.perf_counter())
+        time.sleep(self.step_s)
+        outs = []
+        for rid, r in list(self.requests.items()):
+            r[1] += 1
+            outs.append(SimpleNamespace(request_id=rid, finished=r[1] >= len(r[0]),
+                                        outputs=[SimpleNamespace(token_ids=r[0][:r[1]])]))
+            if outs[-1].finished:
+                del self.requests[rid]
+        return outs
+
+
+def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
+    """A StreamingEngine over _FakeVllm: each stream's items, the engine, the fake vLLM."""
+    import asyncio
+    import sys
+    from types import SimpleNamespace
+
+    from colab_tts.serve.engine import END, StreamingEngine
+    from colab_tts.serve.schema import ApiError
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=dict))
+    monkeypatch.setitem(sys.modules, "vllm.inputs", SimpleNamespace(TokensPrompt=lambda prompt_token_ids: prompt_token_ids))
+    vllm = _FakeVllm(tokens)
+    engine = StreamingEngine(SimpleNamespace(backend=SimpleNamespace(engine=vllm), snac=snac), max_num_seqs=4,
+                             **settings)
+    if decode is not None:
+        engine.decoder.decode = decode(engine.decoder.decode)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        streams = [engine.submit([i], None, loop) for i in range(len(tokens))]
+
+        async def items(stream):
+            got = []
+            while not (got and (got[-1] is END or isinstance(got[-1], ApiError))):
+                got.append(await asyncio.wait_for(stream.queue.get(), 60))
+            return got
+
+        return await asyncio.gather(*(items(s) for s in streams))
+
+    try:
+        got = asyncio.run(run())
+        if any(isinstance(items[-1], ApiError) for items in got):  # the stepping thread notices next
+            engine._thread.join(10)
+        return got, engine, vllm, engine.state
+    finally:
+        engine.stop()
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_engine_steps_on_while_snac_decodes_and_each_stream_gets_what_stream_audio_gives_it(
+        monkeypatch, snac, overlap):
+    import time
+
+    from colab_tts.serve.engine import END, FIRST_FRAMES, GROUP_FRAMES
+    from colab_tts.snac_decode import stream_audio
+
+    rng = np.random.default_rng(2)
+    tokens = [_random_tokens(rng, n) for n in (9, 6)]
+    decodes = []
+
+    def slow(decode):
+        def timed(windows):
+            t0 = time.perf_counter()
+            time.sleep(0.05)  # as if SNAC were slower than a step
+            out = decode(windows)
+            decodes.append((t0, time.perf_counter()))
+            return out
+        return timed
+
+    got, engine, vllm, _ = _serve_fake(monkeypatch, snac, tokens, decode=slow, overlap=overlap)
+    for items, t in zip(got, tokens):
+        assert items[-1] is END
+        alone = np.concatenate(list(stream_audio(iter(t), snac, first_frames=FIRST_FRAMES, group_frames=GROUP_FRAMES)))
+        # float32 rounding only (oneDNN picks other kernels for a batch of 2 short windows): a few 16-bit steps
+        assert np.abs(np.concatenate(items[:-1]) - alone).max() < 5e-4
+    stepped_during_a_decode = any(t0 < s < t1 for s in vllm.steps for t0, t1 in decodes)
+    assert stepped_during_a_decode == overlap
+    assert engine.stats()["admitted"] == 0 and engine.completed == 2
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the engine thread raises
+def test_a_snac_failure_ends_every_open_stream_with_an_error_and_fails_the_engine(monkeypatch, snac):
+    from colab_tts.serve.schema import ApiError
+
+    def broken(decode):
+        def fail(windows):
+            raise RuntimeError("CUDA error: out of memory")
+        return fail
+
+    rng = np.random.default_rng(3)
+    got, engine, _, state = _serve_fake(monkeypatch, snac, [_random_tokens(rng, 8) for _ in range(2)], decode=broken)
+    for items in got:
+        assert isinstance(items[-1], ApiError) and items[-1].status == 500
+        assert "SNAC decoding failed" in items[-1].body()["error"]["message"] and "out of memory" in str(items[-1].body())
+    assert state == "failed" and engine.stats()["admitted"] == 0

@@ -6,8 +6,10 @@ vllm/v1/engine/core_client.py ``EngineCoreClient.make_client``), and a child pro
 and ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` avoid (colab_tts.kv_probe). So the same continuous batching is driven
 here by hand: one thread owns vLLM's ``LLMEngine``; requests are added and aborted between its steps (vLLM
 schedules every unfinished request into each step), and after each step the frames every stream can emit go
-through :class:`~colab_tts.serve.streaming.BatchedDecoder` together. Audio goes to each request's own asyncio
-queue, keyed by its vLLM request id, so no request can receive another's audio.
+through :class:`~colab_tts.serve.streaming.BatchedDecoder` together, in a thread of their own
+(:class:`~colab_tts.serve.streaming.DecodeThread`), so SNAC decodes step k's frames while vLLM runs step k+1.
+Audio goes to each request's own asyncio queue, keyed by its vLLM request id, so no request can receive
+another's audio.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .schema import ApiError
-from .streaming import BatchedDecoder, FrameStream
+from .streaming import BatchedDecoder, DecodeThread, FrameStream
 
 END = object()  # the last item of a stream's queue
 # Frames per SNAC window after the first chunk: 4 decodes 2 + 4 + 1 frames per 4 emitted instead of 4 per frame;
 # chosen with benchmarks/serve.py (1.5x the audio seconds per second of 1 at 8 streams on a 2-core CPU).
 GROUP_FRAMES = 4
+# Frames in before a stream's first chunk: 2 emits frame 0 with one frame of lookahead, as every later frame has,
+# after 14 tokens instead of 28 (upstream's example waits for 28); benchmarks/serve.py measures 4 beside it.
+FIRST_FRAMES = 2
 
 
 def _torch_threads() -> int:
@@ -71,7 +76,8 @@ class _Active:
 class StreamingEngine:
     """Owns the engine thread. ``submit`` from the event loop; chunks arrive on the returned stream's queue."""
 
-    def __init__(self, tts, *, max_num_seqs: int, queue_limit: int = 4, group_frames: int = GROUP_FRAMES):
+    def __init__(self, tts, *, max_num_seqs: int, queue_limit: int = 4, group_frames: int = GROUP_FRAMES,
+                 first_frames: int = FIRST_FRAMES, overlap: bool = True):
         from vllm import SamplingParams
 
         self.tts = tts
@@ -80,7 +86,9 @@ class StreamingEngine:
         self.max_num_seqs = max_num_seqs
         self.queue_limit = queue_limit
         self.group_frames = group_frames
+        self.first_frames = first_frames  # frames in before a stream's first chunk (stream_audio's first_frames)
         self.decoder = BatchedDecoder(tts.snac)
+        self.overlap = overlap  # False: SNAC inline after each step (the benchmark's serial comparison)
         self.state = "running"
         self.steps = 0
         self.completed = 0
@@ -92,6 +100,7 @@ class StreamingEngine:
         self._admitted = 0  # submitted and not yet ended (under the lock)
         self._stats = self._read_stats()
         self._threads = _torch_threads()  # what vLLM's engine was built with, in this (the caller's) thread
+        self._decoding = DecodeThread(self.decoder, self._deliver, self._decode_failed, threaded=overlap)
         self._thread = threading.Thread(target=self._engine_thread, name="colab-tts-engine", daemon=True)
         self._thread.start()
 
@@ -166,7 +175,7 @@ class StreamingEngine:
 
     def release(self) -> None:
         """After ``stop``: let go of vLLM's engine and SNAC, so closing the model frees their memory."""
-        if self._thread.is_alive():  # still inside a step past stop's timeout: it keeps what it uses
+        if self._thread.is_alive() or self._decoding.alive:  # past stop's timeout: it keeps what it uses
             return
         self.engine = self.tts = None
         self.decoder.snac = None
@@ -201,7 +210,11 @@ class StreamingEngine:
             active.stream.done = True
         self._durations.append(time.perf_counter() - active.stream.started)
         del self._durations[:-100]
-        self._deliver(active.stream, item)
+        self._decoding.item(active.stream, item)  # after the audio still being decoded for it
+
+    def _decode_failed(self, stream: Stream, err: BaseException) -> None:
+        self._deliver(stream, ApiError(500, f"SNAC decoding failed: {type(err).__name__}: {err}", code="engine_error",
+                                       type_="server_error"))
 
     def _apply(self, commands) -> None:
         try:
@@ -216,7 +229,8 @@ class StreamingEngine:
             if command[0] == "add":
                 _, stream, prompt, sampling = command
                 self.engine.add_request(stream.request_id, as_input(prompt), sampling)
-                self._active[stream.request_id] = _Active(stream, FrameStream(group_frames=self.group_frames))
+                self._active[stream.request_id] = _Active(stream, FrameStream(first_frames=self.first_frames,
+                                                                                group_frames=self.group_frames))
             elif command[1].request_id in self._active:
                 self.engine.abort_request([command[1].request_id])
                 self.aborted += 1
@@ -238,6 +252,8 @@ class StreamingEngine:
                     return
                 if self._active:
                     self._step()
+                if self._decoding.error is not None:
+                    raise self._decoding.error
         except Exception as err:  # a failing engine ends every stream with the reason, never hangs them
             self.state = "failed"
             error = ApiError(500, f"the engine failed: {type(err).__name__}: {err}", code="engine_error",
@@ -246,6 +262,8 @@ class StreamingEngine:
                 self._end(rid, error)
             self._refuse_pending(error)
             raise
+        finally:
+            self._decoding.close()
 
     def _advance(self):
         """One vLLM step: yields (request output, its active request, the token ids new since the last step)."""
@@ -264,9 +282,8 @@ class StreamingEngine:
             active.frames.add_tokens(new)
             active.stream.output_tokens = active.seen
             active.frames.finished = out.finished
-        chunks = self.decoder.step({rid: a.frames for rid, a in self._active.items()})
-        for rid, audio in chunks.items():
-            self._deliver(self._active[rid].stream, audio)
+        due = self.decoder.plan({rid: a.frames for rid, a in self._active.items()})
+        self._decoding.audio([(self._active[rid].stream, window) for rid, window in due])
         for rid in [rid for rid, a in self._active.items() if a.frames.finished and a.frames.window() is None]:
             self.completed += 1
             self._end(rid)

@@ -5,7 +5,8 @@ Each stream follows :func:`colab_tts.snac_decode.stream_audio` exactly (the firs
 ``first_frames`` frames, then one frame at a time with ``lookahead_frames`` of lookahead and
 ``context_frames`` of context, ``group_frames`` at a time, the rest flushed at the end), so a stream's audio is the audio it would
 get alone; only the decoder calls are shared. Streams start and end at different steps, so their
-windows are grouped by length and each group is one batched call.
+windows are grouped by length and each group is one batched call. :class:`DecodeThread` runs those calls
+beside the engine's stepping thread.
 """
 
 from __future__ import annotations
@@ -66,35 +67,141 @@ class FrameStream:
 
 
 class BatchedDecoder:
-    """Decode the due windows of many :class:`FrameStream` s with as few SNAC calls as their lengths allow."""
+    """Decode the due windows of many :class:`FrameStream` s with as few SNAC calls as their lengths allow.
+
+    ``plan`` (cheap: which windows are due, with a copy of their frames) and ``decode`` (SNAC) are separate so
+    that the decoding can run in another thread (:class:`DecodeThread`) while the next engine step runs."""
 
     def __init__(self, snac):
         self.snac = snac
         self.calls = 0  # decoder calls made (the tests and the benchmark count them)
         self.windows = 0  # stream windows decoded
 
-    def step(self, streams: dict) -> dict:
-        """{key: FrameStream} -> {key: float32 samples} for every stream with a window due now."""
+    def plan(self, streams: dict) -> list:
+        """{key: FrameStream} -> [(key, window)] for every stream with a window due now, each window a
+        ``(frames, start, stop)``: a copy of frames lo..hi and the part of them to emit. Marks them emitted."""
+        due = []
+        for key, s in streams.items():
+            if (w := s.window()) is not None:
+                lo, start, stop, hi = w
+                due.append((key, (np.stack(s.frames[lo:hi]), start - lo, stop - lo)))
+                s.emitted = stop
+        return due
+
+    def decode(self, windows) -> list:
+        """[(frames, start, stop)] -> float32 samples of frames start..stop of each, in order. Windows of one
+        length share one decoder call, whichever stream or step they come from."""
         import torch
 
-        due = {key: w for key, s in streams.items() if (w := s.window()) is not None}
-        if not due:
-            return {}
         groups = defaultdict(list)
-        for key, (lo, _, _, hi) in due.items():
-            groups[hi - lo].append(key)
+        for i, (frames, _, _) in enumerate(windows):
+            groups[len(frames)].append(i)
         p = _param(self.snac)
-        out = {}
+        out = [None] * len(windows)
         with torch.inference_mode():
-            for keys in groups.values():
-                frames = np.stack([np.stack(streams[k].frames[due[k][0]: due[k][3]]) for k in keys])  # (B, L, 7)
-                f = torch.as_tensor(frames, dtype=torch.long, device=p.device)
-                codes = [f[:, :, 0], f[:, :, [1, 4]].reshape(len(keys), -1), f[:, :, [2, 3, 5, 6]].reshape(len(keys), -1)]
-                y = self.snac.decoder(self.snac.quantizer.from_codes(codes))
+            for idx in groups.values():
+                f = torch.as_tensor(np.stack([windows[i][0] for i in idx]), dtype=torch.long, device=p.device)
+                b = len(idx)  # f: (B, L, 7)
+                codes = [f[:, :, 0], f[:, :, [1, 4]].reshape(b, -1), f[:, :, [2, 3, 5, 6]].reshape(b, -1)]
+                y = self.snac.decoder(self.snac.quantizer.from_codes(codes))[:, 0].float().cpu().numpy()  # one copy
                 self.calls += 1
-                self.windows += len(keys)
-                for i, k in enumerate(keys):
-                    lo, start, stop, _ = due[k]
-                    out[k] = y[i, 0, (start - lo) * SAMPLES_PER_FRAME: (stop - lo) * SAMPLES_PER_FRAME].float().cpu().numpy()
-                    streams[k].emitted = stop
+                self.windows += b
+                for row, i in enumerate(idx):
+                    _, start, stop = windows[i]
+                    out[i] = y[row, start * SAMPLES_PER_FRAME: stop * SAMPLES_PER_FRAME].copy()
         return out
+
+    def step(self, streams: dict) -> dict:
+        """{key: FrameStream} -> {key: float32 samples} for every stream with a window due now."""
+        due = self.plan(streams)
+        return dict(zip((key for key, _ in due), self.decode([w for _, w in due])))
+
+
+_CLOSE = object()
+
+
+class DecodeThread:
+    """SNAC off the stepping thread, so that the windows of engine step k decode while vLLM runs step k+1
+    (torch releases the GIL inside its ops; on a GPU the decoding runs on a CUDA stream of its own, so it
+    neither waits for vLLM's kernels nor makes vLLM's step wait for its copy back).
+
+    ``audio`` queues windows from :meth:`BatchedDecoder.plan`; ``item`` queues anything else for a target
+    (its end, an error). Everything reaches ``deliver(target, item)`` in the order it was put, so a stream's
+    end comes after its audio. What piled up while a decode ran is decoded together (windows of one length
+    from several steps in one call). If a decode fails, its audio and everything after it for any target go
+    to ``fail(target, error)`` instead, and ``error`` is set for the stepping thread to raise.
+    ``threaded=False`` does all of it inline in the caller (the serial way, for comparison)."""
+
+    def __init__(self, decoder: BatchedDecoder, deliver, fail, *, threaded: bool = True):
+        import queue
+        import threading
+
+        self.decoder, self._deliver, self._fail = decoder, deliver, fail
+        self.error: BaseException | None = None
+        self._failed: set[int] = set()
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="colab-tts-snac", daemon=True)
+            self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def audio(self, due) -> None:
+        """[(target, window)] from BatchedDecoder.plan: each target gets its window's samples."""
+        if due:
+            self._put([("audio", target, window) for target, window in due])
+
+    def item(self, target, item) -> None:
+        self._put([("item", target, item)])
+
+    def close(self, timeout: float | None = 60) -> None:
+        """Finish what is queued, then end the thread."""
+        if self._thread is not None:
+            self._queue.put(_CLOSE)
+            self._thread.join(timeout)
+
+    def _put(self, work) -> None:
+        if self._thread is None:
+            self._do(work)
+        else:
+            self._queue.put(work)
+
+    def _run(self) -> None:
+        import contextlib
+
+        import torch
+
+        device = _param(self.decoder.snac).device
+        side = torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else contextlib.nullcontext()
+        with side:
+            while True:
+                work, closing = [], False
+                batch = [self._queue.get()]
+                while not self._queue.empty():  # whatever else is queued joins this round
+                    batch.append(self._queue.get())
+                for part in batch:
+                    if part is _CLOSE:
+                        closing = True
+                    else:
+                        work.extend(part)
+                self._do(work)
+                if closing:
+                    return
+
+    def _do(self, work) -> None:
+        samples = None
+        for kind, target, thing in work:
+            if kind == "audio" and samples is None and self.error is None:  # all of this round's windows at once
+                try:
+                    samples = iter(self.decoder.decode([w for k, _, w in work if k == "audio"]))
+                except Exception as err:  # noqa: BLE001 - handed to every stream it touches, and raised by the engine
+                    self.error = err
+            if self.error is not None:
+                if id(target) not in self._failed:  # once per target: its first error ends it
+                    self._failed.add(id(target))
+                    self._fail(target, self.error)
+            else:
+                self._deliver(target, next(samples) if kind == "audio" else thing)
