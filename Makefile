@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# nbval runs each notebook's cells; stored outputs are compared only on '# NBVAL_CHECK_OUTPUT' cells.
+# nbval runs each notebook's cells; stored outputs are compared only on cells tagged 'nbval-check-output'.
 NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 .PHONY: setup run test test-fast test-kernel-libraries test-browser notebooks benchmarks clean locks-check
