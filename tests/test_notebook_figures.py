@@ -6,6 +6,7 @@ test fail: weights are compared exactly (one function computes them all), shown 
 prints a rounded figure.
 """
 
+import math
 import re
 
 import matplotlib
@@ -15,7 +16,7 @@ from colab_tts import hardware, kv_cache, plots, systems
 from colab_tts.kv_fit import fit_vllm
 from colab_tts.lessons import make_it_fit, metavoice
 from colab_tts.lessons import orpheus_speed as speed
-from colab_tts.models import ModelSpec
+from colab_tts.models import ModelSpec, known_models
 
 matplotlib.use("Agg")
 
@@ -142,3 +143,26 @@ def test_no_weights_figure_is_the_bare_parameter_count():
                         str(systems.fit_table(30, "float16", gpus=["T4"]))])
     assert f"{bare:.2f}" != f"{spec.weight_gib('float16'):.2f}"
     assert not re.search(rf"\b{re.escape(f'{bare:.2f}')}\b|{re.escape(repr(bare))}", printed)
+
+
+@pytest.mark.parametrize("name", sorted(known_models()))
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_02s_weights_line_multiplies_out_to_the_figure_every_table_shows(name, dtype):
+    # 02 section 1 printed "3.30 B parameters = 6.18 GiB in float16": 3.30 x 2 bytes is 6.15. The line now
+    # shows each term with its inputs; the terms are weight_bytes and each multiplies out as printed
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import nbformat
+    import nbrules
+
+    spec = ModelSpec.known(name)
+    assert sum(b for _, b in spec.weight_terms(dtype)) == spec.weight_bytes(dtype)
+    line = spec.weights_arithmetic(dtype)
+    assert f"= {spec.weight_gib(dtype):.2f} GiB" in line
+    assert nbrules.arithmetic_problem([nbformat.v4.new_output("stream", name="stdout", text=line)]) is None
+    for how, b in spec.weight_terms(dtype):  # every factor shown, so the product is the term
+        factors = [float(x.replace(",", "")) for x in re.findall(r"(?<![\w.,])(\d[\d,]*)(?=(?: [a-z]+)? x| bytes)",
+                                                                  how.split(":")[-1])]
+        assert math.prod(factors) == b, how
