@@ -166,3 +166,18 @@ def test_02s_weights_line_multiplies_out_to_the_figure_every_table_shows(name, d
         factors = [float(x.replace(",", "")) for x in re.findall(r"(?<![\w.,])(\d[\d,]*)(?=(?: [a-z]+)? x| bytes)",
                                                                   how.split(":")[-1])]
         assert math.prod(factors) == b, how
+
+
+@pytest.mark.parametrize("tokens_per_s", [4.0, 2.5])
+def test_03s_kv_segment_line_gives_the_rates_its_token_count_comes_from(tokens_per_s):
+    # 03's recipe said "~1500 semantic tokens (~30 s of speech at an assumed 4 tokens/s)": 30 s x 4 is not
+    # 1500, the 50 semantic tokens per second were left out. The line now names both rates
+    from colab_tts.lessons import diffusion_8gb
+
+    recipe = diffusion_8gb.recommend_8gb("RTX-4060", tokens_per_s=tokens_per_s)
+    line = next(r for r in recipe.reasons if r.startswith("counted: the GPT's KV cache"))
+    m = re.search(r"~(\d+) semantic tokens \((\d+) text tokens at an assumed ([\d.]+) per second of speech = "
+                  r"~([\d.]+) s, x ([\d.]+) semantic tokens per second\)", line)
+    assert m, line
+    semantic, text, rate, seconds, per_s = (float(g) for g in m.groups())
+    assert seconds == pytest.approx(text / rate) and semantic == round(seconds * per_s)
