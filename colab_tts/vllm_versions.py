@@ -29,7 +29,6 @@ logs are off by +40% to +200% against this model.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
