@@ -219,6 +219,7 @@ def test_numbers_in_an_html_output_back_the_prose():
     ("Runs at 1/3 real time.", ["1", "3"]),
     ("It is .5 s per step.", ["0.5"]),  # a decimal without its leading zero
     ("4-bit is 3x faster.", ["3"]),  # a multiplier typed with an x, as with ×
+    ("The cache doubles, x2, on an x86 CPU.", ["2"]),
     ("It uses 7 GiB at step 3, 8 GiB at step 4.", ["7", "8"]),  # a step list does not run on into a figure
     ("cell 3 shows 5 GiB and cell 4, 9 GiB", ["5", "9"]),
     ("lines 3 and 9 GiB", ["9"]),

@@ -173,9 +173,13 @@ def _uncited(sentence: str) -> str:
     return "".join(chars)
 
 
+_MULTIPLIER_BEFORE = re.compile(r"(?<![\w.])x(?=\d+\b)(?!(?:86|64)\b)")  # not the x86 / x64 architectures
+
+
 def _words(markdown: str) -> str:
     """The prose whose numbers need an output: what citations excuse, and excused patterns, blanked."""
     markdown = "\n".join(_uncited(s) for s in _SENTENCE.split(markdown) if s)  # keeps ^
+    markdown = _MULTIPLIER_BEFORE.sub("x ", markdown)  # "x2" is a typed figure as "2x" and "×2" are
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown
