@@ -181,3 +181,21 @@ def test_03s_kv_segment_line_gives_the_rates_its_token_count_comes_from(tokens_p
     assert m, line
     semantic, text, rate, seconds, per_s = (float(g) for g in m.groups())
     assert seconds == pytest.approx(text / rate) and semantic == round(seconds * per_s)
+
+
+@pytest.mark.parametrize("gpu, kwargs", [("T4", {}), ("A100-80GB", {"tensor_parallel_size": 2}),
+                                         ("L4", {"kv_cache_dtype": "fp8"})])
+def test_every_plans_kv_per_token_line_multiplies_out(gpu, kwargs):
+    # 02 and 05 print plan_vllm's explain(): "2 x 28 layers x 8 kv heads x 128 x 2 B = 112 KiB" read "2 B" as
+    # two billion beside "3.3 B parameters"; in bytes, the line is checked like every printed product
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import nbformat
+    import nbrules
+
+    text = kv_cache.plan_vllm("orpheus-3b", gpu, max_model_len=4096, **kwargs).explain()
+    line = next(x for x in text.splitlines() if "KV per token" in x)
+    assert re.search(r"x \d+ bytes? = ", line), line
+    assert nbrules.arithmetic_problem([nbformat.v4.new_output("stream", name="stdout", text=text)]) is None
