@@ -13,7 +13,7 @@ import os
 import platform
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from ._checks import choose, positive
@@ -113,10 +113,38 @@ def get_gpu(gpu) -> GpuSpec:
         return gpu
     if not isinstance(gpu, str):
         raise TypeError(f"gpu must be a catalog name such as 'T4' or a GpuSpec, got {type(gpu).__name__}")
-    key = _lookup().get(_norm(gpu))
+    key = _lookup().get(_norm(gpu)) or _without_memory(gpu)
     if key is None:
-        choose(gpu, GPUS, "GPU")  # raises, listing the catalog and the closest name
+        _unknown(gpu)
     return GPUS[key]
+
+
+def _bare(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", _norm(name))
+
+
+def _without_memory(name: str) -> str | None:
+    """The catalog key a name typed without separators or without its memory ("RTX 3060", "rtx3070", "H100")
+    means, where exactly one card fits; several ("A100": 40 or 80 GB) raise naming them."""
+    typed = _bare(name)
+    if not typed:
+        return None
+    keys = {key for alias, key in _lookup().items() if typed in (_bare(alias), _bare(re.sub(r"-\d+gb$", "", alias)))}
+    if len(keys) > 1:
+        raise ValueError(f"GPU {name!r} names {' or '.join(sorted(keys))}: type which (its memory tells them apart)")
+    return keys.pop() if keys else None
+
+
+def _unknown(name: str):
+    """Raise for a name the catalog lacks. A model number is the card, not a typo: the hint names only cards
+    with the same number ("RTX 3080" gets no 'Did you mean RTX-3090?')."""
+    digits = re.findall(r"\d{2,}", name)
+    same = [k for k in GPUS if digits and set(digits) <= set(re.findall(r"\d{2,}", k))]
+    if not digits:
+        choose(name, GPUS, "GPU")  # raises, listing the catalog and the closest name
+    hint = f" Did you mean {' or '.join(map(repr, same))}?" if same else ""
+    raise ValueError(f"Unknown GPU {name!r}.{hint} Known: {', '.join(GPUS)}. A card not listed: pass "
+                     "hardware.GpuSpec(name, compute_capability, memory_gib, bandwidth_gbs, fp16_tflops).")
 
 
 # --- dtypes ------------------------------------------------------------------------------------
@@ -271,6 +299,11 @@ NO_GPU_ADVICE = (
 )
 
 
+# A detected card whose total differs from its catalog entry by more than drivers move it (0.43 GiB between
+# two A10G logs) is another memory size under the same name.
+DETECTED_MEMORY_SLACK_GIB = 1.0
+
+
 def detect(simulate=None) -> DeviceReport:
     """Report the device in use. With no GPU, ``simulate`` (e.g. "T4") fills in a catalog GPU."""
     try:
@@ -289,6 +322,11 @@ def detect(simulate=None) -> DeviceReport:
         except ValueError:
             spec = None
         notes = [] if spec else [f"{props.name} is not in the catalog; figures come from the device itself"]
+        if spec is not None and abs(total / GIB - spec.memory_gib) > DETECTED_MEMORY_SLACK_GIB:
+            # one name, two memory sizes (the RTX 3060 comes with 12 GB and with 8 GB): plan what this card holds
+            notes.append(f"{props.name} reports {total / GIB:.2f} GiB, the catalog's {spec.memory_gib:.2f}: "
+                         "planning with what this card reports")
+            spec = replace(spec, memory_gib=total / GIB)
         if spec is None:
             spec = GpuSpec(props.name, cc, total / GIB, 1.0, 1.0, "detected (bandwidth unknown)")
         return DeviceReport(True, props.name, cc, total / GIB, free / GIB, cc >= (8, 0), tv, cuda, colab,

@@ -78,6 +78,30 @@ class ModelSpec:
         rope_cache = self.max_position_embeddings * self.head_dim * size if self.rotary else 0
         return (self.num_params + padding) * size / tensor_parallel_size + rope_cache
 
+    def weight_terms(self, dtype="float16") -> list[tuple[str, int]]:
+        """``weight_bytes`` on one GPU as the terms a reader can multiply out: (how, bytes) for the parameters,
+        the vocabulary's padding rows and the rotary cache (the last two only where they are not zero)."""
+        size = DTYPE_BYTES[dtype_name(dtype)]
+        tables = 1 if self.tie_word_embeddings else 2
+        rows = self.padded_vocab_size - self.vocab_size
+        terms = [(f"{self.num_params:,} parameters x {size} bytes", self.num_params * size)]
+        if rows:
+            terms.append((f"vocabulary padded {self.vocab_size:,} -> {self.padded_vocab_size:,} rows (a multiple of "
+                          f"{VOCAB_PADDING}): {rows} x {self.hidden_size:,}" + (" x 2 tables" if tables == 2 else "")
+                          + f" x {size} bytes", rows * self.hidden_size * tables * size))
+        if self.rotary:
+            terms.append((f"rotary cos/sin cache: {self.max_position_embeddings:,} positions x {self.head_dim} x "
+                          f"{size} bytes", self.max_position_embeddings * self.head_dim * size))
+        return terms
+
+    def weights_arithmetic(self, dtype="float16") -> str:
+        """Why ``weight_gib`` is not parameters x bytes: each term with its inputs on its own line, in MiB, and
+        the sum in GiB. A reader multiplying out the lines gets the figure every table shows."""
+        terms = self.weight_terms(dtype)
+        total = sum(b for _, b in terms)
+        shown = "\n  + ".join(f"{how} = {b / 2**20:,.2f} MiB" for how, b in terms)
+        return f"  {shown}\n  = {total / 2**20:,.2f} MiB = {total / GIB:.2f} GiB in {dtype_name(dtype)}"
+
     def weight_gib(self, dtype="float16", tensor_parallel_size: int = 1) -> float:
         """``weight_bytes`` in GiB: the one weights figure every table shows."""
         return self.weight_bytes(dtype, tensor_parallel_size) / GIB

@@ -260,7 +260,8 @@ class VllmPlan:
             f"  - CUDA graphs                         {self.cudagraph_gib:7.2f} GiB",
             f"  = KV cache                            {self.kv_cache_gib:7.2f} GiB",
             f"  KV per token: 2 x {m.num_layers} layers x {kv_heads_per_rank(m, self.tensor_parallel_size)} "
-            f"kv heads x {m.head_dim} x {_kv_dtype_bytes(self.kv_cache_dtype)} B = "
+            f"kv heads x {m.head_dim} x {_kv_dtype_bytes(self.kv_cache_dtype)} "
+            f"{'byte' if _kv_dtype_bytes(self.kv_cache_dtype) == 1 else 'bytes'} = "
             f"{self.kv_bytes_per_token / 1024:g} KiB",
             f"  blocks = {self.num_blocks:,} of {self.block_size} tokens = {self.kv_cache_tokens:,} tokens",
             f"  max_model_len {self.max_model_len:,} -> KV room for {self.kv_concurrency:.2f} requests; "

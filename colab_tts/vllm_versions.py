@@ -28,6 +28,7 @@ logs are off by +40% to +200% against this model.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
@@ -47,8 +48,13 @@ def parse(version) -> Version:
         return version
     if not isinstance(version, str):
         raise TypeError(f"vllm_version must be a string such as '0.8.3', got {type(version).__name__}")
+    typed = version.strip().lstrip("v")
+    if re.match(r"^(?:\d+\.)*0\d", typed):  # PEP 440 reads "08.2" as 8.2, a release that is not 0.8.2
+        fixed = (re.sub(r"^0(\d)", r"0.\1", typed) if re.match(r"^0\d", typed)
+                 else ".".join(str(int(p)) if p.isdigit() else p for p in typed.split(".")))
+        raise ValueError(f"vllm_version {version!r} has a leading zero: did you mean {fixed!r}?")
     try:
-        return Version(version.strip().lstrip("v"))
+        return Version(typed)
     except InvalidVersion:
         raise ValueError(f"vllm_version {version!r} is not a version: use e.g. '0.8.3' or '0.11.0'") from None
 

@@ -1,5 +1,5 @@
 """Under nbval (`make test` runs `pytest tests notebooks --nbval-lax`), the rules of tools/nbrules.py on what
-each notebook in this folder prints when it runs: every cell's output fits a screen, and after the last cell
+each notebook in this folder prints when it runs: every cell's output fits a screen and every product it prints next to its inputs multiplies out, and after the last cell
 every number typed in the notebook's prose appears in an output of this run or sits beside its citation."""
 
 import copy
@@ -40,7 +40,7 @@ def pytest_runtest_call(item):
     outputs = getattr(item, "test_outputs", None)
     if outputs is not None:
         _RUN.setdefault(str(item.parent.fspath), {})[id(item.cell)] = outputs
-        problem = nbrules.output_problem(outputs)
+        problem = nbrules.output_problem(outputs) or nbrules.arithmetic_problem(outputs)
         if problem:
             pytest.fail(f"{item.name}: {problem}", pytrace=False)
         problem = _prose_check(item)

@@ -276,3 +276,11 @@ def test_a_name_near_the_file_system_limit_is_written(tmp_path):
     name = "y" * 251 + ".wav"  # 255 bytes: the temporary name beside it must fit too
     assert audio.Speech(np.zeros(100), 24000).save(tmp_path / name).name == name
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("typed, fix", [("08.2", "'0.8.2'"), ("0.8.02", "'0.8.2'"), ("v0.011.0", "'0.11.0'")])
+def test_a_vllm_version_with_a_leading_zero_is_refused_not_read_as_another_release(typed, fix):
+    # PEP 440 normalizes "08.2" to 8.2: the planner took it for a V1 release instead of 0.8.2's V0 engine
+    with pytest.raises(ValueError, match=fix):
+        colab_tts.vllm_versions.parse(typed)
+    assert str(colab_tts.vllm_versions.parse("0.10.1rc2.dev5+g1234")) == "0.10.1rc2.dev5+g1234"

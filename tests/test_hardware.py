@@ -269,3 +269,61 @@ def test_catalog_table_references_every_figure_source():
     t4 = next(r for r in rows if r["key"] == "T4")
     number = int(t4["sources"].split("bw[")[1].split("]")[0])
     assert urls[number - 1] == hardware.figure_source("T4", "bandwidth_gbs")
+
+
+# --- a GPU name as a tired person types it ------------------------------------------------------------------
+
+@pytest.mark.parametrize("typed, key", [
+    ("RTX 3060", "RTX-3060-12GB"),  # the card's name without its memory: one card in the catalog has it
+    ("rtx3070", "RTX-3070"), ("RTX 4060", "RTX-4060"), ("rtx-4060", "RTX-4060"), ("l4", "L4"),
+    ("H100", "H100-80GB"), ("v100", "V100-16GB"), ("a100 80gb", "A100-80GB"), ("NVIDIA GeForce RTX 3060", "RTX-3060-12GB"),
+])
+def test_a_gpu_typed_without_separators_or_memory_is_the_one_catalog_card(typed, key):
+    assert hardware.get_gpu(typed) == GPUS[key]
+    assert hardware.detect(simulate=typed).gpu == GPUS[key]
+
+
+def test_a_name_two_cards_share_is_refused_naming_both():
+    with pytest.raises(ValueError, match="A100-40GB or A100-80GB"):
+        hardware.get_gpu("A100")
+
+
+@pytest.mark.parametrize("typed, wrong", [("RTX 3080", ["RTX-3090", "RTX-3060"]), ("a10", ["A100"]),
+                                         ("RTX 3050", ["RTX-3060", "RTX-3090", "RTX-4060"])])
+def test_an_unknown_card_is_never_offered_another_model_number(typed, wrong):
+    with pytest.raises(ValueError) as err:
+        hardware.get_gpu(typed)
+    hint = str(err.value).split("Known:")[0]
+    assert not any(w in hint for w in wrong), hint
+    assert "GpuSpec" in str(err.value)  # the way to plan a card the catalog lacks
+
+
+def test_a_detected_card_with_another_memory_size_than_its_catalog_entry_is_planned_as_it_is(monkeypatch):
+    # the RTX 3060 is sold with 12 GB and with 8 GB under one torch name: plan the 8 GB one as 8 GB
+    from types import SimpleNamespace
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i=0: SimpleNamespace(name="NVIDIA GeForce RTX 3060", major=8, minor=6))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (7 * 2**30, int(7.75 * 2**30)))
+    report = hardware.detect()
+    assert report.gpu.memory_gib == pytest.approx(7.75)
+    assert report.gpu.bandwidth_gbs == GPUS["RTX-3060-12GB"].bandwidth_gbs
+    assert any("7.75 GiB" in n for n in report.notes)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (11 * 2**30, int(11.7 * 2**30)))
+    assert hardware.detect().gpu == GPUS["RTX-3060-12GB"]  # a driver's few hundred MiB is the same card
+
+
+_PLACE = re.compile(r"\b(?:Appendix|Table|page|p\.|section|Figure)\s*[A-Z0-9]")
+
+
+def test_a_note_that_places_a_figure_in_its_source_says_where_that_wording_was_read():
+    # "Appendix A, GeForce RTX 4090" was typed without anyone reading the appendix: a note that names a place
+    # inside its source names the copy on which that place was read, or does not name the place
+    from colab_tts.cited import all_cited
+
+    for entry in (c for c in all_cited() if c.key.startswith("gpus.")):
+        if _PLACE.search(entry.note):
+            assert re.search(r"read on its copy at https?://\S+", entry.note), f"{entry.key}: {entry.note}"

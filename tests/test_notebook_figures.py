@@ -6,6 +6,7 @@ test fail: weights are compared exactly (one function computes them all), shown 
 prints a rounded figure.
 """
 
+import math
 import re
 
 import matplotlib
@@ -15,7 +16,7 @@ from colab_tts import hardware, kv_cache, plots, systems
 from colab_tts.kv_fit import fit_vllm
 from colab_tts.lessons import make_it_fit, metavoice
 from colab_tts.lessons import orpheus_speed as speed
-from colab_tts.models import ModelSpec
+from colab_tts.models import ModelSpec, known_models
 
 matplotlib.use("Agg")
 
@@ -142,3 +143,59 @@ def test_no_weights_figure_is_the_bare_parameter_count():
                         str(systems.fit_table(30, "float16", gpus=["T4"]))])
     assert f"{bare:.2f}" != f"{spec.weight_gib('float16'):.2f}"
     assert not re.search(rf"\b{re.escape(f'{bare:.2f}')}\b|{re.escape(repr(bare))}", printed)
+
+
+@pytest.mark.parametrize("name", sorted(known_models()))
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_02s_weights_line_multiplies_out_to_the_figure_every_table_shows(name, dtype):
+    # 02 section 1 printed "3.30 B parameters = 6.18 GiB in float16": 3.30 x 2 bytes is 6.15. The line now
+    # shows each term with its inputs; the terms are weight_bytes and each multiplies out as printed
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import nbformat
+    import nbrules
+
+    spec = ModelSpec.known(name)
+    assert sum(b for _, b in spec.weight_terms(dtype)) == spec.weight_bytes(dtype)
+    line = spec.weights_arithmetic(dtype)
+    assert f"= {spec.weight_gib(dtype):.2f} GiB" in line
+    assert nbrules.arithmetic_problem([nbformat.v4.new_output("stream", name="stdout", text=line)]) is None
+    for how, b in spec.weight_terms(dtype):  # every factor shown, so the product is the term
+        factors = [float(x.replace(",", "")) for x in re.findall(r"(?<![\w.,])(\d[\d,]*)(?=(?: [a-z]+)? x| bytes)",
+                                                                  how.split(":")[-1])]
+        assert math.prod(factors) == b, how
+
+
+@pytest.mark.parametrize("tokens_per_s", [4.0, 2.5])
+def test_03s_kv_segment_line_gives_the_rates_its_token_count_comes_from(tokens_per_s):
+    # 03's recipe said "~1500 semantic tokens (~30 s of speech at an assumed 4 tokens/s)": 30 s x 4 is not
+    # 1500, the 50 semantic tokens per second were left out. The line now names both rates
+    from colab_tts.lessons import diffusion_8gb
+
+    recipe = diffusion_8gb.recommend_8gb("RTX-4060", tokens_per_s=tokens_per_s)
+    line = next(r for r in recipe.reasons if r.startswith("counted: the GPT's KV cache"))
+    m = re.search(r"~(\d+) semantic tokens \((\d+) text tokens at an assumed ([\d.]+) per second of speech = "
+                  r"~([\d.]+) s, x ([\d.]+) semantic tokens per second\)", line)
+    assert m, line
+    semantic, text, rate, seconds, per_s = (float(g) for g in m.groups())
+    assert seconds == pytest.approx(text / rate) and semantic == round(seconds * per_s)
+
+
+@pytest.mark.parametrize("gpu, kwargs", [("T4", {}), ("A100-80GB", {"tensor_parallel_size": 2}),
+                                         ("L4", {"kv_cache_dtype": "fp8"})])
+def test_every_plans_kv_per_token_line_multiplies_out(gpu, kwargs):
+    # 02 and 05 print plan_vllm's explain(): "2 x 28 layers x 8 kv heads x 128 x 2 B = 112 KiB" read "2 B" as
+    # two billion beside "3.3 B parameters"; in bytes, the line is checked like every printed product
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import nbformat
+    import nbrules
+
+    text = kv_cache.plan_vllm("orpheus-3b", gpu, max_model_len=4096, **kwargs).explain()
+    line = next(x for x in text.splitlines() if "KV per token" in x)
+    assert re.search(r"x \d+ bytes? = ", line), line
+    assert nbrules.arithmetic_problem([nbformat.v4.new_output("stream", name="stdout", text=text)]) is None

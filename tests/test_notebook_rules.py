@@ -212,3 +212,49 @@ def test_numbers_in_an_html_output_back_the_prose():
     assert nbrules.unbacked_numbers(nb) == []
     nb.cells[1].outputs = [_html("<table><tr><td>ceiling</td><td>51.0</td></tr></table>", plain="47.2")]
     assert nbrules.unbacked_numbers(nb) == [(0, "47")]  # the reader sees the HTML, not the plain text
+
+
+@pytest.mark.parametrize("markdown, unbacked", [
+    ("It takes about 3/4 of the card.", ["3", "4"]),  # a fraction is two typed numbers
+    ("Runs at 1/3 real time.", ["1", "3"]),
+    ("It is .5 s per step.", ["0.5"]),  # a decimal without its leading zero
+    ("4-bit is 3x faster.", ["3"]),  # a multiplier typed with an x, as with ×
+    ("The cache doubles, x2, on an x86 CPU.", ["2"]),
+    ("It uses 7 GiB at step 3, 8 GiB at step 4.", ["7", "8"]),  # a step list does not run on into a figure
+    ("cell 3 shows 5 GiB and cell 4, 9 GiB", ["5", "9"]),
+    ("lines 3 and 9 GiB", ["9"]),
+    ("## 12.5 GiB is the answer", ["12.5"]),  # a heading's decimal is no heading number
+])
+def test_fractions_multipliers_and_figures_after_a_list_of_steps_are_checked(markdown, unbacked):
+    assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, "none\n"))] == unbacked
+
+
+def test_lists_of_sections_and_paths_still_excuse_their_numbers():
+    prose = "## 3. Next\n\nSee sections 3 and 4, cells 5, 6 and notebook 02 (`a/b/3`); the 4-bit weights."
+    assert nbrules.unbacked_numbers(_ran(prose, "none\n")) == []
+    assert nbrules.unbacked_numbers(_ran("about 0.5 s per step", "0.5 s\n")) == []
+
+
+@pytest.mark.parametrize("printed", [
+    "weights: 3.30 B parameters = 6.18 GiB in float16",  # 3.30 x 2 bytes is 6.15 GiB: padding and cache unsaid
+    "3.30 B parameters x 2 bytes = 6.18 GiB",
+    "2 (K,V) x 28 x 8 x 128 x 2 bytes = 229,376 bytes",
+])
+def test_a_product_printed_beside_its_inputs_must_multiply_out(printed):
+    assert "does not multiply out" in nbrules.arithmetic_problem([stream(printed + "\n")])
+
+
+@pytest.mark.parametrize("printed", [
+    "2 (K,V) x 28 x 8 x 128 x 2 bytes = 114,688 bytes = 112 KiB per token",
+    "MetaVoice-1B's first stage is 1.25 B parameters, 2.33 GiB in fp16",  # 1.245..1.255 B x 2 bytes holds 2.33
+    "3.30 B parameters x 2 bytes = 6.15 GiB",
+])
+def test_a_product_that_multiplies_out_within_its_rounding_passes(printed):
+    assert nbrules.arithmetic_problem([stream(printed + "\n")]) is None
+
+
+def test_make_run_refuses_a_product_that_does_not_multiply_out():
+    import run_notebooks
+
+    nb = _ran("nothing typed", "weights: 3.30 B parameters = 6.18 GiB in float16\n")
+    assert "cell 1" in run_notebooks.too_long(nb) and "multiply out" in run_notebooks.too_long(nb)

@@ -112,23 +112,28 @@ def markdown_in_code(source: str) -> str | None:
 # Numbers a reader may type without an output to back them: years, versions, section/cell numbers,
 # GPU and model names, ids, and anything inside code spans or links.
 # A hyphen after a letter joins a name (Llama-3); after a digit it is a range (60-80), both ends typed numbers.
-_NUMBER = re.compile(r"(?<![\w.@#/])(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?=[KMGT]i?B\b|[^\w/]|$)")
+# A fraction ("3/4", "1/3 real time") is two typed numbers, a leading-dot decimal (".5 s") a number; a
+# path or an id ("a/b/3", "#77") is not.
+_NUMBER = re.compile(r"(?<![\w.@#])(?<![^0-9]/)(?<!^/)(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?=[KMGT]i?B\b|x\b|[^\w]|$)"
+                     r"|(?<![\w.@#/])\.()(\d+)\b")
 _EXCUSED = [
     re.compile(r"`[^`]*`"),  # code: names, arguments, versions
     re.compile(r"\[[^\]]*\]\([^)]*\)|<https?://[^>]*>|https?://\S+"),  # links
     re.compile(r"\b(?:19|20)\d\d(?:-\d\d(?:-\d\d)?)?\b"),  # years and dates
     re.compile(r"\b(?:v|vLLM |vllm |release |version |Python |torch |CUDA |Colab |Llama[- ]?)\d+(?:\.\d+)*\w*", re.I),
     re.compile(r"\d+(?:\.\d+){2,}(?:\.post\d+)?"),  # dotted versions such as 0.25.1 (one dot is a decimal)
-    re.compile(r"(?:(?<!#)#(?=\d)|PR |issue |section |sections |cell |notebook |notebooks |step |stage |lines? |Q)\s?\d+(?:\s*(?:and|,|–|-|to)\s*\d+)*",
-               re.I),
+    # "sections 3 and 4", "cells 5, 6": the list goes on only over bare numbers, never over a quantity
+    # ("at step 3, 8 GiB at step 4": the 8 GiB is a figure)
+    re.compile(r"(?:(?<!#)#(?=\d)|PR |issue |sections? |cells? |notebooks? |steps? |stages? |lines? |Q)\s?\d+"
+               r"(?:\s*(?:and|,|–|-|to)\s*\d+(?![\d.,]*\s*(?:[KMGT]i?B|%|×|x\b|s\b|ms\b|tokens?\b)))*", re.I),
     re.compile(r"\b(?:T4|L4|A10G|A100|H100|H200|V100|P100|RTX[- ]?\d+\w*|\d{4} ?Ti|GTX[- ]?\d+|A\d{2,4}\w*)(?:-\d+GB)?\b"),
     # model names and units glued to letters (3B, 24kHz, fp16), but not a memory size (24GB: a typed figure)
-    re.compile(r"\b\w*\d+(?![KMGT]i?B\b)[A-Za-z]\w*\b"),
-    re.compile(r"^\s*#+\s*\d+\s*[.·]", re.M),  # heading numbers ("## 4. ...", "# 02 · ...")
+    # nor a multiplier (3x faster: a typed figure like 3× faster)
+    re.compile(r"\b\w*\d+(?![KMGT]i?B\b|x\b)[A-Za-z]\w*\b"),
+    re.compile(r"^\s*#+\s*\d+\s*[.·](?!\d)", re.M),  # heading numbers ("## 4. ...", "# 02 · ..."), not "## 12.5 GiB"
     re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
     re.compile(r"^\s*\d+[.)]\s", re.M),  # a numbered list's item numbers
     re.compile(r"\b\d+ ?GB(?= (?:cards?|GPUs?|consumer|laptop|one)\b)"),  # a card's memory class: "an 8 GB card"
-    re.compile(r"\b\d+\s*(?:×|x)\b"),
     re.compile(r"\b(?:CC|compute capability)\s*(?:[≥<>=]+\s*)?\d+\.\d\b"),  # a GPU's compute capability
 ]
 
@@ -168,18 +173,28 @@ def _uncited(sentence: str) -> str:
     return "".join(chars)
 
 
+_MULTIPLIER_BEFORE = re.compile(r"(?<![\w.])x(?=\d+\b)(?!(?:86|64)\b)")  # not the x86 / x64 architectures
+
+
 def _words(markdown: str) -> str:
     """The prose whose numbers need an output: what citations excuse, and excused patterns, blanked."""
     markdown = "\n".join(_uncited(s) for s in _SENTENCE.split(markdown) if s)  # keeps ^
+    markdown = _MULTIPLIER_BEFORE.sub("x ", markdown)  # "x2" is a typed figure as "2x" and "×2" are
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown
 
 
+def _numbers(text: str):
+    """(whole, fraction) for each number in the text; ".5" reads as ("0", "5")."""
+    for whole, frac, _, dot_frac in _NUMBER.findall(text):
+        yield (whole, frac) if whole else ("0", dot_frac)
+
+
 def _shown(outputs_text: str) -> set[str]:
     """Every number in the outputs, as typed and at each coarser rounding (so 47.3 backs "47" and "47.3")."""
     found = set()
-    for whole, frac in _NUMBER.findall(outputs_text):
+    for whole, frac in _numbers(outputs_text):
         whole = whole.replace(",", "")
         found.add(whole)
         value = float(f"{whole}.{frac}" if frac else whole)
@@ -201,8 +216,57 @@ def unbacked_numbers(nb) -> list[tuple[int, str]]:
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "markdown":
             continue
-        for whole, frac in _NUMBER.findall(_words(_text(cell.get("source")))):
+        for whole, frac in _numbers(_words(_text(cell.get("source")))):
             typed = whole.replace(",", "") + (f".{frac}" if frac else "")
             if typed not in shown:
                 problems.append((i, whole + (f".{frac}" if frac else "")))
     return problems
+
+
+# A product a reader can redo: "2 (K,V) x 28 x 8 x 128 x 2 bytes = 114,688 bytes", "3.30 B parameters x 2 bytes
+# = 6.15 GiB". Each factor is a number with at most a parenthesis or two words after it ("B" / "M" scale it).
+_FACTOR = r"\d[\d,]*(?:\.\d+)?(?:\s*\([^()]*\)|(?:\s+[A-Za-z/]+){1,2})?"
+_PRODUCT = re.compile(rf"(?<![\w.,])({_FACTOR}(?:\s*[x×]\s*{_FACTOR})+)\s*=\s*(\d[\d,]*(?:\.\d+)?)\s*(bytes|KiB|MiB|GiB)\b")
+_BYTES = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_SCALE = {"B": 1e9, "billion": 1e9, "M": 1e6, "million": 1e6}
+# "3.30 B parameters = 6.18 GiB in float16": the bytes per parameter are the format's
+_PARAMS_IN = re.compile(r"(?<![\w.,])(\d[\d,]*(?:\.\d+)?)\s*(B|M|billion|million)?\s+parameters\s*[=,:]\s*"
+                        r"(\d[\d,]*(?:\.\d+)?)\s*(KiB|MiB|GiB)\s+(?:in\s+)?(float32|fp32|float16|fp16|bfloat16|bf16)\b")
+_FORMAT_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
+
+
+def _bounds(number: str) -> tuple[float, float]:
+    """The interval a printed number stands for (half a unit of its last digit either side)."""
+    value = float(number.replace(",", ""))
+    half = 0.5 * 10 ** -len(number.split(".")[1]) if "." in number else 0.0
+    return value - half, value + half
+
+
+def arithmetic_problem(outputs) -> str | None:
+    """A product printed next to its inputs that the inputs do not give (within the rounding shown), or None.
+    "3.30 B parameters x 2 bytes = 6.18 GiB" is refused (3.30 x 2 gives 6.15): print every term that makes the
+    figure (padding, caches) so a reader multiplying out the line gets it."""
+    for line in visible_text(outputs).splitlines():
+        for m in _PARAMS_IN.finditer(line):
+            count, scale, shown, unit, fmt = m.groups()
+            a, b = (v * _SCALE.get(scale, 1.0) * _FORMAT_BYTES[fmt] / _BYTES[unit] for v in _bounds(count))
+            low, high = _bounds(shown)
+            if b < low or a > high:
+                return (f"{m.group(0)!r} does not multiply out ({count}{' ' + scale if scale else ''} x "
+                        f"{_FORMAT_BYTES[fmt]} bytes gives {a:,.4g}..{b:,.4g} {unit}): print every term of the figure "
+                        "(vocabulary padding, caches) beside its inputs")
+        for m in _PRODUCT.finditer(line):
+            if "byte" not in m.group(1):
+                continue  # a count of things, not of bytes
+            low = high = 1.0
+            for factor in re.split(r"\s*[x×]\s*", m.group(1)):
+                number = re.match(r"\d[\d,]*(?:\.\d+)?", factor).group()
+                a, b = _bounds(number)
+                scale = next((v for w, v in _SCALE.items() if re.search(rf"\s{w}\b", factor)), 1.0)
+                low, high = low * a * scale, high * b * scale
+            unit = _BYTES[m.group(3)]
+            shown_low, shown_high = (v * unit for v in _bounds(m.group(2)))
+            if high < shown_low or low > shown_high:
+                return (f"{m.group(0)!r} does not multiply out ({low / unit:,.4g}..{high / unit:,.4g} {m.group(3)}): "
+                        "print every term of the figure beside its inputs")
+    return None

@@ -34,9 +34,11 @@ def failing_cell(nb) -> tuple[int, str]:
 
 
 def too_long(nb) -> str | None:
-    """The first code cell whose output does not fit a screen, as 'cell N: why', or None."""
+    """The first code cell whose output does not fit a screen or shows a product its inputs do not give, as
+    'cell N: why', or None."""
     for i, cell in enumerate(nb.cells):
-        problem = nbrules.output_problem(cell.get("outputs")) if cell.cell_type == "code" else None
+        outputs = cell.get("outputs") if cell.cell_type == "code" else None
+        problem = outputs is not None and (nbrules.output_problem(outputs) or nbrules.arithmetic_problem(outputs))
         if problem:
             return f"cell {i}: {problem}"
     return None

@@ -338,8 +338,9 @@ def recommend_8gb(gpu, measured: Measurements | None = None, activations: dict |
     kv_tokens = max_text_tokens + round(chunk_s * INDEXTTS2_TOKENS_PER_SECOND)
     kv = kv_bytes_per_token(gpt_spec, gpt_dtype) * kv_tokens
     reasons.append(f"counted: the GPT's KV cache for one {max_text_tokens}-token segment, {max_text_tokens} text + "
-                   f"~{kv_tokens - max_text_tokens} semantic tokens (~{chunk_s:g} s of speech at an assumed "
-                   f"{tokens_per_s:g} tokens/s) = {kv / GIB:.3f} GiB in {gpt_dtype} (predicted by count from its "
+                   f"~{kv_tokens - max_text_tokens} semantic tokens ({max_text_tokens} text tokens at an assumed "
+                   f"{tokens_per_s:g} per second of speech = ~{chunk_s:g} s, x {INDEXTTS2_TOKENS_PER_SECOND:g} "
+                   f"semantic tokens per second) = {kv / GIB:.3f} GiB in {gpt_dtype} (predicted by count from its "
                    "config; the cited run's text length is not stated, so part of it may be counted twice)")
     not_counted = ("not counted: s2mel activations for a segment longer than the cited run's text (its length "
                    "is not stated)")

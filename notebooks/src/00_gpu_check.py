@@ -34,7 +34,8 @@ from colab_tts.lessons import gpu_check
 # later label, size and plot uses it; only with no GPU does it fall back to the simulated `SIMULATE_GPU`,
 # and say so. Expect a compute capability (CC), the memory PyTorch sees (less than the number on the box),
 # the dtype to use, and for each TTS model the share of this GPU one 30 s request needs (predicted by
-# `plan_vllm`, the same table as notebook 02's section 5).
+# `plan_vllm`, the same table as notebook 02's section 5, less what other processes already hold on this card:
+# a desktop's display and browser take memory vLLM cannot have).
 
 # %%
 report = hardware.detect(simulate=SIMULATE_GPU)
@@ -44,9 +45,11 @@ print()
 print(Table(gpu_check.device_rows(report)))
 key = next((k for k, g in hardware.GPUS.items() if g == gpu), None)
 if key:
-    fit = systems.fit_table(30, "float16", gpus=[key])
+    held = hardware.other_gib_now(gpu)  # what a display, a browser or another process already hold (0 offline)
+    fit = systems.fit_table(30, "float16", gpus=[key], other_gib=held)
     print(Table(fit, columns=["system", "weights GiB", "KV GiB", "runtime GiB", key], digits=2,
-                title=f"share of {gpu.name} one 30 s request needs, float16 (predicted by plan_vllm)"))
+                title=f"share of {gpu.name} one 30 s request needs, float16, with {held:.2f} GiB held by other "
+                      "processes (predicted by plan_vllm)"))
 else:
     print(f"{gpu.name} is not in the catalog: notebook 02 plans it from the memory PyTorch reports")
 

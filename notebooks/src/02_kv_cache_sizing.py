@@ -95,7 +95,8 @@ print(f"2 (K,V) x {orpheus.num_layers} x {orpheus.num_kv_heads} x {orpheus.head_
       f"{per_token:,} bytes = {per_token / 1024:g} KiB per token")
 print(f"one request of max_position_embeddings={orpheus.max_position_embeddings:,} tokens (exact): "
       f"{per_token * orpheus.max_position_embeddings / hardware.GIB:.1f} GiB of KV cache")
-print(f"weights: {orpheus.num_params / 1e9:.2f} B parameters = {orpheus.weight_gib('float16'):.2f} GiB in float16")
+print("weights, as vLLM holds them (not parameters x 2 bytes: it pads the vocabulary and keeps a rotary cache):")
+print(orpheus.weights_arithmetic("float16"))
 
 # %% [markdown]
 # What it means: a single 131,072-token request needs more KV cache than a T4 has memory in total, before
