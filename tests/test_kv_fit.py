@@ -14,6 +14,7 @@ from colab_tts.hardware import GPUS, decode_ceiling_tokens_per_s, get_gpu
 from colab_tts.kv_cache import ORPHEUS_TOKENS_PER_SECOND, fit_vllm, plan_vllm
 from colab_tts.kv_fit import HEADROOM_GIB, QUALITIES, FitPlan, decode_tokens_per_second, gmu_ceiling
 from colab_tts.models import ModelSpec
+from colab_tts.units import GIB
 
 ORPHEUS = ModelSpec.known("orpheus-3b")
 TTS = ["orpheus-3b", "gpt-sovits-v2-t2s", "indextts2-gpt"]  # decoders with a known tokens-per-second
@@ -262,6 +263,11 @@ def _assert_figures_agree_with_engine_args(plan):
        share=st.floats(0.05, 1.0), concurrency=st.integers(1, 4),
        max_model_len=st.sampled_from([256, 1000, 1024, 4096]), other_gib=st.sampled_from([0.0, 0.3, 1.2]))
 @example(spec=LLAMA_3_70B, gpu="T4", quality="lossless", share=0.95, concurrency=1, max_model_len=4096, other_gib=0.0)
+@example(spec=ModelSpec.from_config(dict(model_type="llama", num_hidden_layers=25, hidden_size=3072,
+                                          num_attention_heads=24, num_key_value_heads=1, intermediate_size=8448,
+                                          vocab_size=156940, max_position_embeddings=8192, tie_word_embeddings=False,
+                                          torch_dtype="float16"), name="drawn"),
+         gpu="RTX-3070", quality="lossless", share=0.79296875, concurrency=1, max_model_len=256, other_gib=1.2)
 @example(spec=LLAMA_3_70B, gpu="A100-80GB", quality="8bit", share=0.9, concurrency=2, max_model_len=4096,
          other_gib=0.0)
 def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwargs(
@@ -270,7 +276,9 @@ def test_every_plan_stays_within_the_card_and_fit_is_plan_vllm_of_its_engine_kwa
     try:
         plan = plan_vllm(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len, other_gib=other_gib)
     except ValueError as err:  # vLLM would not start at this share, or the weights exceed the budget
-        if share > kv_cache.max_startup_gmu(card, other_gib):
+        # vLLM's own test, in bytes (vllm/v1/worker/utils.py 724/761 @v0.32.0), not max_startup_gmu's 0.01 steps
+        total = card.memory_gib * GIB
+        if math.ceil(total * share) > total - (other_gib + kv_cache.CUDA_CONTEXT_GIB) * GIB:
             assert "refuses to start" in str(err)
         else:
             budget = kv_cache.vllm_budget(spec, gpu, gpu_memory_utilization=share, max_model_len=max_model_len)
