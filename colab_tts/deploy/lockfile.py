@@ -79,6 +79,12 @@ def read_lock(path) -> Lockfile:
     except UnicodeDecodeError:
         raise ValueError(f"{path} holds non-ASCII bytes, which the generator never writes; regenerate the lock "
                          "with tools/deploy_locks.py") from None
+    # uv ends a line at a bare CR too (a comment "# x\rOPTION" is read as a comment and an option): the
+    # generator writes no control character but the newline, so any other is refused
+    if m := re.search(r"[\x00-\x09\x0b-\x1f\x7f]", text):
+        number = text.count("\n", 0, m.start()) + 1
+        raise ValueError(f"{path}:{number} holds a control character ({m[0]!r}), which the generator never writes "
+                         "and uv may read as a line break; regenerate the lock with tools/deploy_locks.py")
     header, pins, hashes, options = {}, {}, {}, []
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -202,6 +208,11 @@ def reproducibility_problems(lock: Lockfile) -> list[str]:
         if "--exclude-newer" not in command or command[command.index("--exclude-newer") + 1:][:1] != [m[1]]:
             problems.append(f"the lock's command does not pass --exclude-newer {m[1]}, the time it records")
     sdists, recorded = lock.listed("sdists"), lock.header.get("build-constraint", "none")
+    for option in lock.options:  # a source build the build constraint does not cover would resolve its own
+        name = normalize(option.split()[1])
+        if option.startswith("--no-binary ") and (name not in lock.pins or name not in map(normalize, sdists)):
+            what = "a package the lock does not pin" if name not in lock.pins else "a package '# sdists:' omits"
+            problems.append(f"the lock's {option!r} names {what}: its build dependencies are not pinned")
     if "sdists" not in lock.header:
         problems.append("the lock does not list the packages that install from sdists (# sdists:)")
     elif sdists and recorded == "none":
