@@ -41,6 +41,7 @@ class Rule:
     takes: str  # what the setting takes, in words ("an integer from 1 to 100")
     check: Callable  # value -> the value to use; raises TypeError (wrong kind) or ValueError (out of range)
     example: object  # a value that works, for the fix
+    text: bool = False  # any text is a value (--set keeps what was typed: "1984" is not the number)
 
 
 def _shown(value) -> str:
@@ -120,7 +121,8 @@ def text(max_chars: int | None = None, empty: bool = False) -> Rule:
         return value
 
     what = "text" if empty else "non-empty text"
-    return Rule(what + (f" of at most {max_chars} characters" if max_chars else ""), check, "Hello there.")
+    return Rule(what + (f" of at most {max_chars} characters" if max_chars else ""), check, "Hello there.",
+                text=True)
 
 
 def _path_text(value) -> str:
@@ -258,6 +260,12 @@ RULES = {
 }
 # MetaVoice's default speaker clip is upstream's own assets/bria.mp3, relative to its clone: not the user's file
 CLONE_DEFAULTS = {("metavoice", "spk_ref_path"): "assets/bria.mp3"}
+
+
+def takes_text(system: str, key: str) -> bool:
+    """Whether ``system``'s setting ``key`` is free text (unknown systems and keys: False; refused elsewhere)."""
+    rule = RULES.get(system, {}).get(key) if isinstance(system, str) else None
+    return bool(rule and rule.text)
 
 
 def refuse(system: str, key: str, value, rule: Rule, err: Exception, where: str = "", example=None) -> Exception:
