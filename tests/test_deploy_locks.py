@@ -231,6 +231,7 @@ def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     def run(argv, **kw):
         if argv[1:3] == ["-m", "pip"]:
             pip.append(argv)
+            _fake_uv(Path(argv[-2]) / "bin", lockfile.UV_VERSION)  # what that pip install leaves
             return subprocess.CompletedProcess(argv, 0)
         return real_run(argv, **kw)
 
@@ -239,9 +240,9 @@ def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     assert deploy_env.ensure_uv() is None and pip == []  # the pinned version on PATH: used as it is
     monkeypatch.setenv("PATH", f"{_fake_uv(tmp_path / 'colab', '0.1.0')}:/usr/bin:/bin")  # another uv (Colab's)
     assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin")
-    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(tmp_path / "home"),
-                    f"uv=={lockfile.UV_VERSION}"]]
-    _fake_uv(tmp_path / "home" / "bin", lockfile.UV_VERSION)  # what that pip install leaves
+    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--target", str(tmp_path / "home.partial"),
+                    f"uv=={lockfile.UV_VERSION}"]]  # renamed into place once its uv answers
+    assert not (tmp_path / "home.partial").exists()
     pip.clear()
     assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin") and pip == []  # installed once
     with open(tmp_path / "log", "w") as log:  # every uv step finds the pinned one first on PATH
@@ -402,3 +403,55 @@ def test_a_no_binary_option_names_a_locked_package_the_header_lists_as_an_sdist(
                                                               "\n--no-binary opencc\n--no-binary evil\n"))
     assert any("--no-binary evil" in p for p in mismatches(spec, read_lock(unlocked.path)))
     assert mismatches(spec, read_lock(lock_path("gpt-sovits"))) == []
+
+
+@pytest.mark.parametrize("left", ["truncated", "empty", "not executable", "partial folder", "other version"])
+def test_a_uv_install_cut_short_is_redone_not_run(tmp_path, monkeypatch, left):
+    # a Ctrl-C or full disk during pip's copy left home/bin/uv cut short: every later run raised
+    # "OSError: [Errno 8] Exec format error: 'uv'" (a traceback) and nothing reinstalled it
+    from colab_tts.deploy import env as deploy_env
+
+    home = tmp_path / "home"
+    monkeypatch.setattr(deploy_env, "UV_HOME", home)
+    uv = home / "bin" / "uv"
+    uv.parent.mkdir(parents=True)
+    if left == "truncated":
+        uv.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(100))
+    elif left == "empty":
+        uv.write_bytes(b"")
+    elif left == "not executable":
+        _fake_uv(uv.parent, lockfile.UV_VERSION).joinpath("uv").chmod(0o644)
+    elif left == "partial folder":  # pip killed while writing beside it; home holds no uv
+        uv.parent.rmdir()
+        _fake_uv(tmp_path / "home.partial" / "bin", lockfile.UV_VERSION)
+    else:
+        _fake_uv(uv.parent, "0.1.0")
+    if left in ("truncated", "empty"):
+        uv.chmod(0o755)
+    real_run, pip = subprocess.run, []
+
+    def run(argv, **kw):
+        if argv[1:3] == ["-m", "pip"]:
+            pip.append(argv)
+            assert not Path(argv[-2]).exists()  # a fresh folder: nothing of the interrupted install reused
+            _fake_uv(Path(argv[-2]) / "bin", lockfile.UV_VERSION)
+            return subprocess.CompletedProcess(argv, 0)
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(deploy_env.subprocess, "run", run)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert deploy_env.ensure_uv() == str(home / "bin") and len(pip) == 1
+    assert deploy_env._uv_version({"PATH": f"{home / 'bin'}:/usr/bin:/bin"}) == lockfile.UV_VERSION
+
+    def failing(argv, **kw):  # no network: one clear error, and no folder that looks installed
+        if argv[1:3] == ["-m", "pip"]:
+            Path(argv[-2], "bin").mkdir(parents=True)
+            Path(argv[-2], "bin", "uv").write_bytes(b"")
+            return subprocess.CompletedProcess(argv, 1)
+        return real_run(argv, **kw)
+
+    uv.write_bytes(b"")
+    monkeypatch.setattr(deploy_env.subprocess, "run", failing)
+    with pytest.raises(RuntimeError, match=rf"could not install uv {lockfile.UV_VERSION} .*pip exited 1"):
+        deploy_env.ensure_uv()
+    assert not (tmp_path / "home.partial").exists()

@@ -80,7 +80,10 @@ UV_HOME = Path.home() / ".cache" / "colab_tts" / f"uv-{UV_VERSION}"  # pip insta
 
 
 def _uv_version(env: dict | None = None) -> str | None:
-    done = subprocess.run(["uv", "--version"], capture_output=True, text=True, env=env)
+    try:  # a uv cut short (a killed install, a full disk) is no uv: "Exec format error" is an OSError
+        done = subprocess.run(["uv", "--version"], capture_output=True, text=True, env=env)
+    except OSError:
+        return None
     words = (done.stdout or "").split()
     return words[1] if done.returncode == 0 and len(words) > 1 else None
 
@@ -89,14 +92,36 @@ def ensure_uv() -> str | None:
     """The uv that resolved the locks (``UV_VERSION``), never whatever is newest: None when ``uv`` on PATH is that
     version, else the folder (``UV_HOME/bin``) holding that version, installed there with pip when missing,
     which ``_run`` puts first on PATH. Colab's image has no uv in its pip freeze (googlecolab/backend-info),
-    but sets UV_INSTALL_DIR, so one of another version may be there."""
+    but sets UV_INSTALL_DIR, so one of another version may be there.
+
+    pip writes into a folder beside ``UV_HOME`` that is renamed into place once its uv answers with the pinned
+    version, so an interrupted install leaves no ``UV_HOME`` that looks installed; two runners (other work
+    directories) install one at a time."""
     if shutil.which("uv") is not None and _uv_version() == UV_VERSION:
         return None
     folder = UV_HOME / "bin"
-    pinned = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
-    if not (folder / "uv").is_file() or _uv_version(pinned) != UV_VERSION:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(UV_HOME),
-                        f"uv=={UV_VERSION}"], check=True)
+
+    def pinned(home: Path) -> dict:
+        return {**os.environ, "PATH": f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    if (folder / "uv").is_file() and _uv_version(pinned(UV_HOME)) == UV_VERSION:
+        return str(folder)
+    UV_HOME.parent.mkdir(parents=True, exist_ok=True)
+    with open(UV_HOME.parent / f".{UV_HOME.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "uv").is_file() and _uv_version(pinned(UV_HOME)) == UV_VERSION:
+            return str(folder)  # the other runner installed it meanwhile
+        partial = UV_HOME.with_name(UV_HOME.name + ".partial")
+        _delete(partial)  # what an interrupted install left
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(partial),
+                               f"uv=={UV_VERSION}"])
+        if done.returncode != 0 or _uv_version(pinned(partial)) != UV_VERSION:
+            _delete(partial)
+            raise RuntimeError(f"could not install uv {UV_VERSION} (the version the locks were resolved with) "
+                               f"into {UV_HOME}: pip exited {done.returncode}; check the network, or install it "
+                               f"yourself: pip install uv=={UV_VERSION}")
+        _delete(UV_HOME)  # a broken or other uv left there
+        os.replace(partial, UV_HOME)
     return str(folder)
 
 
