@@ -365,3 +365,26 @@ def test_fuzzed_public_entry_points_raise_one_clear_error(name, tmp_path_factory
             assert str(err).strip(), "an error with no message"
 
     check()
+
+
+@pytest.mark.parametrize("samples, tokens", [(0, 7), (0, 0), (240, 0)])
+def test_a_synthesis_with_no_audio_or_no_tokens_is_reported_in_one_line(samples, tokens, tmp_path, capsys,
+                                                                         monkeypatch):
+    # the offline model with --seed 4 ends before its first audio frame: the wav was written, then
+    # timing_line raised "unsupported format string passed to NoneType.__format__" (an RTF of no audio)
+    from colab_tts import orpheus
+    from colab_tts.audio import Timings
+    from colab_tts.lessons.orpheus_speed import measured_line
+
+    class Empty(StandInTTS):
+        def synthesize(self, text, voice="tara", seed=None):
+            return Speech(np.zeros(samples, dtype=np.float32), 24000, num_tokens=tokens, text=text,
+                          timings=Timings(generate_s=0.5, decode_s=0.1))
+
+    monkeypatch.setattr(orpheus.OrpheusTTS, "offline_demo", classmethod(lambda cls, *a, **k: Empty()))
+    out = tmp_path / "a.wav"
+    code = cli.main(["synth", "hi", "--offline", "--backend", "transformers", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.exists() and f"wrote {out}: " in printed
+    assert ("ended before any audio" in printed) == (samples == 0), printed
+    assert ("no tokens generated" in measured_line(Empty().synthesize("hi"), "cpu")) == (tokens == 0)
