@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._checks import positive
-from .._files import atomic_path, writable_folder
+from .._files import atomic_path, path_text, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
 from .lockfile import UV_VERSION, check_lock
@@ -419,8 +419,8 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     if plan is None:
         if system is None:
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
-        plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
-                         out=str(Path(out).resolve()) if out else None)
+        plan = make_plan(system, overrides, workdir=str(path_text(workdir, "deploy's workdir").resolve()),
+                         out=str(path_text(out, "deploy's out").resolve()) if out else None)
     else:  # a plan edited by hand: its settings and its calls' values checked as --set values are
         if not isinstance(plan, dict) or plan.get("system") not in SYSTEMS:
             raise TypeError("plan must be a dict made by colab_tts.deploy.plan(...), possibly edited")
