@@ -455,3 +455,16 @@ def test_a_uv_install_cut_short_is_redone_not_run(tmp_path, monkeypatch, left):
     with pytest.raises(RuntimeError, match=rf"could not install uv {lockfile.UV_VERSION} .*pip exited 1"):
         deploy_env.ensure_uv()
     assert not (tmp_path / "home.partial").exists()
+
+
+@pytest.mark.parametrize("key, value", [("for", "indextts2.txt"), ("python", "3.11"),
+                                        ("platform", "aarch64-manylinux_2_28")])
+def test_a_build_constraint_made_for_another_lock_or_python_is_refused(tmp_path, key, value):
+    # the build constraint's own header ("for", "python", "platform") was never compared with the lock's: one
+    # resolved for another interpreter with the same sdists and date passed
+    build = lockfile.build_constraint_path("gpt-sovits")
+    text = build.read_text()
+    line = next(x for x in text.splitlines() if x.startswith(f"# {key}: "))
+    (tmp_path / build.name).write_text(text.replace(line, f"# {key}: {value}"))
+    lock = edited(tmp_path, "gpt-sovits", "x", "x")
+    assert any(f"records {key} {value!r}" in p for p in mismatches(SYSTEMS["gpt-sovits"], lock))

@@ -225,6 +225,10 @@ def reproducibility_problems(lock: Lockfile) -> list[str]:
         else:
             if build.listed("sdists") != sdists or build.header.get("resolved") != lock.header.get("resolved"):
                 problems.append(f"{build.path.name} was made for other sdists or another date than the lock")
+            for key, want in (("for", lock.path.name), ("python", lock.header.get("python")),
+                              ("platform", lock.header.get("platform"))):
+                if build.header.get(key) != want:  # another system's, or resolved for another interpreter
+                    problems.append(f"{build.path.name} records {key} {build.header.get(key)!r}, the lock {want!r}")
             if build.hashes is None:
                 problems.append(f"{build.path.name} carries no hashes")
     return problems
