@@ -468,3 +468,26 @@ def test_a_build_constraint_made_for_another_lock_or_python_is_refused(tmp_path,
     (tmp_path / build.name).write_text(text.replace(line, f"# {key}: {value}"))
     lock = edited(tmp_path, "gpt-sovits", "x", "x")
     assert any(f"records {key} {value!r}" in p for p in mismatches(SYSTEMS["gpt-sovits"], lock))
+
+
+def test_uv_reads_no_index_or_setting_the_plan_does_not_name(tmp_path, monkeypatch):
+    # uv 0.13.9 read a uv.toml in the current folder ([pip] extra-index-url) and UV_EXTRA_INDEX_URL from the
+    # environment: the runner's installs went to that index (tried with uv pip compile -v: it fetched from it)
+    from colab_tts.deploy import env as deploy_env
+
+    folder = _fake_uv(tmp_path / "bin", lockfile.UV_VERSION)
+    (folder / "uv").write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'uv {lockfile.UV_VERSION} (x)' && exit 0\n"
+                               "env\n")
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    for name, value in (("UV_EXTRA_INDEX_URL", "https://evil.example/simple"), ("UV_INDEX_URL", "https://e.x"),
+                        ("UV_DEFAULT_INDEX", "https://e.x"), ("UV_FIND_LINKS", "/tmp"), ("UV_CONSTRAINT", "/x"),
+                        ("UV_PYTHON_INSTALL_MIRROR", "https://evil.example/python"), ("UV_NO_VERIFY_HASHES", "1"),
+                        ("UV_INSECURE_HOST", "evil.example"), ("UV_CONFIG_FILE", "/tmp/uv.toml"),
+                        ("UV_CACHE_DIR", str(tmp_path / "cache"))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "log", "w") as log:
+        seen = deploy_env._run(["uv", "pip", "install", "x"], log, capture=True).stdout
+    env = dict(line.split("=", 1) for line in seen.splitlines() if "=" in line)
+    assert env["UV_NO_CONFIG"] == "1" and env["UV_CACHE_DIR"] == str(tmp_path / "cache")
+    assert sorted(k for k in env if k.startswith("UV_")) == ["UV_CACHE_DIR", "UV_NO_CONFIG"]

@@ -15,8 +15,9 @@ before the worker starts, which writes its files atomically and deletes a failed
 Colab specifics: ``uv`` at the version that resolved the locks is installed with pip when missing or another
 version is on PATH (``ensure_uv``); Colab's ``UV_CONSTRAINT`` /
 ``UV_BUILD_CONSTRAINT`` point at a file that may not exist and would also pin upstream's
-environment to Colab's versions, so they are cleared for every command
-(github.com/googlecolab/colabtools/issues/5237). When Google Drive is mounted, the hub cache lives
+environment to Colab's versions (github.com/googlecolab/colabtools/issues/5237), so they, and every
+other uv setting that changes what is installed or from where (``command_env``), are cleared for every
+command. When Google Drive is mounted, the hub cache lives
 on Drive (``HF_HOME``), so weights are downloaded once.
 """
 
@@ -66,9 +67,20 @@ def free_up_hints(workdir) -> list[str]:
     return hints
 
 
+# uv settings that say how it works here, not what it installs or where from: kept from the user's environment
+UV_KEPT = {"UV_CACHE_DIR", "UV_NO_CACHE", "UV_NO_PROGRESS", "UV_HTTP_TIMEOUT", "UV_CONCURRENT_DOWNLOADS",
+           "UV_CONCURRENT_BUILDS", "UV_CONCURRENT_INSTALLS", "UV_LINK_MODE", "UV_NATIVE_TLS",
+           "UV_PYTHON_INSTALL_DIR"}
+
+
 def command_env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
-    env.update({"UV_CONSTRAINT": "", "UV_BUILD_CONSTRAINT": ""})
+    """The environment of every command. uv reads only what the plan says: no uv.toml/pyproject.toml settings
+    from the current folder or ~/.config/uv (UV_NO_CONFIG) and no UV_* variable that changes what it installs
+    or from where (an UV_EXTRA_INDEX_URL, a UV_PYTHON_INSTALL_MIRROR, Colab's UV_CONSTRAINT); tried with uv
+    0.13.9: a uv.toml with extra-index-url in the current folder, or UV_EXTRA_INDEX_URL, sent it to that
+    index."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") or k in UV_KEPT}
+    env["UV_NO_CONFIG"] = "1"
     cache = hub_cache()
     if cache and "HF_HOME" not in os.environ:
         env["HF_HOME"] = cache
