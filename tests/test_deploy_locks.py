@@ -231,7 +231,7 @@ def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     def run(argv, **kw):
         if argv[1:3] == ["-m", "pip"]:
             pip.append(argv)
-            _fake_uv(Path(argv[-2]) / "bin", lockfile.UV_VERSION)  # what that pip install leaves
+            _fake_uv(Path(argv[argv.index("--target") + 1]) / "bin", lockfile.UV_VERSION)  # what pip leaves
             return subprocess.CompletedProcess(argv, 0)
         return real_run(argv, **kw)
 
@@ -240,8 +240,11 @@ def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     assert deploy_env.ensure_uv() is None and pip == []  # the pinned version on PATH: used as it is
     monkeypatch.setenv("PATH", f"{_fake_uv(tmp_path / 'colab', '0.1.0')}:/usr/bin:/bin")  # another uv (Colab's)
     assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin")
-    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--target", str(tmp_path / "home.partial"),
-                    f"uv=={lockfile.UV_VERSION}"]]  # renamed into place once its uv answers
+    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:",
+                    "--require-hashes", "--target", str(tmp_path / "home.partial"), "-r",
+                    str(tmp_path / ".home.requirements.txt")]]  # renamed into place once its uv answers
+    wanted = (tmp_path / ".home.requirements.txt").read_text()  # pinned and checked, as the locks are
+    assert wanted.startswith(f"uv=={lockfile.UV_VERSION} --hash=sha256:") and wanted.count("--hash=") == 4
     assert not (tmp_path / "home.partial").exists()
     pip.clear()
     assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin") and pip == []  # installed once
@@ -433,8 +436,9 @@ def test_a_uv_install_cut_short_is_redone_not_run(tmp_path, monkeypatch, left):
     def run(argv, **kw):
         if argv[1:3] == ["-m", "pip"]:
             pip.append(argv)
-            assert not Path(argv[-2]).exists()  # a fresh folder: nothing of the interrupted install reused
-            _fake_uv(Path(argv[-2]) / "bin", lockfile.UV_VERSION)
+            target = Path(argv[argv.index("--target") + 1])
+            assert not target.exists()  # a fresh folder: nothing of the interrupted install reused
+            _fake_uv(target / "bin", lockfile.UV_VERSION)
             return subprocess.CompletedProcess(argv, 0)
         return real_run(argv, **kw)
 
@@ -445,8 +449,9 @@ def test_a_uv_install_cut_short_is_redone_not_run(tmp_path, monkeypatch, left):
 
     def failing(argv, **kw):  # no network: one clear error, and no folder that looks installed
         if argv[1:3] == ["-m", "pip"]:
-            Path(argv[-2], "bin").mkdir(parents=True)
-            Path(argv[-2], "bin", "uv").write_bytes(b"")
+            target = Path(argv[argv.index("--target") + 1])
+            (target / "bin").mkdir(parents=True)
+            (target / "bin" / "uv").write_bytes(b"")
             return subprocess.CompletedProcess(argv, 1)
         return real_run(argv, **kw)
 

@@ -41,7 +41,7 @@ from .._checks import positive
 from .._files import atomic_path, path_text, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
-from .lockfile import UV_VERSION, check_lock
+from .lockfile import UV_VERSION, UV_WHEEL_SHA256, check_lock
 from .outputs import check_out_folder, remove_partial_outputs, snapshot
 from .protocol import RESULT, read_result
 from .setting_rules import check_calls
@@ -125,8 +125,10 @@ def ensure_uv() -> str | None:
             return str(folder)  # the other runner installed it meanwhile
         partial = UV_HOME.with_name(UV_HOME.name + ".partial")
         _delete(partial)  # what an interrupted install left
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(partial),
-                               f"uv=={UV_VERSION}"])
+        wanted = UV_HOME.parent / f".{UV_HOME.name}.requirements.txt"  # the version and its wheels' hashes
+        wanted.write_text(f"uv=={UV_VERSION}" + "".join(f" --hash=sha256:{h}" for h in UV_WHEEL_SHA256) + "\n")
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:",
+                               "--require-hashes", "--target", str(partial), "-r", str(wanted)])
         if done.returncode != 0 or _uv_version(pinned(partial)) != UV_VERSION:
             _delete(partial)
             raise RuntimeError(f"could not install uv {UV_VERSION} (the version the locks were resolved with) "

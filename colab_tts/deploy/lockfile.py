@@ -26,6 +26,14 @@ from pathlib import Path
 LOCKS = Path(__file__).resolve().parent / "locks"
 PLATFORM = "x86_64-manylinux_2_28"
 UV_VERSION = "0.13.9"  # the uv that resolved the committed locks (their "resolved:" header); the runner installs it
+# the sha256 of its Linux x86-64 and aarch64 wheels, as PyPI lists them (https://pypi.org/simple/uv/, PEP 691 JSON):
+# the runner's pip install of uv is checked against these, as every locked package is against the lock
+UV_WHEEL_SHA256 = (
+    "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",  # manylinux_2_17_x86_64
+    "2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7b36b25",  # musllinux_1_1_x86_64
+    "5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe",  # manylinux_2_17_aarch64 (+musllinux)
+    "ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375",  # manylinux_2_28_aarch64
+)
 TORCH_PACKAGES = ("torch", "torchaudio", "torchvision", "torchcodec")  # what a PyTorch index serves
 _HEADER = re.compile(r"^# ([a-z-]+): (.*)$")
 
