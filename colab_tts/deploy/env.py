@@ -439,7 +439,7 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
         if not isinstance(plan, dict) or plan.get("system") not in SYSTEMS:
             raise TypeError("plan must be a dict made by colab_tts.deploy.plan(...), possibly edited")
         plan = {**plan, "settings": settings(plan["system"], plan.get("settings"))}
-        check_calls(plan["system"], plan.get("calls"))
+        check_calls(plan["system"], plan.get("calls"), out=plan.get("out"))
     root = Path(plan["env"]).parent
     writable_folder(root, "the work directory")
     writable_folder(plan["out"], "the output folder")
