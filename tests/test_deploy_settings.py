@@ -156,7 +156,9 @@ def test_a_set_typed_the_way_a_tired_person_types_it_is_read_as_meant_or_refused
     # a key given twice kept the last one silently, as did a JSON object with a key twice
     for argv, message in (
             (["--set", "top_k=15", "--set", "top_k=50"], "--set top_k is given twice ('15', then '50')"),
-            (["--set", 'variants=[{"label": "a", "top_k": 5, "top_k": 50}]'], "has the key 'top_k' twice")):
+            (["--set", 'variants=[{"label": "a", "top_k": 5, "top_k": 50}]'], "has the key 'top_k' twice"),
+            (["--set", "variants=" + "[" * 100_000], "nested too deeply"),  # was a RecursionError traceback
+            (["--set", "variants=" + "[" * 5000 + "]" * 5000], "nested too deeply")):
         assert deploy_cli.main(["gpt-sovits", "--dry-run", *argv]) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and message in err, err

@@ -35,6 +35,9 @@ def parse_set(items, system: str | None = None) -> dict:
             out[key] = json.loads(raw, object_pairs_hook=functools.partial(_no_repeated_keys, key))
         except json.JSONDecodeError:
             out[key] = raw
+        except RecursionError:  # "[[[[..." thousands deep: Python's JSON reader gives up with a traceback
+            raise ValueError(f"--set {key}=... is nested too deeply to read; give a value such as "
+                             f"{key}=[{{\"label\": \"a\"}}]") from None
         if system is not None and takes_text(system, key) and out[key] is not None \
                 and not isinstance(out[key], str):
             out[key] = raw
