@@ -13,6 +13,7 @@ import sys
 
 from .._checks import OneLineParser, one_line
 from .._files import path_text, writable_folder
+from ..errors import DiskFullError
 from .systems import SYSTEMS, plan
 
 
@@ -77,6 +78,13 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except (RuntimeError, DiskFullError) as e:  # a failed install or a full disk: the message and the log's end
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again; finished steps are kept, the interrupted one is redone",
+              file=sys.stderr)
+        return 130
     print(json.dumps(result))
     return 0
 
