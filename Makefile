@@ -76,7 +76,7 @@ locks-check:
 		url=$$($(LOCKS_VENV)/bin/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].url)"); \
 		commit=$$($(LOCKS_VENV)/bin/python -c "from colab_tts.deploy.systems import SYSTEMS as S; print(S['$$s'].commit)"); \
 		src=$${UPSTREAM_DIR:+$$UPSTREAM_DIR/$$s}; \
-		test -d build/locks/$$s/.git || { git clone -q --no-checkout "$${src:-$$url}" build/locks/$$s \
+		test -d build/locks/$$s/.git || { git clone -q --no-checkout -- "$${src:-$$url}" build/locks/$$s \
 			&& git -C build/locks/$$s -c advice.detachedHead=false checkout -q "$$commit"; } || exit 1; \
 		test "$$(git -C build/locks/$$s rev-parse HEAD)" = "$$commit" \
 			|| git -C build/locks/$$s -c advice.detachedHead=false checkout -q "$$commit" || exit 1; \

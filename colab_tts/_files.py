@@ -64,7 +64,9 @@ def path_text(path, what: str) -> Path:
         text.encode()
     except UnicodeEncodeError:
         raise ValueError(f"{what} {text!r} is not valid text (undecodable bytes); use another name") from None
-    return Path(text)
+    # "~/x" is the home folder's x, as the deploy plan and a shell read it: never a folder named "~" here
+    # (which a later "rm -rf ~" meant for it would take the home folder with)
+    return Path(text).expanduser()
 
 
 def output_file(path, suffixes=None, what: str = "the output file") -> Path:

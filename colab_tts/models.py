@@ -131,7 +131,7 @@ class ModelSpec:
                 raise ValueError(f"No config.json at {str(path)!r}: pass a config dict or the path of a model folder")
             try:
                 config = json.loads(path.read_bytes().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # "[[[..." too deep to read
                 raise ValueError(f"{str(path)!r} is not a JSON config ({err}): pass a model's config.json") from None
             if not isinstance(config, dict):
                 raise ValueError(f"{str(path)!r} holds a JSON {type(config).__name__}, not a config object: pass a "

@@ -160,8 +160,10 @@ def error_line(err: BaseException) -> str:
 def timing_line(speech) -> str:
     """'3.41 s of audio in 5.20 s (RTF 1.52), 280 tokens at 61.2 tokens/s' from a Speech."""
     parts = [f"{speech.duration:.2f} s of audio"]
-    if speech.timings.total_s > 0:
-        parts[0] += f" in {speech.timings.total_s:.2f} s (RTF {speech.rtf:.2f})"
+    if speech.timings.total_s > 0:  # no RTF of no audio (the model ended before its first audio frame)
+        parts[0] += f" in {speech.timings.total_s:.2f} s" + (f" (RTF {speech.rtf:.2f})" if speech.rtf else "")
+    if not speech.duration:
+        parts[0] += " (the model ended before any audio: try another seed or a longer text)"
     if speech.tokens_per_s:
         parts.append(f"{speech.num_tokens} tokens at {speech.tokens_per_s:.1f} tokens/s")
     return ", ".join(parts)

@@ -374,3 +374,21 @@ def test_a_timeout_stops_the_worker_and_deletes_its_partial_outputs(tmp_path, mo
                                            r"were deleted \(2 files\)"):
         deploy_env.run_worker(p, timeout=2)
     assert leftovers(out) == ["plan.json", "ref.wav", "worker.log"]
+
+
+@pytest.mark.parametrize("raised, code, first", [
+    (RuntimeError("install step failed (exit 1): uv pip install ...\n--- install.log (end) ---\nno network"), 1,
+     "error: install step failed (exit 1)"),
+    (KeyboardInterrupt(), 130, "interrupted: run the same command again")])
+def test_the_deploy_cli_reports_a_failed_install_or_ctrl_c_without_a_traceback(raised, code, first, tmp_path,
+                                                                                monkeypatch, capsys):
+    # a failed install (no network for the pinned uv, a step that exits 1) or Ctrl-C printed a traceback
+    from colab_tts.deploy.__main__ import main
+
+    def deploy(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(deploy_env, "deploy", deploy)
+    assert main(["gpt-sovits", "--workdir", str(tmp_path / "w")]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(first) and "Traceback" not in err, err

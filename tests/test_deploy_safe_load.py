@@ -183,3 +183,20 @@ def test_sovits_files_upstreams_own_training_writes_load_under_the_guard(tmp_pat
                            str(tmp_path), str(deploy_env.PACKAGE_ROOT)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == ["plain 32000 v2 (3,)", "pro 32000 v2 (3,)"]
+
+
+def test_the_guard_works_on_a_torch_without_add_safe_globals(monkeypatch, tmp_path):
+    # torch < 2.4 (MetaVoice's 2.2.1) has no add_safe_globals: guarding a system with allowed classes raised
+    # "'NoneType' object is not callable" from the fallback meant for (class, name) pairs
+    from colab_tts.deploy.safe_load import UnsafeCheckpointError, guard_torch_load, restore_torch_load
+
+    monkeypatch.delattr(torch.serialization, "add_safe_globals")
+    original = guard_torch_load("gpt-sovits")
+    try:
+        torch.save({"w": torch.zeros(2)}, tmp_path / "ok.ckpt")
+        assert torch.load(tmp_path / "ok.ckpt", weights_only=False)["w"].shape == (2,)
+        torch.save({"config": types.SimpleNamespace(a=1)}, tmp_path / "obj.ckpt")
+        with pytest.raises(UnsafeCheckpointError, match="SimpleNamespace"):
+            torch.load(tmp_path / "obj.ckpt", weights_only=False)
+    finally:
+        restore_torch_load(original)

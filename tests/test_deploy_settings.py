@@ -150,3 +150,51 @@ def test_deploys_own_arguments_are_checked_before_any_step(kwargs, message, tmp_
     monkeypatch.setattr(deploy_env, "run_step", lambda *a, **k: pytest.fail("an install step ran"))
     with pytest.raises((ValueError, TypeError), match=message):
         deploy_env.deploy("metavoice", workdir=str(tmp_path / "w"), progress=False, **kwargs)
+
+
+def test_a_set_typed_the_way_a_tired_person_types_it_is_read_as_meant_or_refused_in_one_line(capsys):
+    # a key given twice kept the last one silently, as did a JSON object with a key twice
+    for argv, message in (
+            (["--set", "top_k=15", "--set", "top_k=50"], "--set top_k is given twice ('15', then '50')"),
+            (["--set", 'variants=[{"label": "a", "top_k": 5, "top_k": 50}]'], "has the key 'top_k' twice"),
+            (["--set", "variants=" + "[" * 100_000], "nested too deeply"),  # was a RecursionError traceback
+            (["--set", "variants=" + "[" * 5000 + "]" * 5000], "nested too deeply")):
+        assert deploy_cli.main(["gpt-sovits", "--dry-run", *argv]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and message in err, err
+    # a text setting is the text typed, not the number or true JSON reads it as ("1984" was refused as a number)
+    for typed, meant in (("1984", "1984"), ("true", "true"), ("[1]", "[1]"), ('"quoted"', "quoted"), ("3.0", "3.0")):
+        assert deploy_cli.parse_set([f"text={typed}", f"prompt_text={typed}"], "gpt-sovits") == \
+            {"text": meant, "prompt_text": meant}
+        assert settings("gpt-sovits", deploy_cli.parse_set([f"text={typed}"], "gpt-sovits"))["text"] == meant
+    assert deploy_cli.parse_set(["top_k=15 ", "seed=-1"], "gpt-sovits") == {"top_k": 15, "seed": -1}
+    with pytest.raises(TypeError, match="top_k takes an integer"):  # a number setting keeps JSON's reading
+        settings("gpt-sovits", deploy_cli.parse_set(['top_k="15"'], "gpt-sovits"))
+
+
+def test_an_edited_plan_writes_only_inside_its_output_folder(tmp_path, monkeypatch):
+    # an IndexTTS-2 plan whose infer output_path was edited to a file of the user's elsewhere passed every
+    # check: upstream would have overwritten it (and MetaVoice's output_dir likewise)
+    monkeypatch.setattr(deploy_env, "run_step", lambda *a, **k: pytest.fail("an install step ran"))
+    mine = tmp_path / "mine.wav"
+    mine.write_bytes(b"mine")
+    for system, call, key, value in (("indextts2", 1, "output_path", str(mine)),
+                                     ("indextts2", 1, "output_path", "../../mine.wav"),
+                                     ("indextts2", 1, "output_path", "~/x.wav"),
+                                     ("indextts2", 1, "output_path", "x.wav"),  # taken in upstream's clone
+                                     ("metavoice", 0, "output_dir", str(tmp_path)),
+                                     ("metavoice", 0, "output_dir", 5)):
+        p = plan(system, workdir=str(tmp_path / "w"))
+        p["calls"][call]["kwargs"][key] = value
+        with pytest.raises((ValueError, TypeError), match=f"{key}.*(outside the plan's output folder|a path)"):
+            deploy_env.deploy(plan=p, progress=False)
+    assert mine.read_bytes() == b"mine"
+    ran = []
+    monkeypatch.setattr(deploy_env, "_deploy", lambda p, *a: ran.append(p) or {"ok": True})
+    for system in ("indextts2", "metavoice"):  # the plans plan() makes pass, and so does a new name inside out
+        p = plan(system, workdir=str(tmp_path / "w"))
+        deploy_env.deploy(plan=p, progress=False)
+    p = plan("indextts2", workdir=str(tmp_path / "w"))
+    p["calls"][1]["kwargs"]["output_path"] = p["out"] + "/other name.wav"
+    deploy_env.deploy(plan=p, progress=False)
+    assert len(ran) == 3

@@ -50,7 +50,9 @@ def files(tmp):
     (tmp / "config.json").write_text(json.dumps({"hidden_size": float("nan"), "num_hidden_layers": -1}))
     (tmp / "empty.json").write_text("")
     (tmp / "bin.json").write_bytes(b"\xff\xfe\x00")
+    (tmp / "deep.json").write_text("[" * 100_000)  # Python's JSON reader: RecursionError, not a ValueError
     return [str(tmp / "missing.json"), str(tmp / "dir"), str(tmp / "bad.json"), str(tmp / "list.json"),
+            str(tmp / "deep.json"),
             str(tmp / "config.json"), str(tmp / "empty.json"), str(tmp / "bin.json"), str(tmp / "out.wav"),
             str(tmp / "dir" / "a b.flac"), str(tmp / "bad.json" / "x.wav"), str(tmp / ("y" * 260 + ".wav")),
             str(tmp / "x.txt"), "/proc/x.wav"]
@@ -365,3 +367,34 @@ def test_fuzzed_public_entry_points_raise_one_clear_error(name, tmp_path_factory
             assert str(err).strip(), "an error with no message"
 
     check()
+
+
+@pytest.mark.parametrize("samples, tokens", [(0, 7), (0, 0), (240, 0)])
+def test_a_synthesis_with_no_audio_or_no_tokens_is_reported_in_one_line(samples, tokens, tmp_path, capsys,
+                                                                         monkeypatch):
+    # the offline model with --seed 4 ends before its first audio frame: the wav was written, then
+    # timing_line raised "unsupported format string passed to NoneType.__format__" (an RTF of no audio)
+    from colab_tts import orpheus
+    from colab_tts.audio import Timings
+    from colab_tts.lessons.orpheus_speed import measured_line
+
+    class Empty(StandInTTS):
+        def synthesize(self, text, voice="tara", seed=None):
+            return Speech(np.zeros(samples, dtype=np.float32), 24000, num_tokens=tokens, text=text,
+                          timings=Timings(generate_s=0.5, decode_s=0.1))
+
+    monkeypatch.setattr(orpheus.OrpheusTTS, "offline_demo", classmethod(lambda cls, *a, **k: Empty()))
+    out = tmp_path / "a.wav"
+    code = cli.main(["synth", "hi", "--offline", "--backend", "transformers", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.exists() and f"wrote {out}: " in printed
+    assert ("ended before any audio" in printed) == (samples == 0), printed
+    assert ("no tokens generated" in measured_line(Empty().synthesize("hi"), "cpu")) == (tokens == 0)
+
+
+def test_every_hostile_file_as_a_plan_model_ends_in_one_line(tmp_path, capsys):
+    # the drawn examples never paired plan --model with a config nested 100,000 deep: a RecursionError traceback
+    for path in files(tmp_path):
+        if path.endswith(".json"):
+            code, err = outcome(cli.main, ["plan", "--model", path], capsys)
+            assert_one_line_or_success(["plan", "--model", path], code, err, {0, 2})

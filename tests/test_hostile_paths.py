@@ -137,6 +137,7 @@ def harness(tmp_path, monkeypatch, upstream):
     monkeypatch.setattr(subprocess, "Popen", Popen)
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     monkeypatch.setattr(deploy_env, "hub_cache", lambda: None)
+    monkeypatch.setattr(deploy_env, "ensure_uv", lambda: None)  # uv is emulated: the pinned one (test_deploy_locks)
     base = tmp_path / "x"
     base.mkdir()
     clip = tmp_path / "clip.wav"
@@ -324,3 +325,29 @@ def test_an_output_folder_of_the_users_is_refused_before_anything_runs(harness):
     assert sorted(q.name for q in mine.iterdir()) == ["keep.txt", "plan.json"]
     run_deploy(p := {**p, "out": str(base / "w" / "new out")})
     run_deploy(p)  # a run's own folder is used again
+
+
+def test_a_path_starting_with_tilde_is_the_home_folder_in_every_entry_point(tmp_path, monkeypatch, capsys):
+    # the dry run put "--workdir ~/w" under the home folder, but deploy() installed into ./~/w, and
+    # "synth -o ~/a.wav" (quoted) made a folder named "~" here: a later "rm -rf ~" meant for it takes home
+    from colab_tts import cli
+    from colab_tts.audio import Speech
+    from colab_tts.deploy.__main__ import main as deploy_main
+
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    assert Speech(np.zeros(160, dtype=np.float32), 16000).save("~/a.wav") == home / "a.wav"
+    assert (home / "a.wav").is_file()
+    assert deploy_main(["gpt-sovits", "--dry-run", "--workdir", "~/w"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    ran = []
+    monkeypatch.setattr(deploy_env, "_deploy", lambda p, *a: ran.append(p) or {"ok": True})
+    deploy_env.deploy("gpt-sovits", workdir="~/w", out="~/o", progress=False)
+    assert ran[0]["env"] == shown["env"] == str(home / "w" / "gpt-sovits" / "env")
+    assert ran[0]["out"] == str(home / "o")
+    args = cli.build_parser().parse_args(["synth", "hi", "-o", "~/b.wav"])
+    assert cli.check_synth_args(args).output == home / "b.wav"  # what synth then writes
+    assert list(here.iterdir()) == []  # no folder named "~" (nor anything else) made here

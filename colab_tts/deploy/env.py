@@ -15,8 +15,9 @@ before the worker starts, which writes its files atomically and deletes a failed
 Colab specifics: ``uv`` at the version that resolved the locks is installed with pip when missing or another
 version is on PATH (``ensure_uv``); Colab's ``UV_CONSTRAINT`` /
 ``UV_BUILD_CONSTRAINT`` point at a file that may not exist and would also pin upstream's
-environment to Colab's versions, so they are cleared for every command
-(github.com/googlecolab/colabtools/issues/5237). When Google Drive is mounted, the hub cache lives
+environment to Colab's versions (github.com/googlecolab/colabtools/issues/5237), so they, and every
+other uv setting that changes what is installed or from where (``command_env``), are cleared for every
+command. When Google Drive is mounted, the hub cache lives
 on Drive (``HF_HOME``), so weights are downloaded once.
 """
 
@@ -37,10 +38,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._checks import positive
-from .._files import atomic_path, writable_folder
+from .._files import atomic_path, path_text, writable_folder
 from ..errors import DiskFullError
 from .download import download, free_bytes
-from .lockfile import UV_VERSION, check_lock
+from .lockfile import UV_VERSION, UV_WHEEL_SHA256, check_lock
 from .outputs import check_out_folder, remove_partial_outputs, snapshot
 from .protocol import RESULT, read_result
 from .setting_rules import check_calls
@@ -66,9 +67,20 @@ def free_up_hints(workdir) -> list[str]:
     return hints
 
 
+# uv settings that say how it works here, not what it installs or where from: kept from the user's environment
+UV_KEPT = {"UV_CACHE_DIR", "UV_NO_CACHE", "UV_NO_PROGRESS", "UV_HTTP_TIMEOUT", "UV_CONCURRENT_DOWNLOADS",
+           "UV_CONCURRENT_BUILDS", "UV_CONCURRENT_INSTALLS", "UV_LINK_MODE", "UV_NATIVE_TLS",
+           "UV_PYTHON_INSTALL_DIR"}
+
+
 def command_env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
-    env.update({"UV_CONSTRAINT": "", "UV_BUILD_CONSTRAINT": ""})
+    """The environment of every command. uv reads only what the plan says: no uv.toml/pyproject.toml settings
+    from the current folder or ~/.config/uv (UV_NO_CONFIG) and no UV_* variable that changes what it installs
+    or from where (an UV_EXTRA_INDEX_URL, a UV_PYTHON_INSTALL_MIRROR, Colab's UV_CONSTRAINT); tried with uv
+    0.13.9: a uv.toml with extra-index-url in the current folder, or UV_EXTRA_INDEX_URL, sent it to that
+    index."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") or k in UV_KEPT}
+    env["UV_NO_CONFIG"] = "1"
     cache = hub_cache()
     if cache and "HF_HOME" not in os.environ:
         env["HF_HOME"] = cache
@@ -80,7 +92,10 @@ UV_HOME = Path.home() / ".cache" / "colab_tts" / f"uv-{UV_VERSION}"  # pip insta
 
 
 def _uv_version(env: dict | None = None) -> str | None:
-    done = subprocess.run(["uv", "--version"], capture_output=True, text=True, env=env)
+    try:  # a uv cut short (a killed install, a full disk) is no uv: "Exec format error" is an OSError
+        done = subprocess.run(["uv", "--version"], capture_output=True, text=True, env=env)
+    except OSError:
+        return None
     words = (done.stdout or "").split()
     return words[1] if done.returncode == 0 and len(words) > 1 else None
 
@@ -89,14 +104,38 @@ def ensure_uv() -> str | None:
     """The uv that resolved the locks (``UV_VERSION``), never whatever is newest: None when ``uv`` on PATH is that
     version, else the folder (``UV_HOME/bin``) holding that version, installed there with pip when missing,
     which ``_run`` puts first on PATH. Colab's image has no uv in its pip freeze (googlecolab/backend-info),
-    but sets UV_INSTALL_DIR, so one of another version may be there."""
+    but sets UV_INSTALL_DIR, so one of another version may be there.
+
+    pip writes into a folder beside ``UV_HOME`` that is renamed into place once its uv answers with the pinned
+    version, so an interrupted install leaves no ``UV_HOME`` that looks installed; two runners (other work
+    directories) install one at a time."""
     if shutil.which("uv") is not None and _uv_version() == UV_VERSION:
         return None
     folder = UV_HOME / "bin"
-    pinned = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
-    if not (folder / "uv").is_file() or _uv_version(pinned) != UV_VERSION:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(UV_HOME),
-                        f"uv=={UV_VERSION}"], check=True)
+
+    def pinned(home: Path) -> dict:
+        return {**os.environ, "PATH": f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    if (folder / "uv").is_file() and _uv_version(pinned(UV_HOME)) == UV_VERSION:
+        return str(folder)
+    UV_HOME.parent.mkdir(parents=True, exist_ok=True)
+    with open(UV_HOME.parent / f".{UV_HOME.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "uv").is_file() and _uv_version(pinned(UV_HOME)) == UV_VERSION:
+            return str(folder)  # the other runner installed it meanwhile
+        partial = UV_HOME.with_name(UV_HOME.name + ".partial")
+        _delete(partial)  # what an interrupted install left
+        wanted = UV_HOME.parent / f".{UV_HOME.name}.requirements.txt"  # the version and its wheels' hashes
+        wanted.write_text(f"uv=={UV_VERSION}" + "".join(f" --hash=sha256:{h}" for h in UV_WHEEL_SHA256) + "\n")
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:",
+                               "--require-hashes", "--target", str(partial), "-r", str(wanted)])
+        if done.returncode != 0 or _uv_version(pinned(partial)) != UV_VERSION:
+            _delete(partial)
+            raise RuntimeError(f"could not install uv {UV_VERSION} (the version the locks were resolved with) "
+                               f"into {UV_HOME}: pip exited {done.returncode}; check the network, or install it "
+                               f"yourself: pip install uv=={UV_VERSION}")
+        _delete(UV_HOME)  # a broken or other uv left there
+        os.replace(partial, UV_HOME)
     return str(folder)
 
 
@@ -394,13 +433,13 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     if plan is None:
         if system is None:
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
-        plan = make_plan(system, overrides, workdir=str(Path(workdir).resolve()),
-                         out=str(Path(out).resolve()) if out else None)
+        plan = make_plan(system, overrides, workdir=str(path_text(workdir, "deploy's workdir").resolve()),
+                         out=str(path_text(out, "deploy's out").resolve()) if out else None)
     else:  # a plan edited by hand: its settings and its calls' values checked as --set values are
         if not isinstance(plan, dict) or plan.get("system") not in SYSTEMS:
             raise TypeError("plan must be a dict made by colab_tts.deploy.plan(...), possibly edited")
         plan = {**plan, "settings": settings(plan["system"], plan.get("settings"))}
-        check_calls(plan["system"], plan.get("calls"))
+        check_calls(plan["system"], plan.get("calls"), out=plan.get("out"))
     root = Path(plan["env"]).parent
     writable_folder(root, "the work directory")
     writable_folder(plan["out"], "the output folder")

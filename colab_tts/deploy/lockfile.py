@@ -26,6 +26,14 @@ from pathlib import Path
 LOCKS = Path(__file__).resolve().parent / "locks"
 PLATFORM = "x86_64-manylinux_2_28"
 UV_VERSION = "0.13.9"  # the uv that resolved the committed locks (their "resolved:" header); the runner installs it
+# the sha256 of its Linux x86-64 and aarch64 wheels, as PyPI lists them (https://pypi.org/simple/uv/, PEP 691 JSON):
+# the runner's pip install of uv is checked against these, as every locked package is against the lock
+UV_WHEEL_SHA256 = (
+    "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",  # manylinux_2_17_x86_64
+    "2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7b36b25",  # musllinux_1_1_x86_64
+    "5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe",  # manylinux_2_17_aarch64 (+musllinux)
+    "ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375",  # manylinux_2_28_aarch64
+)
 TORCH_PACKAGES = ("torch", "torchaudio", "torchvision", "torchcodec")  # what a PyTorch index serves
 _HEADER = re.compile(r"^# ([a-z-]+): (.*)$")
 
@@ -79,6 +87,12 @@ def read_lock(path) -> Lockfile:
     except UnicodeDecodeError:
         raise ValueError(f"{path} holds non-ASCII bytes, which the generator never writes; regenerate the lock "
                          "with tools/deploy_locks.py") from None
+    # uv ends a line at a bare CR too (a comment "# x\rOPTION" is read as a comment and an option): the
+    # generator writes no control character but the newline, so any other is refused
+    if m := re.search(r"[\x00-\x09\x0b-\x1f\x7f]", text):
+        number = text.count("\n", 0, m.start()) + 1
+        raise ValueError(f"{path}:{number} holds a control character ({m[0]!r}), which the generator never writes "
+                         "and uv may read as a line break; regenerate the lock with tools/deploy_locks.py")
     header, pins, hashes, options = {}, {}, {}, []
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -202,6 +216,11 @@ def reproducibility_problems(lock: Lockfile) -> list[str]:
         if "--exclude-newer" not in command or command[command.index("--exclude-newer") + 1:][:1] != [m[1]]:
             problems.append(f"the lock's command does not pass --exclude-newer {m[1]}, the time it records")
     sdists, recorded = lock.listed("sdists"), lock.header.get("build-constraint", "none")
+    for option in lock.options:  # a source build the build constraint does not cover would resolve its own
+        name = normalize(option.split()[1])
+        if option.startswith("--no-binary ") and (name not in lock.pins or name not in map(normalize, sdists)):
+            what = "a package the lock does not pin" if name not in lock.pins else "a package '# sdists:' omits"
+            problems.append(f"the lock's {option!r} names {what}: its build dependencies are not pinned")
     if "sdists" not in lock.header:
         problems.append("the lock does not list the packages that install from sdists (# sdists:)")
     elif sdists and recorded == "none":
@@ -214,6 +233,10 @@ def reproducibility_problems(lock: Lockfile) -> list[str]:
         else:
             if build.listed("sdists") != sdists or build.header.get("resolved") != lock.header.get("resolved"):
                 problems.append(f"{build.path.name} was made for other sdists or another date than the lock")
+            for key, want in (("for", lock.path.name), ("python", lock.header.get("python")),
+                              ("platform", lock.header.get("platform"))):
+                if build.header.get(key) != want:  # another system's, or resolved for another interpreter
+                    problems.append(f"{build.path.name} records {key} {build.header.get(key)!r}, the lock {want!r}")
             if build.hashes is None:
                 problems.append(f"{build.path.name} carries no hashes")
     return problems

@@ -91,7 +91,7 @@ def guard_torch_load(system: str | None = None):
 
     original = getattr(torch.load, "__colab_tts_original__", torch.load)
     add = getattr(serialization, "add_safe_globals", None)  # torch >= 2.4; MetaVoice's 2.2.1 has the defaults only
-    for entry in SAFE_GLOBALS.get(system, ()):
+    for entry in SAFE_GLOBALS.get(system, ()) if add is not None else ():  # without it: the defaults only
         try:
             add([entry])
         except TypeError:  # (class, name) pairs arrived in a later torch: the class under its own name

@@ -41,6 +41,7 @@ class Rule:
     takes: str  # what the setting takes, in words ("an integer from 1 to 100")
     check: Callable  # value -> the value to use; raises TypeError (wrong kind) or ValueError (out of range)
     example: object  # a value that works, for the fix
+    text: bool = False  # any text is a value (--set keeps what was typed: "1984" is not the number)
 
 
 def _shown(value) -> str:
@@ -120,7 +121,8 @@ def text(max_chars: int | None = None, empty: bool = False) -> Rule:
         return value
 
     what = "text" if empty else "non-empty text"
-    return Rule(what + (f" of at most {max_chars} characters" if max_chars else ""), check, "Hello there.")
+    return Rule(what + (f" of at most {max_chars} characters" if max_chars else ""), check, "Hello there.",
+                text=True)
 
 
 def _path_text(value) -> str:
@@ -260,6 +262,12 @@ RULES = {
 CLONE_DEFAULTS = {("metavoice", "spk_ref_path"): "assets/bria.mp3"}
 
 
+def takes_text(system: str, key: str) -> bool:
+    """Whether ``system``'s setting ``key`` is free text (unknown systems and keys: False; refused elsewhere)."""
+    rule = RULES.get(system, {}).get(key) if isinstance(system, str) else None
+    return bool(rule and rule.text)
+
+
 def refuse(system: str, key: str, value, rule: Rule, err: Exception, where: str = "", example=None) -> Exception:
     """The one-line error: the key, what it takes and a value that works."""
     kind = TypeError if isinstance(err, TypeError) else ValueError
@@ -345,9 +353,26 @@ CALL_RULES = {("gpt-sovits", "TTS.run"): TTS_RUN, ("indextts2", "IndexTTS2"): RU
 _FETCHED = {"ref_audio_path", "spk_audio_prompt", "spk_ref_path", "aux_ref_audio_paths"}
 
 
-def check_calls(system: str, calls) -> None:
+# the upstream keyword arguments that say where it writes (systems._indextts2_calls, _metavoice_calls)
+_WRITES = {"output_path": "file", "output_dir": "folder"}
+
+
+def _written_inside(call: str, key: str, value, out: str) -> None:
+    """Where upstream writes must lie inside the plan's output folder: an edited ``output_path`` naming a file
+    of the user's elsewhere would be overwritten, and no stopped run would clean up there."""
+    root, text_ = os.path.realpath(out), _path_text(value)
+    path = os.path.realpath(text_)  # upstream runs in its clone: a relative name (or "~") would be taken there
+    if not os.path.isabs(text_) or (
+            not (path == root and _WRITES[key] == "folder") and not path.startswith(root + os.sep)):
+        raise ValueError(f"{call}: {key}={_shown(value)} is outside the plan's output folder {out}: upstream "
+                         f"would write there; give a {_WRITES[key]} inside it (e.g. {os.path.join(out, 'x.wav')}) "
+                         "or run with out= set to the folder you want")
+
+
+def check_calls(system: str, calls, out: str | None = None) -> None:
     """The keyword arguments of a plan's upstream calls (a plan edited by hand before ``deploy(plan=...)``),
-    each checked by the rule of the setting of the same name; one TypeError/ValueError otherwise."""
+    each checked by the rule of the setting of the same name, and where upstream writes kept inside ``out``
+    (the plan's output folder); one TypeError/ValueError otherwise."""
     if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("kwargs"), dict)
                                               for c in calls):
         raise TypeError("a plan's calls are a list of {\"target\": ..., \"kwargs\": {...}}: make the plan with "
@@ -355,5 +380,10 @@ def check_calls(system: str, calls) -> None:
     for call in calls:
         rules = CALL_RULES.get((system, call.get("target")), {})
         for key, value in call["kwargs"].items():
+            if key in _WRITES and out is not None:
+                try:
+                    _written_inside(call.get("target"), key, value, out)
+                except TypeError:
+                    raise TypeError(f"{call.get('target')}: {key} is a path (text), got {_shown(value)}") from None
             if key in rules and rules[key] is not None and key not in _FETCHED:
                 _check_one(system, key, value, rules[key], where=f"{call['target']}: ")

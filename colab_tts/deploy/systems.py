@@ -32,9 +32,10 @@ from . import setting_rules
 
 # Install steps are argument lists, never shell text: a path with a space, a quote or a ``$`` (Colab's
 # "/content/drive/My Drive/...") stays one argument. Words in braces are filled in by plan(); the word
-# "{torch_pins}" becomes one argument per pin. The env clears UV_CONSTRAINT / UV_BUILD_CONSTRAINT for every
-# step (env.command_env; github.com/googlecolab/colabtools/issues/5237).
-COLAB_UV_FIX = "UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # how the dry run shows that
+# "{torch_pins}" becomes one argument per pin. The env clears UV_CONSTRAINT / UV_BUILD_CONSTRAINT
+# (github.com/googlecolab/colabtools/issues/5237) and every other uv setting that changes what is installed,
+# config files included, for every step (env.command_env).
+COLAB_UV_FIX = "UV_NO_CONFIG=1 UV_CONSTRAINT= UV_BUILD_CONSTRAINT="  # how the dry run shows that
 TORCH_CU128 = "https://download.pytorch.org/whl/cu128"
 UV_PIP_INSTALL = ("uv", "pip", "install", "--python", "{py}")
 # everything else comes from the system's committed lock (colab_tts/deploy/locks/SYSTEM.txt), exactly: plan()

@@ -187,6 +187,8 @@ def weights_line(gpu="T4", model=MODEL) -> str:
 
 def measured_line(speech, device: str) -> str:
     """The tokens/s of one synthesis, labelled with where it ran."""
+    if not speech.tokens_per_s:
+        return f"measured: no tokens generated on {device} (this run)"
     return f"measured: {speech.tokens_per_s:.1f} tokens/s on {device} (this run)"
 
 
