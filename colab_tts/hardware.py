@@ -9,6 +9,7 @@ logs for the memory torch reports). A custom ``GpuSpec(...)`` works anywhere a c
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -89,6 +90,33 @@ GPUS: dict[str, GpuSpec] = _load_catalog()
 def figure_source(key: str, figure: str) -> str:
     """Where a catalog figure comes from, e.g. figure_source("T4", "bandwidth_gbs") -> a datasheet URL."""
     return cited(f"gpus.{key}.{figure}").source
+
+
+# The memory sizes NVIDIA sells cards with, in GB (the box's GiB): torch reports less (ECC, reserved memory).
+MARKETED_GB = (2, 3, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 80, 94, 96, 141, 192)
+
+
+def memory_class_gb(gpu) -> int:
+    """The memory a card is sold with, in GB: the smallest marketed size at or above what torch reports
+    (the T4's to 16, the A10G's to 24, an A100 40GB's to 40)."""
+    gib = get_gpu(gpu).memory_gib
+    return next((gb for gb in MARKETED_GB if gb >= gib), math.ceil(gib))
+
+
+def memory_classes_gb() -> set[int]:
+    """The memory classes of the catalog's cards (8, 12, 16, 24, 40, 80)."""
+    return {memory_class_gb(g) for g in GPUS.values()}
+
+
+def eight_gb_card(gpu) -> GpuSpec:
+    """``gpu`` if it is an 8 GB card (``memory_class_gb`` 8: torch reports more than 6 and at most 8 GiB), else
+    ValueError naming the catalog's 8 GB cards."""
+    spec = get_gpu(gpu)
+    if memory_class_gb(spec) != 8:
+        eights = ", ".join(k for k, g in GPUS.items() if memory_class_gb(g) == 8)
+        raise ValueError(f"{gpu if isinstance(gpu, str) else spec.name!r} is a {memory_class_gb(spec)} GB card "
+                         f"({spec.memory_gib:.2f} GiB), not an 8 GB one: name one of {eights}")
+    return spec
 
 
 def _norm(name: str) -> str:

@@ -327,3 +327,32 @@ def test_a_note_that_places_a_figure_in_its_source_says_where_that_wording_was_r
     for entry in (c for c in all_cited() if c.key.startswith("gpus.")):
         if _PLACE.search(entry.note):
             assert re.search(r"read on its copy at https?://\S+", entry.note), f"{entry.key}: {entry.note}"
+
+
+def test_memory_classes_are_the_sizes_the_cards_are_sold_with():
+    classes = {k: hardware.memory_class_gb(g) for k, g in GPUS.items()}
+    assert {k for k, gb in classes.items() if gb == 8} == {"RTX-3070", "RTX-4060"}
+    assert classes["T4"] == classes["V100-16GB"] == 16 and classes["RTX-3060-12GB"] == 12
+    assert classes["A10G"] == classes["L4"] == 24  # 21.99 GiB reported: a 24 GB card, not a "22 GB" one
+    assert classes["A100-40GB"] == 40 and classes["H100-80GB"] == 80
+    assert hardware.memory_classes_gb() == {8, 12, 16, 24, 40, 80}
+    assert hardware.eight_gb_card("RTX-3070") is GPUS["RTX-3070"]
+    with pytest.raises(ValueError, match="'T4' is a 16 GB card"):
+        hardware.eight_gb_card("T4")
+
+
+def test_the_device_note_says_a_known_card_with_other_memory_is_known():
+    # notebook 00 called an 8 GB RTX 3060 "not in the catalog": it is, planned with the memory it reports
+    from dataclasses import replace
+
+    from colab_tts.lessons import gpu_check
+
+    def report(spec):
+        return hardware.DeviceReport(True, spec.name, spec.cc, spec.memory_gib, 1.0, True, None, None, False, gpu=spec)
+
+    assert gpu_check.catalog_key(report(GPUS["RTX-3060-12GB"])) == ("RTX-3060-12GB", None)
+    key, note = gpu_check.catalog_key(report(replace(GPUS["RTX-3060-12GB"], memory_gib=7.75)))
+    assert key is None and "not in the catalog" not in note
+    assert "in the catalog (RTX-3060-12GB)" in note and "7.75 GiB, not the catalog's 11.76 GiB" in note
+    key, note = gpu_check.catalog_key(report(GpuSpec("NVIDIA B200", (10, 0), 178.0, 8000, 2250)))
+    assert key is None and note.startswith("NVIDIA B200 is not in the catalog")

@@ -257,5 +257,17 @@ def test_the_notebooks_answer_is_the_8gb_plan_and_the_detected_card():
     t4 = L.settings_8gb("T4", "RTX-4060", simulated=True)
     assert t4.startswith("NVIDIA GeForce RTX 4060:") and "on the simulated GPU" in t4
     assert t4.splitlines()[-1].startswith("Tesla T4:")
-    own = L.settings_8gb("RTX-4060", "T4")  # an 8 GB-class card is planned for itself, once
-    assert own.startswith("NVIDIA GeForce RTX 4060:") and "Tesla T4" not in own
+    own = L.settings_8gb("RTX-4060", "RTX-3070")  # an 8 GB card is planned for itself, once
+    assert own.startswith("NVIDIA GeForce RTX 4060:") and "RTX 3070" not in own
+    # an 8 GB RTX 3060 (torch names it as the 12 GB one; detect() plans the memory it reports) is one too
+    from dataclasses import replace
+    small_3060 = replace(hardware.GPUS["RTX-3060-12GB"], memory_gib=7.75)
+    assert L.settings_8gb(small_3060, "RTX-4060").startswith("NVIDIA GeForce RTX 3060:")
+
+
+@pytest.mark.parametrize("card", ["T4", "RTX-3060-12GB", "RTX-4070", "A100-40GB",
+                                  GpuSpec("a 6 GB card", (8, 6), 5.8, 360, 25)])
+def test_the_8gb_card_to_plan_for_must_be_an_8gb_card(card):
+    # GPU_8GB="T4" planned a 16 GB card as "the 8 GB settings" without a word
+    with pytest.raises(ValueError, match=r"not an 8 GB one: name one of RTX-3070, RTX-4060$"):
+        L.settings_8gb("T4", card)

@@ -175,6 +175,8 @@ def test_a_rounded_figure_a_heading_number_and_a_compute_capability_are_backed()
     ("The log (https://a.b/c) then shows 95 tokens/s.", ["95"]),  # after the citation is not beside it
     ("The figure of 95 tokens/s is cited; 777 is ours.", ["777"]),
     ("Upstream's README quotes 95 tokens/s — 777 here.", ["777"]),
+    ("It needs 12 GB, per the README.", ["12"]),  # a README that says not whose cites nothing
+    ("The datasheet gives 320 GB/s; the T4 datasheet gives 300 GB/s.", ["320"]),
 ])
 def test_a_citation_excuses_only_the_numbers_beside_it(markdown, unbacked):
     assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, "none\n"))] == unbacked
@@ -185,6 +187,9 @@ def test_a_citation_excuses_only_the_numbers_beside_it(markdown, unbacked):
     ("about 2.5 s per utterance", ["2.5"]),
     # names, formats, list items, steps and sections, a card's class: not figures
     ("1. On an 8 GB card, 4-bit Orpheus 3B on a T4 at step 1 (section 2).\n2. Next.", []),
+    # a memory class is a name only for the classes the catalog's cards are sold in
+    ("A 24 GB one and 12 GB GPUs, an 80 GB card.", []),
+    ("It fits a 5 GB card, or a 22 GB one.", ["5", "22"]),
 ])
 def test_numbers_below_ten_are_checked_with_the_same_exceptions(markdown, unbacked):
     assert [n for _, n in nbrules.unbacked_numbers(_ran(markdown, "none\n"))] == unbacked

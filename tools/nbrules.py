@@ -17,11 +17,14 @@ sentence: inside parentheses, the parenthesis and the clause right before it ("p
 4090 (cited: PR #755)"); outside parentheses, its own clause. A clause ends at ``;``, ``:``, a dash, a
 parenthesis or the sentence's end (not at a comma, so a list ending in its citation is cited as a whole).
 Every other number is checked, small ones too ("3 runs", "8 GB"), except years, versions, section, step and
-cell numbers, GPU and model names (T4, RTX 4060, 3B, 4-bit) and a card's memory class ("an 8 GB card").
+cell numbers, GPU and model names (T4, RTX 4060, 3B, 4-bit) and a card's memory class ("an 8 GB card": only
+the classes of the catalog's cards, ``colab_tts.hardware.memory_classes_gb``). A README or datasheet cites only
+when it says whose ("MetaVoice's README"; not "per the README").
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 
@@ -133,15 +136,28 @@ _EXCUSED = [
     re.compile(r"^\s*#+\s*\d+\s*[.·](?!\d)", re.M),  # heading numbers ("## 4. ...", "# 02 · ..."), not "## 12.5 GiB"
     re.compile(r"\b\d+(?:-| |–)?(?:bit|bits|B)\b"),  # weight formats and sizes in a model's name
     re.compile(r"^\s*\d+[.)]\s", re.M),  # a numbered list's item numbers
-    re.compile(r"\b\d+ ?GB(?= (?:cards?|GPUs?|consumer|laptop|one)\b)"),  # a card's memory class: "an 8 GB card"
     re.compile(r"\b(?:CC|compute capability)\s*(?:[≥<>=]+\s*)?\d+\.\d\b"),  # a GPU's compute capability
 ]
 
 
 # Sentences, list items, paragraphs, and each row of a table: a citation excuses only its own piece.
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*`\"'])|\n\s*(?:[-*]|\d+\.)\s|\n\s*\n|\n(?=\s*\|)")
-_CITATION = re.compile(r"(?<!not )\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d|README|datasheet",
-                       re.I)
+# A README or datasheet cites only with the document named ("MetaVoice's README", "the T4 datasheet"): "per the
+# README" says not whose.
+_CITATION = re.compile(r"(?<!not )\bcited\b|https?://|@[0-9a-f]{7}|\b(?:PR|issue|PRs|issues)\s*#|\w/\w[\w.-]*#\d"
+                       r"|(?<!\bthe )(?<!\ba )(?<!\ban )(?<!\bthis )(?<!\bthat )(?<!\bits )(?<!\bour )(?<!\bper )"
+                       r"(?<=\S )(?:README|datasheet)", re.I)
+
+# A card's memory class ("an 8 GB card", "a 24 GB one") is a name, not a figure, only for a class the catalog's
+# cards are sold in (hardware.memory_classes_gb: 8, 12, 16, 24, 40, 80); "a 5 GB card" is a typed figure.
+_CARD_CLASS = re.compile(r"\b(\d+) ?GB(?= (?:cards?|GPUs?|consumer|laptop|one)\b)")
+
+
+@functools.cache
+def _memory_classes() -> frozenset[int]:
+    from colab_tts.hardware import memory_classes_gb
+
+    return frozenset(memory_classes_gb())
 
 
 # Where a clause ends, for what a citation excuses: ; : a dash, a parenthesis (not a comma, not a range's –).
@@ -180,6 +196,7 @@ def _words(markdown: str) -> str:
     """The prose whose numbers need an output: what citations excuse, and excused patterns, blanked."""
     markdown = "\n".join(_uncited(s) for s in _SENTENCE.split(markdown) if s)  # keeps ^
     markdown = _MULTIPLIER_BEFORE.sub("x ", markdown)  # "x2" is a typed figure as "2x" and "×2" are
+    markdown = _CARD_CLASS.sub(lambda m: " " if int(m.group(1)) in _memory_classes() else m.group(), markdown)
     for pattern in _EXCUSED:
         markdown = pattern.sub(" ", markdown)
     return markdown

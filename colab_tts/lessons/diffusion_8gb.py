@@ -378,10 +378,11 @@ def recommend_8gb(gpu, measured: Measurements | None = None, activations: dict |
 
 
 def settings_8gb(detected, card_8gb, simulated: bool = False) -> str:
-    """Notebook 03's answer: the 8 GB recipe in full (for ``detected`` itself when it is an 8 GB-class card,
-    else for ``card_8gb``, run on ``detected`` under the cap), then what the same plan gives on ``detected``."""
-    detected, card_8gb = hardware.get_gpu(detected), hardware.get_gpu(card_8gb)
-    eight = detected if detected.memory_gib < 9 else card_8gb
+    """Notebook 03's answer: the 8 GB recipe in full (for ``detected`` itself when it is an 8 GB card or
+    smaller, else for ``card_8gb``, run on ``detected`` under the cap), then what the same plan gives on
+    ``detected``. "8 GB" is ``hardware.memory_class_gb`` 8; ``card_8gb`` of another class is a ValueError."""
+    detected, card_8gb = hardware.get_gpu(detected), hardware.eight_gb_card(card_8gb)
+    eight = detected if hardware.memory_class_gb(detected) <= 8 else card_8gb
     lines = [str(recommend_8gb(eight))]
     if eight is not detected:
         where = "the simulated GPU" if simulated else "this GPU"

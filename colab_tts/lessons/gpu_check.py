@@ -40,6 +40,22 @@ def device_rows(report: hardware.DeviceReport) -> list[dict]:
     return rows
 
 
+def catalog_key(report: hardware.DeviceReport) -> tuple[str | None, str | None]:
+    """The catalog key of the card in use, when the catalog's figures are its own, else None; and a note
+    saying which of the two it is when they are not: a card the catalog lacks, or one it knows that reports
+    another memory size (an 8 GB RTX 3060 under the 12 GB one's name), which is planned with what it reports."""
+    gpu = report.gpu
+    key = next((k for k, g in hardware.GPUS.items() if g == gpu), None)
+    if gpu is None or key is not None:
+        return key, None
+    known = next((k for k, g in hardware.GPUS.items() if g.name == gpu.name), None)
+    if known is None:
+        return None, f"{gpu.name} is not in the catalog: notebook 02 plans it from the memory PyTorch reports"
+    return None, (f"{gpu.name} is in the catalog ({known}), but this one reports {gpu.memory_gib:.2f} GiB: "
+                  f"notebook 02 plans it with the memory it reports, {gpu.memory_gib:.2f} GiB, not the "
+                  f"catalog's {hardware.GPUS[known].memory_gib:.2f} GiB")
+
+
 def catalog_table() -> tuple[list[dict], list[str]]:
     """The catalog as rows with numbered references per figure, and the numbered references."""
     refs: list[str] = []

@@ -43,7 +43,7 @@ print(report)
 gpu = report.gpu
 print()
 print(Table(gpu_check.device_rows(report)))
-key = next((k for k, g in hardware.GPUS.items() if g == gpu), None)
+key, note = gpu_check.catalog_key(report)  # None for a card the catalog lacks or knows with other memory
 if key:
     held = hardware.other_gib_now(gpu)  # what a display, a browser or another process already hold (0 offline)
     fit = systems.fit_table(30, "float16", gpus=[key], other_gib=held)
@@ -51,7 +51,7 @@ if key:
                 title=f"share of {gpu.name} one 30 s request needs, float16, with {held:.2f} GiB held by other "
                       "processes (predicted by plan_vllm)"))
 else:
-    print(f"{gpu.name} is not in the catalog: notebook 02 plans it from the memory PyTorch reports")
+    print(note)
 
 # %% [markdown]
 # ## Why

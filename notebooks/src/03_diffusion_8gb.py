@@ -37,7 +37,7 @@ TOKENS_PER_S = 4.0  # @param {type:"number"}
 CPU_THREADS = 1  # @param {type:"integer"}
 # SIMULATE_GPU: the GPU to plan for when there is none (a detected GPU always wins)
 SIMULATE_GPU = "T4"  # @param {type:"string"}
-# GPU_8GB: the 8 GB card to plan for when the detected GPU is not one (any catalog name)
+# GPU_8GB: the 8 GB card to plan for when the detected GPU is not one: RTX-3070 or RTX-4060 (another size is refused)
 GPU_8GB = "RTX-4060"  # @param {type:"string"}
 # RUN_INDEXTTS2: None: run real IndexTTS-2 (section 8) only on CUDA; False to skip it there
 RUN_INDEXTTS2 = None  # @param {type:"raw"}
