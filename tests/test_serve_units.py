@@ -485,8 +485,9 @@ class _FakeVllm:
         return outs
 
 
-def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
-    """A StreamingEngine over _FakeVllm: each stream's items, the engine, the fake vLLM."""
+def _serve_fake(monkeypatch, snac, tokens, *, decode=None, vllm=None, after=None, **settings):
+    """A StreamingEngine over _FakeVllm (or ``vllm``): each stream's items, the engine, the fake vLLM.
+    ``after(engine)`` runs once the streams ended, before the engine is stopped."""
     import asyncio
     import sys
     from types import SimpleNamespace
@@ -496,8 +497,8 @@ def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
 
     monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=dict))
     monkeypatch.setitem(sys.modules, "vllm.inputs", SimpleNamespace(TokensPrompt=lambda prompt_token_ids: prompt_token_ids))
-    vllm = _FakeVllm(tokens)
-    engine = StreamingEngine(SimpleNamespace(backend=SimpleNamespace(engine=vllm), snac=snac), max_num_seqs=4,
+    vllm = vllm or _FakeVllm(tokens)
+    engine = vllm.owner = StreamingEngine(SimpleNamespace(backend=SimpleNamespace(engine=vllm), snac=snac), max_num_seqs=4,
                              **settings)
     if decode is not None:
         engine.decoder.decode = decode(engine.decoder.decode)
@@ -518,6 +519,8 @@ def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
         got = asyncio.run(run())
         if any(isinstance(items[-1], ApiError) for items in got):  # the stepping thread notices next
             engine._thread.join(10)
+        if after is not None:
+            after(engine)
         return got, engine, vllm, engine.state
     finally:
         engine.stop()
@@ -570,3 +573,55 @@ def test_a_snac_failure_ends_every_open_stream_with_an_error_and_fails_the_engin
         assert isinstance(items[-1], ApiError) and items[-1].status == 500
         assert "SNAC decoding failed" in items[-1].body()["error"]["message"] and "out of memory" in str(items[-1].body())
     assert state == "failed" and engine.stats()["admitted"] == 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the engine thread raises
+def test_a_failing_engine_gives_back_every_kv_block_and_slot_and_tells_new_requests_to_restart(monkeypatch, snac):
+    from colab_tts.serve.schema import ApiError
+
+    class Failing(_FakeVllm):
+        def step(self):
+            if len(self.steps) == 3:  # a request admitted while this step runs is never added to vLLM
+                self.late = self.owner.submit([0], None, next(iter(self.owner._active.values())).stream.loop)
+                raise RuntimeError("device lost")
+            return super().step()
+
+    refused = []
+
+    def after(engine):
+        with pytest.raises(ApiError) as err:
+            engine.submit([0], None, None)
+        refused.append(err.value)
+
+    rng = np.random.default_rng(4)
+    tokens = [_random_tokens(rng, 8) for _ in range(2)]
+    got, engine, vllm, state = _serve_fake(monkeypatch, snac, tokens, vllm=Failing(tokens), after=after)
+    assert state == "failed" and all("device lost" in items[-1].message for items in got)
+    assert vllm.requests == {}, "the failed engine left its requests (and their KV blocks) in vLLM"
+    assert engine.stats()["admitted"] == 0 and vllm.late.done  # the late one's slot came back too
+    assert refused[0].status == 503 and refused[0].code == "engine_failed"
+    assert "device lost" in refused[0].message and "start()" in refused[0].message
+
+
+def test_a_target_failed_and_forgotten_cannot_silence_the_failure_of_a_new_one(snac):
+    from colab_tts.serve.streaming import BatchedDecoder, DecodeThread
+
+    class Broken(BatchedDecoder):
+        def decode(self, windows):
+            raise RuntimeError("out of memory")
+
+    class Target:
+        pass
+
+    failed = []
+    decoding = DecodeThread(Broken(snac), lambda key, item: None, lambda key, err: failed.append(key),
+                            threaded=False)
+    window = (np.zeros((4, 7), dtype=np.int64), 0, 3)
+    decoding.audio([("first", window)])  # the failing round (its frame, in the error's traceback, keeps its work)
+    decoding.item(Target(), "end")  # failed after it, then dropped by everyone else: its id may be reused
+    failed.clear()
+    targets = []
+    for _ in range(500):  # CPython hands the freed address to one of these
+        targets.append(Target())
+        decoding.item(targets[-1], "end")
+    assert failed == targets

@@ -14,6 +14,7 @@ another's audio.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -90,6 +91,7 @@ class StreamingEngine:
         self.decoder = BatchedDecoder(tts.snac)
         self.overlap = overlap  # False: SNAC inline after each step (the benchmark's serial comparison)
         self.state = "running"
+        self.failure: str | None = None  # why the engine failed, once it has
         self.steps = 0
         self.completed = 0
         self.aborted = 0
@@ -133,6 +135,10 @@ class StreamingEngine:
         import asyncio
 
         with self._cv:
+            if self.state == "failed":  # it never runs again: only a new server does
+                raise ApiError(503, f"the engine failed ({self.failure}): this server cannot serve again; restart it "
+                                    "(server.stop() then colab_tts.serve.start(), or run `python -m colab_tts serve` "
+                                    "again)", code="engine_failed", type_="server_error")
             if self.state != "running":
                 raise ApiError(503, f"the server is {self.state}: try again once it runs", code="unavailable",
                                type_="server_error")
@@ -159,7 +165,8 @@ class StreamingEngine:
         return max(1, math.ceil(typical))
 
     def stats(self) -> dict:
-        return dict(self._stats, state=self.state, admitted=self._admitted, capacity=self.capacity,
+        failure = {"failure": self.failure} if self.failure else {}
+        return dict(self._stats, **failure, state=self.state, admitted=self._admitted, capacity=self.capacity,
                     steps=self.steps, completed=self.completed, aborted=self.aborted,
                     snac_calls=self.decoder.calls, snac_windows=self.decoder.windows)
 
@@ -255,12 +262,18 @@ class StreamingEngine:
                 if self._decoding.error is not None:
                     raise self._decoding.error
         except Exception as err:  # a failing engine ends every stream with the reason, never hangs them
+            self.failure = f"{type(err).__name__}: {err}"
             self.state = "failed"
-            error = ApiError(500, f"the engine failed: {type(err).__name__}: {err}", code="engine_error",
-                             type_="server_error")
-            for rid in list(self._active):
+            error = ApiError(500, f"the engine failed: {self.failure}", code="engine_error", type_="server_error")
+            rids = list(self._active)
+            with contextlib.suppress(Exception):  # their KV blocks return, as on every other path that ends them
+                if rids:
+                    self.engine.abort_request(rids)
+            for rid in rids:
                 self._end(rid, error)
             self._refuse_pending(error)
+            with contextlib.suppress(Exception):
+                self._stats = self._read_stats()
             raise
         finally:
             self._decoding.close()
@@ -306,5 +319,7 @@ class StreamingEngine:
         with self._cv:
             for command in self._commands:
                 if command[0] == "add":
+                    self._admitted -= 1  # admitted by submit, never added: its slot returns here
+                    command[1].done = True
                     self._deliver(command[1], error)
             self._commands.clear()

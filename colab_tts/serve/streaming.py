@@ -138,7 +138,9 @@ class DecodeThread:
 
         self.decoder, self._deliver, self._fail = decoder, deliver, fail
         self.error: BaseException | None = None
-        self._failed: set[int] = set()
+        # targets already failed, by id; the value keeps each alive, so that its id cannot pass to a new target
+        # (which would then never hear of its end)
+        self._failed: dict[int, object] = {}
         self._queue = queue.SimpleQueue()
         self._thread = None
         if threaded:
@@ -201,7 +203,7 @@ class DecodeThread:
                     self.error = err
             if self.error is not None:
                 if id(target) not in self._failed:  # once per target: its first error ends it
-                    self._failed.add(id(target))
+                    self._failed[id(target)] = target
                     self._fail(target, self.error)
             else:
                 self._deliver(target, next(samples) if kind == "audio" else thing)
