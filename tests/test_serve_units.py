@@ -625,3 +625,22 @@ def test_a_target_failed_and_forgotten_cannot_silence_the_failure_of_a_new_one(s
         targets.append(Target())
         decoding.item(targets[-1], "end")
     assert failed == targets
+
+
+def test_a_delivery_that_raises_fails_the_round_and_the_decode_thread_serves_on(snac):
+    from colab_tts.serve.streaming import BatchedDecoder, DecodeThread
+
+    delivered, failed = [], []
+
+    def deliver(key, item):
+        if key == "bad":
+            raise RuntimeError("its queue is gone")
+        delivered.append((key, item))
+
+    decoding = DecodeThread(BatchedDecoder(snac), deliver, lambda key, err: failed.append((key, str(err))))
+    decoding.item("bad", "end")
+    decoding._thread.join(0.5)  # a dead thread would be joined at once; a live one waits for more work
+    decoding.item("later", "end")
+    decoding.close()
+    assert failed == [("bad", "its queue is gone"), ("later", "its queue is gone")] and not delivered
+    assert isinstance(decoding.error, RuntimeError) and not decoding.alive

@@ -189,7 +189,17 @@ class DecodeThread:
                         closing = True
                     else:
                         work.extend(part)
-                self._do(work)
+                try:
+                    self._do(work)
+                except Exception as err:  # noqa: BLE001 - a delivery that raised: this thread must not die, or
+                    # every stream waiting on it hangs; each target of this round hears of the error instead
+                    if self.error is None:
+                        self.error = err
+                    for _, target, _ in work:
+                        if id(target) not in self._failed:
+                            self._failed[id(target)] = target
+                            with contextlib.suppress(Exception):
+                                self._fail(target, self.error)
                 if closing:
                     return
 
