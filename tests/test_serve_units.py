@@ -644,3 +644,15 @@ def test_a_delivery_that_raises_fails_the_round_and_the_decode_thread_serves_on(
     decoding.close()
     assert failed == [("bad", "its queue is gone"), ("later", "its queue is gone")] and not delivered
     assert isinstance(decoding.error, RuntimeError) and not decoding.alive
+
+
+@pytest.mark.parametrize("field,typed,meant", [("response_format", "MP3", "mp3"), ("response_format", "wav ", "wav"),
+                                              ("voice", "Tara", "tara"), ("voice", " zoe", "zoe")])
+def test_a_choice_typed_in_the_wrong_case_or_with_spaces_is_refused_naming_the_one_meant(field, typed, meant):
+    from colab_tts.orpheus import VOICES
+    from colab_tts.serve.schema import ApiError, SpeechRequest, check_choices
+
+    request = SpeechRequest(**{"model": "m", "input": "hi", "voice": "tara", field: typed})
+    with pytest.raises(ApiError) as err:
+        check_choices(request, models=("m",), voices=VOICES, formats=("pcm", "wav", "mp3"))
+    assert err.value.param == field and f"did you mean {meant!r}?" in err.value.message
