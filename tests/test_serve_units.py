@@ -670,9 +670,16 @@ def test_snac_decodes_with_the_callers_openmp_thread_count_as_the_engine_thread_
         runtimes = sorted({line.split()[-1] for line in f if "libgomp" in line or "libomp" in line})
     if not runtimes:
         pytest.skip("no OpenMP runtime found in /proc/self/maps")
-    openmp = ctypes.CDLL(runtimes[0])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     caller = 1 if int(os.environ.get("OMP_NUM_THREADS") or cores) > 1 else 2  # not what a new thread starts with
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(caller)
+    # more than one OpenMP runtime can be loaded (torch's own, another package's): ask the one torch's setter set
+    torch_runtimes = [r for r in (ctypes.CDLL(path) for path in runtimes) if r.omp_get_max_threads() == caller]
+    torch._C.set_num_threads(before)
+    if len(torch_runtimes) != 1:
+        pytest.skip(f"cannot tell which of {runtimes} is torch's OpenMP runtime")
+    openmp = torch_runtimes[0]
     seen = []
 
     def counted(decode):
@@ -681,7 +688,6 @@ def test_snac_decodes_with_the_callers_openmp_thread_count_as_the_engine_thread_
             return decode(windows)
         return count
 
-    before = torch.get_num_threads()
     torch._C.set_num_threads(caller)
     try:
         _serve_fake(monkeypatch, snac, [_random_tokens(np.random.default_rng(5), 3)], decode=counted)
