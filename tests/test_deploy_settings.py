@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from colab_tts.deploy import __main__ as deploy_cli
 from colab_tts.deploy import env as deploy_env
 from colab_tts.deploy import plan, settings
+from colab_tts.deploy.protocol import write_wav
 from colab_tts.deploy.setting_rules import RULES, TTS_RUN
 from colab_tts.deploy.systems import SYSTEMS
 
@@ -18,11 +19,7 @@ SIGNATURES = json.loads((Path(deploy_env.PACKAGE_ROOT) / "colab_tts/data/deploy/
 
 
 def clip(path: Path, seconds: float, rate: int = 16000) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\0\0" * int(seconds * rate))
+    write_wav(path, np.zeros(int(seconds * rate), np.int16), rate)
     return path
 
 

@@ -13,7 +13,6 @@ import matplotlib
 import pytest
 
 from colab_tts import hardware, kv_cache, plots, systems
-from colab_tts.kv_fit import fit_vllm
 from colab_tts.lessons import make_it_fit, metavoice
 from colab_tts.lessons import orpheus_speed as speed
 from colab_tts.models import ModelSpec, known_models
@@ -125,9 +124,14 @@ def test_orpheus_kv_per_token_is_one_value_in_01_02_and_the_fit_table():
 
 
 def test_a_streams_ceiling_in_05_is_02s_batching_row():
-    # 05 prints fit_vllm's per-stream tokens/s for CONCURRENCY requests; 02 section 7 the same per request count
+    # 05 prints serve.predicted_plan's per-stream tokens/s for CONCURRENCY requests; 02 section 7 the same per
+    # request count
+    from colab_tts import serve
+
     for quality in ("lossless", "4bit"):
-        in05 = fit_vllm("orpheus-3b", "T4", audio_seconds=30, concurrency=4, quality=quality, other_gib=0.0)
+        plan = serve.predicted_plan("T4", seconds=30, concurrency=4, quality=quality)
+        in05 = plan.fit
+        assert f"{in05.stream_tokens_per_second:.0f} tokens/s" in plan.realtime_line()
         in02 = {r["requests"]: r for r in make_it_fit.batching_rows("orpheus-3b", "T4", 30, quality,
                                                                       concurrency=(4,))}
         assert in02[4]["per stream"] == round(in05.stream_tokens_per_second, 1)

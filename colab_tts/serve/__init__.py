@@ -9,6 +9,6 @@ Modules: ``schema`` (request, validation, errors), ``streaming`` (SNAC batched o
 ``server`` (plan, start, stop).
 """
 
-from .server import ServePlan, SpeechServer, plan_server, start
+from .server import ServePlan, SpeechServer, plan_server, predicted_plan, start
 
-__all__ = ["ServePlan", "SpeechServer", "plan_server", "start"]
+__all__ = ["ServePlan", "SpeechServer", "plan_server", "predicted_plan", "start"]

@@ -54,11 +54,21 @@ class ServePlan:
                 f"(bandwidth roofline, a ceiling): {f.stream_tokens_per_second:.0f} tokens/s per stream with "
                 f"{self.concurrency} streams")
 
+    def realtime_line(self) -> str:
+        """Each stream's predicted speed against what playback needs (a GPU plan; offline there is none)."""
+        from ..orpheus import TOKENS_PER_SECOND
+
+        if self.offline:
+            return "offline: no GPU plan, so no predicted speed per stream"
+        per_stream = self.fit.stream_tokens_per_second
+        return (f"each of {self.concurrency} streams: {per_stream:.0f} tokens/s = {per_stream / TOKENS_PER_SECOND:.2f}x "
+                f"the {TOKENS_PER_SECOND:.2f} real time needs (predicted, bandwidth roofline: a ceiling)")
+
 
 def plan_server(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str = "lossless",
                 offline: bool | None = None) -> ServePlan:
     """The plan for the detected GPU (or ``gpu``, a catalog name); offline when there is none or when asked."""
-    from ..hardware import detect, get_gpu, other_gib_now
+    from ..hardware import detect, get_gpu
 
     positive(seconds, "seconds")
     positive(concurrency, "concurrency", integer=True)
@@ -70,10 +80,27 @@ def plan_server(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality:
     spec = None if offline else (get_gpu(gpu) if gpu is not None else detected)
     if spec is None:
         return ServePlan(None, concurrency, seconds, quality)
+    return _gpu_plan(spec, seconds, concurrency, quality)
+
+
+def predicted_plan(simulate: str = "T4", *, seconds: float = 30, concurrency: int = 4,
+                   quality: str = "lossless") -> ServePlan:
+    """The plan for the detected GPU, or for the catalog GPU ``simulate`` names where there is none: what a
+    reader on that GPU would get (predicted; the server itself runs offline without a GPU)."""
+    from ..hardware import detect
+
+    positive(seconds, "seconds")
+    positive(concurrency, "concurrency", integer=True)
+    quality = choose(quality, QUALITIES, "quality")
+    return _gpu_plan(detect(simulate=simulate).gpu, seconds, concurrency, quality)
+
+
+def _gpu_plan(spec, seconds: float, concurrency: int, quality: str) -> ServePlan:
+    from ..hardware import other_gib_now
     from ..kv_fit import fit_vllm
 
     fit = fit_vllm("orpheus-3b", spec, audio_seconds=seconds, concurrency=concurrency, quality=quality,
-                   other_gib=other_gib_now(spec))  # what a desktop or this kernel already holds, as notebook 05
+                   other_gib=other_gib_now(spec))  # what a desktop or this kernel already holds
     return ServePlan(spec, concurrency, seconds, quality, fit)
 
 

@@ -52,20 +52,13 @@ TEXT = "Hello there, this answer is streamed while it is spoken."  # @param {typ
 # %%
 import torch
 
+from colab_tts import serve
 from colab_tts.cited import cited
-from colab_tts.hardware import detect, other_gib_now
-from colab_tts.kv_fit import fit_vllm
 from colab_tts.lessons.make_it_fit import cited_share
-from colab_tts.orpheus import TOKENS_PER_SECOND
 
-gpu = detect(simulate=SIMULATE_GPU).gpu
-fit = fit_vllm("orpheus-3b", gpu, audio_seconds=SECONDS, concurrency=CONCURRENCY, quality=QUALITY,
-               other_gib=other_gib_now(gpu))
-print(f"plan for {fit.gpu.name} (predicted by fit_vllm, {SECONDS:g} s requests): {fit.quantization or fit.dtype} weights, "
-      f"max_model_len={fit.max_model_len:,}; the server runs max_num_seqs={CONCURRENCY}")
-per_stream = fit.stream_tokens_per_second
-print(f"each of {CONCURRENCY} streams: {per_stream:.0f} tokens/s = {per_stream / TOKENS_PER_SECOND:.2f}x the "
-      f"{TOKENS_PER_SECOND:.2f} real time needs (predicted, bandwidth roofline: a ceiling)")
+plan = serve.predicted_plan(SIMULATE_GPU, seconds=SECONDS, concurrency=CONCURRENCY, quality=QUALITY)
+print(plan.note())
+print(plan.realtime_line())
 a10g = cited("orpheus_speed.a10g_vllm_tokens_per_s")
 print(f"how far below the ceiling a real run falls: Orpheus on vLLM on an A10G measured {a10g.value} tokens/s, "
       f"{cited_share():.0%} of the same roofline (cited: {a10g.source}, {a10g.date}); one run on one GPU")
@@ -80,7 +73,6 @@ print(f"how far below the ceiling a real run falls: Orpheus on vLLM on an A10G m
 # the kernel stays free. It listens on 127.0.0.1 only; vLLM's and the HTTP server's logs go to files.
 
 # %%
-from colab_tts import serve
 from colab_tts.display import output_dir
 
 server = serve.start(seconds=SECONDS, concurrency=CONCURRENCY, quality=QUALITY, port=PORT,
