@@ -245,7 +245,7 @@ def start(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str =
     """
     _check_address(host, port)
     positive(queue_limit, "queue_limit", integer=True)
-    logs = writable_folder(path_text(log_dir, "log_dir"), "log_dir") if log_dir else None
+    logs = writable_folder(path_text(log_dir, "log_dir", folder=True), "log_dir") if log_dir else None
     plan = plan_server(gpu=gpu, seconds=seconds, concurrency=concurrency, quality=quality, offline=offline)
     if _RUNNING is not None and not _RUNNING.stopped:
         print(f"stopping the server already running at {_RUNNING.url}: one engine at a time in this process")
