@@ -92,7 +92,8 @@ def test_on_a_gpu_the_server_plans_with_the_memory_others_hold_as_notebook_05_do
 
 
 @pytest.mark.parametrize("argv,needle", [(["--port", "70000"], "port 70000 is not a TCP port"),
-                                         (["--log-dir", "/dev/null/logs"], "is a file, not a folder")])
+                                         (["--log-dir", "/dev/null/logs"], "is a file, not a folder"),
+                                         (["--gpu", "8gb"], "gpu='8gb' and offline together")])
 def test_serve_cli_bad_port_and_log_dir_are_one_line_and_exit_2(argv, needle, capsys):
     from colab_tts.cli import main
 

