@@ -49,15 +49,17 @@ def writable_folder(folder, what: str = "the folder", target=None) -> Path:
     return folder
 
 
-def path_text(path, what: str) -> Path:
-    """``path`` (str or os.PathLike) as a Path, or one TypeError/ValueError naming what is wrong with it."""
+def path_text(path, what: str, folder: bool = False) -> Path:
+    """``path`` (str or os.PathLike) as a Path, or one TypeError/ValueError naming what is wrong with it
+    (``folder``: the path names a folder, and the error asks for one)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{what} must be a path (str or pathlib.Path), got {type(path).__name__}")
     text = os.fspath(path)
     if isinstance(text, bytes):
         raise TypeError(f"{what} must be a str or pathlib.Path, not bytes")
     if not text.strip():
-        raise ValueError(f"{what} is empty: give a file name such as speech.wav")
+        raise ValueError(f"{what} is empty: give " + ("a folder such as my_work" if folder
+                                                     else "a file name such as speech.wav"))
     if "\0" in text:
         raise ValueError(f"{what} {text!r} holds a NUL character, which no file name may hold")
     try:

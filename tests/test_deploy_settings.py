@@ -195,3 +195,11 @@ def test_an_edited_plan_writes_only_inside_its_output_folder(tmp_path, monkeypat
     p["calls"][1]["kwargs"]["output_path"] = p["out"] + "/other name.wav"
     deploy_env.deploy(plan=p, progress=False)
     assert len(ran) == 3
+
+
+@pytest.mark.parametrize("typed,meant", [("JA", "ja"), ("ja ", "ja"), (" All_Zh", "all_zh")])
+def test_a_choice_typed_in_another_case_or_with_spaces_is_refused_naming_the_one_meant(capsys, typed, meant):
+    """Upstream compares exactly, so 'JA' stays refused; the fix names 'ja', not the default 'en'."""
+    assert deploy_cli.main(["gpt-sovits", "--dry-run", "--set", f"text_lang={typed}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f'fix: give e.g. text_lang="{meant}" (CLI: --set text_lang={meant})' in err, err

@@ -283,6 +283,15 @@ def test_deploy_cli_refuses_a_workdir_that_cannot_be_one_in_one_line(tmp_path, c
     assert (tmp_path / "file").read_text() == "mine"
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_workdir_is_asked_for_as_a_folder_not_a_file_name(capsys, blank):
+    from colab_tts.deploy.__main__ import main
+
+    assert main(["gpt-sovits", "--dry-run", "--workdir", blank]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --workdir is empty: give a folder") and ".wav" not in err
+
+
 @pytest.mark.parametrize("fresh", ["..", "env/../..", "./."])
 def test_a_step_may_not_delete_the_work_directory_or_above_through_dots(tmp_path, fresh):
     root = tmp_path / "work" / "gpt-sovits"

@@ -92,7 +92,8 @@ def test_on_a_gpu_the_server_plans_with_the_memory_others_hold_as_notebook_05_do
 
 
 @pytest.mark.parametrize("argv,needle", [(["--port", "70000"], "port 70000 is not a TCP port"),
-                                         (["--log-dir", "/dev/null/logs"], "is a file, not a folder")])
+                                         (["--log-dir", "/dev/null/logs"], "is a file, not a folder"),
+                                         (["--gpu", "8gb"], "gpu='8gb' and offline together")])
 def test_serve_cli_bad_port_and_log_dir_are_one_line_and_exit_2(argv, needle, capsys):
     from colab_tts.cli import main
 
@@ -666,8 +667,9 @@ def test_snac_decodes_with_the_callers_openmp_thread_count_as_the_engine_thread_
 
     import torch
 
-    with open("/proc/self/maps") as f:
-        runtimes = sorted({line.split()[-1] for line in f if "libgomp" in line or "libomp" in line})
+    with open("/proc/self/maps") as f:  # the path is the sixth field and may hold spaces (a checkout in "my work/")
+        paths = {fields[5] for fields in (line.rstrip("\n").split(maxsplit=5) for line in f) if len(fields) == 6}
+    runtimes = sorted(p for p in paths if os.path.basename(p).startswith(("libgomp", "libomp")))
     if not runtimes:
         pytest.skip("no OpenMP runtime found in /proc/self/maps")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

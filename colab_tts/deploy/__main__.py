@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         overrides = parse_set(args.set, args.system)
-        writable_folder(path_text(args.workdir, "--workdir"), "the work directory")  # as deploy() checks it: the dry run too
+        writable_folder(path_text(args.workdir, "--workdir", folder=True), "the work directory")  # as deploy() checks it: the dry run too
         if args.dry_run:
             print(json.dumps(plan(args.system, overrides, workdir=args.workdir)))
             return 0

